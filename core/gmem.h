@@ -1,0 +1,55 @@
+/*
+ * Guest memory access for one device: turns guest addresses from
+ * virtqueues into host pointers, in gfn mode (guest-physical addresses,
+ * foreign-mapped, with a bounded cache of mapped chunks) or grant mode
+ * ((1<<63) | gref<<12 | offset, consecutive grant refs for a range that
+ * crosses pages, as Linux's xen-grant-dma allocates them).
+ *
+ * A "flat" gmem over a plain buffer exists for unit tests.
+ */
+#ifndef VP_GMEM_H
+#define VP_GMEM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct vp_hv;
+struct vp_gmem;
+
+enum vp_addr_mode { VP_ADDR_GFN = 0, VP_ADDR_GRANT = 1 };
+
+/* A mapping handed out by vp_gmem_map(); release with vp_gmem_unmap(). */
+struct vp_gmem_ref {
+	void *cookie;  /* the gmem's; NULL when nothing must be released */
+	unsigned n;    /* pages in the underlying mapping */
+};
+
+/* Create the accessor for guest dom through hv. max_cache_bytes bounds
+ * the gfn-mode mapping cache. Returns NULL on allocation failure. */
+struct vp_gmem *vp_gmem_new(struct vp_hv *hv, uint16_t dom,
+			    enum vp_addr_mode mode, size_t max_cache_bytes);
+/* Test accessor: guest address X is base[X] for X < len; no hypervisor. */
+struct vp_gmem *vp_gmem_new_flat(void *base, size_t len);
+/* Release all cached mappings; every vp_gmem_ref must be released. */
+void vp_gmem_free(struct vp_gmem *gm);
+
+/* Map [gaddr, gaddr+len) for reading (and writing if write) as one
+ * contiguous host range. Returns the pointer and fills *ref, or NULL when
+ * any byte is not mapped / not granted / out of range (errno set).
+ * len must be > 0. */
+void *vp_gmem_map(struct vp_gmem *gm, uint64_t gaddr, size_t len, bool write,
+		  struct vp_gmem_ref *ref);
+/* Release a mapping from vp_gmem_map(). */
+void vp_gmem_unmap(struct vp_gmem *gm, struct vp_gmem_ref *ref);
+
+/* Statistics for tests and the bench. */
+struct vp_gmem_stats {
+	uint64_t maps;        /* vp_gmem_map calls that succeeded */
+	uint64_t hv_maps;     /* hypervisor map calls made */
+	uint64_t cache_hits;  /* maps served from the cache */
+	size_t cached_bytes;  /* currently cached */
+};
+void vp_gmem_get_stats(const struct vp_gmem *gm, struct vp_gmem_stats *st);
+
+#endif

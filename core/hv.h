@@ -1,0 +1,72 @@
+/*
+ * Hypervisor layer: event channels and guest memory, behind one ops table
+ * (like QEMU's xen_backend_ops).  Two implementations: "xen" (libxenevtchn,
+ * libxenforeignmemory, libxengnttab) and "sim" (no hypervisor; see
+ * proxy-stub/linux/simguest.h for the guest end of the rendezvous).
+ *
+ * One struct vp_hv per server.  Event channels follow libxenevtchn's model:
+ * one fd for all bound ports; when it is readable call pending() until it
+ * returns -1, and unmask() each port once its events are handled.
+ */
+#ifndef VP_HV_H
+#define VP_HV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define VP_PAGE_SHIFT 12
+#define VP_PAGE_SIZE 4096u
+
+struct vp_hv;
+
+struct vp_hv_ops {
+	const char *name;
+	/* --- event channels --- */
+	/* The fd to watch for readability (one for all ports). */
+	int (*evtchn_fd)(struct vp_hv *hv);
+	/* Bind to port remote_port of domain dom (which the guest allocated
+	 * unbound for us). Returns the local port >= 0 or a negative errno. */
+	int (*evtchn_bind)(struct vp_hv *hv, uint16_t dom, uint32_t remote_port);
+	/* Signal the remote end of a bound local port. 0 or -errno. */
+	int (*evtchn_notify)(struct vp_hv *hv, int port);
+	/* Next local port with an event, or -1 when none is pending. */
+	int (*evtchn_pending)(struct vp_hv *hv);
+	/* Re-enable delivery on a port returned by pending(). 0 or -errno. */
+	int (*evtchn_unmask)(struct vp_hv *hv, int port);
+	/* Unbind a local port. 0 or -errno. */
+	int (*evtchn_unbind)(struct vp_hv *hv, int port);
+
+	/* --- guest memory --- */
+	/* Map n guest frames of dom, contiguous in our address space.
+	 * writable: map read-write, else read-only. NULL + errno on failure
+	 * (bad gfn, domain gone). Unmap with unmap_gfns(). */
+	void *(*map_gfns)(struct vp_hv *hv, uint16_t dom, const uint64_t *gfns,
+			  unsigned n, int writable);
+	int (*unmap_gfns)(struct vp_hv *hv, void *addr, unsigned n);
+	/* Map n grant refs of dom, contiguous. NULL + errno on failure
+	 * (bad ref, not granted to us, read-only grant mapped writable). */
+	void *(*map_grants)(struct vp_hv *hv, uint16_t dom, const uint32_t *refs,
+			    unsigned n, int writable);
+	int (*unmap_grants)(struct vp_hv *hv, void *addr, unsigned n);
+
+	/* --- domains --- */
+	/* Drop everything cached about dom (called when it is released). */
+	void (*forget_domain)(struct vp_hv *hv, uint16_t dom);
+	/* Free the handle; every port must already be unbound. */
+	void (*close)(struct vp_hv *hv);
+};
+
+struct vp_hv {
+	const struct vp_hv_ops *ops;
+	/* implementation data follows in the implementation's struct */
+};
+
+/* Open the "sim" layer: guests rendezvous via <run_dir>/dom<D>.sock.
+ * Returns NULL and logs on failure. Caller frees with hv->ops->close. */
+struct vp_hv *vp_hv_sim_open(const char *run_dir);
+/* Open the "xen" layer (needs /dev/xen/*). NULL and logs on failure. */
+struct vp_hv *vp_hv_xen_open(void);
+/* Open by name ("sim" or "xen"). */
+struct vp_hv *vp_hv_open(const char *name, const char *run_dir);
+
+#endif
