@@ -66,6 +66,9 @@ struct vp_hv {
 struct vp_hv *vp_hv_sim_open(const char *run_dir);
 /* Open the "xen" layer (needs /dev/xen/*). NULL and logs on failure. */
 struct vp_hv *vp_hv_xen_open(void);
+/* Tell the layer the server's own domid (the sim layer checks grant
+ * entries against it; Xen knows it already). */
+void vp_hv_set_self_domid(struct vp_hv *hv, uint16_t domid);
 /* Open by name ("sim" or "xen"). */
 struct vp_hv *vp_hv_open(const char *name, const char *run_dir);
 

@@ -1,0 +1,836 @@
+/*
+ * The xenstore lifecycle of every device (Xen's PV driver convention,
+ * xen/io/xenbus.h):
+ *
+ *   provision: when a guest named by a [device] declaration is introduced,
+ *     open its storage, create the backend node
+ *     /local/domain/<self>/backend/vproxy/<fe>/<devid> and the frontend node
+ *     /local/domain/<fe>/device/vproxy/<devid>, pointing at each other;
+ *     backend state InitWait (Closed + "error" if the storage failed).
+ *   frontend Initialised: read ring-ref, event-channel and addr-mode, map
+ *     the shared page, bind the port, create the virtio device: Connected.
+ *   frontend Closing/Closed: stop the device, unmap, unbind: Closed.
+ *     frontend Initialising again: InitWait again (reconnect).
+ *   frontend node removed, backend node removed, or @releaseDomain for the
+ *     guest: stop the device and remove its nodes.
+ *   shutdown: every backend Closing, wait for the frontends, then Closed
+ *     and the nodes removed.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xen/io/xenbus.h>
+#include <xenstore.h>
+#include <vproxy/proto.h>
+
+#include "blk.h"
+#include "hv.h"
+#include "server.h"
+#include "transport.h"
+#include "vdev.h"
+
+#define PATH_LEN 128
+#define DOMID_MAX 32751u /* below DOMID_FIRST_RESERVED */
+
+struct vp_device {
+	struct vp_xsbus *bus;
+	const struct vp_devdecl *decl;
+	uint16_t dom;
+	uint16_t devid;
+	char be_path[PATH_LEN];
+	char fe_path[PATH_LEN];
+	char token[48];
+	int be_state;            /* the state we last wrote */
+	bool watching;
+	bool failed;             /* storage did not open: stays Closed */
+	bool was_connected;      /* connected when shutdown began */
+	bool destroying;         /* vp_vdev_destroy() pending */
+	bool remove_pending;     /* free once the device is destroyed */
+	void *disk;
+	struct vproxy_disk_info info;
+	struct vp_transport *t;
+	struct vp_vdev *vdev;
+	struct vp_ratelimit rl;
+	struct vp_device *next;
+};
+
+struct vp_xsbus {
+	struct vp_server *srv;
+	struct xs_handle *xs;
+	struct event *xs_ev;
+	unsigned self;
+	char be_root[PATH_LEN];
+	struct vp_device *devices;
+	bool shutting_down;
+	bool finished;
+};
+
+static const char *state_name(int s)
+{
+	static const char *const names[] = {"Unknown", "Initialising", "InitWait",
+					    "Initialised", "Connected", "Closing",
+					    "Closed"};
+
+	return s >= 0 && s <= 6 ? names[s] : "invalid";
+}
+
+static void dev_log(struct vp_device *dev, enum vproxy_log_level lvl, const char *fmt,
+		    ...) __attribute__((format(printf, 3, 4)));
+
+static void dev_log(struct vp_device *dev, enum vproxy_log_level lvl, const char *fmt,
+		    ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	vp_log_dev(&dev->rl, lvl, dev->dom, dev->devid, "%s", msg);
+}
+
+static bool xs_printf(struct vp_xsbus *bus, xs_transaction_t tx, const char *path,
+		      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static bool xs_printf(struct vp_xsbus *bus, xs_transaction_t tx, const char *path,
+		      const char *fmt, ...)
+{
+	char val[256];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(val, sizeof(val), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(val))
+		return false;
+	return xs_write(bus->xs, tx, path, val, (unsigned)n);
+}
+
+static bool xs_printf_at(struct vp_xsbus *bus, xs_transaction_t tx, const char *dir,
+			 const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+static bool xs_printf_at(struct vp_xsbus *bus, xs_transaction_t tx, const char *dir,
+			 const char *key, const char *fmt, ...)
+{
+	char path[PATH_LEN * 2], val[256];
+	va_list ap;
+	int n;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, key);
+	va_start(ap, fmt);
+	n = vsnprintf(val, sizeof(val), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(val))
+		return false;
+	return xs_write(bus->xs, tx, path, val, (unsigned)n);
+}
+
+/* Read dir/key; returns a malloc'ed string or NULL (errno set). */
+static char *xs_read_at(struct vp_xsbus *bus, const char *dir, const char *key)
+{
+	char path[PATH_LEN * 2];
+	unsigned len;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, key);
+	return xs_read(bus->xs, XBT_NULL, path, &len);
+}
+
+/* Read dir/key as an unsigned number: 0, -ENOENT or -EINVAL. */
+static int xs_read_ull(struct vp_xsbus *bus, const char *dir, const char *key,
+		       unsigned long long *out)
+{
+	char *s = xs_read_at(bus, dir, key), *end;
+	int rc = 0;
+
+	if (!s)
+		return -ENOENT;
+	errno = 0;
+	*out = strtoull(s, &end, 0);
+	if (errno || end == s || *end != '\0' || s[0] == '-')
+		rc = -EINVAL;
+	free(s);
+	return rc;
+}
+
+static void set_state(struct vp_device *dev, int state)
+{
+	if (!xs_printf_at(dev->bus, XBT_NULL, dev->be_path, "state", "%d", state))
+		dev_log(dev, VPROXY_LOG_WARN, "cannot write backend state %s: %s",
+			state_name(state), strerror(errno));
+	if (dev->be_state != state)
+		dev_log(dev, VPROXY_LOG_DEBUG, "backend %s -> %s",
+			state_name(dev->be_state), state_name(state));
+	dev->be_state = state;
+}
+
+/* A fatal error for this device (as xenbus_dev_fatal): tell the
+ * frontend why and move to Closing. */
+static void fatal(struct vp_device *dev, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void fatal(struct vp_device *dev, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	dev_log(dev, VPROXY_LOG_ERROR, "%s", msg);
+	xs_printf_at(dev->bus, XBT_NULL, dev->be_path, "error", "%s", msg);
+	set_state(dev, XenbusStateClosing);
+}
+
+static struct vp_device *find_device(struct vp_xsbus *bus, unsigned dom, unsigned devid)
+{
+	for (struct vp_device *d = bus->devices; d; d = d->next)
+		if (d->dom == dom && d->devid == devid)
+			return d;
+	return NULL;
+}
+
+static void check_shutdown(struct vp_xsbus *bus);
+
+/* Remove a directory if it has no children left. */
+static void rm_if_empty(struct vp_xsbus *bus, const char *path)
+{
+	unsigned n = 0;
+	char **ents = xs_directory(bus->xs, XBT_NULL, path, &n);
+
+	if (ents && n == 0)
+		xs_rm(bus->xs, XBT_NULL, path);
+	free(ents);
+}
+
+/* Unlink and free dev; the virtio device and transport must be gone. */
+static void free_device(struct vp_device *dev, bool remove_nodes)
+{
+	struct vp_xsbus *bus = dev->bus;
+	unsigned dom = dev->dom;
+	bool others = false;
+
+	if (dev->watching)
+		xs_unwatch(bus->xs, dev->fe_path, dev->token);
+	if (dev->disk)
+		dev->decl->plugin->close(dev->disk);
+	if (remove_nodes) {
+		char parent[PATH_LEN];
+
+		xs_rm(bus->xs, XBT_NULL, dev->be_path);
+		xs_rm(bus->xs, XBT_NULL, dev->fe_path);
+		snprintf(parent, sizeof(parent), "%s/%u", bus->be_root, dom);
+		rm_if_empty(bus, parent);
+	}
+	for (struct vp_device **pp = &bus->devices; *pp; pp = &(*pp)->next) {
+		if (*pp == dev) {
+			*pp = dev->next;
+			break;
+		}
+	}
+	free(dev);
+	for (struct vp_device *d = bus->devices; d; d = d->next)
+		others |= d->dom == dom;
+	if (!others) {
+		struct vp_hv *hv = vp_server_hv(bus->srv);
+
+		hv->ops->forget_domain(hv, (uint16_t)dom);
+	}
+}
+
+static void vdev_destroyed(void *arg)
+{
+	struct vp_device *dev = arg;
+
+	vp_transport_close(dev->t);
+	dev->t = NULL;
+	dev->destroying = false;
+	if (dev->bus->finished)
+		return;
+	if (dev->remove_pending) {
+		struct vp_xsbus *bus = dev->bus;
+
+		free_device(dev, true);
+		check_shutdown(bus);
+		return;
+	}
+	check_shutdown(dev->bus);
+}
+
+/* Stop serving the guest.  May free dev when remove_pending is set: the
+ * caller must not touch dev afterwards in that case. */
+static void disconnect(struct vp_device *dev)
+{
+	struct vp_vdev *vdev = dev->vdev;
+
+	if (!dev->t || dev->destroying)
+		return;
+	vp_server_set_port(dev->bus->srv, vp_transport_port(dev->t), NULL);
+	vp_transport_detach(dev->t);
+	dev->vdev = NULL;
+	dev->destroying = true;
+	if (vdev)
+		vp_vdev_destroy(vdev, vdev_destroyed, dev);
+	else
+		vdev_destroyed(dev);
+}
+
+/* Tear the device down and remove its nodes; frees dev (now or once its
+ * in-flight I/O has completed). */
+static void remove_device(struct vp_device *dev)
+{
+	dev->remove_pending = true;
+	if (dev->t)
+		disconnect(dev);
+	else if (!dev->destroying)
+		free_device(dev, true);
+}
+
+static void dev_raise_irq(void *opaque, uint32_t bits)
+{
+	struct vp_device *dev = opaque;
+
+	if (dev->t)
+		vp_transport_raise_irq(dev->t, bits);
+}
+
+static void dev_vdev_broken(void *opaque, const char *why)
+{
+	struct vp_device *dev = opaque;
+
+	dev_log(dev, VPROXY_LOG_WARN, "device needs reset: %s", why);
+}
+
+static void dev_transport_broken(void *opaque, const char *why)
+{
+	struct vp_device *dev = opaque;
+
+	/* The ring cannot be trusted any more: stop and tell the guest. */
+	fatal(dev, "malformed ring: %s", why);
+}
+
+static void connect_device(struct vp_device *dev)
+{
+	struct vp_xsbus *bus = dev->bus;
+	const struct vp_server_opts *opts = vp_server_opts(bus->srv);
+	unsigned long long ring_ref, port, version = VPROXY_PROTO_VERSION;
+	struct vp_transport_params tp = {0};
+	struct vp_blk_params bp = {0};
+	struct vp_vdev_host host = {0};
+	char err[256], *mode;
+	int rc;
+
+	rc = xs_read_ull(bus, dev->fe_path, "ring-ref", &ring_ref);
+	if (rc) {
+		fatal(dev, "frontend ring-ref %s", rc == -ENOENT ? "missing" : "invalid");
+		return;
+	}
+	rc = xs_read_ull(bus, dev->fe_path, "event-channel", &port);
+	if (rc || port > UINT32_MAX) {
+		fatal(dev, "frontend event-channel %s",
+		      rc == -ENOENT ? "missing" : "invalid");
+		return;
+	}
+	rc = xs_read_ull(bus, dev->fe_path, "protocol-version", &version);
+	if (rc == -EINVAL || version != VPROXY_PROTO_VERSION) {
+		fatal(dev, "frontend protocol-version not supported (want %u)",
+		      VPROXY_PROTO_VERSION);
+		return;
+	}
+	mode = xs_read_at(bus, dev->fe_path, "addr-mode");
+	tp.mode = VP_ADDR_GFN;
+	if (mode && strcmp(mode, "grant") == 0) {
+		tp.mode = VP_ADDR_GRANT;
+	} else if (mode && strcmp(mode, "gfn") != 0) {
+		fatal(dev, "frontend addr-mode '%.32s' unknown (gfn or grant)", mode);
+		free(mode);
+		return;
+	}
+	free(mode);
+
+	tp.dom = dev->dom;
+	tp.devid = dev->devid;
+	tp.ring_ref = ring_ref;
+	tp.remote_port = (uint32_t)port;
+	tp.gmem_cache_bytes = opts->gmem_cache_bytes;
+	tp.broken = dev_transport_broken;
+	tp.opaque = dev;
+	dev->t = vp_transport_open(vp_server_base(bus->srv), vp_server_hv(bus->srv), &tp,
+				   err, sizeof(err));
+	if (!dev->t) {
+		fatal(dev, "cannot connect: %s", err);
+		return;
+	}
+
+	bp.num_queues = dev->decl->queues;
+	bp.queue_size_max = dev->decl->queue_size;
+	bp.read_only = dev->decl->read_only ||
+		       (dev->info.flags & VPROXY_DISK_READONLY) != 0;
+	if (dev->decl->serial)
+		snprintf(bp.serial, sizeof(bp.serial), "%s", dev->decl->serial);
+	else
+		snprintf(bp.serial, sizeof(bp.serial), "vproxy-%u-%u", dev->dom,
+			 dev->devid);
+	host.dom = dev->dom;
+	host.devid = dev->devid;
+	host.gm = vp_transport_gmem(dev->t);
+	host.raise_irq = dev_raise_irq;
+	host.broken = dev_vdev_broken;
+	host.opaque = dev;
+	dev->vdev = vp_blk_create(&bp, dev->decl->plugin, dev->disk, &dev->info, &host);
+	if (!dev->vdev) {
+		vp_transport_close(dev->t);
+		dev->t = NULL;
+		fatal(dev, "cannot create the virtio device: out of memory");
+		return;
+	}
+	if (vp_server_set_port(bus->srv, vp_transport_port(dev->t), dev) < 0) {
+		disconnect(dev);
+		fatal(dev, "out of memory");
+		return;
+	}
+	snprintf(err, sizeof(err), "%s/error", dev->be_path);
+	xs_rm(bus->xs, XBT_NULL, err); /* harmless if absent */
+	set_state(dev, XenbusStateConnected);
+	vp_transport_attach(dev->t, dev->vdev);
+	dev_log(dev, VPROXY_LOG_INFO,
+		"connected: %s mode, ring-ref %llu, event channel %llu, %" PRIu64
+		" bytes%s",
+		tp.mode == VP_ADDR_GRANT ? "grant" : "gfn", ring_ref, port,
+		dev->info.capacity, bp.read_only ? ", read-only" : "");
+}
+
+static void frontend_changed(struct vp_device *dev)
+{
+	struct vp_xsbus *bus = dev->bus;
+	unsigned long long st;
+	char path[PATH_LEN * 2];
+	int rc;
+
+	if (dev->remove_pending || bus->finished)
+		return;
+	rc = xs_read_ull(bus, dev->fe_path, "state", &st);
+	if (rc == -ENOENT) {
+		char *dir = xs_read_at(bus, dev->fe_path, "backend");
+
+		if (dir) {
+			/* Node still there, state not yet written. */
+			free(dir);
+			return;
+		}
+		dev_log(dev, VPROXY_LOG_INFO, "frontend node removed");
+		remove_device(dev);
+		check_shutdown(bus);
+		return;
+	}
+	if (rc) {
+		dev_log(dev, VPROXY_LOG_WARN, "frontend state is not a number");
+		return;
+	}
+	switch (st) {
+	case XenbusStateInitialising:
+	case XenbusStateInitWait:
+		/* A frontend starting over after Closed: offer the device again. */
+		if (dev->be_state == XenbusStateClosed && !dev->failed && !dev->t &&
+		    !dev->destroying && !bus->shutting_down) {
+			snprintf(path, sizeof(path), "%s/error", dev->be_path);
+			xs_rm(bus->xs, XBT_NULL, path);
+			set_state(dev, XenbusStateInitWait);
+		}
+		break;
+	case XenbusStateInitialised:
+	case XenbusStateConnected:
+		if (dev->be_state == XenbusStateInitWait && !bus->shutting_down)
+			connect_device(dev);
+		break;
+	case XenbusStateClosing:
+	case XenbusStateClosed:
+		if (dev->be_state != XenbusStateClosed) {
+			disconnect(dev);
+			set_state(dev, XenbusStateClosed);
+			dev_log(dev, VPROXY_LOG_INFO, "disconnected (frontend %s)",
+				state_name((int)st));
+		}
+		break;
+	default:
+		dev_log(dev, VPROXY_LOG_WARN, "frontend state %llu is not valid", st);
+		break;
+	}
+	check_shutdown(bus);
+}
+
+/* Write both nodes of a new device in one transaction. */
+static bool write_nodes(struct vp_device *dev)
+{
+	struct vp_xsbus *bus = dev->bus;
+	struct xs_permissions be_perms[2] = {{bus->self, XS_PERM_NONE},
+					     {dev->dom, XS_PERM_READ}};
+	struct xs_permissions fe_perms[2] = {{dev->dom, XS_PERM_NONE},
+					     {bus->self, XS_PERM_READ}};
+
+	for (int attempt = 0; attempt < 8; attempt++) {
+		xs_transaction_t tx = xs_transaction_start(bus->xs);
+		char *fe_state;
+		unsigned len;
+		char path[PATH_LEN * 2];
+		bool ok;
+
+		if (tx == XBT_NULL)
+			return false;
+		ok = xs_mkdir(bus->xs, tx, dev->be_path) &&
+		     xs_set_permissions(bus->xs, tx, dev->be_path, be_perms, 2) &&
+		     xs_printf_at(bus, tx, dev->be_path, "frontend", "%s", dev->fe_path) &&
+		     xs_printf_at(bus, tx, dev->be_path, "frontend-id", "%u", dev->dom) &&
+		     xs_printf_at(bus, tx, dev->be_path, "state", "%d",
+				  XenbusStateInitialising) &&
+		     xs_printf_at(bus, tx, dev->be_path, "online", "1") &&
+		     xs_printf_at(bus, tx, dev->be_path, "type", "blk") &&
+		     xs_printf_at(bus, tx, dev->be_path, "label", "%s", dev->decl->label) &&
+		     xs_printf_at(bus, tx, dev->be_path, "plugin", "%s",
+				  dev->decl->plugin->name);
+		snprintf(path, sizeof(path), "%s/state", dev->fe_path);
+		fe_state = ok ? xs_read(bus->xs, tx, path, &len) : NULL;
+		/* The frontend owns its state; only a new node gets one. */
+		if (ok && !fe_state)
+			ok = xs_mkdir(bus->xs, tx, dev->fe_path) &&
+			     xs_set_permissions(bus->xs, tx, dev->fe_path, fe_perms, 2) &&
+			     xs_printf_at(bus, tx, dev->fe_path, "state", "%d",
+					  XenbusStateInitialising);
+		free(fe_state);
+		ok = ok &&
+		     xs_printf_at(bus, tx, dev->fe_path, "backend", "%s", dev->be_path) &&
+		     xs_printf_at(bus, tx, dev->fe_path, "backend-id", "%u", bus->self);
+		if (!ok) {
+			int e = errno;
+
+			xs_transaction_end(bus->xs, tx, true);
+			errno = e;
+			return false;
+		}
+		if (xs_transaction_end(bus->xs, tx, false))
+			return true;
+		if (errno != EAGAIN)
+			return false;
+	}
+	errno = EAGAIN;
+	return false;
+}
+
+static void provision(struct vp_xsbus *bus, const struct vp_devdecl *decl, unsigned dom)
+{
+	struct vp_device *dev;
+	char err[256] = "";
+	int rc;
+
+	dev = calloc(1, sizeof(*dev));
+	if (!dev) {
+		vp_err("dom %u dev %u: out of memory", dom, decl->devid);
+		return;
+	}
+	dev->bus = bus;
+	dev->decl = decl;
+	dev->dom = (uint16_t)dom;
+	dev->devid = (uint16_t)decl->devid;
+	dev->be_state = XenbusStateUnknown;
+	snprintf(dev->be_path, sizeof(dev->be_path), "%s/%u/%u", bus->be_root, dom,
+		 decl->devid);
+	snprintf(dev->fe_path, sizeof(dev->fe_path), "/local/domain/%u/device/%s/%u", dom,
+		 VPROXY_XS_TYPE, decl->devid);
+	snprintf(dev->token, sizeof(dev->token), "fe/%u/%u", dom, decl->devid);
+
+	rc = decl->plugin->open(decl->params, decl->read_only, &dev->info, &dev->disk, err,
+				sizeof(err));
+	if (rc == 0 && (dev->info.capacity % 512 || dev->info.logical_block < 512 ||
+			(dev->info.logical_block & (dev->info.logical_block - 1)))) {
+		snprintf(err, sizeof(err), "plugin %s reported an invalid geometry",
+			 decl->plugin->name);
+		decl->plugin->close(dev->disk);
+		dev->disk = NULL;
+		rc = -EINVAL;
+	}
+	if (rc) {
+		dev->failed = true;
+		dev->disk = NULL;
+		if (!err[0])
+			snprintf(err, sizeof(err), "%s", strerror(-rc));
+	}
+	dev->next = bus->devices;
+	bus->devices = dev;
+	if (!write_nodes(dev)) {
+		dev_log(dev, VPROXY_LOG_ERROR, "cannot create xenstore nodes: %s",
+			strerror(errno));
+		free_device(dev, true);
+		return;
+	}
+	if (dev->failed) {
+		dev_log(dev, VPROXY_LOG_ERROR, "[device %s]: cannot open storage: %s",
+			decl->label, err);
+		xs_printf_at(bus, XBT_NULL, dev->be_path, "error", "%s", err);
+		set_state(dev, XenbusStateClosed);
+	} else {
+		xs_printf_at(bus, XBT_NULL, dev->be_path, "sectors", "%" PRIu64,
+			     dev->info.capacity / 512);
+		set_state(dev, XenbusStateInitWait);
+		dev_log(dev, VPROXY_LOG_INFO, "[device %s] ready on plugin %s, waiting for the frontend",
+			decl->label, decl->plugin->name);
+	}
+	/* The watch fires once at once, which runs frontend_changed(). */
+	dev->watching = xs_watch(bus->xs, dev->fe_path, dev->token);
+	if (!dev->watching)
+		dev_log(dev, VPROXY_LOG_ERROR, "cannot watch %s: %s", dev->fe_path,
+			strerror(errno));
+}
+
+static bool decl_matches(const struct vp_devdecl *decl, unsigned dom, const char *name)
+{
+	if (decl->guest_domid >= 0)
+		return (unsigned)decl->guest_domid == dom;
+	return name && strcmp(name, decl->guest) == 0;
+}
+
+/* Provision the declared devices of every running guest that lacks them. */
+static void scan_domains(struct vp_xsbus *bus)
+{
+	const struct vp_server_opts *opts = vp_server_opts(bus->srv);
+	unsigned n = 0;
+	char **doms;
+
+	if (bus->shutting_down)
+		return;
+	doms = xs_directory(bus->xs, XBT_NULL, "/local/domain", &n);
+	if (!doms)
+		return;
+	for (unsigned i = 0; i < n; i++) {
+		char path[PATH_LEN], *end, *name;
+		unsigned long dom;
+		unsigned len;
+
+		errno = 0;
+		dom = strtoul(doms[i], &end, 10);
+		if (errno || *end || dom == 0 || dom > DOMID_MAX || dom == bus->self)
+			continue;
+		if (!xs_is_domain_introduced(bus->xs, (unsigned)dom))
+			continue;
+		snprintf(path, sizeof(path), "/local/domain/%lu/name", dom);
+		name = xs_read(bus->xs, XBT_NULL, path, &len);
+		for (size_t k = 0; k < opts->ndecls; k++) {
+			const struct vp_devdecl *decl = &opts->decls[k];
+			struct vp_device *old;
+
+			if (!decl_matches(decl, (unsigned)dom, name))
+				continue;
+			old = find_device(bus, (unsigned)dom, decl->devid);
+			if (old) {
+				if (old->decl != decl)
+					vp_warn("dom %lu dev %u: [device %s] ignored, "
+						"[device %s] already serves it",
+						dom, decl->devid, decl->label, old->decl->label);
+				continue;
+			}
+			provision(bus, decl, (unsigned)dom);
+		}
+		free(name);
+	}
+	free(doms);
+}
+
+/* @releaseDomain: remove the devices of every guest that is gone. */
+static void check_released(struct vp_xsbus *bus)
+{
+	struct vp_device *dev, *next;
+
+	for (dev = bus->devices; dev; dev = next) {
+		next = dev->next;
+		if (dev->remove_pending || xs_is_domain_introduced(bus->xs, dev->dom))
+			continue;
+		dev_log(dev, VPROXY_LOG_INFO, "domain released: removing the device");
+		/* Removal may free dev; neighbours stay valid. */
+		remove_device(dev);
+	}
+	check_shutdown(bus);
+}
+
+/* Something under our backend tree changed: was a device's node removed? */
+static void backend_tree_changed(struct vp_xsbus *bus, const char *path)
+{
+	struct vp_device *dev, *next;
+	size_t plen = strlen(path);
+
+	for (dev = bus->devices; dev; dev = next) {
+		char *st;
+
+		next = dev->next;
+		if (dev->remove_pending || strncmp(dev->be_path, path, plen) != 0 ||
+		    (dev->be_path[plen] != '\0' && dev->be_path[plen] != '/'))
+			continue;
+		st = xs_read_at(bus, dev->be_path, "state");
+		if (st) {
+			free(st);
+			continue;
+		}
+		dev_log(dev, VPROXY_LOG_INFO, "backend node removed: removing the device");
+		remove_device(dev);
+	}
+}
+
+static void xs_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct vp_xsbus *bus = arg;
+	char **w;
+
+	(void)fd;
+	(void)what;
+	while ((w = xs_check_watch(bus->xs)) != NULL) {
+		const char *path = w[XS_WATCH_PATH], *token = w[XS_WATCH_TOKEN];
+		unsigned dom, devid;
+
+		if (bus->finished) {
+			free(w);
+			continue;
+		}
+		if (strcmp(token, "intro") == 0) {
+			scan_domains(bus);
+		} else if (strcmp(token, "release") == 0) {
+			check_released(bus);
+		} else if (strcmp(token, "betree") == 0) {
+			backend_tree_changed(bus, path);
+		} else if (sscanf(token, "fe/%u/%u", &dom, &devid) == 2) {
+			struct vp_device *dev = find_device(bus, dom, devid);
+
+			if (dev && !dev->remove_pending)
+				frontend_changed(dev);
+		}
+		free(w);
+	}
+}
+
+void vp_xsbus_device_kick(struct vp_device *dev)
+{
+	if (dev->t && dev->vdev)
+		vp_transport_kick(dev->t);
+}
+
+struct vp_xsbus *vp_xsbus_open(struct vp_server *srv, char *err, size_t errlen)
+{
+	const struct vp_server_opts *opts = vp_server_opts(srv);
+	struct vp_xsbus *bus;
+
+	bus = calloc(1, sizeof(*bus));
+	if (!bus) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	bus->srv = srv;
+	bus->xs = xs_open(0);
+	if (!bus->xs) {
+		const char *p = getenv("XENSTORED_PATH");
+
+		snprintf(err, errlen, "cannot connect to xenstored%s%s: %s",
+			 p ? " at " : "", p ? p : "", strerror(errno));
+		goto fail;
+	}
+	if (opts->backend_domid >= 0) {
+		bus->self = (unsigned)opts->backend_domid;
+	} else {
+		unsigned len;
+		char *s = xs_read(bus->xs, XBT_NULL, "domid", &len);
+
+		bus->self = s ? (unsigned)strtoul(s, NULL, 10) : 0;
+		if (!s)
+			vp_info("xenstore has no \"domid\" for us; assuming domain 0");
+		free(s);
+	}
+	vp_hv_set_self_domid(vp_server_hv(srv), (uint16_t)bus->self);
+	snprintf(bus->be_root, sizeof(bus->be_root), "/local/domain/%u/backend/%s",
+		 bus->self, VPROXY_XS_TYPE);
+	bus->xs_ev = event_new(vp_server_base(srv), xs_fileno(bus->xs),
+			       EV_READ | EV_PERSIST, xs_cb, bus);
+	if (!bus->xs_ev || event_add(bus->xs_ev, NULL)) {
+		snprintf(err, errlen, "cannot watch the xenstore connection");
+		goto fail;
+	}
+	if (!xs_watch(bus->xs, "@introduceDomain", "intro") ||
+	    !xs_watch(bus->xs, "@releaseDomain", "release") ||
+	    !xs_watch(bus->xs, bus->be_root, "betree")) {
+		snprintf(err, errlen, "cannot set xenstore watches: %s", strerror(errno));
+		goto fail;
+	}
+	vp_info("backend domain %u, %zu device declaration(s), hypervisor layer %s",
+		bus->self, opts->ndecls, opts->hypervisor);
+	scan_domains(bus);
+	return bus;
+fail:
+	vp_xsbus_close(bus);
+	return NULL;
+}
+
+static void check_shutdown(struct vp_xsbus *bus)
+{
+	if (!bus->shutting_down || bus->finished)
+		return;
+	for (struct vp_device *dev = bus->devices; dev; dev = dev->next) {
+		unsigned long long st;
+
+		if (dev->t || dev->destroying)
+			return;
+		if (dev->was_connected &&
+		    xs_read_ull(bus, dev->fe_path, "state", &st) == 0 &&
+		    st < XenbusStateClosing)
+			return;
+	}
+	vp_xsbus_finish(bus);
+}
+
+void vp_xsbus_begin_shutdown(struct vp_xsbus *bus)
+{
+	struct vp_device *dev, *next;
+
+	bus->shutting_down = true;
+	for (dev = bus->devices; dev; dev = next) {
+		next = dev->next;
+		dev->was_connected = dev->t != NULL;
+		if (dev->remove_pending)
+			continue;
+		if (dev->be_state != XenbusStateClosed)
+			set_state(dev, XenbusStateClosing);
+		disconnect(dev);
+	}
+	check_shutdown(bus);
+}
+
+void vp_xsbus_finish(struct vp_xsbus *bus)
+{
+	struct vp_device *dev, *next;
+
+	if (bus->finished)
+		return;
+	bus->finished = true;
+	for (dev = bus->devices; dev; dev = next) {
+		next = dev->next;
+		if (dev->destroying) {
+			/* A plugin still holds guest memory: leave the disk open
+			 * rather than free what it may touch. */
+			dev_log(dev, VPROXY_LOG_WARN, "I/O still in flight at exit");
+			continue;
+		}
+		set_state(dev, XenbusStateClosed);
+		free_device(dev, true);
+	}
+	vp_server_shutdown_done(bus->srv);
+}
+
+void vp_xsbus_close(struct vp_xsbus *bus)
+{
+	if (!bus)
+		return;
+	if (bus->xs_ev)
+		event_free(bus->xs_ev);
+	if (bus->xs)
+		xs_close(bus->xs);
+	free(bus);
+}
