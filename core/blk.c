@@ -1,0 +1,724 @@
+/*
+ * virtio-blk (virtio 1.2 section 5.2) over a storage plugin.  A request is
+ * parsed from its descriptor chain once, its guest buffers stay mapped
+ * while the plugin works on them, and the result goes back through the
+ * used ring.  Discard and write-zeroes requests carry several segments;
+ * they become one plugin request each, issued one after the other.
+ */
+#include "blk.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <linux/virtio_blk.h>
+#include <linux/virtio_ids.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gmem.h"
+#include "log.h"
+#include "plugin_host.h"
+#include "virtqueue.h"
+
+#define SECTOR_SHIFT 9
+#define SECTOR_SIZE (1u << SECTOR_SHIFT)
+/* Largest data segment we advertise (VIRTIO_BLK_F_SIZE_MAX). */
+#define BLK_SEG_SIZE_MAX (1u << 20)
+/* Segments in one discard or write-zeroes request. */
+#define BLK_DZ_SEG_MAX 32u
+#define BIT64(n) (1ull << (n))
+
+struct blk_dev;
+
+/* One guest request, from pop to push. */
+struct blk_req {
+	struct vp_req_owner owner; /* first: host->complete() routes here */
+	struct vproxy_req preq;    /* what the plugin is working on */
+	struct blk_dev *blk;
+	unsigned q;
+	struct vp_vq_elem elem;    /* iov and ref arrays owned, elem.max long */
+	uint8_t *status;           /* the guest's status byte */
+	uint32_t type;             /* VIRTIO_BLK_T_* */
+	uint64_t offset;           /* IN/OUT: bytes */
+	uint64_t len;              /* IN/OUT: bytes */
+	const struct iovec *data;  /* IN/OUT: data buffers within elem.iov */
+	unsigned data_cnt;
+	/* DISCARD/WRITE_ZEROES: segments copied out of guest memory, so the
+	 * guest cannot change them while we work. */
+	struct virtio_blk_discard_write_zeroes *segs;
+	unsigned nsubs;            /* plugin requests this request needs */
+	unsigned next_sub;
+	bool in_submit;            /* inside plugin->submit() */
+	bool done_inline;          /* the plugin completed inside submit() */
+	int inline_status;
+	struct blk_req *next_free;
+};
+
+struct blk_queue {
+	unsigned inflight; /* popped, not finished; includes ones a reset orphaned */
+	bool processing;   /* blk_process() is on the stack */
+	bool rerun;        /* process again before leaving */
+	bool throttled;    /* stopped popping: inflight reached the queue size */
+	bool irq_pending;  /* a push wants an interrupt once processing ends */
+};
+
+struct blk_dev {
+	struct vp_vdev *vdev;
+	const struct vproxy_plugin *plugin;
+	void *disk;
+	struct vproxy_disk_info info;
+	char serial[VIRTIO_BLK_ID_BYTES];
+	bool read_only;
+	uint64_t sectors;
+	uint32_t max_discard_sectors;
+	uint32_t max_write_zeroes_sectors;
+	bool may_unmap;
+	struct virtio_blk_config cfg; /* as the guest reads it (little-endian) */
+	struct blk_queue queues[VP_BLK_MAX_QUEUES];
+	/* Pop target, moved into a right-sized blk_req at once. */
+	struct vp_vq_elem scratch;
+	struct blk_req *free_reqs;
+};
+
+static void blk_process(struct blk_dev *blk, unsigned q);
+static void blk_plugin_done(struct vproxy_req *preq, int status);
+
+static struct blk_req *req_get(struct blk_dev *blk, unsigned n)
+{
+	struct blk_req *req = blk->free_reqs;
+	struct iovec *iov;
+	struct vp_gmem_ref *ref;
+
+	if (req) {
+		blk->free_reqs = req->next_free;
+	} else {
+		req = calloc(1, sizeof(*req));
+		if (!req)
+			return NULL;
+		req->owner.complete = blk_plugin_done;
+		req->blk = blk;
+	}
+	if (req->elem.max < n) {
+		iov = realloc(req->elem.iov, n * sizeof(*iov));
+		if (iov)
+			req->elem.iov = iov;
+		ref = realloc(req->elem.ref, n * sizeof(*ref));
+		if (ref)
+			req->elem.ref = ref;
+		if (!iov || !ref) {
+			req->next_free = blk->free_reqs;
+			blk->free_reqs = req;
+			return NULL;
+		}
+		req->elem.max = n;
+	}
+	return req;
+}
+
+static void req_put(struct blk_dev *blk, struct blk_req *req)
+{
+	free(req->segs);
+	req->segs = NULL;
+	req->next_free = blk->free_reqs;
+	blk->free_reqs = req;
+}
+
+static uint8_t *elem_status_byte(const struct vp_vq_elem *e)
+{
+	const struct iovec *last;
+
+	if (!e->in_num)
+		return NULL;
+	last = &e->iov[e->out_num + e->in_num - 1];
+	return (uint8_t *)last->iov_base + last->iov_len - 1;
+}
+
+/* Copy len bytes starting skip bytes into iov to buf; false if short. */
+static bool iov_read(const struct iovec *iov, unsigned cnt, size_t skip, void *buf,
+		     size_t len)
+{
+	uint8_t *out = buf;
+
+	for (unsigned i = 0; i < cnt && len; i++) {
+		size_t n;
+
+		if (skip >= iov[i].iov_len) {
+			skip -= iov[i].iov_len;
+			continue;
+		}
+		n = iov[i].iov_len - skip;
+		if (n > len)
+			n = len;
+		memcpy(out, (const uint8_t *)iov[i].iov_base + skip, n);
+		out += n;
+		len -= n;
+		skip = 0;
+	}
+	return len == 0;
+}
+
+static void iov_write(const struct iovec *iov, unsigned cnt, const void *buf, size_t len)
+{
+	const uint8_t *in = buf;
+
+	for (unsigned i = 0; i < cnt && len; i++) {
+		size_t n = iov[i].iov_len < len ? iov[i].iov_len : len;
+
+		memcpy(iov[i].iov_base, in, n);
+		in += n;
+		len -= n;
+	}
+}
+
+/* Drop the first skip bytes of iov[0, cnt) in place; returns the first
+ * entry left and sets *left to the entries from there. */
+static struct iovec *iov_trim_front(struct iovec *iov, unsigned cnt, size_t skip,
+				    unsigned *left)
+{
+	unsigned i = 0;
+
+	while (i < cnt && skip >= iov[i].iov_len) {
+		skip -= iov[i].iov_len;
+		i++;
+	}
+	if (i < cnt) {
+		iov[i].iov_base = (uint8_t *)iov[i].iov_base + skip;
+		iov[i].iov_len -= skip;
+	}
+	*left = cnt - i;
+	return &iov[i];
+}
+
+/* Is [sector, sector + bytes/512) inside the disk?  Overflow-safe. */
+static bool blk_range_ok(const struct blk_dev *blk, uint64_t sector, uint64_t bytes)
+{
+	uint64_t cap = blk->sectors << SECTOR_SHIFT;
+
+	return sector <= blk->sectors && bytes <= cap - (sector << SECTOR_SHIFT);
+}
+
+static uint8_t status_from_errno(int err)
+{
+	return err == -EOPNOTSUPP ? VIRTIO_BLK_S_UNSUPP : VIRTIO_BLK_S_IOERR;
+}
+
+/* Finish req with status byte st, or without touching the guest when st
+ * is negative (the device is broken).  May free the device. */
+static void blk_finish(struct blk_req *req, int st)
+{
+	struct blk_dev *blk = req->blk;
+	struct vp_vdev *d = blk->vdev;
+	unsigned q = req->q;
+	struct blk_queue *bq = &blk->queues[q];
+	struct vp_vq *vq = vp_vdev_vq(d, q);
+
+	/* After a reset or destroy the buffers are no longer ours to write. */
+	if (st >= 0 && vp_vq_elem_current(vq, &req->elem)) {
+		uint64_t written = req->elem.in_len;
+
+		*req->status = (uint8_t)st;
+		vp_vq_push(vq, &req->elem, written > UINT32_MAX ? UINT32_MAX : (uint32_t)written);
+		if (vp_vq_need_notify(vq)) {
+			if (bq->processing)
+				bq->irq_pending = true;
+			else
+				vp_vdev_raise_irq(d, VP_IRQ_VRING);
+		}
+	}
+	vp_vq_elem_release(vp_vdev_host(d)->gm, &req->elem);
+	req_put(blk, req);
+	bq->inflight--;
+	if (bq->throttled && vp_vdev_running(d)) {
+		bq->throttled = false;
+		blk_process(blk, q);
+	}
+	vp_vdev_req_end(d);
+}
+
+static void blk_fill_sub(struct blk_req *req, unsigned i)
+{
+	struct vproxy_req *p = &req->preq;
+	const struct virtio_blk_discard_write_zeroes *seg;
+
+	memset(p, 0, sizeof(*p));
+	p->host_priv = req;
+	switch (req->type) {
+	case VIRTIO_BLK_T_IN:
+	case VIRTIO_BLK_T_OUT:
+		p->op = req->type == VIRTIO_BLK_T_IN ? VPROXY_REQ_READ : VPROXY_REQ_WRITE;
+		p->offset = req->offset;
+		p->len = req->len;
+		p->iov = req->data;
+		p->iovcnt = req->data_cnt;
+		break;
+	case VIRTIO_BLK_T_FLUSH:
+		p->op = VPROXY_REQ_FLUSH;
+		break;
+	default:
+		seg = &req->segs[i];
+		p->op = req->type == VIRTIO_BLK_T_DISCARD ? VPROXY_REQ_DISCARD
+							  : VPROXY_REQ_WRITE_ZEROES;
+		p->offset = le64toh(seg->sector) << SECTOR_SHIFT;
+		p->len = (uint64_t)le32toh(seg->num_sectors) << SECTOR_SHIFT;
+		if (req->type == VIRTIO_BLK_T_WRITE_ZEROES && req->blk->may_unmap &&
+		    (le32toh(seg->flags) & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP))
+			p->flags = VPROXY_REQ_F_UNMAP;
+		break;
+	}
+}
+
+/* Issue the remaining plugin requests of req, one at a time; a plugin that
+ * completes inline is handled here rather than by recursion. */
+static void blk_submit(struct blk_req *req)
+{
+	struct blk_dev *blk = req->blk;
+	int r;
+
+	while (req->next_sub < req->nsubs) {
+		blk_fill_sub(req, req->next_sub++);
+		req->in_submit = true;
+		req->done_inline = false;
+		r = blk->plugin->submit(blk->disk, &req->preq);
+		req->in_submit = false;
+		if (r == 0 && req->done_inline)
+			r = req->inline_status;
+		else if (r == 0)
+			return; /* blk_plugin_done() carries on */
+		if (r < 0) {
+			vp_vdev_log(blk->vdev, VPROXY_LOG_WARN,
+				    "plugin error on op %u at %llu+%llu: %s", req->preq.op,
+				    (unsigned long long)req->preq.offset,
+				    (unsigned long long)req->preq.len, strerror(-r));
+			blk_finish(req, status_from_errno(r));
+			return;
+		}
+	}
+	blk_finish(req, VIRTIO_BLK_S_OK);
+}
+
+static void blk_plugin_done(struct vproxy_req *preq, int status)
+{
+	struct blk_req *req = preq->host_priv;
+
+	if (req->in_submit) {
+		req->done_inline = true;
+		req->inline_status = status;
+		return;
+	}
+	if (status < 0) {
+		vp_vdev_log(req->blk->vdev, VPROXY_LOG_WARN,
+			    "plugin error on op %u at %llu+%llu: %s", preq->op,
+			    (unsigned long long)preq->offset,
+			    (unsigned long long)preq->len, strerror(-status));
+		blk_finish(req, status_from_errno(status));
+		return;
+	}
+	blk_submit(req);
+}
+
+/* Read/write: data follows the header (OUT) or precedes the status byte
+ * (IN).  Returns a status byte, or -1 when the plugin must be called. */
+static int blk_parse_rw(struct blk_req *req, uint64_t sector)
+{
+	struct blk_dev *blk = req->blk;
+	struct vp_vq_elem *e = &req->elem;
+	struct iovec *data;
+	unsigned cnt;
+	uint64_t len;
+
+	if (req->type == VIRTIO_BLK_T_OUT) {
+		if (blk->read_only) {
+			vp_vdev_log(blk->vdev, VPROXY_LOG_WARN, "write to read-only disk");
+			return VIRTIO_BLK_S_IOERR;
+		}
+		len = e->out_len - sizeof(struct virtio_blk_outhdr);
+		data = iov_trim_front(e->iov, e->out_num, sizeof(struct virtio_blk_outhdr),
+				      &cnt);
+	} else {
+		len = e->in_len - 1;
+		data = &e->iov[e->out_num];
+		cnt = e->in_num;
+		data[cnt - 1].iov_len--;
+		if (data[cnt - 1].iov_len == 0)
+			cnt--;
+	}
+	if (len % SECTOR_SIZE) {
+		vp_vdev_log(blk->vdev, VPROXY_LOG_WARN,
+			    "%s of %llu bytes is not a multiple of %u",
+			    req->type == VIRTIO_BLK_T_IN ? "read" : "write",
+			    (unsigned long long)len, SECTOR_SIZE);
+		return VIRTIO_BLK_S_IOERR;
+	}
+	if (!blk_range_ok(blk, sector, len)) {
+		vp_vdev_log(blk->vdev, VPROXY_LOG_WARN,
+			    "%s at sector %llu + %llu bytes beyond capacity %llu sectors",
+			    req->type == VIRTIO_BLK_T_IN ? "read" : "write",
+			    (unsigned long long)sector, (unsigned long long)len,
+			    (unsigned long long)blk->sectors);
+		return VIRTIO_BLK_S_IOERR;
+	}
+	if (len == 0)
+		return VIRTIO_BLK_S_OK;
+	req->offset = sector << SECTOR_SHIFT;
+	req->len = len;
+	req->data = data;
+	req->data_cnt = cnt;
+	req->nsubs = 1;
+	return -1;
+}
+
+/* Discard / write-zeroes: an array of segments follows the header. */
+static int blk_parse_dz(struct blk_req *req)
+{
+	struct blk_dev *blk = req->blk;
+	struct vp_vq_elem *e = &req->elem;
+	bool discard = req->type == VIRTIO_BLK_T_DISCARD;
+	uint32_t flag = discard ? VPROXY_DISK_DISCARD : VPROXY_DISK_WRITE_ZEROES;
+	uint32_t max_sectors = discard ? blk->max_discard_sectors
+				       : blk->max_write_zeroes_sectors;
+	uint32_t allowed = discard ? 0 : VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP;
+	const char *what = discard ? "discard" : "write-zeroes";
+	uint64_t plen = e->out_len - sizeof(struct virtio_blk_outhdr);
+	unsigned nseg, kept = 0;
+
+	if (!(blk->info.flags & flag) || blk->read_only)
+		return blk->read_only ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_UNSUPP;
+	if (plen == 0 || plen % sizeof(*req->segs) ||
+	    plen / sizeof(*req->segs) > BLK_DZ_SEG_MAX) {
+		vp_vdev_log(blk->vdev, VPROXY_LOG_WARN, "%s with %llu bytes of segments",
+			    what, (unsigned long long)plen);
+		return VIRTIO_BLK_S_IOERR;
+	}
+	nseg = (unsigned)(plen / sizeof(*req->segs));
+	req->segs = malloc(plen);
+	if (!req->segs)
+		return VIRTIO_BLK_S_IOERR;
+	iov_read(e->iov, e->out_num, sizeof(struct virtio_blk_outhdr), req->segs, plen);
+	for (unsigned i = 0; i < nseg; i++) {
+		const struct virtio_blk_discard_write_zeroes *s = &req->segs[i];
+		uint64_t sector = le64toh(s->sector);
+		uint32_t n = le32toh(s->num_sectors);
+		uint32_t flags = le32toh(s->flags);
+
+		if (flags & ~allowed) {
+			vp_vdev_log(blk->vdev, VPROXY_LOG_WARN, "%s segment flags %#x",
+				    what, flags);
+			return VIRTIO_BLK_S_UNSUPP;
+		}
+		if (n > max_sectors ||
+		    !blk_range_ok(blk, sector, (uint64_t)n << SECTOR_SHIFT)) {
+			vp_vdev_log(blk->vdev, VPROXY_LOG_WARN,
+				    "%s of %u sectors at %llu out of range", what, n,
+				    (unsigned long long)sector);
+			return VIRTIO_BLK_S_IOERR;
+		}
+		if (n)
+			req->segs[kept++] = *s;
+	}
+	req->nsubs = kept;
+	return -1;
+}
+
+/* Parse a freshly popped request and start it. */
+static void blk_start(struct blk_req *req)
+{
+	struct blk_dev *blk = req->blk;
+	struct vp_vq_elem *e = &req->elem;
+	struct virtio_blk_outhdr hdr;
+	char why[96];
+	int st;
+
+	req->nsubs = req->next_sub = 0;
+	req->status = elem_status_byte(e);
+	if (!req->status) {
+		snprintf(why, sizeof(why), "request at head %u has no writable status byte",
+			 e->head);
+		vp_vdev_set_broken(blk->vdev, why);
+		blk_finish(req, -1);
+		return;
+	}
+	if (!iov_read(e->iov, e->out_num, 0, &hdr, sizeof(hdr))) {
+		vp_vdev_log(blk->vdev, VPROXY_LOG_WARN,
+			    "request header of %llu bytes is too short",
+			    (unsigned long long)e->out_len);
+		blk_finish(req, VIRTIO_BLK_S_IOERR);
+		return;
+	}
+	req->type = le32toh(hdr.type);
+	switch (req->type) {
+	case VIRTIO_BLK_T_IN:
+	case VIRTIO_BLK_T_OUT:
+		st = blk_parse_rw(req, le64toh(hdr.sector));
+		break;
+	case VIRTIO_BLK_T_FLUSH:
+		st = blk->info.flags & VPROXY_DISK_FLUSH ? -1 : VIRTIO_BLK_S_UNSUPP;
+		req->nsubs = 1;
+		break;
+	case VIRTIO_BLK_T_GET_ID:
+		if (e->in_len < 2) {
+			st = VIRTIO_BLK_S_IOERR;
+			break;
+		}
+		/* The id goes into the writable bytes before the status byte. */
+		iov_write(&e->iov[e->out_num], e->in_num, blk->serial,
+			  e->in_len - 1 < sizeof(blk->serial) ? e->in_len - 1
+							      : sizeof(blk->serial));
+		st = VIRTIO_BLK_S_OK;
+		break;
+	case VIRTIO_BLK_T_DISCARD:
+	case VIRTIO_BLK_T_WRITE_ZEROES:
+		st = blk_parse_dz(req);
+		break;
+	default:
+		st = VIRTIO_BLK_S_UNSUPP;
+		break;
+	}
+	if (st >= 0)
+		blk_finish(req, st);
+	else
+		blk_submit(req);
+}
+
+/* Move the scratch element into a request and start it. */
+static void blk_take(struct blk_dev *blk, unsigned q)
+{
+	struct vp_vq_elem *s = &blk->scratch;
+	unsigned n = s->out_num + s->in_num;
+	struct blk_req *req = req_get(blk, n);
+	struct vp_vq_elem *e;
+	uint8_t *status;
+
+	if (!req) {
+		struct vp_vq *vq = vp_vdev_vq(blk->vdev, q);
+
+		/* Out of memory: fail this one request, not the device. */
+		status = elem_status_byte(s);
+		if (status) {
+			*status = VIRTIO_BLK_S_IOERR;
+			vp_vq_push(vq, s, 1);
+			if (vp_vq_need_notify(vq))
+				blk->queues[q].irq_pending = true;
+		} else {
+			vp_vdev_set_broken(blk->vdev, "request without status byte");
+		}
+		vp_vq_elem_release(vp_vdev_host(blk->vdev)->gm, s);
+		return;
+	}
+	e = &req->elem;
+	memcpy(e->iov, s->iov, n * sizeof(*e->iov));
+	memcpy(e->ref, s->ref, n * sizeof(*e->ref));
+	e->head = s->head;
+	e->gen = s->gen;
+	e->out_num = s->out_num;
+	e->in_num = s->in_num;
+	e->out_len = s->out_len;
+	e->in_len = s->in_len;
+	s->out_num = s->in_num = 0;
+	req->q = q;
+	blk->queues[q].inflight++;
+	vp_vdev_req_begin(blk->vdev);
+	blk_start(req);
+}
+
+/* Take every available request of queue q, until the queue is empty, the
+ * device stops, or q has a queue's worth of requests in flight. */
+static void blk_process(struct blk_dev *blk, unsigned q)
+{
+	struct blk_queue *bq = &blk->queues[q];
+	struct vp_vdev *d = blk->vdev;
+	struct vp_vq *vq = vp_vdev_vq(d, q);
+	int r;
+
+	if (bq->processing) {
+		bq->rerun = true;
+		return;
+	}
+	bq->processing = true;
+	vp_vq_disable_notify(vq);
+	do {
+		bq->rerun = false;
+		while (vp_vdev_running(d) && vq->ready) {
+			/* A guest can re-post heads that are still in flight;
+			 * this bounds what it can make us hold. */
+			if (bq->inflight >= vq->num) {
+				bq->throttled = true;
+				break;
+			}
+			r = vp_vq_pop(vq, &blk->scratch);
+			if (r < 0) {
+				vp_vdev_set_broken(d, vq->err);
+				break;
+			}
+			if (r == 0) {
+				if (!vp_vq_enable_notify(vq))
+					break;
+				vp_vq_disable_notify(vq);
+				continue;
+			}
+			blk_take(blk, q);
+		}
+	} while (bq->rerun);
+	bq->processing = false;
+	if (bq->irq_pending) {
+		bq->irq_pending = false;
+		vp_vdev_raise_irq(d, VP_IRQ_VRING);
+	}
+}
+
+static void blk_queue_notify(struct vp_vdev *d, unsigned q)
+{
+	struct blk_dev *blk = vp_vdev_priv(d);
+
+	if (q < VP_BLK_MAX_QUEUES)
+		blk_process(blk, q);
+}
+
+static void blk_config_read(struct vp_vdev *d, uint32_t offset, void *buf, unsigned len)
+{
+	const struct blk_dev *blk = vp_vdev_priv(d);
+
+	memcpy(buf, (const uint8_t *)&blk->cfg + offset, len);
+}
+
+static void blk_reset(struct vp_vdev *d)
+{
+	struct blk_dev *blk = vp_vdev_priv(d);
+
+	/* Requests in flight stay counted until the plugin returns them. */
+	for (unsigned q = 0; q < VP_BLK_MAX_QUEUES; q++) {
+		blk->queues[q].throttled = false;
+		blk->queues[q].irq_pending = false;
+	}
+}
+
+static void blk_free(struct vp_vdev *d)
+{
+	struct blk_dev *blk = vp_vdev_priv(d);
+
+	while (blk->free_reqs) {
+		struct blk_req *req = blk->free_reqs;
+
+		blk->free_reqs = req->next_free;
+		free(req->elem.iov);
+		free(req->elem.ref);
+		free(req);
+	}
+	free(blk->scratch.iov);
+	free(blk->scratch.ref);
+	free(blk);
+}
+
+static const struct vp_vdev_type blk_type = {
+	.name = "blk",
+	.device_id = VIRTIO_ID_BLOCK,
+	.config_read = blk_config_read,
+	.queue_notify = blk_queue_notify,
+	.reset = blk_reset,
+	.free = blk_free,
+};
+
+static bool is_pow2(uint64_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+static uint64_t blk_setup_config(struct blk_dev *blk, const struct vp_blk_params *p)
+{
+	const struct vproxy_disk_info *info = &blk->info;
+	struct virtio_blk_config *c = &blk->cfg;
+	uint32_t lbs = info->logical_block;
+	uint32_t pbs = info->physical_block;
+	uint32_t gran = info->discard_granularity;
+	uint64_t f = BIT64(VIRTIO_BLK_F_SIZE_MAX) | BIT64(VIRTIO_BLK_F_SEG_MAX) |
+		     BIT64(VIRTIO_BLK_F_BLK_SIZE) | BIT64(VIRTIO_BLK_F_TOPOLOGY);
+
+	if (!is_pow2(lbs) || lbs < SECTOR_SIZE)
+		lbs = SECTOR_SIZE;
+	if (!is_pow2(pbs) || pbs < lbs)
+		pbs = lbs;
+	if (!is_pow2(gran) || gran < lbs)
+		gran = lbs;
+	blk->max_discard_sectors = info->max_discard_sectors ? info->max_discard_sectors
+							     : UINT32_MAX;
+	blk->max_write_zeroes_sectors = info->max_write_zeroes_sectors
+						? info->max_write_zeroes_sectors
+						: UINT32_MAX;
+	blk->may_unmap = info->flags & VPROXY_DISK_DISCARD;
+
+	c->capacity = htole64(blk->sectors);
+	c->size_max = htole32(BLK_SEG_SIZE_MAX);
+	/* Header and status take two descriptors of a queue-sized chain. */
+	c->seg_max = htole32(p->queue_size_max - 2);
+	c->blk_size = htole32(lbs);
+	c->physical_block_exp = (uint8_t)__builtin_ctz(pbs / lbs);
+	c->min_io_size = htole16((uint16_t)(pbs / lbs));
+	c->num_queues = htole16((uint16_t)p->num_queues);
+	if (info->flags & VPROXY_DISK_FLUSH)
+		f |= BIT64(VIRTIO_BLK_F_FLUSH);
+	if (blk->read_only)
+		f |= BIT64(VIRTIO_BLK_F_RO);
+	if (p->num_queues > 1)
+		f |= BIT64(VIRTIO_BLK_F_MQ);
+	if ((info->flags & VPROXY_DISK_DISCARD) && !blk->read_only) {
+		f |= BIT64(VIRTIO_BLK_F_DISCARD);
+		c->max_discard_sectors = htole32(blk->max_discard_sectors);
+		c->max_discard_seg = htole32(BLK_DZ_SEG_MAX);
+		c->discard_sector_alignment = htole32(gran >> SECTOR_SHIFT);
+	}
+	if ((info->flags & VPROXY_DISK_WRITE_ZEROES) && !blk->read_only) {
+		f |= BIT64(VIRTIO_BLK_F_WRITE_ZEROES);
+		c->max_write_zeroes_sectors = htole32(blk->max_write_zeroes_sectors);
+		c->max_write_zeroes_seg = htole32(BLK_DZ_SEG_MAX);
+		c->write_zeroes_may_unmap = blk->may_unmap;
+	}
+	return f;
+}
+
+struct vp_vdev *vp_blk_create(const struct vp_blk_params *params,
+			      const struct vproxy_plugin *plugin, void *disk,
+			      const struct vproxy_disk_info *info,
+			      const struct vp_vdev_host *host)
+{
+	struct vp_vdev_params vp = {0};
+	struct blk_dev *blk;
+	unsigned qmax = params->queue_size_max;
+
+	if (params->num_queues < 1 || params->num_queues > VP_BLK_MAX_QUEUES ||
+	    qmax < 2 || qmax > VP_VQ_MAX_SIZE || !is_pow2(qmax)) {
+		vp_log_dev(NULL, VPROXY_LOG_ERROR, host->dom, host->devid,
+			   "blk: %u queues of %u entries not supported",
+			   params->num_queues, qmax);
+		errno = EINVAL;
+		return NULL;
+	}
+	blk = calloc(1, sizeof(*blk));
+	if (!blk)
+		return NULL;
+	blk->plugin = plugin;
+	blk->disk = disk;
+	blk->info = *info;
+	blk->sectors = info->capacity >> SECTOR_SHIFT;
+	blk->read_only = params->read_only || (info->flags & VPROXY_DISK_READONLY);
+	memcpy(blk->serial, params->serial, strnlen(params->serial, sizeof(blk->serial)));
+	blk->scratch.max = qmax;
+	blk->scratch.iov = calloc(qmax, sizeof(*blk->scratch.iov));
+	blk->scratch.ref = calloc(qmax, sizeof(*blk->scratch.ref));
+	if (!blk->scratch.iov || !blk->scratch.ref)
+		goto fail;
+
+	vp.features = blk_setup_config(blk, params);
+	vp.num_queues = params->num_queues;
+	vp.queue_max = qmax;
+	vp.config_len = sizeof(blk->cfg);
+	blk->vdev = vp_vdev_new(&blk_type, &vp, host, blk);
+	if (!blk->vdev)
+		goto fail;
+	return blk->vdev;
+
+fail:
+	free(blk->scratch.iov);
+	free(blk->scratch.ref);
+	free(blk);
+	return NULL;
+}

@@ -1,0 +1,419 @@
+/*
+ * Guest memory accessor.  gfn mode keeps 2 MiB chunks of guest-physical
+ * space foreign-mapped in an LRU cache, because virtqueue rings and the
+ * buffers a guest recycles stay in the same few chunks and a hypervisor
+ * map call costs far more than a hash lookup.  Grant mode maps per call:
+ * grants are revoked by the guest at will, so nothing is kept beyond the
+ * caller's reference.
+ *
+ * Every reference that must be released points at a struct gmem_mapping;
+ * its kind says how to release it, which is where a persistent grant
+ * cache would hook in.
+ */
+#include "gmem.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hv.h"
+
+#define CHUNK_SHIFT 21
+#define CHUNK_BYTES ((size_t)1 << CHUNK_SHIFT)
+#define CHUNK_PAGES (1u << (CHUNK_SHIFT - VP_PAGE_SHIFT))
+#define PAGE_MASK ((uint64_t)VP_PAGE_SIZE - 1)
+#define GRANT_FLAG (1ull << 63)
+/* Chunks the hypervisor refused to map whole (holes, end of RAM): trying
+ * them again on every access would double the map calls there. */
+#define NEG_SLOTS 16u
+#define MIN_BUCKETS 16u
+#define MAX_BUCKETS (1u << 16)
+
+enum gmem_kind { GMEM_FLAT, GMEM_GFN, GMEM_GRANT };
+
+enum mapping_kind { MAPPING_CHUNK, MAPPING_TEMP_GFN, MAPPING_TEMP_GRANT };
+
+/* One hypervisor mapping, the cookie of a vp_gmem_ref. */
+struct gmem_mapping {
+	enum mapping_kind kind;
+	void *addr;     /* start of the first mapped page */
+	unsigned pages;
+	unsigned refs;  /* chunks only: references handed out */
+};
+
+struct gmem_chunk {
+	struct gmem_mapping map; /* first, so a cookie converts back */
+	uint64_t index;          /* guest address >> CHUNK_SHIFT */
+	struct gmem_chunk *hash_next;
+	struct gmem_chunk *lru_prev; /* towards the most recently used */
+	struct gmem_chunk *lru_next;
+};
+
+struct vp_gmem {
+	enum gmem_kind kind;
+	struct vp_hv *hv;
+	uint16_t dom;
+
+	uint8_t *flat_base;
+	size_t flat_len;
+
+	size_t max_chunks;
+	size_t nchunks;
+	struct gmem_chunk **buckets;
+	unsigned bucket_bits;
+	struct gmem_chunk *lru_head; /* most recently used */
+	struct gmem_chunk *lru_tail;
+	uint64_t neg[NEG_SLOTS];
+	unsigned neg_count;
+	unsigned neg_next;
+	uint64_t *gfns; /* CHUNK_PAGES entries of scratch */
+
+	struct vp_gmem_stats stats;
+};
+
+struct vp_gmem *vp_gmem_new(struct vp_hv *hv, uint16_t dom, enum vp_addr_mode mode,
+			    size_t max_cache_bytes)
+{
+	struct vp_gmem *gm;
+	size_t nbuckets = MIN_BUCKETS;
+
+	gm = calloc(1, sizeof(*gm));
+	if (!gm)
+		return NULL;
+	gm->hv = hv;
+	gm->dom = dom;
+	gm->kind = mode == VP_ADDR_GRANT ? GMEM_GRANT : GMEM_GFN;
+	if (gm->kind == GMEM_GRANT)
+		return gm;
+
+	gm->max_chunks = max_cache_bytes / CHUNK_BYTES;
+	while (nbuckets < gm->max_chunks && nbuckets < MAX_BUCKETS)
+		nbuckets <<= 1;
+	gm->bucket_bits = (unsigned)__builtin_ctzl(nbuckets);
+	gm->buckets = calloc(nbuckets, sizeof(*gm->buckets));
+	gm->gfns = calloc(CHUNK_PAGES, sizeof(*gm->gfns));
+	if (!gm->buckets || !gm->gfns)
+		goto fail;
+	return gm;
+
+fail:
+	free(gm->buckets);
+	free(gm->gfns);
+	free(gm);
+	return NULL;
+}
+
+struct vp_gmem *vp_gmem_new_flat(void *base, size_t len)
+{
+	struct vp_gmem *gm = calloc(1, sizeof(*gm));
+
+	if (!gm)
+		return NULL;
+	gm->kind = GMEM_FLAT;
+	gm->flat_base = base;
+	gm->flat_len = len;
+	return gm;
+}
+
+enum vp_addr_mode vp_gmem_mode(const struct vp_gmem *gm)
+{
+	return gm->kind == GMEM_GRANT ? VP_ADDR_GRANT : VP_ADDR_GFN;
+}
+
+static size_t chunk_bucket(const struct vp_gmem *gm, uint64_t index)
+{
+	return (size_t)((index * 0x9e3779b97f4a7c15ull) >> (64 - gm->bucket_bits));
+}
+
+static void lru_unlink(struct vp_gmem *gm, struct gmem_chunk *c)
+{
+	if (c->lru_prev)
+		c->lru_prev->lru_next = c->lru_next;
+	else
+		gm->lru_head = c->lru_next;
+	if (c->lru_next)
+		c->lru_next->lru_prev = c->lru_prev;
+	else
+		gm->lru_tail = c->lru_prev;
+	c->lru_prev = c->lru_next = NULL;
+}
+
+static void lru_push_head(struct vp_gmem *gm, struct gmem_chunk *c)
+{
+	c->lru_prev = NULL;
+	c->lru_next = gm->lru_head;
+	if (gm->lru_head)
+		gm->lru_head->lru_prev = c;
+	else
+		gm->lru_tail = c;
+	gm->lru_head = c;
+}
+
+static void chunk_drop(struct vp_gmem *gm, struct gmem_chunk *c)
+{
+	struct gmem_chunk **pp = &gm->buckets[chunk_bucket(gm, c->index)];
+
+	while (*pp != c)
+		pp = &(*pp)->hash_next;
+	*pp = c->hash_next;
+	lru_unlink(gm, c);
+	gm->hv->ops->unmap_gfns(gm->hv, c->map.addr, c->map.pages);
+	gm->nchunks--;
+	gm->stats.cached_bytes = gm->nchunks * CHUNK_BYTES;
+	free(c);
+}
+
+/* Evict the least recently used chunk nobody holds; false if all are held. */
+static bool chunk_evict_one(struct vp_gmem *gm)
+{
+	struct gmem_chunk *c;
+
+	for (c = gm->lru_tail; c; c = c->lru_prev) {
+		if (c->map.refs == 0) {
+			chunk_drop(gm, c);
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool neg_contains(const struct vp_gmem *gm, uint64_t index)
+{
+	for (unsigned i = 0; i < gm->neg_count; i++)
+		if (gm->neg[i] == index)
+			return true;
+	return false;
+}
+
+static void neg_add(struct vp_gmem *gm, uint64_t index)
+{
+	gm->neg[gm->neg_next] = index;
+	gm->neg_next = (gm->neg_next + 1) % NEG_SLOTS;
+	if (gm->neg_count < NEG_SLOTS)
+		gm->neg_count++;
+}
+
+/* The cached chunk for index, mapping it if needed; NULL when it cannot be
+ * cached (all slots held, hypervisor refused the whole chunk, no memory),
+ * in which case the caller maps just the pages it needs. */
+static struct gmem_chunk *chunk_get(struct vp_gmem *gm, uint64_t index)
+{
+	struct gmem_chunk *c;
+	size_t b = chunk_bucket(gm, index);
+	void *addr;
+
+	for (c = gm->buckets[b]; c; c = c->hash_next) {
+		if (c->index == index) {
+			gm->stats.cache_hits++;
+			lru_unlink(gm, c);
+			lru_push_head(gm, c);
+			return c;
+		}
+	}
+	if (neg_contains(gm, index))
+		return NULL;
+	while (gm->nchunks >= gm->max_chunks)
+		if (!chunk_evict_one(gm))
+			return NULL;
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	for (unsigned i = 0; i < CHUNK_PAGES; i++)
+		gm->gfns[i] = index * CHUNK_PAGES + i;
+	/* Always writable: the chunk is shared by readers and writers, and a
+	 * backend's foreign mapping of guest RAM is read-write anyway. */
+	gm->stats.hv_maps++;
+	addr = gm->hv->ops->map_gfns(gm->hv, gm->dom, gm->gfns, CHUNK_PAGES, 1);
+	if (!addr) {
+		neg_add(gm, index);
+		free(c);
+		return NULL;
+	}
+	c->map.kind = MAPPING_CHUNK;
+	c->map.addr = addr;
+	c->map.pages = CHUNK_PAGES;
+	c->index = index;
+	c->hash_next = gm->buckets[b];
+	gm->buckets[b] = c;
+	lru_push_head(gm, c);
+	gm->nchunks++;
+	gm->stats.cached_bytes = gm->nchunks * CHUNK_BYTES;
+	return c;
+}
+
+/* Map pages [first, first+n) for one caller, released by vp_gmem_unmap. */
+static void *map_temp(struct vp_gmem *gm, enum mapping_kind kind, uint64_t first,
+		      unsigned n, bool write, struct vp_gmem_ref *ref)
+{
+	struct gmem_mapping *m;
+	uint64_t *gfns = NULL;
+	uint32_t *grefs = NULL;
+	void *addr = NULL;
+	int saved;
+
+	m = malloc(sizeof(*m));
+	if (!m)
+		goto fail;
+	if (kind == MAPPING_TEMP_GFN) {
+		gfns = n <= CHUNK_PAGES ? gm->gfns : malloc(n * sizeof(*gfns));
+		if (!gfns)
+			goto fail;
+		for (unsigned i = 0; i < n; i++)
+			gfns[i] = first + i;
+		gm->stats.hv_maps++;
+		addr = gm->hv->ops->map_gfns(gm->hv, gm->dom, gfns, n, write);
+	} else {
+		grefs = malloc(n * sizeof(*grefs));
+		if (!grefs)
+			goto fail;
+		for (unsigned i = 0; i < n; i++)
+			grefs[i] = (uint32_t)(first + i);
+		gm->stats.hv_maps++;
+		addr = gm->hv->ops->map_grants(gm->hv, gm->dom, grefs, n, write);
+	}
+	if (!addr)
+		goto fail;
+	if (gfns != gm->gfns)
+		free(gfns);
+	free(grefs);
+	m->kind = kind;
+	m->addr = addr;
+	m->pages = n;
+	m->refs = 1;
+	ref->cookie = m;
+	ref->n = n;
+	return addr;
+
+fail:
+	saved = errno ? errno : ENOMEM;
+	if (gfns != gm->gfns)
+		free(gfns);
+	free(grefs);
+	free(m);
+	errno = saved;
+	return NULL;
+}
+
+static void *map_gfn(struct vp_gmem *gm, uint64_t gaddr, size_t len, bool write,
+		     struct vp_gmem_ref *ref)
+{
+	uint64_t last = gaddr + (len - 1);
+	uint8_t *p;
+
+	if ((gaddr | last) & GRANT_FLAG) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (gm->max_chunks && gaddr >> CHUNK_SHIFT == last >> CHUNK_SHIFT) {
+		struct gmem_chunk *c = chunk_get(gm, gaddr >> CHUNK_SHIFT);
+
+		if (c) {
+			c->map.refs++;
+			ref->cookie = &c->map;
+			ref->n = c->map.pages;
+			return (uint8_t *)c->map.addr + (gaddr & (CHUNK_BYTES - 1));
+		}
+	}
+	errno = 0;
+	p = map_temp(gm, MAPPING_TEMP_GFN, gaddr >> VP_PAGE_SHIFT,
+		     (unsigned)((last >> VP_PAGE_SHIFT) - (gaddr >> VP_PAGE_SHIFT) + 1),
+		     write, ref);
+	return p ? p + (gaddr & PAGE_MASK) : NULL;
+}
+
+static void *map_grant(struct vp_gmem *gm, uint64_t gaddr, size_t len, bool write,
+		       struct vp_gmem_ref *ref)
+{
+	uint64_t last = gaddr + (len - 1);
+	uint64_t first_ref = (gaddr & ~GRANT_FLAG) >> VP_PAGE_SHIFT;
+	uint64_t last_ref = (last & ~GRANT_FLAG) >> VP_PAGE_SHIFT;
+	uint8_t *p;
+
+	/* Grant refs are 32 bits; higher bits mean a forged or foreign
+	 * address, not a big grant. */
+	if (!(gaddr & GRANT_FLAG) || last_ref > UINT32_MAX) {
+		errno = EINVAL;
+		return NULL;
+	}
+	errno = 0;
+	p = map_temp(gm, MAPPING_TEMP_GRANT, first_ref,
+		     (unsigned)(last_ref - first_ref + 1), write, ref);
+	return p ? p + (gaddr & PAGE_MASK) : NULL;
+}
+
+void *vp_gmem_map(struct vp_gmem *gm, uint64_t gaddr, size_t len, bool write,
+		  struct vp_gmem_ref *ref)
+{
+	void *p = NULL;
+
+	ref->cookie = NULL;
+	ref->n = 0;
+	if (len == 0 || len - 1 > UINT64_MAX - gaddr) {
+		errno = EINVAL;
+		return NULL;
+	}
+	switch (gm->kind) {
+	case GMEM_FLAT:
+		if (gaddr >= gm->flat_len || len > gm->flat_len - gaddr) {
+			errno = EFAULT;
+			return NULL;
+		}
+		p = gm->flat_base + gaddr;
+		break;
+	case GMEM_GFN:
+	case GMEM_GRANT:
+		if (len > VP_GMEM_MAX_MAP_LEN) {
+			errno = E2BIG;
+			return NULL;
+		}
+		if (gm->kind == GMEM_GFN)
+			p = map_gfn(gm, gaddr, len, write, ref);
+		else
+			p = map_grant(gm, gaddr, len, write, ref);
+		break;
+	}
+	if (p)
+		gm->stats.maps++;
+	return p;
+}
+
+void vp_gmem_unmap(struct vp_gmem *gm, struct vp_gmem_ref *ref)
+{
+	struct gmem_mapping *m = ref->cookie;
+
+	if (!m)
+		return;
+	ref->cookie = NULL;
+	ref->n = 0;
+	switch (m->kind) {
+	case MAPPING_CHUNK:
+		/* Stays cached: eviction happens when a new chunk needs room. */
+		m->refs--;
+		break;
+	case MAPPING_TEMP_GFN:
+		gm->hv->ops->unmap_gfns(gm->hv, m->addr, m->pages);
+		free(m);
+		break;
+	case MAPPING_TEMP_GRANT:
+		gm->hv->ops->unmap_grants(gm->hv, m->addr, m->pages);
+		free(m);
+		break;
+	}
+}
+
+void vp_gmem_free(struct vp_gmem *gm)
+{
+	if (!gm)
+		return;
+	while (gm->lru_head)
+		chunk_drop(gm, gm->lru_head);
+	free(gm->buckets);
+	free(gm->gfns);
+	free(gm);
+}
+
+void vp_gmem_get_stats(const struct vp_gmem *gm, struct vp_gmem_stats *st)
+{
+	*st = gm->stats;
+}

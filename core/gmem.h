@@ -43,6 +43,13 @@ void *vp_gmem_map(struct vp_gmem *gm, uint64_t gaddr, size_t len, bool write,
 /* Release a mapping from vp_gmem_map(). */
 void vp_gmem_unmap(struct vp_gmem *gm, struct vp_gmem_ref *ref);
 
+/* How guest addresses are interpreted (a flat gmem reports VP_ADDR_GFN). */
+enum vp_addr_mode vp_gmem_mode(const struct vp_gmem *gm);
+
+/* Longest range one vp_gmem_map() call maps in gfn or grant mode: a bound
+ * on what a guest-supplied length can make us ask the hypervisor for. */
+#define VP_GMEM_MAX_MAP_LEN (64u << 20)
+
 /* Statistics for tests and the bench. */
 struct vp_gmem_stats {
 	uint64_t maps;        /* vp_gmem_map calls that succeeded */

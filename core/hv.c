@@ -1,0 +1,38 @@
+/* Choosing a hypervisor layer by name, and settings common to all. */
+#include "hv.h"
+#include "log.h"
+
+#include <errno.h>
+#include <string.h>
+
+struct vp_hv *vp_hv_open(const char *name, const char *run_dir)
+{
+	if (!name) {
+		vp_err("no hypervisor layer named (expected \"sim\" or \"xen\")");
+		return NULL;
+	}
+	if (strcmp(name, "sim") == 0) {
+		if (!run_dir) {
+			vp_err("the sim hypervisor layer needs a run directory");
+			return NULL;
+		}
+		return vp_hv_sim_open(run_dir);
+	}
+	if (strcmp(name, "xen") == 0)
+		return vp_hv_xen_open();
+	vp_err("unknown hypervisor layer \"%s\" (expected \"sim\" or \"xen\")", name);
+	return NULL;
+}
+
+void vp_hv_set_self_domid(struct vp_hv *hv, uint16_t domid)
+{
+	int err;
+
+	/* Xen knows which domain we are; only the sim layer must be told. */
+	if (!hv || strcmp(hv->ops->name, "sim") != 0)
+		return;
+	err = vp_hv_sim_set_self_domid(hv, domid);
+	if (err)
+		vp_err("sim: cannot become domain %u: %s", domid,
+		       err == -EBUSY ? "guests were already contacted" : "not a sim handle");
+}

@@ -64,11 +64,15 @@ struct vp_hv {
 /* Open the "sim" layer: guests rendezvous via <run_dir>/dom<D>.sock.
  * Returns NULL and logs on failure. Caller frees with hv->ops->close. */
 struct vp_hv *vp_hv_sim_open(const char *run_dir);
-/* Open the "xen" layer (needs /dev/xen/*). NULL and logs on failure. */
+/* Open the "xen" layer (needs the /dev/xen devices). NULL and logs on failure. */
 struct vp_hv *vp_hv_xen_open(void);
 /* Tell the layer the server's own domid (the sim layer checks grant
  * entries against it; Xen knows it already). */
 void vp_hv_set_self_domid(struct vp_hv *hv, uint16_t domid);
+/* The sim layer's part of vp_hv_set_self_domid (default 0): guests see it
+ * in HELLO and grants must name it.  Call before the first guest is
+ * contacted.  0, -EINVAL (not a sim handle) or -EBUSY (too late). */
+int vp_hv_sim_set_self_domid(struct vp_hv *hv, uint16_t domid);
 /* Open by name ("sim" or "xen"). */
 struct vp_hv *vp_hv_open(const char *name, const char *run_dir);
 

@@ -211,6 +211,10 @@ const struct vproxy_plugin *vp_plugin_load(const char *dir, const char *name,
 			 name ? name : "");
 		return NULL;
 	}
+	if (!dir) {
+		snprintf(err, errlen, "plugin \"%s\": no plugin directory", name);
+		return NULL;
+	}
 	for (lp = loaded; lp; lp = lp->next) {
 		if (strcmp(lp->name, name) == 0)
 			return lp->plugin;

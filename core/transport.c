@@ -168,8 +168,8 @@ static bool size_ok(unsigned size)
 }
 
 /* Serve one request copied out of the ring. */
-static void serve(struct vp_transport *t, const struct vproxy_req *req,
-		  struct vproxy_rsp *rsp)
+static void serve(struct vp_transport *t, const struct vproxy_mmio_req *req,
+		  struct vproxy_mmio_rsp *rsp)
 {
 	enum vp_mmio_status st = VP_MMIO_OK;
 	uint64_t value = 0;
@@ -237,8 +237,8 @@ void vp_transport_kick(struct vp_transport *t)
 			return;
 		}
 		while (t->ring.req_cons != rp && served < REQS_PER_TURN) {
-			struct vproxy_req req;
-			struct vproxy_rsp *rsp;
+			struct vproxy_mmio_req req;
+			struct vproxy_mmio_rsp *rsp;
 
 			/* Copy once: the guest may change the slot under us. */
 			RING_COPY_REQUEST(&t->ring, t->ring.req_cons, &req);

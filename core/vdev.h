@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <vproxy/plugin.h>
 
 struct vp_gmem;
 struct vp_vdev;
@@ -56,5 +57,82 @@ void vp_vdev_poll(struct vp_vdev *d);
  * completed; only then may guest memory and the plugin disk go away, and
  * the device is freed right after done() returns. */
 void vp_vdev_destroy(struct vp_vdev *d, void (*done)(void *arg), void *arg);
+
+/*
+ * Device types (blk.c) plug in here, kvmtool's virtio_ops style.  The
+ * transport part (registers, status, feature negotiation, queue setup)
+ * lives in virtio_mmio.c; a type supplies its config space and handles
+ * queue notifications.
+ */
+struct vp_vq;
+
+struct vp_vdev_type {
+	const char *name;   /* "blk", for log lines */
+	uint32_t device_id; /* virtio device id (2: block) */
+	/* Copy len bytes of config space at offset into buf (range already
+	 * checked against config_len). */
+	void (*config_read)(struct vp_vdev *d, uint32_t offset, void *buf,
+			    unsigned len);
+	/* Store a config write; 0 or -EINVAL (field not writable). NULL: the
+	 * config space is read-only. */
+	int (*config_write)(struct vp_vdev *d, uint32_t offset, const void *buf,
+			    unsigned len);
+	/* Take and handle the buffers of ready queue q.  Only called while
+	 * the device runs (DRIVER_OK, not broken, not destroyed). */
+	void (*queue_notify)(struct vp_vdev *d, unsigned q);
+	/* The driver reset the device; its queues are already torn down.
+	 * May be NULL. */
+	void (*reset)(struct vp_vdev *d);
+	/* Free the type's private data: once, after vp_vdev_destroy(), when
+	 * no request is in flight.  May be NULL. */
+	void (*free)(struct vp_vdev *d);
+};
+
+/* Shape of one device, given to vp_vdev_new(). */
+struct vp_vdev_params {
+	/* Device feature bits offered.  The transport adds VERSION_1,
+	 * RING_INDIRECT_DESC, RING_EVENT_IDX, and ACCESS_PLATFORM when guest
+	 * memory is in grant mode. */
+	uint64_t features;
+	unsigned num_queues; /* 1..VP_VDEV_MAX_QUEUES */
+	unsigned queue_max;  /* QueueNumMax: power of two, 2..VP_VQ_MAX_SIZE */
+	uint32_t config_len; /* bytes of config space at 0x100, <= 0xf00 */
+};
+
+#define VP_VDEV_MAX_QUEUES 64u
+
+/* Create a device of type with private data priv (owned by the type,
+ * released through type->free).  host is copied.  NULL with errno set on
+ * bad params or allocation failure. */
+struct vp_vdev *vp_vdev_new(const struct vp_vdev_type *type,
+			    const struct vp_vdev_params *params,
+			    const struct vp_vdev_host *host, void *priv);
+/* The type's private data. */
+void *vp_vdev_priv(const struct vp_vdev *d);
+/* The host the device was created with (the device's copy). */
+const struct vp_vdev_host *vp_vdev_host(const struct vp_vdev *d);
+/* Queue q (< num_queues), owned by the device. */
+struct vp_vq *vp_vdev_vq(struct vp_vdev *d, unsigned q);
+/* Number of queues the device has. */
+unsigned vp_vdev_num_queues(const struct vp_vdev *d);
+/* Features the driver accepted (valid once FEATURES_OK is set). */
+uint64_t vp_vdev_features(const struct vp_vdev *d);
+/* The device/driver status byte (virtio_config.h VIRTIO_CONFIG_S_*). */
+uint8_t vp_vdev_status(const struct vp_vdev *d);
+/* True while queues may be processed: FEATURES_OK and DRIVER_OK set, not
+ * FAILED, not broken, not being destroyed. */
+bool vp_vdev_running(const struct vp_vdev *d);
+/* Set bits in the interrupt status shadow and have the host notify. */
+void vp_vdev_raise_irq(struct vp_vdev *d, uint32_t bits);
+/* Log about this device ("dom D dev N: "), rate-limited per device. */
+void vp_vdev_log(struct vp_vdev *d, enum vproxy_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* A request the device took from a queue is now in flight (in a plugin);
+ * keeps a destroyed device alive until the matching vp_vdev_req_end(). */
+void vp_vdev_req_begin(struct vp_vdev *d);
+/* A request finished.  If the device was destroyed and this was the last
+ * one, the type is freed, done() runs and d is freed: the caller must not
+ * touch d or the type's data afterwards. */
+void vp_vdev_req_end(struct vp_vdev *d);
 
 #endif

@@ -1,0 +1,616 @@
+/*
+ * virtio-mmio v2 register model (virtio 1.2 section 4.2.2): device status,
+ * feature negotiation, queue configuration and the config-space window,
+ * shared by every device type.  Register accesses come from the guest,
+ * so every value is checked and every misuse logged with dom/dev.
+ */
+#include "vdev.h"
+
+#include <errno.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_mmio.h>
+#include <linux/virtio_ring.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gmem.h"
+#include "log.h"
+#include "virtqueue.h"
+
+#define MMIO_MAGIC 0x74726976u   /* "virt" */
+#define MMIO_VERSION 2u
+#define MMIO_VENDOR_ID 0x58525056u /* "VPRX" */
+#define MMIO_WINDOW 0x1000u
+#define CONFIG_MAX (MMIO_WINDOW - VIRTIO_MMIO_CONFIG)
+
+#define BIT64(n) (1ull << (n))
+
+/* What the driver wrote for one queue. */
+struct queue_regs {
+	uint32_t num;
+	uint64_t desc;
+	uint64_t driver;
+	uint64_t device;
+};
+
+struct vp_vdev {
+	const struct vp_vdev_type *type;
+	void *priv;
+	struct vp_vdev_host host;
+	unsigned num_queues;
+	unsigned queue_max;
+	uint32_t config_len;
+
+	uint64_t device_features;
+	uint64_t driver_features;
+	uint32_t device_features_sel;
+	uint32_t driver_features_sel;
+	uint32_t queue_sel;
+	uint32_t shm_sel;
+	uint32_t isr;
+	uint32_t config_generation;
+	uint8_t status;
+
+	struct queue_regs *qregs;
+	struct vp_vq *vqs;
+
+	bool destroying;
+	bool finished;
+	unsigned inflight; /* requests in a plugin, see vp_vdev_req_begin */
+	unsigned busy;     /* calls into the type on the stack */
+	void (*done)(void *arg);
+	void *done_arg;
+
+	struct vp_ratelimit rl;
+};
+
+void vp_vdev_log(struct vp_vdev *d, enum vproxy_log_level level, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	vp_log_dev(&d->rl, level, d->host.dom, d->host.devid, "%s: %s", d->type->name,
+		   msg);
+}
+
+struct vp_vdev *vp_vdev_new(const struct vp_vdev_type *type,
+			    const struct vp_vdev_params *params,
+			    const struct vp_vdev_host *host, void *priv)
+{
+	struct vp_vdev *d;
+	unsigned qmax = params->queue_max;
+
+	if (!type || !host->gm || params->num_queues == 0 ||
+	    params->num_queues > VP_VDEV_MAX_QUEUES || qmax < 2 ||
+	    qmax > VP_VQ_MAX_SIZE || (qmax & (qmax - 1)) ||
+	    params->config_len > CONFIG_MAX) {
+		errno = EINVAL;
+		return NULL;
+	}
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return NULL;
+	d->qregs = calloc(params->num_queues, sizeof(*d->qregs));
+	d->vqs = calloc(params->num_queues, sizeof(*d->vqs));
+	if (!d->qregs || !d->vqs)
+		goto fail;
+	d->type = type;
+	d->priv = priv;
+	d->host = *host;
+	d->num_queues = params->num_queues;
+	d->queue_max = qmax;
+	d->config_len = params->config_len;
+	d->device_features = params->features | BIT64(VIRTIO_F_VERSION_1) |
+			     BIT64(VIRTIO_RING_F_INDIRECT_DESC) |
+			     BIT64(VIRTIO_RING_F_EVENT_IDX);
+	/* Linux guests using grant DMA refuse devices without it. */
+	if (vp_gmem_mode(host->gm) == VP_ADDR_GRANT)
+		d->device_features |= BIT64(VIRTIO_F_ACCESS_PLATFORM);
+	for (unsigned q = 0; q < d->num_queues; q++) {
+		d->qregs[q].num = qmax;
+		d->vqs[q].gm = host->gm;
+	}
+	return d;
+
+fail:
+	free(d->qregs);
+	free(d->vqs);
+	free(d);
+	errno = ENOMEM;
+	return NULL;
+}
+
+void *vp_vdev_priv(const struct vp_vdev *d)
+{
+	return d->priv;
+}
+
+const struct vp_vdev_host *vp_vdev_host(const struct vp_vdev *d)
+{
+	return &d->host;
+}
+
+struct vp_vq *vp_vdev_vq(struct vp_vdev *d, unsigned q)
+{
+	return &d->vqs[q];
+}
+
+unsigned vp_vdev_num_queues(const struct vp_vdev *d)
+{
+	return d->num_queues;
+}
+
+uint64_t vp_vdev_features(const struct vp_vdev *d)
+{
+	return d->driver_features;
+}
+
+uint8_t vp_vdev_status(const struct vp_vdev *d)
+{
+	return d->status;
+}
+
+bool vp_vdev_is_broken(const struct vp_vdev *d)
+{
+	return d->status & VIRTIO_CONFIG_S_NEEDS_RESET;
+}
+
+bool vp_vdev_running(const struct vp_vdev *d)
+{
+	const uint8_t need = VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK;
+	const uint8_t stop = VIRTIO_CONFIG_S_FAILED | VIRTIO_CONFIG_S_NEEDS_RESET;
+
+	return !d->destroying && (d->status & need) == need && !(d->status & stop);
+}
+
+void vp_vdev_raise_irq(struct vp_vdev *d, uint32_t bits)
+{
+	if (d->destroying)
+		return;
+	d->isr |= bits;
+	if (d->host.raise_irq)
+		d->host.raise_irq(d->host.opaque, bits);
+}
+
+void vp_vdev_set_broken(struct vp_vdev *d, const char *why)
+{
+	if (d->destroying || vp_vdev_is_broken(d))
+		return;
+	d->status |= VIRTIO_CONFIG_S_NEEDS_RESET;
+	vp_vdev_log(d, VPROXY_LOG_WARN, "device needs reset: %s", why);
+	vp_vdev_raise_irq(d, VP_IRQ_CONFIG);
+	if (d->host.broken)
+		d->host.broken(d->host.opaque, why);
+}
+
+/* Free the device once destroyed and nothing refers to it any more. */
+static void vdev_maybe_finish(struct vp_vdev *d)
+{
+	void (*done)(void *arg) = d->done;
+	void *arg = d->done_arg;
+
+	if (!d->destroying || d->inflight || d->busy || d->finished)
+		return;
+	d->finished = true;
+	if (d->type->free)
+		d->type->free(d);
+	if (done)
+		done(arg);
+	free(d->qregs);
+	free(d->vqs);
+	free(d);
+}
+
+static void vdev_notify_queue(struct vp_vdev *d, unsigned q)
+{
+	d->busy++;
+	d->type->queue_notify(d, q);
+	d->busy--;
+	vdev_maybe_finish(d);
+}
+
+void vp_vdev_poll(struct vp_vdev *d)
+{
+	d->busy++;
+	for (unsigned q = 0; q < d->num_queues && vp_vdev_running(d); q++)
+		if (d->vqs[q].ready)
+			d->type->queue_notify(d, q);
+	d->busy--;
+	vdev_maybe_finish(d);
+}
+
+void vp_vdev_destroy(struct vp_vdev *d, void (*done)(void *arg), void *arg)
+{
+	if (d->destroying)
+		return;
+	d->destroying = true;
+	d->done = done;
+	d->done_arg = arg;
+	/* Requests still in a plugin hold their own buffer mappings; the
+	 * rings go now, so nothing can be pushed to the guest any more. */
+	for (unsigned q = 0; q < d->num_queues; q++)
+		vp_vq_teardown(&d->vqs[q]);
+	vdev_maybe_finish(d);
+}
+
+void vp_vdev_req_begin(struct vp_vdev *d)
+{
+	d->inflight++;
+}
+
+void vp_vdev_req_end(struct vp_vdev *d)
+{
+	d->inflight--;
+	vdev_maybe_finish(d);
+}
+
+static void vdev_reset(struct vp_vdev *d)
+{
+	for (unsigned q = 0; q < d->num_queues; q++) {
+		vp_vq_teardown(&d->vqs[q]);
+		memset(&d->qregs[q], 0, sizeof(d->qregs[q]));
+		d->qregs[q].num = d->queue_max;
+	}
+	d->status = 0;
+	d->driver_features = 0;
+	d->device_features_sel = 0;
+	d->driver_features_sel = 0;
+	d->queue_sel = 0;
+	d->shm_sel = 0;
+	d->isr = 0;
+	if (d->type->reset)
+		d->type->reset(d);
+}
+
+/* May the driver's feature choice be accepted (FEATURES_OK)? */
+static bool vdev_features_ok(struct vp_vdev *d)
+{
+	uint64_t extra = d->driver_features & ~d->device_features;
+
+	if (extra) {
+		vp_vdev_log(d, VPROXY_LOG_WARN,
+			    "driver accepted features %#llx that were not offered",
+			    (unsigned long long)extra);
+		return false;
+	}
+	if (!(d->driver_features & BIT64(VIRTIO_F_VERSION_1))) {
+		vp_vdev_log(d, VPROXY_LOG_WARN, "driver did not accept VERSION_1");
+		return false;
+	}
+	/* Without it the driver puts guest-physical addresses in the rings,
+	 * which grant-mode guest memory cannot map. */
+	if ((d->device_features & BIT64(VIRTIO_F_ACCESS_PLATFORM)) &&
+	    !(d->driver_features & BIT64(VIRTIO_F_ACCESS_PLATFORM))) {
+		vp_vdev_log(d, VPROXY_LOG_WARN,
+			    "driver did not accept ACCESS_PLATFORM (grant mode)");
+		return false;
+	}
+	return true;
+}
+
+static void vdev_write_status(struct vp_vdev *d, uint32_t value)
+{
+	bool was_running = vp_vdev_running(d);
+	uint8_t next;
+
+	if (value == 0) {
+		vdev_reset(d);
+		return;
+	}
+	/* NEEDS_RESET is the device's; the driver cannot clear a bit except
+	 * through reset. */
+	next = (uint8_t)(value & ~VIRTIO_CONFIG_S_NEEDS_RESET) | d->status;
+	if ((next & VIRTIO_CONFIG_S_FEATURES_OK) &&
+	    !(d->status & VIRTIO_CONFIG_S_FEATURES_OK) && !vdev_features_ok(d))
+		next &= (uint8_t)~VIRTIO_CONFIG_S_FEATURES_OK;
+	if ((next & VIRTIO_CONFIG_S_DRIVER_OK) && !(next & VIRTIO_CONFIG_S_FEATURES_OK))
+		vp_vdev_log(d, VPROXY_LOG_WARN, "DRIVER_OK without FEATURES_OK");
+	d->status = next;
+	/* Buffers queued before DRIVER_OK got no kick that we acted on. */
+	if (!was_running && vp_vdev_running(d))
+		vp_vdev_poll(d);
+}
+
+static struct queue_regs *vdev_sel_queue(struct vp_vdev *d)
+{
+	return d->queue_sel < d->num_queues ? &d->qregs[d->queue_sel] : NULL;
+}
+
+static void vdev_write_queue_ready(struct vp_vdev *d, uint32_t value)
+{
+	struct queue_regs *qr = vdev_sel_queue(d);
+	unsigned flags = 0;
+	struct vp_vq *vq;
+	char why[160];
+
+	if (!qr) {
+		vp_vdev_log(d, VPROXY_LOG_WARN, "QueueReady for missing queue %u",
+			    d->queue_sel);
+		return;
+	}
+	vq = &d->vqs[d->queue_sel];
+	if (!(value & 1)) {
+		vp_vq_teardown(vq);
+		return;
+	}
+	if (vq->ready)
+		return;
+	if (!(d->status & VIRTIO_CONFIG_S_FEATURES_OK)) {
+		snprintf(why, sizeof(why), "queue %u enabled before FEATURES_OK",
+			 d->queue_sel);
+		vp_vdev_set_broken(d, why);
+		return;
+	}
+	if (qr->num > d->queue_max) {
+		snprintf(why, sizeof(why), "queue %u: size %u above QueueNumMax %u",
+			 d->queue_sel, qr->num, d->queue_max);
+		vp_vdev_set_broken(d, why);
+		return;
+	}
+	if (d->driver_features & BIT64(VIRTIO_RING_F_EVENT_IDX))
+		flags |= VP_VQ_F_EVENT_IDX;
+	if (d->driver_features & BIT64(VIRTIO_RING_F_INDIRECT_DESC))
+		flags |= VP_VQ_F_INDIRECT;
+	if (vp_vq_setup(vq, d->host.gm, qr->num, qr->desc, qr->driver, qr->device,
+			flags) < 0) {
+		snprintf(why, sizeof(why), "queue %u: %s", d->queue_sel, vq->err);
+		vp_vdev_set_broken(d, why);
+	}
+}
+
+static void vdev_write_queue_notify(struct vp_vdev *d, uint32_t q)
+{
+	if (q >= d->num_queues) {
+		vp_vdev_log(d, VPROXY_LOG_WARN, "notify for missing queue %u", q);
+		return;
+	}
+	if (!vp_vdev_running(d) || !d->vqs[q].ready)
+		return;
+	vdev_notify_queue(d, q);
+}
+
+/* Set the low or high half of a 64-bit queue address register. */
+static void vdev_write_queue_addr(struct vp_vdev *d, uint32_t offset, uint32_t value)
+{
+	struct queue_regs *qr = vdev_sel_queue(d);
+	uint64_t *reg;
+	bool high;
+
+	if (!qr || d->vqs[d->queue_sel].ready) {
+		vp_vdev_log(d, VPROXY_LOG_WARN,
+			    "queue address write %#x for %s queue %u ignored", offset,
+			    qr ? "ready" : "missing", d->queue_sel);
+		return;
+	}
+	switch (offset) {
+	case VIRTIO_MMIO_QUEUE_DESC_LOW:
+	case VIRTIO_MMIO_QUEUE_DESC_HIGH:
+		reg = &qr->desc;
+		break;
+	case VIRTIO_MMIO_QUEUE_AVAIL_LOW:
+	case VIRTIO_MMIO_QUEUE_AVAIL_HIGH:
+		reg = &qr->driver;
+		break;
+	default:
+		reg = &qr->device;
+		break;
+	}
+	high = offset & 4;
+	if (high)
+		*reg = (*reg & 0xffffffffull) | (uint64_t)value << 32;
+	else
+		*reg = (*reg & ~0xffffffffull) | value;
+}
+
+static uint32_t half(uint64_t v, uint32_t sel)
+{
+	return sel == 0 ? (uint32_t)v : sel == 1 ? (uint32_t)(v >> 32) : 0;
+}
+
+static enum vp_mmio_status bad_access(struct vp_vdev *d, const char *what,
+				      uint32_t offset, unsigned size)
+{
+	vp_vdev_log(d, VPROXY_LOG_WARN, "bad %s of %u bytes at %#x", what, size, offset);
+	return VP_MMIO_BAD_ACCESS;
+}
+
+/* Config-space accesses: 1, 2, 4 or 8 bytes, naturally aligned. */
+static enum vp_mmio_status config_access(struct vp_vdev *d, uint32_t offset,
+					 unsigned size, uint64_t *value, bool write)
+{
+	uint32_t coff = offset - VIRTIO_MMIO_CONFIG;
+	uint8_t buf[8];
+
+	if ((size != 1 && size != 2 && size != 4 && size != 8) || coff % size ||
+	    coff >= d->config_len || size > d->config_len - coff)
+		return bad_access(d, write ? "config write" : "config read", offset,
+				  size);
+	if (!write) {
+		uint64_t v = 0;
+
+		d->type->config_read(d, coff, buf, size);
+		for (unsigned i = size; i-- > 0;)
+			v = v << 8 | buf[i];
+		*value = v;
+		return VP_MMIO_OK;
+	}
+	for (unsigned i = 0; i < size; i++)
+		buf[i] = (uint8_t)(*value >> (8 * i));
+	if (!d->type->config_write || d->type->config_write(d, coff, buf, size) < 0)
+		return bad_access(d, "config write", offset, size);
+	return VP_MMIO_OK;
+}
+
+enum vp_mmio_status vp_vdev_mmio_read(struct vp_vdev *d, uint32_t offset,
+				      unsigned size, uint64_t *value)
+{
+	struct queue_regs *qr;
+	uint32_t v;
+
+	*value = 0;
+	if (d->destroying)
+		return VP_MMIO_BAD_ACCESS;
+	if (offset >= MMIO_WINDOW)
+		return bad_access(d, "read", offset, size);
+	if (offset >= VIRTIO_MMIO_CONFIG)
+		return config_access(d, offset, size, value, false);
+	if (size != 4 || offset % 4)
+		return bad_access(d, "register read", offset, size);
+	qr = vdev_sel_queue(d);
+	switch (offset) {
+	case VIRTIO_MMIO_MAGIC_VALUE:
+		v = MMIO_MAGIC;
+		break;
+	case VIRTIO_MMIO_VERSION:
+		v = MMIO_VERSION;
+		break;
+	case VIRTIO_MMIO_DEVICE_ID:
+		v = d->type->device_id;
+		break;
+	case VIRTIO_MMIO_VENDOR_ID:
+		v = MMIO_VENDOR_ID;
+		break;
+	case VIRTIO_MMIO_DEVICE_FEATURES:
+		v = half(d->device_features, d->device_features_sel);
+		break;
+	case VIRTIO_MMIO_DEVICE_FEATURES_SEL:
+		v = d->device_features_sel;
+		break;
+	case VIRTIO_MMIO_DRIVER_FEATURES:
+		v = half(d->driver_features, d->driver_features_sel);
+		break;
+	case VIRTIO_MMIO_DRIVER_FEATURES_SEL:
+		v = d->driver_features_sel;
+		break;
+	case VIRTIO_MMIO_QUEUE_SEL:
+		v = d->queue_sel;
+		break;
+	case VIRTIO_MMIO_QUEUE_NUM_MAX:
+		v = qr ? d->queue_max : 0;
+		break;
+	case VIRTIO_MMIO_QUEUE_NUM:
+		v = qr ? qr->num : 0;
+		break;
+	case VIRTIO_MMIO_QUEUE_READY:
+		v = qr ? d->vqs[d->queue_sel].ready : 0;
+		break;
+	case VIRTIO_MMIO_INTERRUPT_STATUS:
+		v = d->isr;
+		break;
+	case VIRTIO_MMIO_STATUS:
+		v = d->status;
+		break;
+	case VIRTIO_MMIO_QUEUE_DESC_LOW:
+	case VIRTIO_MMIO_QUEUE_DESC_HIGH:
+		v = qr ? half(qr->desc, (offset & 4) != 0) : 0;
+		break;
+	case VIRTIO_MMIO_QUEUE_AVAIL_LOW:
+	case VIRTIO_MMIO_QUEUE_AVAIL_HIGH:
+		v = qr ? half(qr->driver, (offset & 4) != 0) : 0;
+		break;
+	case VIRTIO_MMIO_QUEUE_USED_LOW:
+	case VIRTIO_MMIO_QUEUE_USED_HIGH:
+		v = qr ? half(qr->device, (offset & 4) != 0) : 0;
+		break;
+	case VIRTIO_MMIO_SHM_SEL:
+		v = d->shm_sel;
+		break;
+	case VIRTIO_MMIO_SHM_LEN_LOW:
+	case VIRTIO_MMIO_SHM_LEN_HIGH:
+	case VIRTIO_MMIO_SHM_BASE_LOW:
+	case VIRTIO_MMIO_SHM_BASE_HIGH:
+		/* All ones: no shared memory region with this id. */
+		v = 0xffffffffu;
+		break;
+	case VIRTIO_MMIO_CONFIG_GENERATION:
+		v = d->config_generation;
+		break;
+	default:
+		return bad_access(d, "register read", offset, size);
+	}
+	*value = v;
+	return VP_MMIO_OK;
+}
+
+enum vp_mmio_status vp_vdev_mmio_write(struct vp_vdev *d, uint32_t offset,
+				       unsigned size, uint64_t value)
+{
+	struct queue_regs *qr;
+	uint32_t v = (uint32_t)value;
+
+	if (d->destroying)
+		return VP_MMIO_BAD_ACCESS;
+	if (offset >= MMIO_WINDOW)
+		return bad_access(d, "write", offset, size);
+	if (offset >= VIRTIO_MMIO_CONFIG)
+		return config_access(d, offset, size, &value, true);
+	if (size != 4 || offset % 4)
+		return bad_access(d, "register write", offset, size);
+	switch (offset) {
+	case VIRTIO_MMIO_DEVICE_FEATURES_SEL:
+		d->device_features_sel = v;
+		break;
+	case VIRTIO_MMIO_DRIVER_FEATURES:
+		if (d->status & VIRTIO_CONFIG_S_FEATURES_OK) {
+			vp_vdev_log(d, VPROXY_LOG_WARN,
+				    "driver features written after FEATURES_OK");
+			break;
+		}
+		if (d->driver_features_sel == 0)
+			d->driver_features = (d->driver_features & ~0xffffffffull) | v;
+		else if (d->driver_features_sel == 1)
+			d->driver_features = (d->driver_features & 0xffffffffull) |
+					     (uint64_t)v << 32;
+		else if (v)
+			/* No feature bits exist there; FEATURES_OK will tell. */
+			vp_vdev_log(d, VPROXY_LOG_WARN,
+				    "driver features word %u = %#x ignored",
+				    d->driver_features_sel, v);
+		break;
+	case VIRTIO_MMIO_DRIVER_FEATURES_SEL:
+		d->driver_features_sel = v;
+		break;
+	case VIRTIO_MMIO_QUEUE_SEL:
+		d->queue_sel = v;
+		break;
+	case VIRTIO_MMIO_QUEUE_NUM:
+		qr = vdev_sel_queue(d);
+		if (!qr || d->vqs[d->queue_sel].ready)
+			vp_vdev_log(d, VPROXY_LOG_WARN, "QueueNum write for %s queue %u",
+				    qr ? "ready" : "missing", d->queue_sel);
+		else
+			qr->num = v;
+		break;
+	case VIRTIO_MMIO_QUEUE_READY:
+		vdev_write_queue_ready(d, v);
+		break;
+	case VIRTIO_MMIO_QUEUE_NOTIFY:
+		vdev_write_queue_notify(d, v);
+		break;
+	case VIRTIO_MMIO_INTERRUPT_ACK:
+		d->isr &= ~v;
+		break;
+	case VIRTIO_MMIO_STATUS:
+		vdev_write_status(d, v);
+		break;
+	case VIRTIO_MMIO_QUEUE_DESC_LOW:
+	case VIRTIO_MMIO_QUEUE_DESC_HIGH:
+	case VIRTIO_MMIO_QUEUE_AVAIL_LOW:
+	case VIRTIO_MMIO_QUEUE_AVAIL_HIGH:
+	case VIRTIO_MMIO_QUEUE_USED_LOW:
+	case VIRTIO_MMIO_QUEUE_USED_HIGH:
+		vdev_write_queue_addr(d, offset, v);
+		break;
+	case VIRTIO_MMIO_SHM_SEL:
+		d->shm_sel = v;
+		break;
+	default:
+		return bad_access(d, "register write", offset, size);
+	}
+	return VP_MMIO_OK;
+}

@@ -63,7 +63,7 @@ struct vp_xsbus {
 	struct xs_handle *xs;
 	struct event *xs_ev;
 	unsigned self;
-	char be_root[PATH_LEN];
+	char be_root[64];
 	struct vp_device *devices;
 	bool shutting_down;
 	bool finished;
@@ -91,24 +91,6 @@ static void dev_log(struct vp_device *dev, enum vproxy_log_level lvl, const char
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	vp_log_dev(&dev->rl, lvl, dev->dom, dev->devid, "%s", msg);
-}
-
-static bool xs_printf(struct vp_xsbus *bus, xs_transaction_t tx, const char *path,
-		      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static bool xs_printf(struct vp_xsbus *bus, xs_transaction_t tx, const char *path,
-		      const char *fmt, ...)
-{
-	char val[256];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(val, sizeof(val), fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(val))
-		return false;
-	return xs_write(bus->xs, tx, path, val, (unsigned)n);
 }
 
 static bool xs_printf_at(struct vp_xsbus *bus, xs_transaction_t tx, const char *dir,
@@ -220,7 +202,7 @@ static void free_device(struct vp_device *dev, bool remove_nodes)
 	if (dev->disk)
 		dev->decl->plugin->close(dev->disk);
 	if (remove_nodes) {
-		char parent[PATH_LEN];
+		char parent[PATH_LEN * 2];
 
 		xs_rm(bus->xs, XBT_NULL, dev->be_path);
 		xs_rm(bus->xs, XBT_NULL, dev->fe_path);

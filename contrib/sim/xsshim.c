@@ -151,7 +151,6 @@ int xc_domain_getinfo(xc_interface *xch, uint32_t first_domid,
 		info[n].domid = domid;
 		info[n].running = 1;
 		info[n].nr_online_vcpus = 1;
-		info[n].cpupool = 0;
 		n++;
 	}
 	return (int)n;

@@ -1,0 +1,463 @@
+/*
+ * The stub's platform on the sim host: a first-fit page allocator over the
+ * simguest's RAM (granting what it hands out in grant mode), the
+ * simguest's event channels, and libxenstore with one connection per watch
+ * so that device threads never see each other's watch events.
+ */
+#include "platform_sim.h"
+
+#include "simguest.h"
+#include <vproxy/proto.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <xenstore.h>
+
+#define PAGE_SHIFT 12
+#define PAGE_SIZE (1u << PAGE_SHIFT)
+/* Ports below this have their irq fd cached; others are looked up. */
+#define PORT_CACHE 4097
+
+struct vps_watch {
+	struct xs_handle *xs; /* a connection of its own */
+	char *path;
+	char token[32];
+};
+
+struct vps_sim {
+	struct vps_platform plat;
+	struct simguest *sg;
+	uint8_t *ram;
+	size_t pages;
+	struct xs_handle *xs; /* reads, writes, transactions (thread-safe) */
+	enum vps_log_level level;
+	char prog[32];
+
+	pthread_mutex_t lock; /* guards everything below */
+	/* run[g] = pages in the allocation starting at gfn g, 0 elsewhere;
+	 * used[g] marks every allocated page. */
+	uint32_t *run;
+	uint8_t *used;
+	int32_t *gref;    /* grant mode: first ref of the allocation at g */
+	size_t hint;      /* where the next search starts */
+	size_t free_pages;
+	int port_fd[PORT_CACHE];
+	unsigned watch_seq;
+};
+
+static void *sim_dma_alloc(void *ctx, uint16_t be, size_t bytes, uint64_t *dev_addr)
+{
+	struct vps_sim *s = ctx;
+	size_t n = (bytes + PAGE_SIZE - 1) / PAGE_SIZE, start = 0, runlen = 0;
+	bool found = false;
+	void *mem;
+	int ref = -1;
+
+	if (n == 0 || n > UINT32_MAX)
+		return NULL;
+	pthread_mutex_lock(&s->lock);
+	/* Two passes: from the hint to the end, then from frame 1. */
+	for (int pass = 0; pass < 2 && !found; pass++) {
+		size_t from = pass == 0 ? s->hint : 1, to = pass == 0 ? s->pages : s->hint + n;
+
+		if (to > s->pages)
+			to = s->pages;
+		runlen = 0;
+		for (size_t g = from; g < to; g++) {
+			if (s->used[g]) {
+				runlen = 0;
+				continue;
+			}
+			if (++runlen == n) {
+				start = g + 1 - n;
+				found = true;
+				break;
+			}
+		}
+	}
+	if (!found) {
+		pthread_mutex_unlock(&s->lock);
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (s->plat.addr_mode == VPS_ADDR_GRANT) {
+		ref = simguest_grant(s->sg, be, start, (unsigned)n, 0);
+		if (ref < 0) {
+			pthread_mutex_unlock(&s->lock);
+			errno = -ref;
+			return NULL;
+		}
+		*dev_addr = VPROXY_GRANT_ADDR((uint64_t)ref, 0);
+	} else {
+		*dev_addr = (uint64_t)start << PAGE_SHIFT;
+	}
+	memset(s->used + start, 1, n);
+	s->run[start] = (uint32_t)n;
+	s->gref[start] = ref;
+	s->hint = start + n < s->pages ? start + n : 1;
+	s->free_pages -= n;
+	mem = s->ram + (start << PAGE_SHIFT);
+	pthread_mutex_unlock(&s->lock);
+	memset(mem, 0, n << PAGE_SHIFT);
+	return mem;
+}
+
+static void sim_dma_free(void *ctx, void *mem, size_t bytes)
+{
+	struct vps_sim *s = ctx;
+	size_t g, n;
+
+	if (!mem)
+		return;
+	g = (size_t)((uint8_t *)mem - s->ram) >> PAGE_SHIFT;
+	pthread_mutex_lock(&s->lock);
+	n = g < s->pages ? s->run[g] : 0;
+	if (n == 0 || n != (bytes + PAGE_SIZE - 1) / PAGE_SIZE) {
+		pthread_mutex_unlock(&s->lock);
+		fprintf(stderr, "%s: dma_free of %p (%zu bytes) does not match an allocation\n",
+			s->prog, mem, bytes);
+		abort();
+	}
+	if (s->gref[g] >= 0)
+		simguest_ungrant(s->sg, s->gref[g], (unsigned)n);
+	memset(s->used + g, 0, n);
+	s->run[g] = 0;
+	s->gref[g] = -1;
+	s->free_pages += n;
+	pthread_mutex_unlock(&s->lock);
+}
+
+static int sim_evtchn_alloc(void *ctx, uint16_t be)
+{
+	struct vps_sim *s = ctx;
+	int port = simguest_evtchn_alloc(s->sg, be);
+	int fd;
+
+	if (port < 0 || port >= PORT_CACHE)
+		return port;
+	fd = simguest_evtchn_fd(s->sg, port);
+	pthread_mutex_lock(&s->lock);
+	s->port_fd[port] = fd;
+	pthread_mutex_unlock(&s->lock);
+	return port;
+}
+
+static int sim_evtchn_notify(void *ctx, int port)
+{
+	struct vps_sim *s = ctx;
+
+	return simguest_evtchn_notify(s->sg, port);
+}
+
+static void sim_evtchn_close(void *ctx, int port)
+{
+	struct vps_sim *s = ctx;
+
+	if (port >= 0 && port < PORT_CACHE) {
+		pthread_mutex_lock(&s->lock);
+		s->port_fd[port] = -1;
+		pthread_mutex_unlock(&s->lock);
+	}
+	simguest_evtchn_close(s->sg, port);
+}
+
+static int port_fd(struct vps_sim *s, int port)
+{
+	int fd;
+
+	if (port < 0 || port >= PORT_CACHE)
+		return simguest_evtchn_fd(s->sg, port);
+	/* Only the port's own thread changes its slot; no lock needed to
+	 * read a value that thread wrote itself. */
+	fd = __atomic_load_n(&s->port_fd[port], __ATOMIC_RELAXED);
+	return fd >= 0 ? fd : simguest_evtchn_fd(s->sg, port);
+}
+
+static void drain_watch(struct vps_watch *w)
+{
+	char **ev;
+
+	while ((ev = xs_check_watch(w->xs)) != NULL)
+		free(ev);
+}
+
+static int sim_wait(void *ctx, int port, struct vps_watch *w, uint64_t timeout_ns)
+{
+	struct vps_sim *s = ctx;
+	struct pollfd fds[2];
+	struct timespec ts = {.tv_sec = (time_t)(timeout_ns / 1000000000u),
+			      .tv_nsec = (long)(timeout_ns % 1000000000u)};
+	int n = 0, efd_slot = -1, w_slot = -1, r, mask = 0;
+
+	if (port >= 0) {
+		int fd = port_fd(s, port);
+
+		if (fd >= 0) {
+			fds[n] = (struct pollfd){.fd = fd, .events = POLLIN};
+			efd_slot = n++;
+		}
+	}
+	if (w) {
+		fds[n] = (struct pollfd){.fd = xs_fileno(w->xs), .events = POLLIN};
+		w_slot = n++;
+	}
+	if (timeout_ns / 1000000000u > (uint64_t)INT32_MAX)
+		ts.tv_sec = INT32_MAX;
+	r = ppoll(fds, (nfds_t)n, &ts, NULL);
+	if (r < 0)
+		return errno == EINTR ? 0 : -errno;
+	if (efd_slot >= 0 && (fds[efd_slot].revents & POLLIN)) {
+		uint64_t cnt;
+
+		if (read(fds[efd_slot].fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
+			return -errno;
+		mask |= VPS_WAKE_EVTCHN;
+	}
+	if (w_slot >= 0 && fds[w_slot].revents) {
+		drain_watch(w);
+		mask |= VPS_WAKE_WATCH;
+	}
+	return mask;
+}
+
+static int sim_xs_read(void *ctx, uint32_t tx, const char *path, char *buf, size_t len)
+{
+	struct vps_sim *s = ctx;
+	unsigned vlen;
+	char *v;
+
+	v = xs_read(s->xs, tx, path, &vlen);
+	if (!v)
+		return errno ? -errno : -EIO;
+	if (len) {
+		size_t c = vlen < len - 1 ? vlen : len - 1;
+
+		memcpy(buf, v, c);
+		buf[c] = '\0';
+	}
+	free(v);
+	return vlen > INT32_MAX ? INT32_MAX : (int)vlen;
+}
+
+static int sim_xs_write(void *ctx, uint32_t tx, const char *path, const char *value)
+{
+	struct vps_sim *s = ctx;
+
+	if (!xs_write(s->xs, tx, path, value, (unsigned)strlen(value)))
+		return errno ? -errno : -EIO;
+	return 0;
+}
+
+static int sim_xs_list(void *ctx, const char *path, char *buf, size_t len)
+{
+	struct vps_sim *s = ctx;
+	unsigned num;
+	size_t used = 0;
+	char **names;
+	int r;
+
+	names = xs_directory(s->xs, XBT_NULL, path, &num);
+	if (!names)
+		return errno ? -errno : -EIO;
+	r = (int)num;
+	for (unsigned i = 0; i < num; i++) {
+		size_t l = strlen(names[i]) + 1;
+
+		if (used + l > len) {
+			r = -ENOSPC;
+			break;
+		}
+		memcpy(buf + used, names[i], l);
+		used += l;
+	}
+	free(names);
+	return r;
+}
+
+static int sim_xs_tx_begin(void *ctx, uint32_t *tx)
+{
+	struct vps_sim *s = ctx;
+	xs_transaction_t t = xs_transaction_start(s->xs);
+
+	if (t == XBT_NULL)
+		return errno ? -errno : -EIO;
+	*tx = t;
+	return 0;
+}
+
+static int sim_xs_tx_end(void *ctx, uint32_t tx, int abort_tx)
+{
+	struct vps_sim *s = ctx;
+
+	if (!xs_transaction_end(s->xs, tx, abort_tx != 0))
+		return errno ? -errno : -EIO;
+	return 0;
+}
+
+static int sim_xs_watch(void *ctx, const char *path, struct vps_watch **out)
+{
+	struct vps_sim *s = ctx;
+	struct vps_watch *w;
+	int err;
+
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->path = strdup(path);
+	w->xs = xs_open(0);
+	if (!w->path || !w->xs) {
+		err = errno ? -errno : -EIO;
+		goto fail;
+	}
+	pthread_mutex_lock(&s->lock);
+	snprintf(w->token, sizeof(w->token), "vps%u", s->watch_seq++);
+	pthread_mutex_unlock(&s->lock);
+	/* The fd exists before the first event so none is missed. */
+	if (xs_fileno(w->xs) < 0 || !xs_watch(w->xs, path, w->token)) {
+		err = errno ? -errno : -EIO;
+		goto fail;
+	}
+	*out = w;
+	return 0;
+fail:
+	if (w->xs)
+		xs_close(w->xs);
+	free(w->path);
+	free(w);
+	return err;
+}
+
+static void sim_xs_unwatch(void *ctx, struct vps_watch *w)
+{
+	(void)ctx;
+	if (!w)
+		return;
+	xs_unwatch(w->xs, w->path, w->token);
+	xs_close(w->xs);
+	free(w->path);
+	free(w);
+}
+
+static uint64_t sim_now_ns(void *ctx)
+{
+	struct timespec ts;
+
+	(void)ctx;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void sim_log(void *ctx, enum vps_log_level level, const char *msg)
+{
+	static const char *const names[] = {"error", "warn", "info", "debug"};
+	struct vps_sim *s = ctx;
+
+	if (level > s->level)
+		return;
+	fprintf(stderr, "%s[%d]: %s: %s\n", s->prog, (int)getpid(), names[level], msg);
+}
+
+struct vps_sim *vps_sim_create(struct simguest *sg, enum vps_addr_mode mode, const char *prog)
+{
+	struct vps_sim *s;
+	size_t ram_len;
+	int err;
+
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	pthread_mutex_init(&s->lock, NULL);
+	s->sg = sg;
+	s->ram = simguest_ram(sg, &ram_len);
+	s->pages = ram_len >> PAGE_SHIFT;
+	s->level = VPS_LOG_WARN;
+	snprintf(s->prog, sizeof(s->prog), "%s", prog ? prog : "vproxy-stub");
+	for (int i = 0; i < PORT_CACHE; i++)
+		s->port_fd[i] = -1;
+	s->run = calloc(s->pages, sizeof(*s->run));
+	s->used = calloc(s->pages, 1);
+	s->gref = malloc(s->pages * sizeof(*s->gref));
+	if (!s->run || !s->used || !s->gref || s->pages < 2) {
+		err = s->pages < 2 ? EINVAL : ENOMEM;
+		goto fail;
+	}
+	for (size_t g = 0; g < s->pages; g++)
+		s->gref[g] = -1;
+	s->used[0] = 1; /* device address 0 looks like "unset" */
+	s->hint = 1;
+	s->free_pages = s->pages - 1;
+	s->xs = xs_open(0);
+	if (!s->xs) {
+		err = errno ? errno : EIO;
+		goto fail;
+	}
+	s->plat = (struct vps_platform){
+		.ctx = s,
+		.domid = simguest_domid(sg),
+		.addr_mode = mode,
+		.dma_alloc = sim_dma_alloc,
+		.dma_free = sim_dma_free,
+		.evtchn_alloc = sim_evtchn_alloc,
+		.evtchn_notify = sim_evtchn_notify,
+		.evtchn_close = sim_evtchn_close,
+		.wait = sim_wait,
+		.xs_read = sim_xs_read,
+		.xs_write = sim_xs_write,
+		.xs_list = sim_xs_list,
+		.xs_tx_begin = sim_xs_tx_begin,
+		.xs_tx_end = sim_xs_tx_end,
+		.xs_watch = sim_xs_watch,
+		.xs_unwatch = sim_xs_unwatch,
+		.now_ns = sim_now_ns,
+		.log = sim_log,
+	};
+	return s;
+fail:
+	free(s->run);
+	free(s->used);
+	free(s->gref);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+	errno = err;
+	return NULL;
+}
+
+const struct vps_platform *vps_sim_platform(struct vps_sim *s)
+{
+	return &s->plat;
+}
+
+void vps_sim_set_log_level(struct vps_sim *s, enum vps_log_level level)
+{
+	s->level = level;
+}
+
+size_t vps_sim_free_bytes(struct vps_sim *s)
+{
+	size_t n;
+
+	pthread_mutex_lock(&s->lock);
+	n = s->free_pages << PAGE_SHIFT;
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
+void vps_sim_destroy(struct vps_sim *s)
+{
+	if (!s)
+		return;
+	if (s->xs)
+		xs_close(s->xs);
+	free(s->run);
+	free(s->used);
+	free(s->gref);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}

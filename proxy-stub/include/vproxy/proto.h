@@ -5,7 +5,7 @@
  * One shared page per device, granted (or given by gfn) by the frontend:
  *
  *   offset 0    struct vproxy_page_hdr   (64 bytes)
- *   offset 64   Xen shared ring (xen/io/ring.h) of vproxy_req / vproxy_rsp,
+ *   offset 64   Xen shared ring (xen/io/ring.h) of vproxy_mmio_req / vproxy_mmio_rsp,
  *               sized to the rest of the page.
  *
  * All fields are little-endian (the guest's and backend's native order on
@@ -18,13 +18,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ring.h wants the barrier macros from its includer. */
-#ifndef xen_mb
+#include <xen/io/ring.h>
+
+/* ring.h's barriers are its includer's business (for old interface
+ * versions it maps them to kernel mb()/rmb()/wmb()); use C11 fences, which
+ * are what the ring protocol needs between two CPUs. */
+#undef xen_mb
+#undef xen_rmb
+#undef xen_wmb
 #define xen_mb() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 #define xen_rmb() __atomic_thread_fence(__ATOMIC_ACQUIRE)
 #define xen_wmb() __atomic_thread_fence(__ATOMIC_RELEASE)
-#endif
-#include <xen/io/ring.h>
 
 #define VPROXY_PROTO_VERSION 1u
 #define VPROXY_PAGE_SIZE 4096u
@@ -58,7 +62,7 @@ struct vproxy_page_hdr {
 #define VPROXY_ST_BAD_ACCESS 2 /* size/alignment/offset not allowed */
 
 /* One register access, written by FE. */
-struct vproxy_req {
+struct vproxy_mmio_req {
 	uint8_t op;        /* VPROXY_OP_* */
 	uint8_t size;      /* 1, 2, 4 (8 only for config space) */
 	uint16_t id;       /* echoed in the response */
@@ -67,7 +71,7 @@ struct vproxy_req {
 };
 
 /* The answer to one request, written by BE, in request order. */
-struct vproxy_rsp {
+struct vproxy_mmio_rsp {
 	uint16_t id;       /* the request's id */
 	uint8_t status;    /* VPROXY_ST_* */
 	uint8_t reserved0;
@@ -75,7 +79,7 @@ struct vproxy_rsp {
 	uint64_t value;    /* READ: the register value; WRITE: zero */
 };
 
-DEFINE_RING_TYPES(vproxy, struct vproxy_req, struct vproxy_rsp);
+DEFINE_RING_TYPES(vproxy, struct vproxy_mmio_req, struct vproxy_mmio_rsp);
 
 #define VPROXY_RING_OFFSET 64u
 #define VPROXY_RING_BYTES (VPROXY_PAGE_SIZE - VPROXY_RING_OFFSET)

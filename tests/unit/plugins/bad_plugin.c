@@ -16,7 +16,7 @@ static int bad_open(const struct vproxy_params *params, int read_only,
 	return -1;
 }
 
-static int bad_submit(void *disk, struct vproxy_req *req)
+__attribute__((unused)) static int bad_submit(void *disk, struct vproxy_req *req)
 {
 	(void)disk;
 	(void)req;
@@ -65,6 +65,7 @@ INIT_NAME(const struct vproxy_host *host)
 {
 	(void)host;
 #ifdef BAD_NULL
+	(void)&bad_plugin; /* present, but not handed out */
 	return NULL;
 #else
 	return &bad_plugin;

@@ -1,0 +1,481 @@
+/* Guest memory accessor: flat bounds, the gfn-mode chunk cache (hits,
+ * eviction order, refcounts, partial chunks) and grant mode, against a
+ * fake hypervisor whose "guest RAM" is a malloc'd buffer. */
+#include <check.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gmem.h"
+#include "hv.h"
+
+#define PAGE 4096u
+#define CHUNK (2u << 20)
+#define RAM_CHUNKS 4u
+#define RAM_EXTRA_PAGES 100u /* RAM ends inside chunk RAM_CHUNKS */
+#define RAM_PAGES (RAM_CHUNKS * (CHUNK / PAGE) + RAM_EXTRA_PAGES)
+#define GREF_BASE 1000u      /* grant ref GREF_BASE + p is page p */
+#define GREF_RO (GREF_BASE + 7u)
+#define MAX_LIVE 64
+
+struct live_map {
+	void *addr;
+	unsigned n;
+	int grant;
+};
+
+struct fake_hv {
+	struct vp_hv hv;
+	uint8_t *ram;
+	unsigned gfn_maps, gfn_unmaps, grant_maps, grant_unmaps;
+	unsigned last_n;
+	uint64_t last_first; /* first gfn / gref of the last map call */
+	int last_writable;
+	struct live_map live[MAX_LIVE];
+	unsigned nlive;
+};
+
+static struct fake_hv fake;
+
+static void *live_add(void *addr, unsigned n, int grant)
+{
+	ck_assert_uint_lt(fake.nlive, MAX_LIVE);
+	fake.live[fake.nlive++] = (struct live_map){addr, n, grant};
+	return addr;
+}
+
+static void live_del(void *addr, unsigned n, int grant)
+{
+	for (unsigned i = 0; i < fake.nlive; i++) {
+		if (fake.live[i].addr == addr && fake.live[i].n == n &&
+		    fake.live[i].grant == grant) {
+			fake.live[i] = fake.live[--fake.nlive];
+			return;
+		}
+	}
+	ck_abort_msg("unmap of %p/%u that is not mapped", addr, n);
+}
+
+static void *fake_map_gfns(struct vp_hv *hv, uint16_t dom, const uint64_t *gfns,
+			   unsigned n, int writable)
+{
+	(void)hv;
+	ck_assert_uint_eq(dom, 7);
+	fake.gfn_maps++;
+	fake.last_n = n;
+	fake.last_first = gfns[0];
+	fake.last_writable = writable;
+	for (unsigned i = 0; i < n; i++) {
+		ck_assert_uint_eq(gfns[i], gfns[0] + i);
+		if (gfns[i] >= RAM_PAGES) {
+			errno = EFAULT;
+			return NULL;
+		}
+	}
+	return live_add(fake.ram + gfns[0] * PAGE, n, 0);
+}
+
+static int fake_unmap_gfns(struct vp_hv *hv, void *addr, unsigned n)
+{
+	(void)hv;
+	fake.gfn_unmaps++;
+	live_del(addr, n, 0);
+	return 0;
+}
+
+static void *fake_map_grants(struct vp_hv *hv, uint16_t dom, const uint32_t *refs,
+			     unsigned n, int writable)
+{
+	(void)hv;
+	ck_assert_uint_eq(dom, 7);
+	fake.grant_maps++;
+	fake.last_n = n;
+	fake.last_first = refs[0];
+	fake.last_writable = writable;
+	for (unsigned i = 0; i < n; i++) {
+		ck_assert_uint_eq(refs[i], refs[0] + i);
+		if (refs[i] < GREF_BASE || refs[i] - GREF_BASE >= RAM_PAGES ||
+		    (writable && refs[i] == GREF_RO)) {
+			errno = EPERM;
+			return NULL;
+		}
+	}
+	return live_add(fake.ram + (size_t)(refs[0] - GREF_BASE) * PAGE, n, 1);
+}
+
+static int fake_unmap_grants(struct vp_hv *hv, void *addr, unsigned n)
+{
+	(void)hv;
+	fake.grant_unmaps++;
+	live_del(addr, n, 1);
+	return 0;
+}
+
+static const struct vp_hv_ops fake_ops = {
+	.name = "fake",
+	.map_gfns = fake_map_gfns,
+	.unmap_gfns = fake_unmap_gfns,
+	.map_grants = fake_map_grants,
+	.unmap_grants = fake_unmap_grants,
+};
+
+static void setup(void)
+{
+	memset(&fake, 0, sizeof(fake));
+	fake.hv.ops = &fake_ops;
+	fake.ram = malloc((size_t)RAM_PAGES * PAGE);
+	ck_assert_ptr_nonnull(fake.ram);
+	for (size_t i = 0; i < (size_t)RAM_PAGES * PAGE; i++)
+		fake.ram[i] = (uint8_t)(i * 7 + (i >> 12));
+}
+
+static void teardown(void)
+{
+	free(fake.ram);
+}
+
+static uint64_t gfn_addr(unsigned chunk, unsigned offset)
+{
+	return (uint64_t)chunk * CHUNK + offset;
+}
+
+START_TEST(flat_bounds)
+{
+	uint8_t buf[8192];
+	struct vp_gmem *gm = vp_gmem_new_flat(buf, sizeof(buf));
+	struct vp_gmem_stats st;
+	struct vp_gmem_ref ref;
+
+	ck_assert_ptr_eq(vp_gmem_map(gm, 0, sizeof(buf), true, &ref), buf);
+	ck_assert_ptr_null(ref.cookie);
+	ck_assert_ptr_eq(vp_gmem_map(gm, 8191, 1, false, &ref), buf + 8191);
+	errno = 0;
+	ck_assert_ptr_null(vp_gmem_map(gm, 8191, 2, false, &ref));
+	ck_assert_int_eq(errno, EFAULT);
+	ck_assert_ptr_null(vp_gmem_map(gm, 8192, 1, false, &ref));
+	ck_assert_ptr_null(vp_gmem_map(gm, 1, sizeof(buf), false, &ref));
+	errno = 0;
+	ck_assert_ptr_null(vp_gmem_map(gm, 0, 0, false, &ref));
+	ck_assert_int_eq(errno, EINVAL);
+	errno = 0;
+	ck_assert_ptr_null(vp_gmem_map(gm, UINT64_MAX, 2, false, &ref));
+	ck_assert_int_eq(errno, EINVAL);
+	ck_assert_ptr_null(vp_gmem_map(gm, UINT64_MAX - 4096, 8192, false, &ref));
+	vp_gmem_unmap(gm, &ref);
+	vp_gmem_get_stats(gm, &st);
+	ck_assert_uint_eq(st.maps, 2);
+	ck_assert_uint_eq(st.hv_maps, 0);
+	ck_assert_int_eq(vp_gmem_mode(gm), VP_ADDR_GFN);
+	vp_gmem_free(gm);
+}
+END_TEST
+
+START_TEST(gfn_cache_hit)
+{
+	struct vp_gmem *gm = vp_gmem_new(&fake.hv, 7, VP_ADDR_GFN, 4 * CHUNK);
+	struct vp_gmem_ref r1, r2;
+	struct vp_gmem_stats st;
+	uint8_t *p, *q;
+
+	p = vp_gmem_map(gm, gfn_addr(1, 0x1234), 100, false, &r1);
+	ck_assert_ptr_eq(p, fake.ram + CHUNK + 0x1234);
+	ck_assert_uint_eq(fake.gfn_maps, 1);
+	ck_assert_uint_eq(fake.last_first, CHUNK / PAGE);
+	ck_assert_uint_eq(fake.last_n, CHUNK / PAGE);
+	ck_assert_int_eq(fake.last_writable, 1);
+	ck_assert_ptr_nonnull(r1.cookie);
+	/* Another range in the same chunk comes from the cache. */
+	q = vp_gmem_map(gm, gfn_addr(1, CHUNK - PAGE), PAGE, true, &r2);
+	ck_assert_ptr_eq(q, fake.ram + 2 * CHUNK - PAGE);
+	q[0] = 0xab;
+	ck_assert_uint_eq(fake.ram[2 * CHUNK - PAGE], 0xab);
+	ck_assert_uint_eq(fake.gfn_maps, 1);
+	vp_gmem_get_stats(gm, &st);
+	ck_assert_uint_eq(st.maps, 2);
+	ck_assert_uint_eq(st.hv_maps, 1);
+	ck_assert_uint_eq(st.cache_hits, 1);
+	ck_assert_uint_eq(st.cached_bytes, CHUNK);
+	vp_gmem_unmap(gm, &r1);
+	vp_gmem_unmap(gm, &r2);
+	ck_assert_ptr_null(r1.cookie);
+	/* Releasing keeps the chunk cached. */
+	ck_assert_uint_eq(fake.gfn_unmaps, 0);
+	ck_assert_ptr_nonnull(vp_gmem_map(gm, gfn_addr(1, 0), 1, false, &r1));
+	ck_assert_uint_eq(fake.gfn_maps, 1);
+	vp_gmem_unmap(gm, &r1);
+	vp_gmem_free(gm);
+	ck_assert_uint_eq(fake.nlive, 0);
+}
+END_TEST
+
+START_TEST(gfn_cross_chunk_is_temporary)
+{
+	struct vp_gmem *gm = vp_gmem_new(&fake.hv, 7, VP_ADDR_GFN, 4 * CHUNK);
+	struct vp_gmem_ref ref;
+	struct vp_gmem_stats st;
+	uint8_t *p;
+
+	p = vp_gmem_map(gm, gfn_addr(1, CHUNK - 100), 200, false, &ref);
+	ck_assert_ptr_nonnull(p);
+	ck_assert_uint_eq(fake.last_n, 2);
+	ck_assert_uint_eq(fake.last_first, 2 * CHUNK / PAGE - 1);
+	ck_assert_int_eq(fake.last_writable, 0);
+	ck_assert_uint_eq(ref.n, 2);
+	ck_assert_int_eq(memcmp(p, fake.ram + 2 * CHUNK - 100, 200), 0);
+	vp_gmem_get_stats(gm, &st);
+	ck_assert_uint_eq(st.cached_bytes, 0);
+	vp_gmem_unmap(gm, &ref);
+	ck_assert_uint_eq(fake.gfn_unmaps, 1);
+	ck_assert_uint_eq(fake.nlive, 0);
+	vp_gmem_free(gm);
+}
+END_TEST
+
+START_TEST(gfn_lru_eviction)
+{
+	struct vp_gmem *gm = vp_gmem_new(&fake.hv, 7, VP_ADDR_GFN, 2 * CHUNK);
+	struct vp_gmem_ref ref;
+	struct vp_gmem_stats st;
+
+	for (unsigned c = 0; c < 2; c++) {
+		ck_assert_ptr_nonnull(vp_gmem_map(gm, gfn_addr(c, 8), 8, false, &ref));
+		vp_gmem_unmap(gm, &ref);
+	}
+	/* Touch chunk 0 so chunk 1 is the least recently used. */
+	ck_assert_ptr_nonnull(vp_gmem_map(gm, gfn_addr(0, 16), 8, false, &ref));
+	vp_gmem_unmap(gm, &ref);
+	ck_assert_uint_eq(fake.gfn_maps, 2);
+	ck_assert_ptr_nonnull(vp_gmem_map(gm, gfn_addr(2, 0), 8, false, &ref));
+	vp_gmem_unmap(gm, &ref);
+	ck_assert_uint_eq(fake.gfn_maps, 3);
+	ck_assert_uint_eq(fake.gfn_unmaps, 1);
+	vp_gmem_get_stats(gm, &st);
+	ck_assert_uint_eq(st.cached_bytes, 2 * CHUNK);
+	/* Chunk 0 survived, chunk 1 did not. */
+	ck_assert_ptr_nonnull(vp_gmem_map(gm, gfn_addr(0, 0), 8, false, &ref));
+	vp_gmem_unmap(gm, &ref);
+	ck_assert_uint_eq(fake.gfn_maps, 3);
+	ck_assert_ptr_nonnull(vp_gmem_map(gm, gfn_addr(1, 0), 8, false, &ref));
+	vp_gmem_unmap(gm, &ref);
+	ck_assert_uint_eq(fake.gfn_maps, 4);
+	vp_gmem_free(gm);
+	ck_assert_uint_eq(fake.nlive, 0);
+	ck_assert_uint_eq(fake.gfn_unmaps, fake.gfn_maps);
+}
+END_TEST
+
+START_TEST(gfn_referenced_chunk_not_evicted)
+{
+	struct vp_gmem *gm = vp_gmem_new(&fake.hv, 7, VP_ADDR_GFN, CHUNK);
+	struct vp_gmem_ref held, ref;
+	struct vp_gmem_stats st;
+	uint8_t *p, *q;
+
+	p = vp_gmem_map(gm, gfn_addr(0, 0x100), 16, true, &held);
+	ck_assert_ptr_nonnull(p);
+	/* The only slot is held: chunk 1 gets a temporary mapping. */
+	q = vp_gmem_map(gm, gfn_addr(1, 0x2010), 16, false, &ref);
+	ck_assert_ptr_eq(q, fake.ram + CHUNK + 0x2010);
+	ck_assert_uint_eq(fake.last_n, 1);
+	vp_gmem_get_stats(gm, &st);
+	ck_assert_uint_eq(st.cached_bytes, CHUNK);
+	vp_gmem_unmap(gm, &ref);
+	ck_assert_uint_eq(fake.gfn_unmaps, 1);
+	/* The held chunk still works. */
+	p[0] = 0x5a;
+	ck_assert_uint_eq(fake.ram[0x100], 0x5a);
+	vp_gmem_unmap(gm, &held);
+	/* Now chunk 0 can make room for chunk 1. */
+	ck_assert_ptr_nonnull(vp_gmem_map(gm, gfn_addr(1, 0), 16, false, &ref));
+	ck_assert_uint_eq(fake.last_n, CHUNK / PAGE);
+	ck_assert_uint_eq(fake.gfn_unmaps, 2);
+	vp_gmem_unmap(gm, &ref);
+	vp_gmem_free(gm);
+	ck_assert_uint_eq(fake.nlive, 0);
+}
+END_TEST
+
+START_TEST(gfn_without_cache)
+{
+	struct vp_gmem *gm = vp_gmem_new(&fake.hv, 7, VP_ADDR_GFN, CHUNK - 1);
+	struct vp_gmem_ref a, b;
+	struct vp_gmem_stats st;
+
+	ck_assert_ptr_nonnull(vp_gmem_map(gm, gfn_addr(0, 0), 16, false, &a));
+	ck_assert_ptr_nonnull(vp_gmem_map(gm, gfn_addr(0, 0), 16, false, &b));
+	ck_assert_uint_eq(fake.gfn_maps, 2);
+	ck_assert_uint_eq(fake.last_n, 1);
+	vp_gmem_get_stats(gm, &st);
+	ck_assert_uint_eq(st.cached_bytes, 0);
+	ck_assert_uint_eq(st.cache_hits, 0);
+	vp_gmem_unmap(gm, &a);
+	vp_gmem_unmap(gm, &b);
+	ck_assert_uint_eq(fake.nlive, 0);
+	vp_gmem_free(gm);
+}
+END_TEST
+
+START_TEST(gfn_partial_last_chunk)
+{
+	struct vp_gmem *gm = vp_gmem_new(&fake.hv, 7, VP_ADDR_GFN, 8 * CHUNK);
+	struct vp_gmem_ref ref;
+	uint8_t *p;
+
+	/* RAM ends inside this chunk: the whole-chunk map fails and just the
+	 * needed page is mapped. */
+	p = vp_gmem_map(gm, gfn_addr(RAM_CHUNKS, 3 * PAGE + 5), 10, false, &ref);
+	ck_assert_ptr_eq(p, fake.ram + RAM_CHUNKS * CHUNK + 3 * PAGE + 5);
+	ck_assert_uint_eq(fake.gfn_maps, 2);
+	vp_gmem_unmap(gm, &ref);
+	/* The failed chunk is remembered, not retried. */
+	ck_assert_ptr_nonnull(vp_gmem_map(gm, gfn_addr(RAM_CHUNKS, 0), 10, false, &ref));
+	ck_assert_uint_eq(fake.gfn_maps, 3);
+	ck_assert_uint_eq(fake.last_n, 1);
+	vp_gmem_unmap(gm, &ref);
+	/* Beyond RAM nothing maps. */
+	errno = 0;
+	ck_assert_ptr_null(vp_gmem_map(gm, (uint64_t)RAM_PAGES * PAGE, 1, false, &ref));
+	ck_assert_int_eq(errno, EFAULT);
+	ck_assert_ptr_null(ref.cookie);
+	ck_assert_ptr_null(vp_gmem_map(gm, (uint64_t)RAM_PAGES * PAGE - 1, 2, false, &ref));
+	ck_assert_uint_eq(fake.nlive, 0);
+	vp_gmem_free(gm);
+}
+END_TEST
+
+START_TEST(gfn_invalid_addresses)
+{
+	struct vp_gmem *gm = vp_gmem_new(&fake.hv, 7, VP_ADDR_GFN, 4 * CHUNK);
+	struct vp_gmem_ref ref;
+
+	errno = 0;
+	ck_assert_ptr_null(vp_gmem_map(gm, (1ull << 63) | 0x1000, 16, false, &ref));
+	ck_assert_int_eq(errno, EINVAL);
+	errno = 0;
+	ck_assert_ptr_null(vp_gmem_map(gm, (1ull << 63) - 8, 16, false, &ref));
+	ck_assert_int_eq(errno, EINVAL);
+	errno = 0;
+	ck_assert_ptr_null(vp_gmem_map(gm, 0x1000, 0, false, &ref));
+	ck_assert_int_eq(errno, EINVAL);
+	errno = 0;
+	ck_assert_ptr_null(vp_gmem_map(gm, UINT64_MAX - 10, 100, false, &ref));
+	ck_assert_int_eq(errno, EINVAL);
+	errno = 0;
+	ck_assert_ptr_null(vp_gmem_map(gm, 0, (size_t)VP_GMEM_MAX_MAP_LEN + 1, false, &ref));
+	ck_assert_int_eq(errno, E2BIG);
+	ck_assert_uint_eq(fake.gfn_maps, 0);
+	/* The largest allowed range still maps (as a temporary mapping). */
+	ck_assert_ptr_nonnull(vp_gmem_map(gm, 0, RAM_CHUNKS * CHUNK, false, &ref));
+	vp_gmem_unmap(gm, &ref);
+	vp_gmem_free(gm);
+	ck_assert_uint_eq(fake.nlive, 0);
+}
+END_TEST
+
+START_TEST(grant_mapping)
+{
+	struct vp_gmem *gm = vp_gmem_new(&fake.hv, 7, VP_ADDR_GRANT, 0);
+	struct vp_gmem_ref ref, ref2;
+	struct vp_gmem_stats st;
+	uint64_t base = (1ull << 63) | ((uint64_t)(GREF_BASE + 3) << 12);
+	uint8_t *p;
+
+	ck_assert_int_eq(vp_gmem_mode(gm), VP_ADDR_GRANT);
+	/* Without the grant bit the address is not ours to map. */
+	errno = 0;
+	ck_assert_ptr_null(vp_gmem_map(gm, 0x3000, 16, false, &ref));
+	ck_assert_int_eq(errno, EINVAL);
+
+	p = vp_gmem_map(gm, base | 0x10, 16, true, &ref);
+	ck_assert_ptr_eq(p, fake.ram + 3 * PAGE + 0x10);
+	ck_assert_uint_eq(fake.last_first, GREF_BASE + 3);
+	ck_assert_uint_eq(fake.last_n, 1);
+	ck_assert_int_eq(fake.last_writable, 1);
+	vp_gmem_unmap(gm, &ref);
+	ck_assert_uint_eq(fake.grant_unmaps, 1);
+
+	/* Crossing pages uses consecutive refs in one mapping. */
+	p = vp_gmem_map(gm, base | 0xff0, 2 * PAGE, false, &ref);
+	ck_assert_ptr_nonnull(p);
+	ck_assert_uint_eq(fake.last_first, GREF_BASE + 3);
+	ck_assert_uint_eq(fake.last_n, 3);
+	ck_assert_int_eq(fake.last_writable, 0);
+	ck_assert_int_eq(memcmp(p, fake.ram + 3 * PAGE + 0xff0, 2 * PAGE), 0);
+	/* Grants are not cached: a second map is a second hypervisor call. */
+	ck_assert_ptr_nonnull(vp_gmem_map(gm, base, 8, false, &ref2));
+	ck_assert_uint_eq(fake.grant_maps, 3);
+	vp_gmem_unmap(gm, &ref2);
+	vp_gmem_unmap(gm, &ref);
+	ck_assert_uint_eq(fake.nlive, 0);
+
+	/* A read-only grant maps for reading only. */
+	base = (1ull << 63) | ((uint64_t)GREF_RO << 12);
+	ck_assert_ptr_null(vp_gmem_map(gm, base, 8, true, &ref));
+	ck_assert_ptr_nonnull(vp_gmem_map(gm, base, 8, false, &ref));
+	vp_gmem_unmap(gm, &ref);
+
+	/* Refs past 32 bits, and a range running past the last ref. */
+	errno = 0;
+	ck_assert_ptr_null(vp_gmem_map(gm, (1ull << 63) | (1ull << 44), 8, false, &ref));
+	ck_assert_int_eq(errno, EINVAL);
+	errno = 0;
+	ck_assert_ptr_null(vp_gmem_map(gm, (1ull << 63) | ((uint64_t)UINT32_MAX << 12) | 0xff0,
+				       32, false, &ref));
+	ck_assert_int_eq(errno, EINVAL);
+	errno = 0;
+	ck_assert_ptr_null(vp_gmem_map(gm, UINT64_MAX, 2, false, &ref));
+	ck_assert_int_eq(errno, EINVAL);
+	/* Not granted. */
+	ck_assert_ptr_null(vp_gmem_map(gm, (1ull << 63) | (5ull << 12), 8, false, &ref));
+
+	vp_gmem_get_stats(gm, &st);
+	ck_assert_uint_eq(st.maps, 4);
+	ck_assert_uint_eq(st.hv_maps, fake.grant_maps);
+	ck_assert_uint_eq(st.cache_hits, 0);
+	ck_assert_uint_eq(fake.gfn_maps, 0);
+	ck_assert_uint_eq(fake.nlive, 0);
+	vp_gmem_free(gm);
+}
+END_TEST
+
+START_TEST(free_releases_cache)
+{
+	struct vp_gmem *gm = vp_gmem_new(&fake.hv, 7, VP_ADDR_GFN, 64 * CHUNK);
+	struct vp_gmem_ref ref;
+
+	for (unsigned c = 0; c < RAM_CHUNKS; c++) {
+		ck_assert_ptr_nonnull(vp_gmem_map(gm, gfn_addr(c, 64), 64, c & 1, &ref));
+		vp_gmem_unmap(gm, &ref);
+	}
+	ck_assert_uint_eq(fake.nlive, RAM_CHUNKS);
+	vp_gmem_free(gm);
+	ck_assert_uint_eq(fake.nlive, 0);
+	vp_gmem_free(NULL);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("gmem");
+	TCase *tc = tcase_create("gmem");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, flat_bounds);
+	tcase_add_test(tc, gfn_cache_hit);
+	tcase_add_test(tc, gfn_cross_chunk_is_temporary);
+	tcase_add_test(tc, gfn_lru_eviction);
+	tcase_add_test(tc, gfn_referenced_chunk_not_evicted);
+	tcase_add_test(tc, gfn_without_cache);
+	tcase_add_test(tc, gfn_partial_last_chunk);
+	tcase_add_test(tc, gfn_invalid_addresses);
+	tcase_add_test(tc, grant_mapping);
+	tcase_add_test(tc, free_releases_cache);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
