@@ -15,10 +15,10 @@
 #                         (default /var/cache/vproxy/xen-utils)
 set -euo pipefail
 
+# xenstore-utils: xenstore-read/-ls, which the integration tests use.
 readonly required=(build-essential cmake pkg-config libevent-dev libxen-dev
-	libinih-dev check procps)
-# Provides xenstore-read/-write/-ls for tests; skipped where it does not exist.
-readonly optional=(xenstore-utils)
+	libinih-dev check procps xenstore-utils)
+readonly optional=()
 readonly xen_utils_pkg=xen-utils-4.17
 readonly cache_dir=${VPROXY_XEN_UTILS_DIR:-/var/cache/vproxy/xen-utils}
 readonly xenstored=$cache_dir/usr/lib/xen-4.17/bin/xenstored

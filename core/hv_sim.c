@@ -560,8 +560,8 @@ static int sim_hello(struct sim_hv *s, struct sim_dom *d)
 	d->gnt_bytes = (size_t)gnt_bytes;
 	d->ram_fd = fds[0];
 	close(fds[1]);
-	vp_info("dom %u: sim: guest connected (%zu MiB RAM, %u grant entries)", dom,
-		d->ram_bytes >> 20, d->gnt_entries);
+	vp_info("dom %u: sim: guest connected (%zu KiB RAM, %u grant entries)", dom,
+		d->ram_bytes >> 10, d->gnt_entries);
 	return 0;
 fail:
 	close_fds(fds, &nfds);
@@ -835,7 +835,7 @@ static int sim_evtchn_unbind(struct vp_hv *hv, int port)
 static void *sim_map_frames(struct sim_hv *s, struct sim_dom *d, const uint64_t *frames,
 			    unsigned n, int writable)
 {
-	int prot = PROT_READ | PROT_WRITE; (void)writable;
+	int prot = PROT_READ | (writable ? PROT_WRITE : 0);
 	bool consecutive = true;
 	struct sim_mapping *m;
 	uint8_t *base;
@@ -1130,7 +1130,9 @@ struct vp_hv *vp_hv_sim_open(const char *run_dir)
 		vp_err("sim: run directory %s is too long for a unix socket path", run_dir);
 		return NULL;
 	}
-	if (stat(run_dir, &st) < 0) {
+	/* Guests create their sockets here; make it if nobody has yet. */
+	if (stat(run_dir, &st) < 0 && (errno != ENOENT || mkdir(run_dir, 0700) < 0 ||
+					stat(run_dir, &st) < 0)) {
 		vp_err("sim: run directory %s: %s", run_dir, strerror(errno));
 		return NULL;
 	}

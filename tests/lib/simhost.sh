@@ -35,6 +35,10 @@ sh_die() {
 sh_start_host() {
 	[[ -n ${VPROXY_BUILD_DIR:-} ]] || sh_die "VPROXY_BUILD_DIR is not set"
 	if ! xs_available; then
+		# contrib/test.sh installed xenstored: missing there is a failure.
+		if [[ ${VPROXY_REQUIRE_XENSTORED:-0} == 1 ]]; then
+			sh_die "xenstored is required: $(xs_why_unavailable)"
+		fi
 		printf 'SKIP: %s\n' "$(xs_why_unavailable)"
 		exit 77
 	fi

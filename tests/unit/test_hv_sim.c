@@ -73,6 +73,20 @@ static bool readable(int fd, int ms)
 	return poll(&pfd, 1, ms) == 1 && (pfd.revents & (POLLIN | POLLHUP));
 }
 
+/* Open descriptors of this process: a test that ends with as many as it
+ * started with leaked none. */
+static int count_fds(void)
+{
+	DIR *dir = opendir("/proc/self/fd");
+	int n = 0;
+
+	ck_assert_ptr_nonnull(dir);
+	while (readdir(dir))
+		n++;
+	closedir(dir);
+	return n;
+}
+
 static struct vp_hv *open_hv(void)
 {
 	struct vp_hv *hv = vp_hv_sim_open(run_dir);
@@ -352,6 +366,7 @@ END_TEST
 
 START_TEST(evtchn_both_directions)
 {
+	const int fds_before = count_fds();
 	struct simguest *sg = new_guest(6, 1 << 20, 16);
 	struct vp_hv *hv = open_hv();
 	int gp, lp, irq;
@@ -401,6 +416,7 @@ START_TEST(evtchn_both_directions)
 	ck_assert_int_eq(hv->ops->evtchn_unbind(hv, lp), 0);
 	hv->ops->close(hv);
 	simguest_destroy(sg);
+	ck_assert_int_eq(count_fds(), fds_before);
 }
 END_TEST
 
@@ -517,6 +533,7 @@ END_TEST
 
 START_TEST(guest_destroyed_while_bound)
 {
+	const int fds_before = count_fds();
 	struct simguest *sg = new_guest(11, 1 << 20, 16);
 	struct vp_hv *hv = open_hv();
 	uint32_t ref;
@@ -557,11 +574,13 @@ START_TEST(guest_destroyed_while_bound)
 	ck_assert_ptr_null(map1(hv, 11, 5, 1));
 	ck_assert_int_eq(errno, ENOENT);
 	hv->ops->close(hv);
+	ck_assert_int_eq(count_fds(), fds_before);
 }
 END_TEST
 
 START_TEST(forget_live_domain)
 {
+	const int fds_before = count_fds();
 	struct simguest *sg = new_guest(12, 1 << 20, 16);
 	struct vp_hv *hv = open_hv();
 	uint8_t *p, *q;
@@ -599,6 +618,7 @@ START_TEST(forget_live_domain)
 	ck_assert_int_eq(hv->ops->evtchn_unbind(hv, lp), 0);
 	hv->ops->close(hv);
 	simguest_destroy(sg);
+	ck_assert_int_eq(count_fds(), fds_before);
 }
 END_TEST
 
@@ -802,6 +822,7 @@ static void fake_stop(struct fake_guest *fg)
  * next call fails at once), and forgotten with the domain. */
 START_TEST(hostile_hello)
 {
+	const int fds_before = count_fds();
 	static const int want[] = {
 		[FAKE_UNSEALED] = EPERM,  [FAKE_SHORT] = EPROTO,     [FAKE_ONE_FD] = EPROTO,
 		[FAKE_PIPE] = EPROTO,     [FAKE_WRONG_DOM] = EPROTO, [FAKE_GARBAGE] = EPROTO,
@@ -828,6 +849,7 @@ START_TEST(hostile_hello)
 	ck_assert_ptr_null(map1(hv, dom, 0, 1));
 	ck_assert_int_eq(errno, ENOENT);
 	hv->ops->close(hv);
+	ck_assert_int_eq(count_fds(), fds_before);
 }
 END_TEST
 
@@ -835,6 +857,7 @@ END_TEST
  * connection; the server carries on. */
 START_TEST(hostile_bind)
 {
+	const int fds_before = count_fds();
 	enum fake_mode mode = (enum fake_mode)_i;
 	uint16_t dom = (uint16_t)(120 + _i);
 	struct vp_hv *hv = open_hv();
@@ -865,6 +888,7 @@ START_TEST(hostile_bind)
 	hv->ops->forget_domain(hv, dom);
 	fake_stop(&fg);
 	hv->ops->close(hv);
+	ck_assert_int_eq(count_fds(), fds_before);
 }
 END_TEST
 
