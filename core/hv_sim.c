@@ -576,7 +576,7 @@ static struct sim_dom *sim_dom_get(struct sim_hv *s, uint16_t dom, int *err)
 {
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP};
 	struct sim_dom *d = sim_dom_find(s, dom);
-	int sock;
+	int sock = -1;
 
 	if (d)
 		return d;

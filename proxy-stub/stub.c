@@ -409,6 +409,11 @@ int vps_write(struct vps_dev *dev, uint32_t offset, unsigned size, uint64_t val)
 	return 0;
 }
 
+void vps_set_spin_ns(struct vps_dev *dev, uint64_t spin_ns)
+{
+	dev->opts.spin_ns = spin_ns;
+}
+
 void vps_set_irq_handler(struct vps_dev *dev, vps_irq_fn fn, void *arg)
 {
 	dev->irq_fn = fn;

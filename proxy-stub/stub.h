@@ -114,6 +114,9 @@ int vps_read(struct vps_dev *dev, uint32_t offset, unsigned size, uint64_t *val)
  * vps_read() (-ETIMEDOUT: the ring stayed full). */
 int vps_write(struct vps_dev *dev, uint32_t offset, unsigned size, uint64_t val);
 
+/* Change opts.spin_ns of an attached device. */
+void vps_set_spin_ns(struct vps_dev *dev, uint64_t spin_ns);
+
 /* Register the interrupt handler (NULL to remove). */
 void vps_set_irq_handler(struct vps_dev *dev, vps_irq_fn fn, void *arg);
 

@@ -596,9 +596,9 @@ int simguest_grant(struct simguest *sg, uint16_t be, uint64_t first_gfn, unsigne
 
 		__atomic_store_n(&e->domid, be, __ATOMIC_RELAXED);
 		__atomic_store_n(&e->frame, (uint32_t)(first_gfn + i), __ATOMIC_RELAXED);
-		/* A backend that sees the flags must see domid and frame. */
-		__atomic_thread_fence(__ATOMIC_RELEASE);
-		__atomic_store_n(&e->flags, flags, __ATOMIC_RELAXED);
+		/* Release: a backend that sees the flags (acquire) also sees
+		 * domid and frame. */
+		__atomic_store_n(&e->flags, flags, __ATOMIC_RELEASE);
 	}
 	pthread_mutex_unlock(&sg->lock);
 	return (int)start;
