@@ -37,20 +37,20 @@ struct blk_req {
 	struct vproxy_req preq;    /* what the plugin is working on */
 	struct blk_dev *blk;
 	unsigned q;
-	struct vp_vq_elem elem;    /* iov and ref arrays owned, elem.max long */
-	uint8_t *status;           /* the guest's status byte */
-	uint32_t type;             /* VIRTIO_BLK_T_* */
-	uint64_t offset;           /* IN/OUT: bytes */
-	uint64_t len;              /* IN/OUT: bytes */
-	const struct iovec *data;  /* IN/OUT: data buffers within elem.iov */
+	struct vp_vq_elem elem;   /* iov and ref arrays owned, elem.max long */
+	uint8_t *status;          /* the guest's status byte */
+	uint32_t type;            /* VIRTIO_BLK_T_* */
+	uint64_t offset;          /* IN/OUT: bytes */
+	uint64_t len;             /* IN/OUT: bytes */
+	const struct iovec *data; /* IN/OUT: data buffers within elem.iov */
 	unsigned data_cnt;
 	/* DISCARD/WRITE_ZEROES: segments copied out of guest memory, so the
 	 * guest cannot change them while we work. */
 	struct virtio_blk_discard_write_zeroes *segs;
-	unsigned nsubs;            /* plugin requests this request needs */
+	unsigned nsubs; /* plugin requests this request needs */
 	unsigned next_sub;
-	bool in_submit;            /* inside plugin->submit() */
-	bool done_inline;          /* the plugin completed inside submit() */
+	bool in_submit;   /* inside plugin->submit() */
+	bool done_inline; /* the plugin completed inside submit() */
 	int inline_status;
 	struct blk_req *next_free;
 };
@@ -136,7 +136,7 @@ static uint8_t *elem_status_byte(const struct vp_vq_elem *e)
 
 /* Copy len bytes starting skip bytes into iov to buf; false if short. */
 static bool iov_read(const struct iovec *iov, unsigned cnt, size_t skip, void *buf,
-		     size_t len)
+                     size_t len)
 {
 	uint8_t *out = buf;
 
@@ -174,7 +174,7 @@ static void iov_write(const struct iovec *iov, unsigned cnt, const void *buf, si
 /* Drop the first skip bytes of iov[0, cnt) in place; returns the first
  * entry left and sets *left to the entries from there. */
 static struct iovec *iov_trim_front(struct iovec *iov, unsigned cnt, size_t skip,
-				    unsigned *left)
+                                    unsigned *left)
 {
 	unsigned i = 0;
 
@@ -218,7 +218,8 @@ static void blk_finish(struct blk_req *req, int st)
 		uint64_t written = req->elem.in_len;
 
 		*req->status = (uint8_t)st;
-		vp_vq_push(vq, &req->elem, written > UINT32_MAX ? UINT32_MAX : (uint32_t)written);
+		vp_vq_push(vq, &req->elem,
+		           written > UINT32_MAX ? UINT32_MAX : (uint32_t)written);
 		if (vp_vq_need_notify(vq)) {
 			if (bq->processing)
 				bq->irq_pending = true;
@@ -252,13 +253,11 @@ static void blk_fill_sub(struct blk_req *req, unsigned i)
 		p->iov = req->data;
 		p->iovcnt = req->data_cnt;
 		break;
-	case VIRTIO_BLK_T_FLUSH:
-		p->op = VPROXY_REQ_FLUSH;
-		break;
+	case VIRTIO_BLK_T_FLUSH: p->op = VPROXY_REQ_FLUSH; break;
 	default:
 		seg = &req->segs[i];
 		p->op = req->type == VIRTIO_BLK_T_DISCARD ? VPROXY_REQ_DISCARD
-							  : VPROXY_REQ_WRITE_ZEROES;
+		                                          : VPROXY_REQ_WRITE_ZEROES;
 		p->offset = le64toh(seg->sector) << SECTOR_SHIFT;
 		p->len = (uint64_t)le32toh(seg->num_sectors) << SECTOR_SHIFT;
 		if (req->type == VIRTIO_BLK_T_WRITE_ZEROES && req->blk->may_unmap &&
@@ -287,9 +286,9 @@ static void blk_submit(struct blk_req *req)
 			return; /* blk_plugin_done() carries on */
 		if (r < 0) {
 			vp_vdev_log(blk->vdev, VPROXY_LOG_WARN,
-				    "plugin error on op %u at %llu+%llu: %s", req->preq.op,
-				    (unsigned long long)req->preq.offset,
-				    (unsigned long long)req->preq.len, strerror(-r));
+			            "plugin error on op %u at %llu+%llu: %s",
+			            req->preq.op, (unsigned long long)req->preq.offset,
+			            (unsigned long long)req->preq.len, strerror(-r));
 			blk_finish(req, status_from_errno(r));
 			return;
 		}
@@ -308,9 +307,9 @@ static void blk_plugin_done(struct vproxy_req *preq, int status)
 	}
 	if (status < 0) {
 		vp_vdev_log(req->blk->vdev, VPROXY_LOG_WARN,
-			    "plugin error on op %u at %llu+%llu: %s", preq->op,
-			    (unsigned long long)preq->offset,
-			    (unsigned long long)preq->len, strerror(-status));
+		            "plugin error on op %u at %llu+%llu: %s", preq->op,
+		            (unsigned long long)preq->offset,
+		            (unsigned long long)preq->len, strerror(-status));
 		blk_finish(req, status_from_errno(status));
 		return;
 	}
@@ -329,12 +328,13 @@ static int blk_parse_rw(struct blk_req *req, uint64_t sector)
 
 	if (req->type == VIRTIO_BLK_T_OUT) {
 		if (blk->read_only) {
-			vp_vdev_log(blk->vdev, VPROXY_LOG_WARN, "write to read-only disk");
+			vp_vdev_log(blk->vdev, VPROXY_LOG_WARN,
+			            "write to read-only disk");
 			return VIRTIO_BLK_S_IOERR;
 		}
 		len = e->out_len - sizeof(struct virtio_blk_outhdr);
-		data = iov_trim_front(e->iov, e->out_num, sizeof(struct virtio_blk_outhdr),
-				      &cnt);
+		data = iov_trim_front(e->iov, e->out_num,
+		                      sizeof(struct virtio_blk_outhdr), &cnt);
 	} else {
 		len = e->in_len - 1;
 		data = &e->iov[e->out_num];
@@ -345,17 +345,17 @@ static int blk_parse_rw(struct blk_req *req, uint64_t sector)
 	}
 	if (len % SECTOR_SIZE) {
 		vp_vdev_log(blk->vdev, VPROXY_LOG_WARN,
-			    "%s of %llu bytes is not a multiple of %u",
-			    req->type == VIRTIO_BLK_T_IN ? "read" : "write",
-			    (unsigned long long)len, SECTOR_SIZE);
+		            "%s of %llu bytes is not a multiple of %u",
+		            req->type == VIRTIO_BLK_T_IN ? "read" : "write",
+		            (unsigned long long)len, SECTOR_SIZE);
 		return VIRTIO_BLK_S_IOERR;
 	}
 	if (!blk_range_ok(blk, sector, len)) {
 		vp_vdev_log(blk->vdev, VPROXY_LOG_WARN,
-			    "%s at sector %llu + %llu bytes beyond capacity %llu sectors",
-			    req->type == VIRTIO_BLK_T_IN ? "read" : "write",
-			    (unsigned long long)sector, (unsigned long long)len,
-			    (unsigned long long)blk->sectors);
+		            "%s at sector %llu + %llu bytes beyond capacity %llu sectors",
+		            req->type == VIRTIO_BLK_T_IN ? "read" : "write",
+		            (unsigned long long)sector, (unsigned long long)len,
+		            (unsigned long long)blk->sectors);
 		return VIRTIO_BLK_S_IOERR;
 	}
 	if (len == 0)
@@ -375,8 +375,8 @@ static int blk_parse_dz(struct blk_req *req)
 	struct vp_vq_elem *e = &req->elem;
 	bool discard = req->type == VIRTIO_BLK_T_DISCARD;
 	uint32_t flag = discard ? VPROXY_DISK_DISCARD : VPROXY_DISK_WRITE_ZEROES;
-	uint32_t max_sectors = discard ? blk->max_discard_sectors
-				       : blk->max_write_zeroes_sectors;
+	uint32_t max_sectors =
+	        discard ? blk->max_discard_sectors : blk->max_write_zeroes_sectors;
 	uint32_t allowed = discard ? 0 : VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP;
 	const char *what = discard ? "discard" : "write-zeroes";
 	uint64_t plen = e->out_len - sizeof(struct virtio_blk_outhdr);
@@ -387,7 +387,7 @@ static int blk_parse_dz(struct blk_req *req)
 	if (plen == 0 || plen % sizeof(*req->segs) ||
 	    plen / sizeof(*req->segs) > BLK_DZ_SEG_MAX) {
 		vp_vdev_log(blk->vdev, VPROXY_LOG_WARN, "%s with %llu bytes of segments",
-			    what, (unsigned long long)plen);
+		            what, (unsigned long long)plen);
 		return VIRTIO_BLK_S_IOERR;
 	}
 	nseg = (unsigned)(plen / sizeof(*req->segs));
@@ -403,14 +403,14 @@ static int blk_parse_dz(struct blk_req *req)
 
 		if (flags & ~allowed) {
 			vp_vdev_log(blk->vdev, VPROXY_LOG_WARN, "%s segment flags %#x",
-				    what, flags);
+			            what, flags);
 			return VIRTIO_BLK_S_UNSUPP;
 		}
 		if (n > max_sectors ||
 		    !blk_range_ok(blk, sector, (uint64_t)n << SECTOR_SHIFT)) {
 			vp_vdev_log(blk->vdev, VPROXY_LOG_WARN,
-				    "%s of %u sectors at %llu out of range", what, n,
-				    (unsigned long long)sector);
+			            "%s of %u sectors at %llu out of range", what, n,
+			            (unsigned long long)sector);
 			return VIRTIO_BLK_S_IOERR;
 		}
 		if (n)
@@ -432,25 +432,23 @@ static void blk_start(struct blk_req *req)
 	req->nsubs = req->next_sub = 0;
 	req->status = elem_status_byte(e);
 	if (!req->status) {
-		snprintf(why, sizeof(why), "request at head %u has no writable status byte",
-			 e->head);
+		snprintf(why, sizeof(why),
+		         "request at head %u has no writable status byte", e->head);
 		vp_vdev_set_broken(blk->vdev, why);
 		blk_finish(req, -1);
 		return;
 	}
 	if (!iov_read(e->iov, e->out_num, 0, &hdr, sizeof(hdr))) {
 		vp_vdev_log(blk->vdev, VPROXY_LOG_WARN,
-			    "request header of %llu bytes is too short",
-			    (unsigned long long)e->out_len);
+		            "request header of %llu bytes is too short",
+		            (unsigned long long)e->out_len);
 		blk_finish(req, VIRTIO_BLK_S_IOERR);
 		return;
 	}
 	req->type = le32toh(hdr.type);
 	switch (req->type) {
 	case VIRTIO_BLK_T_IN:
-	case VIRTIO_BLK_T_OUT:
-		st = blk_parse_rw(req, le64toh(hdr.sector));
-		break;
+	case VIRTIO_BLK_T_OUT: st = blk_parse_rw(req, le64toh(hdr.sector)); break;
 	case VIRTIO_BLK_T_FLUSH:
 		st = blk->info.flags & VPROXY_DISK_FLUSH ? -1 : VIRTIO_BLK_S_UNSUPP;
 		req->nsubs = 1;
@@ -462,17 +460,13 @@ static void blk_start(struct blk_req *req)
 		}
 		/* The id goes into the writable bytes before the status byte. */
 		iov_write(&e->iov[e->out_num], e->in_num, blk->serial,
-			  e->in_len - 1 < sizeof(blk->serial) ? e->in_len - 1
-							      : sizeof(blk->serial));
+		          e->in_len - 1 < sizeof(blk->serial) ? e->in_len - 1
+		                                              : sizeof(blk->serial));
 		st = VIRTIO_BLK_S_OK;
 		break;
 	case VIRTIO_BLK_T_DISCARD:
-	case VIRTIO_BLK_T_WRITE_ZEROES:
-		st = blk_parse_dz(req);
-		break;
-	default:
-		st = VIRTIO_BLK_S_UNSUPP;
-		break;
+	case VIRTIO_BLK_T_WRITE_ZEROES: st = blk_parse_dz(req); break;
+	default: st = VIRTIO_BLK_S_UNSUPP; break;
 	}
 	if (st >= 0)
 		blk_finish(req, st);
@@ -610,12 +604,12 @@ static void blk_free(struct vp_vdev *d)
 }
 
 static const struct vp_vdev_type blk_type = {
-	.name = "blk",
-	.device_id = VIRTIO_ID_BLOCK,
-	.config_read = blk_config_read,
-	.queue_notify = blk_queue_notify,
-	.reset = blk_reset,
-	.free = blk_free,
+        .name = "blk",
+        .device_id = VIRTIO_ID_BLOCK,
+        .config_read = blk_config_read,
+        .queue_notify = blk_queue_notify,
+        .reset = blk_reset,
+        .free = blk_free,
 };
 
 static bool is_pow2(uint64_t v)
@@ -631,7 +625,7 @@ static uint64_t blk_setup_config(struct blk_dev *blk, const struct vp_blk_params
 	uint32_t pbs = info->physical_block;
 	uint32_t gran = info->discard_granularity;
 	uint64_t f = BIT64(VIRTIO_BLK_F_SIZE_MAX) | BIT64(VIRTIO_BLK_F_SEG_MAX) |
-		     BIT64(VIRTIO_BLK_F_BLK_SIZE) | BIT64(VIRTIO_BLK_F_TOPOLOGY);
+	             BIT64(VIRTIO_BLK_F_BLK_SIZE) | BIT64(VIRTIO_BLK_F_TOPOLOGY);
 
 	if (!is_pow2(lbs) || lbs < SECTOR_SIZE)
 		lbs = SECTOR_SIZE;
@@ -639,11 +633,11 @@ static uint64_t blk_setup_config(struct blk_dev *blk, const struct vp_blk_params
 		pbs = lbs;
 	if (!is_pow2(gran) || gran < lbs)
 		gran = lbs;
-	blk->max_discard_sectors = info->max_discard_sectors ? info->max_discard_sectors
-							     : UINT32_MAX;
+	blk->max_discard_sectors =
+	        info->max_discard_sectors ? info->max_discard_sectors : UINT32_MAX;
 	blk->max_write_zeroes_sectors = info->max_write_zeroes_sectors
-						? info->max_write_zeroes_sectors
-						: UINT32_MAX;
+	                                        ? info->max_write_zeroes_sectors
+	                                        : UINT32_MAX;
 	blk->may_unmap = info->flags & VPROXY_DISK_DISCARD;
 
 	c->capacity = htole64(blk->sectors);
@@ -676,9 +670,9 @@ static uint64_t blk_setup_config(struct blk_dev *blk, const struct vp_blk_params
 }
 
 struct vp_vdev *vp_blk_create(const struct vp_blk_params *params,
-			      const struct vproxy_plugin *plugin, void *disk,
-			      const struct vproxy_disk_info *info,
-			      const struct vp_vdev_host *host)
+                              const struct vproxy_plugin *plugin, void *disk,
+                              const struct vproxy_disk_info *info,
+                              const struct vp_vdev_host *host)
 {
 	struct vp_vdev_params vp = {0};
 	struct blk_dev *blk;
@@ -687,8 +681,8 @@ struct vp_vdev *vp_blk_create(const struct vp_blk_params *params,
 	if (params->num_queues < 1 || params->num_queues > VP_BLK_MAX_QUEUES ||
 	    qmax < 2 || qmax > VP_VQ_MAX_SIZE || !is_pow2(qmax)) {
 		vp_log_dev(NULL, VPROXY_LOG_ERROR, host->dom, host->devid,
-			   "blk: %u queues of %u entries not supported",
-			   params->num_queues, qmax);
+		           "blk: %u queues of %u entries not supported",
+		           params->num_queues, qmax);
 		errno = EINVAL;
 		return NULL;
 	}

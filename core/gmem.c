@@ -36,9 +36,9 @@ enum mapping_kind { MAPPING_CHUNK, MAPPING_TEMP_GFN, MAPPING_TEMP_GRANT };
 /* One hypervisor mapping, the cookie of a vp_gmem_ref. */
 struct gmem_mapping {
 	enum mapping_kind kind;
-	void *addr;     /* start of the first mapped page */
+	void *addr; /* start of the first mapped page */
 	unsigned pages;
-	unsigned refs;  /* chunks only: references handed out */
+	unsigned refs; /* chunks only: references handed out */
 };
 
 struct gmem_chunk {
@@ -72,7 +72,7 @@ struct vp_gmem {
 };
 
 struct vp_gmem *vp_gmem_new(struct vp_hv *hv, uint16_t dom, enum vp_addr_mode mode,
-			    size_t max_cache_bytes)
+                            size_t max_cache_bytes)
 {
 	struct vp_gmem *gm;
 	size_t nbuckets = MIN_BUCKETS;
@@ -244,7 +244,7 @@ static struct gmem_chunk *chunk_get(struct vp_gmem *gm, uint64_t index)
 
 /* Map pages [first, first+n) for one caller, released by vp_gmem_unmap. */
 static void *map_temp(struct vp_gmem *gm, enum mapping_kind kind, uint64_t first,
-		      unsigned n, bool write, struct vp_gmem_ref *ref)
+                      unsigned n, bool write, struct vp_gmem_ref *ref)
 {
 	struct gmem_mapping *m;
 	uint64_t *gfns = NULL;
@@ -296,7 +296,7 @@ fail:
 }
 
 static void *map_gfn(struct vp_gmem *gm, uint64_t gaddr, size_t len, bool write,
-		     struct vp_gmem_ref *ref)
+                     struct vp_gmem_ref *ref)
 {
 	uint64_t last = gaddr + (len - 1);
 	uint8_t *p;
@@ -317,13 +317,13 @@ static void *map_gfn(struct vp_gmem *gm, uint64_t gaddr, size_t len, bool write,
 	}
 	errno = 0;
 	p = map_temp(gm, MAPPING_TEMP_GFN, gaddr >> VP_PAGE_SHIFT,
-		     (unsigned)((last >> VP_PAGE_SHIFT) - (gaddr >> VP_PAGE_SHIFT) + 1),
-		     write, ref);
+	             (unsigned)((last >> VP_PAGE_SHIFT) - (gaddr >> VP_PAGE_SHIFT) + 1),
+	             write, ref);
 	return p ? p + (gaddr & PAGE_MASK) : NULL;
 }
 
 static void *map_grant(struct vp_gmem *gm, uint64_t gaddr, size_t len, bool write,
-		       struct vp_gmem_ref *ref)
+                       struct vp_gmem_ref *ref)
 {
 	uint64_t last = gaddr + (len - 1);
 	uint64_t first_ref = (gaddr & ~GRANT_FLAG) >> VP_PAGE_SHIFT;
@@ -338,12 +338,12 @@ static void *map_grant(struct vp_gmem *gm, uint64_t gaddr, size_t len, bool writ
 	}
 	errno = 0;
 	p = map_temp(gm, MAPPING_TEMP_GRANT, first_ref,
-		     (unsigned)(last_ref - first_ref + 1), write, ref);
+	             (unsigned)(last_ref - first_ref + 1), write, ref);
 	return p ? p + (gaddr & PAGE_MASK) : NULL;
 }
 
 void *vp_gmem_map(struct vp_gmem *gm, uint64_t gaddr, size_t len, bool write,
-		  struct vp_gmem_ref *ref)
+                  struct vp_gmem_ref *ref)
 {
 	void *p = NULL;
 

@@ -19,7 +19,7 @@
 #include "log.h"
 #include "virtqueue.h"
 
-#define MMIO_MAGIC 0x74726976u   /* "virt" */
+#define MMIO_MAGIC 0x74726976u /* "virt" */
 #define MMIO_VERSION 2u
 #define MMIO_VENDOR_ID 0x58525056u /* "VPRX" */
 #define MMIO_WINDOW 0x1000u
@@ -75,12 +75,12 @@ void vp_vdev_log(struct vp_vdev *d, enum vproxy_log_level level, const char *fmt
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	vp_log_dev(&d->rl, level, d->host.dom, d->host.devid, "%s: %s", d->type->name,
-		   msg);
+	           msg);
 }
 
 struct vp_vdev *vp_vdev_new(const struct vp_vdev_type *type,
-			    const struct vp_vdev_params *params,
-			    const struct vp_vdev_host *host, void *priv)
+                            const struct vp_vdev_params *params,
+                            const struct vp_vdev_host *host, void *priv)
 {
 	struct vp_vdev *d;
 	unsigned qmax = params->queue_max;
@@ -106,8 +106,8 @@ struct vp_vdev *vp_vdev_new(const struct vp_vdev_type *type,
 	d->queue_max = qmax;
 	d->config_len = params->config_len;
 	d->device_features = params->features | BIT64(VIRTIO_F_VERSION_1) |
-			     BIT64(VIRTIO_RING_F_INDIRECT_DESC) |
-			     BIT64(VIRTIO_RING_F_EVENT_IDX);
+	                     BIT64(VIRTIO_RING_F_INDIRECT_DESC) |
+	                     BIT64(VIRTIO_RING_F_EVENT_IDX);
 	/* Linux guests using grant DMA refuse devices without it. */
 	if (vp_gmem_mode(host->gm) == VP_ADDR_GRANT)
 		d->device_features |= BIT64(VIRTIO_F_ACCESS_PLATFORM);
@@ -274,8 +274,8 @@ static bool vdev_features_ok(struct vp_vdev *d)
 
 	if (extra) {
 		vp_vdev_log(d, VPROXY_LOG_WARN,
-			    "driver accepted features %#llx that were not offered",
-			    (unsigned long long)extra);
+		            "driver accepted features %#llx that were not offered",
+		            (unsigned long long)extra);
 		return false;
 	}
 	if (!(d->driver_features & BIT64(VIRTIO_F_VERSION_1))) {
@@ -287,7 +287,7 @@ static bool vdev_features_ok(struct vp_vdev *d)
 	if ((d->device_features & BIT64(VIRTIO_F_ACCESS_PLATFORM)) &&
 	    !(d->driver_features & BIT64(VIRTIO_F_ACCESS_PLATFORM))) {
 		vp_vdev_log(d, VPROXY_LOG_WARN,
-			    "driver did not accept ACCESS_PLATFORM (grant mode)");
+		            "driver did not accept ACCESS_PLATFORM (grant mode)");
 		return false;
 	}
 	return true;
@@ -330,7 +330,7 @@ static void vdev_write_queue_ready(struct vp_vdev *d, uint32_t value)
 
 	if (!qr) {
 		vp_vdev_log(d, VPROXY_LOG_WARN, "QueueReady for missing queue %u",
-			    d->queue_sel);
+		            d->queue_sel);
 		return;
 	}
 	vq = &d->vqs[d->queue_sel];
@@ -342,13 +342,13 @@ static void vdev_write_queue_ready(struct vp_vdev *d, uint32_t value)
 		return;
 	if (!(d->status & VIRTIO_CONFIG_S_FEATURES_OK)) {
 		snprintf(why, sizeof(why), "queue %u enabled before FEATURES_OK",
-			 d->queue_sel);
+		         d->queue_sel);
 		vp_vdev_set_broken(d, why);
 		return;
 	}
 	if (qr->num > d->queue_max) {
 		snprintf(why, sizeof(why), "queue %u: size %u above QueueNumMax %u",
-			 d->queue_sel, qr->num, d->queue_max);
+		         d->queue_sel, qr->num, d->queue_max);
 		vp_vdev_set_broken(d, why);
 		return;
 	}
@@ -357,7 +357,7 @@ static void vdev_write_queue_ready(struct vp_vdev *d, uint32_t value)
 	if (d->driver_features & BIT64(VIRTIO_RING_F_INDIRECT_DESC))
 		flags |= VP_VQ_F_INDIRECT;
 	if (vp_vq_setup(vq, d->host.gm, qr->num, qr->desc, qr->driver, qr->device,
-			flags) < 0) {
+	                flags) < 0) {
 		snprintf(why, sizeof(why), "queue %u: %s", d->queue_sel, vq->err);
 		vp_vdev_set_broken(d, why);
 	}
@@ -383,22 +383,16 @@ static void vdev_write_queue_addr(struct vp_vdev *d, uint32_t offset, uint32_t v
 
 	if (!qr || d->vqs[d->queue_sel].ready) {
 		vp_vdev_log(d, VPROXY_LOG_WARN,
-			    "queue address write %#x for %s queue %u ignored", offset,
-			    qr ? "ready" : "missing", d->queue_sel);
+		            "queue address write %#x for %s queue %u ignored", offset,
+		            qr ? "ready" : "missing", d->queue_sel);
 		return;
 	}
 	switch (offset) {
 	case VIRTIO_MMIO_QUEUE_DESC_LOW:
-	case VIRTIO_MMIO_QUEUE_DESC_HIGH:
-		reg = &qr->desc;
-		break;
+	case VIRTIO_MMIO_QUEUE_DESC_HIGH: reg = &qr->desc; break;
 	case VIRTIO_MMIO_QUEUE_AVAIL_LOW:
-	case VIRTIO_MMIO_QUEUE_AVAIL_HIGH:
-		reg = &qr->driver;
-		break;
-	default:
-		reg = &qr->device;
-		break;
+	case VIRTIO_MMIO_QUEUE_AVAIL_HIGH: reg = &qr->driver; break;
+	default: reg = &qr->device; break;
 	}
 	high = offset & 4;
 	if (high)
@@ -413,7 +407,7 @@ static uint32_t half(uint64_t v, uint32_t sel)
 }
 
 static enum vp_mmio_status bad_access(struct vp_vdev *d, const char *what,
-				      uint32_t offset, unsigned size)
+                                      uint32_t offset, unsigned size)
 {
 	vp_vdev_log(d, VPROXY_LOG_WARN, "bad %s of %u bytes at %#x", what, size, offset);
 	return VP_MMIO_BAD_ACCESS;
@@ -421,7 +415,7 @@ static enum vp_mmio_status bad_access(struct vp_vdev *d, const char *what,
 
 /* Config-space accesses: 1, 2, 4 or 8 bytes, naturally aligned. */
 static enum vp_mmio_status config_access(struct vp_vdev *d, uint32_t offset,
-					 unsigned size, uint64_t *value, bool write)
+                                         unsigned size, uint64_t *value, bool write)
 {
 	uint32_t coff = offset - VIRTIO_MMIO_CONFIG;
 	uint8_t buf[8];
@@ -429,7 +423,7 @@ static enum vp_mmio_status config_access(struct vp_vdev *d, uint32_t offset,
 	if ((size != 1 && size != 2 && size != 4 && size != 8) || coff % size ||
 	    coff >= d->config_len || size > d->config_len - coff)
 		return bad_access(d, write ? "config write" : "config read", offset,
-				  size);
+		                  size);
 	if (!write) {
 		uint64_t v = 0;
 
@@ -446,8 +440,8 @@ static enum vp_mmio_status config_access(struct vp_vdev *d, uint32_t offset,
 	return VP_MMIO_OK;
 }
 
-enum vp_mmio_status vp_vdev_mmio_read(struct vp_vdev *d, uint32_t offset,
-				      unsigned size, uint64_t *value)
+enum vp_mmio_status vp_vdev_mmio_read(struct vp_vdev *d, uint32_t offset, unsigned size,
+                                      uint64_t *value)
 {
 	struct queue_regs *qr;
 	uint32_t v;
@@ -463,48 +457,24 @@ enum vp_mmio_status vp_vdev_mmio_read(struct vp_vdev *d, uint32_t offset,
 		return bad_access(d, "register read", offset, size);
 	qr = vdev_sel_queue(d);
 	switch (offset) {
-	case VIRTIO_MMIO_MAGIC_VALUE:
-		v = MMIO_MAGIC;
-		break;
-	case VIRTIO_MMIO_VERSION:
-		v = MMIO_VERSION;
-		break;
-	case VIRTIO_MMIO_DEVICE_ID:
-		v = d->type->device_id;
-		break;
-	case VIRTIO_MMIO_VENDOR_ID:
-		v = MMIO_VENDOR_ID;
-		break;
+	case VIRTIO_MMIO_MAGIC_VALUE: v = MMIO_MAGIC; break;
+	case VIRTIO_MMIO_VERSION: v = MMIO_VERSION; break;
+	case VIRTIO_MMIO_DEVICE_ID: v = d->type->device_id; break;
+	case VIRTIO_MMIO_VENDOR_ID: v = MMIO_VENDOR_ID; break;
 	case VIRTIO_MMIO_DEVICE_FEATURES:
 		v = half(d->device_features, d->device_features_sel);
 		break;
-	case VIRTIO_MMIO_DEVICE_FEATURES_SEL:
-		v = d->device_features_sel;
-		break;
+	case VIRTIO_MMIO_DEVICE_FEATURES_SEL: v = d->device_features_sel; break;
 	case VIRTIO_MMIO_DRIVER_FEATURES:
 		v = half(d->driver_features, d->driver_features_sel);
 		break;
-	case VIRTIO_MMIO_DRIVER_FEATURES_SEL:
-		v = d->driver_features_sel;
-		break;
-	case VIRTIO_MMIO_QUEUE_SEL:
-		v = d->queue_sel;
-		break;
-	case VIRTIO_MMIO_QUEUE_NUM_MAX:
-		v = qr ? d->queue_max : 0;
-		break;
-	case VIRTIO_MMIO_QUEUE_NUM:
-		v = qr ? qr->num : 0;
-		break;
-	case VIRTIO_MMIO_QUEUE_READY:
-		v = qr ? d->vqs[d->queue_sel].ready : 0;
-		break;
-	case VIRTIO_MMIO_INTERRUPT_STATUS:
-		v = d->isr;
-		break;
-	case VIRTIO_MMIO_STATUS:
-		v = d->status;
-		break;
+	case VIRTIO_MMIO_DRIVER_FEATURES_SEL: v = d->driver_features_sel; break;
+	case VIRTIO_MMIO_QUEUE_SEL: v = d->queue_sel; break;
+	case VIRTIO_MMIO_QUEUE_NUM_MAX: v = qr ? d->queue_max : 0; break;
+	case VIRTIO_MMIO_QUEUE_NUM: v = qr ? qr->num : 0; break;
+	case VIRTIO_MMIO_QUEUE_READY: v = qr ? d->vqs[d->queue_sel].ready : 0; break;
+	case VIRTIO_MMIO_INTERRUPT_STATUS: v = d->isr; break;
+	case VIRTIO_MMIO_STATUS: v = d->status; break;
 	case VIRTIO_MMIO_QUEUE_DESC_LOW:
 	case VIRTIO_MMIO_QUEUE_DESC_HIGH:
 		v = qr ? half(qr->desc, (offset & 4) != 0) : 0;
@@ -517,9 +487,7 @@ enum vp_mmio_status vp_vdev_mmio_read(struct vp_vdev *d, uint32_t offset,
 	case VIRTIO_MMIO_QUEUE_USED_HIGH:
 		v = qr ? half(qr->device, (offset & 4) != 0) : 0;
 		break;
-	case VIRTIO_MMIO_SHM_SEL:
-		v = d->shm_sel;
-		break;
+	case VIRTIO_MMIO_SHM_SEL: v = d->shm_sel; break;
 	case VIRTIO_MMIO_SHM_LEN_LOW:
 	case VIRTIO_MMIO_SHM_LEN_HIGH:
 	case VIRTIO_MMIO_SHM_BASE_LOW:
@@ -527,18 +495,15 @@ enum vp_mmio_status vp_vdev_mmio_read(struct vp_vdev *d, uint32_t offset,
 		/* All ones: no shared memory region with this id. */
 		v = 0xffffffffu;
 		break;
-	case VIRTIO_MMIO_CONFIG_GENERATION:
-		v = d->config_generation;
-		break;
-	default:
-		return bad_access(d, "register read", offset, size);
+	case VIRTIO_MMIO_CONFIG_GENERATION: v = d->config_generation; break;
+	default: return bad_access(d, "register read", offset, size);
 	}
 	*value = v;
 	return VP_MMIO_OK;
 }
 
-enum vp_mmio_status vp_vdev_mmio_write(struct vp_vdev *d, uint32_t offset,
-				       unsigned size, uint64_t value)
+enum vp_mmio_status vp_vdev_mmio_write(struct vp_vdev *d, uint32_t offset, unsigned size,
+                                       uint64_t value)
 {
 	struct queue_regs *qr;
 	uint32_t v = (uint32_t)value;
@@ -552,65 +517,46 @@ enum vp_mmio_status vp_vdev_mmio_write(struct vp_vdev *d, uint32_t offset,
 	if (size != 4 || offset % 4)
 		return bad_access(d, "register write", offset, size);
 	switch (offset) {
-	case VIRTIO_MMIO_DEVICE_FEATURES_SEL:
-		d->device_features_sel = v;
-		break;
+	case VIRTIO_MMIO_DEVICE_FEATURES_SEL: d->device_features_sel = v; break;
 	case VIRTIO_MMIO_DRIVER_FEATURES:
 		if (d->status & VIRTIO_CONFIG_S_FEATURES_OK) {
 			vp_vdev_log(d, VPROXY_LOG_WARN,
-				    "driver features written after FEATURES_OK");
+			            "driver features written after FEATURES_OK");
 			break;
 		}
 		if (d->driver_features_sel == 0)
 			d->driver_features = (d->driver_features & ~0xffffffffull) | v;
 		else if (d->driver_features_sel == 1)
-			d->driver_features = (d->driver_features & 0xffffffffull) |
-					     (uint64_t)v << 32;
+			d->driver_features =
+			        (d->driver_features & 0xffffffffull) | (uint64_t)v << 32;
 		else if (v)
 			/* No feature bits exist there; FEATURES_OK will tell. */
 			vp_vdev_log(d, VPROXY_LOG_WARN,
-				    "driver features word %u = %#x ignored",
-				    d->driver_features_sel, v);
+			            "driver features word %u = %#x ignored",
+			            d->driver_features_sel, v);
 		break;
-	case VIRTIO_MMIO_DRIVER_FEATURES_SEL:
-		d->driver_features_sel = v;
-		break;
-	case VIRTIO_MMIO_QUEUE_SEL:
-		d->queue_sel = v;
-		break;
+	case VIRTIO_MMIO_DRIVER_FEATURES_SEL: d->driver_features_sel = v; break;
+	case VIRTIO_MMIO_QUEUE_SEL: d->queue_sel = v; break;
 	case VIRTIO_MMIO_QUEUE_NUM:
 		qr = vdev_sel_queue(d);
 		if (!qr || d->vqs[d->queue_sel].ready)
 			vp_vdev_log(d, VPROXY_LOG_WARN, "QueueNum write for %s queue %u",
-				    qr ? "ready" : "missing", d->queue_sel);
+			            qr ? "ready" : "missing", d->queue_sel);
 		else
 			qr->num = v;
 		break;
-	case VIRTIO_MMIO_QUEUE_READY:
-		vdev_write_queue_ready(d, v);
-		break;
-	case VIRTIO_MMIO_QUEUE_NOTIFY:
-		vdev_write_queue_notify(d, v);
-		break;
-	case VIRTIO_MMIO_INTERRUPT_ACK:
-		d->isr &= ~v;
-		break;
-	case VIRTIO_MMIO_STATUS:
-		vdev_write_status(d, v);
-		break;
+	case VIRTIO_MMIO_QUEUE_READY: vdev_write_queue_ready(d, v); break;
+	case VIRTIO_MMIO_QUEUE_NOTIFY: vdev_write_queue_notify(d, v); break;
+	case VIRTIO_MMIO_INTERRUPT_ACK: d->isr &= ~v; break;
+	case VIRTIO_MMIO_STATUS: vdev_write_status(d, v); break;
 	case VIRTIO_MMIO_QUEUE_DESC_LOW:
 	case VIRTIO_MMIO_QUEUE_DESC_HIGH:
 	case VIRTIO_MMIO_QUEUE_AVAIL_LOW:
 	case VIRTIO_MMIO_QUEUE_AVAIL_HIGH:
 	case VIRTIO_MMIO_QUEUE_USED_LOW:
-	case VIRTIO_MMIO_QUEUE_USED_HIGH:
-		vdev_write_queue_addr(d, offset, v);
-		break;
-	case VIRTIO_MMIO_SHM_SEL:
-		d->shm_sel = v;
-		break;
-	default:
-		return bad_access(d, "register write", offset, size);
+	case VIRTIO_MMIO_QUEUE_USED_HIGH: vdev_write_queue_addr(d, offset, v); break;
+	case VIRTIO_MMIO_SHM_SEL: d->shm_sel = v; break;
+	default: return bad_access(d, "register write", offset, size);
 	}
 	return VP_MMIO_OK;
 }

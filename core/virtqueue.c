@@ -16,7 +16,7 @@
 #define USED_ALIGN 4u
 
 static void vq_set_err(struct vp_vq *vq, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+        __attribute__((format(printf, 2, 3)));
 
 static void vq_set_err(struct vp_vq *vq, const char *fmt, ...)
 {
@@ -44,9 +44,10 @@ static size_t used_bytes(unsigned num)
 	return 6 + 8 * (size_t)num;
 }
 
+/* avail_event sits right after the used ring's last entry. */
 static uint16_t *avail_event_ptr(struct vp_vq *vq)
 {
-	return (uint16_t *)(void *)&vq->used->ring[vq->num];
+	return (uint16_t *)(void *)((uint8_t *)vq->used + 4 + 8 * (size_t)vq->num);
 }
 
 void vp_vq_teardown(struct vp_vq *vq)
@@ -63,9 +64,8 @@ void vp_vq_teardown(struct vp_vq *vq)
 	vq->gen++;
 }
 
-int vp_vq_setup(struct vp_vq *vq, struct vp_gmem *gm, unsigned num,
-		uint64_t desc_addr, uint64_t avail_addr, uint64_t used_addr,
-		unsigned flags)
+int vp_vq_setup(struct vp_vq *vq, struct vp_gmem *gm, unsigned num, uint64_t desc_addr,
+                uint64_t avail_addr, uint64_t used_addr, unsigned flags)
 {
 	int ret;
 
@@ -73,26 +73,23 @@ int vp_vq_setup(struct vp_vq *vq, struct vp_gmem *gm, unsigned num,
 	vq->gm = gm;
 	if (num == 0 || num > VP_VQ_MAX_SIZE || (num & (num - 1))) {
 		vq_set_err(vq, "queue size %u is not a power of two up to %u", num,
-			   VP_VQ_MAX_SIZE);
+		           VP_VQ_MAX_SIZE);
 		return -EINVAL;
 	}
 	if (desc_addr % DESC_ALIGN || avail_addr % AVAIL_ALIGN ||
 	    used_addr % USED_ALIGN) {
 		vq_set_err(vq, "misaligned ring (desc %#llx avail %#llx used %#llx)",
-			   (unsigned long long)desc_addr,
-			   (unsigned long long)avail_addr,
-			   (unsigned long long)used_addr);
+		           (unsigned long long)desc_addr, (unsigned long long)avail_addr,
+		           (unsigned long long)used_addr);
 		return -EINVAL;
 	}
 	vq->desc = vp_gmem_map(gm, desc_addr, desc_bytes(num), false, &vq->desc_ref);
-	vq->avail = vp_gmem_map(gm, avail_addr, avail_bytes(num), false,
-				&vq->avail_ref);
+	vq->avail = vp_gmem_map(gm, avail_addr, avail_bytes(num), false, &vq->avail_ref);
 	vq->used = vp_gmem_map(gm, used_addr, used_bytes(num), true, &vq->used_ref);
 	if (!vq->desc || !vq->avail || !vq->used) {
 		vq_set_err(vq, "cannot map rings (desc %#llx avail %#llx used %#llx)",
-			   (unsigned long long)desc_addr,
-			   (unsigned long long)avail_addr,
-			   (unsigned long long)used_addr);
+		           (unsigned long long)desc_addr, (unsigned long long)avail_addr,
+		           (unsigned long long)used_addr);
 		ret = -EFAULT;
 		goto fail;
 	}
@@ -144,9 +141,8 @@ void vp_vq_elem_release(struct vp_gmem *gm, struct vp_vq_elem *elem)
 
 /* Append the buffer of descriptor d (index i, in an indirect table if
  * indirect) to elem.  *total counts buffers across the whole chain. */
-static int elem_add(struct vp_vq *vq, struct vp_vq_elem *elem,
-		    const struct vring_desc *d, unsigned i, bool indirect,
-		    unsigned *total)
+static int elem_add(struct vp_vq *vq, struct vp_vq_elem *elem, const struct vring_desc *d,
+                    unsigned i, bool indirect, unsigned *total)
 {
 	const char *where = indirect ? "indirect descriptor" : "descriptor";
 	bool write = d->flags & VRING_DESC_F_WRITE;
@@ -163,18 +159,18 @@ static int elem_add(struct vp_vq *vq, struct vp_vq_elem *elem,
 	}
 	if (++*total > vq->num) {
 		vq_set_err(vq, "chain from head %u is longer than the queue size %u",
-			   elem->head, vq->num);
+		           elem->head, vq->num);
 		return -EPROTO;
 	}
 	if (n >= elem->max) {
 		vq_set_err(vq, "chain from head %u has more than %u buffers", elem->head,
-			   elem->max);
+		           elem->max);
 		return -ENOBUFS;
 	}
 	p = vp_gmem_map(vq->gm, d->addr, d->len, write, &elem->ref[n]);
 	if (!p) {
 		vq_set_err(vq, "%s %u: cannot map %#llx+%u (%s)", where, i,
-			   (unsigned long long)d->addr, d->len, strerror(errno));
+		           (unsigned long long)d->addr, d->len, strerror(errno));
 		return -EFAULT;
 	}
 	elem->iov[n].iov_base = p;
@@ -211,14 +207,14 @@ int vp_vq_pop(struct vp_vq *vq, struct vp_vq_elem *elem)
 		return 0;
 	if (pending > vq->num) {
 		vq_set_err(vq, "avail idx %u is %u entries ahead of %u (queue size %u)",
-			   avail_idx, pending, vq->last_avail, vq->num);
+		           avail_idx, pending, vq->last_avail, vq->num);
 		return -EPROTO;
 	}
 	head = le16toh(__atomic_load_n(&vq->avail->ring[vq->last_avail & (vq->num - 1)],
-				       __ATOMIC_RELAXED));
+	                               __ATOMIC_RELAXED));
 	if (head >= vq->num) {
 		vq_set_err(vq, "avail ring head %u out of range (queue size %u)", head,
-			   vq->num);
+		           vq->num);
 		return -EPROTO;
 	}
 	elem->head = head;
@@ -231,7 +227,7 @@ int vp_vq_pop(struct vp_vq *vq, struct vp_vq_elem *elem)
 		/* More visits than entries means the chain revisits one. */
 		if (++visits > table_len) {
 			vq_set_err(vq, "%schain from head %u loops",
-				   indirect ? "indirect " : "", head);
+			           indirect ? "indirect " : "", head);
 			ret = -EPROTO;
 			goto fail;
 		}
@@ -239,26 +235,30 @@ int vp_vq_pop(struct vp_vq *vq, struct vp_vq_elem *elem)
 		if (d.flags & VRING_DESC_F_INDIRECT) {
 			if (!vq->indirect || indirect) {
 				vq_set_err(vq, "descriptor %u: %s indirect table", i,
-					   indirect ? "nested" : "unnegotiated");
+				           indirect ? "nested" : "unnegotiated");
 				ret = -EPROTO;
 				goto fail;
 			}
 			if (d.flags & VRING_DESC_F_NEXT) {
-				vq_set_err(vq, "descriptor %u has both INDIRECT and NEXT", i);
+				vq_set_err(vq, "descriptor %u has both INDIRECT and NEXT",
+				           i);
 				ret = -EPROTO;
 				goto fail;
 			}
 			if (d.len == 0 || d.len % sizeof(struct vring_desc) ||
 			    d.len / sizeof(struct vring_desc) > VP_VQ_MAX_SIZE) {
-				vq_set_err(vq, "descriptor %u: indirect table of %u bytes",
-					   i, d.len);
+				vq_set_err(vq,
+				           "descriptor %u: indirect table of %u bytes", i,
+				           d.len);
 				ret = -EPROTO;
 				goto fail;
 			}
 			table = vp_gmem_map(vq->gm, d.addr, d.len, false, &table_ref);
 			if (!table) {
-				vq_set_err(vq, "descriptor %u: cannot map indirect table %#llx+%u",
-					   i, (unsigned long long)d.addr, d.len);
+				vq_set_err(vq,
+				           "descriptor %u: cannot map indirect table "
+				           "%#llx+%u",
+				           i, (unsigned long long)d.addr, d.len);
 				ret = -EFAULT;
 				goto fail;
 			}
@@ -274,8 +274,9 @@ int vp_vq_pop(struct vp_vq *vq, struct vp_vq_elem *elem)
 		if (!(d.flags & VRING_DESC_F_NEXT))
 			break;
 		if (d.next >= table_len) {
-			vq_set_err(vq, "%sdescriptor %u: next %u out of range (%u entries)",
-				   indirect ? "indirect " : "", i, d.next, table_len);
+			vq_set_err(vq,
+			           "%sdescriptor %u: next %u out of range (%u entries)",
+			           indirect ? "indirect " : "", i, d.next, table_len);
 			ret = -EPROTO;
 			goto fail;
 		}
@@ -325,7 +326,7 @@ bool vp_vq_need_notify(struct vp_vq *vq)
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	if (!vq->event_idx)
 		return !(le16toh(__atomic_load_n(&vq->avail->flags, __ATOMIC_RELAXED)) &
-			 VRING_AVAIL_F_NO_INTERRUPT);
+		         VRING_AVAIL_F_NO_INTERRUPT);
 	old = vq->signalled_used;
 	valid = vq->signalled_valid;
 	vq->signalled_used = vq->used_idx;
@@ -341,7 +342,7 @@ void vp_vq_disable_notify(struct vp_vq *vq)
 	if (!vq->ready || vq->event_idx)
 		return;
 	__atomic_store_n(&vq->used->flags, htole16(VRING_USED_F_NO_NOTIFY),
-			 __ATOMIC_RELAXED);
+	                 __ATOMIC_RELAXED);
 }
 
 bool vp_vq_enable_notify(struct vp_vq *vq)
@@ -350,11 +351,12 @@ bool vp_vq_enable_notify(struct vp_vq *vq)
 		return false;
 	if (vq->event_idx)
 		__atomic_store_n(avail_event_ptr(vq), htole16(vq->last_avail),
-				 __ATOMIC_RELAXED);
+		                 __ATOMIC_RELAXED);
 	else
 		__atomic_store_n(&vq->used->flags, 0, __ATOMIC_RELAXED);
 	/* The driver checks our flag after publishing its idx; we check its
 	 * idx after publishing our flag: one of us sees the other. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	return le16toh(__atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE)) != vq->last_avail;
+	return le16toh(__atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE)) !=
+	       vq->last_avail;
 }

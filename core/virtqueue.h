@@ -29,13 +29,13 @@
  * with device-readable buffers, then iov[out_num, out_num + in_num) with
  * device-writable ones, and ref[i] holds the mapping behind iov[i]. */
 struct vp_vq_elem {
-	uint16_t head;     /* descriptor index to report in the used ring */
-	uint32_t gen;      /* vq->gen when popped */
-	unsigned out_num;  /* device-readable buffers */
-	unsigned in_num;   /* device-writable buffers */
-	uint64_t out_len;  /* bytes in the readable buffers */
-	uint64_t in_len;   /* bytes in the writable buffers */
-	unsigned max;      /* capacity of iov and ref, set by the caller */
+	uint16_t head;    /* descriptor index to report in the used ring */
+	uint32_t gen;     /* vq->gen when popped */
+	unsigned out_num; /* device-readable buffers */
+	unsigned in_num;  /* device-writable buffers */
+	uint64_t out_len; /* bytes in the readable buffers */
+	uint64_t in_len;  /* bytes in the writable buffers */
+	unsigned max;     /* capacity of iov and ref, set by the caller */
 	struct iovec *iov;
 	struct vp_gmem_ref *ref;
 };
@@ -48,27 +48,26 @@ struct vp_vq {
 	bool event_idx;
 	bool indirect;
 	uint16_t num;
-	uint16_t last_avail;   /* next avail ring slot to take */
-	uint16_t used_idx;     /* our copy of used->idx */
+	uint16_t last_avail; /* next avail ring slot to take */
+	uint16_t used_idx;   /* our copy of used->idx */
 	uint16_t signalled_used;
-	bool signalled_valid;  /* signalled_used means something */
-	uint32_t gen;          /* bumped by every setup and teardown */
+	bool signalled_valid; /* signalled_used means something */
+	uint32_t gen;         /* bumped by every setup and teardown */
 	const struct vring_desc *desc;
 	const struct vring_avail *avail;
 	struct vring_used *used;
 	struct vp_gmem_ref desc_ref;
 	struct vp_gmem_ref avail_ref;
 	struct vp_gmem_ref used_ref;
-	char err[96];          /* why the last call failed */
+	char err[96]; /* why the last call failed */
 };
 
 /* Map the rings of a num-entry queue (num a power of two <= VP_VQ_MAX_SIZE,
  * addresses aligned as the spec requires) and make it ready; they stay
  * mapped until vp_vq_teardown().  flags: VP_VQ_F_*.  0, -EINVAL (bad num or
  * alignment) or -EFAULT (a ring cannot be mapped); reason in vq->err. */
-int vp_vq_setup(struct vp_vq *vq, struct vp_gmem *gm, unsigned num,
-		uint64_t desc_addr, uint64_t avail_addr, uint64_t used_addr,
-		unsigned flags);
+int vp_vq_setup(struct vp_vq *vq, struct vp_gmem *gm, unsigned num, uint64_t desc_addr,
+                uint64_t avail_addr, uint64_t used_addr, unsigned flags);
 /* Unmap the rings; elements popped earlier become stale (see
  * vp_vq_elem_current).  Harmless on a queue that is not ready. */
 void vp_vq_teardown(struct vp_vq *vq);

@@ -324,7 +324,7 @@ static int await_answer(struct vps_dev *dev)
 			continue;
 		/* Be notified for this answer only, not for the posted writes'
 		 * answers before it. */
-		dev->ring.sring->rsp_event = dev->await_idx + 1;
+
 		xen_mb();
 		if (RING_HAS_UNCONSUMED_RESPONSES(&dev->ring))
 			continue;

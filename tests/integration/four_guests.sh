@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "$0")/../lib/simhost.sh"
 
 sh_start_host
-{
+device_sections() {
 	for dom in 11 12 13 14; do
 		for id in 0 1; do
 			guest=$dom
@@ -17,7 +17,9 @@ sh_start_host
 				"$dom" "$id" "$guest" "$id" "$queues"
 		done
 	done
-} | sh_start_vproxyd
+}
+# Not a pipe: sh_start_vproxyd must run in this shell to keep VPD_PID.
+sh_start_vproxyd < <(device_sections)
 
 for dom in 11 12 13 14; do
 	sh_create_dom "$dom" "guest$dom"

@@ -14,7 +14,7 @@
 #define RAM_CHUNKS 4u
 #define RAM_EXTRA_PAGES 100u /* RAM ends inside chunk RAM_CHUNKS */
 #define RAM_PAGES (RAM_CHUNKS * (CHUNK / PAGE) + RAM_EXTRA_PAGES)
-#define GREF_BASE 1000u      /* grant ref GREF_BASE + p is page p */
+#define GREF_BASE 1000u /* grant ref GREF_BASE + p is page p */
 #define GREF_RO (GREF_BASE + 7u)
 #define MAX_LIVE 64
 
@@ -57,7 +57,7 @@ static void live_del(void *addr, unsigned n, int grant)
 }
 
 static void *fake_map_gfns(struct vp_hv *hv, uint16_t dom, const uint64_t *gfns,
-			   unsigned n, int writable)
+                           unsigned n, int writable)
 {
 	(void)hv;
 	ck_assert_uint_eq(dom, 7);
@@ -84,7 +84,7 @@ static int fake_unmap_gfns(struct vp_hv *hv, void *addr, unsigned n)
 }
 
 static void *fake_map_grants(struct vp_hv *hv, uint16_t dom, const uint32_t *refs,
-			     unsigned n, int writable)
+                             unsigned n, int writable)
 {
 	(void)hv;
 	ck_assert_uint_eq(dom, 7);
@@ -112,11 +112,11 @@ static int fake_unmap_grants(struct vp_hv *hv, void *addr, unsigned n)
 }
 
 static const struct vp_hv_ops fake_ops = {
-	.name = "fake",
-	.map_gfns = fake_map_gfns,
-	.unmap_gfns = fake_unmap_gfns,
-	.map_grants = fake_map_grants,
-	.unmap_grants = fake_unmap_grants,
+        .name = "fake",
+        .map_gfns = fake_map_gfns,
+        .unmap_gfns = fake_unmap_gfns,
+        .map_grants = fake_map_grants,
+        .unmap_grants = fake_unmap_grants,
 };
 
 static void setup(void)
@@ -337,7 +337,8 @@ START_TEST(gfn_partial_last_chunk)
 	ck_assert_ptr_null(vp_gmem_map(gm, (uint64_t)RAM_PAGES * PAGE, 1, false, &ref));
 	ck_assert_int_eq(errno, EFAULT);
 	ck_assert_ptr_null(ref.cookie);
-	ck_assert_ptr_null(vp_gmem_map(gm, (uint64_t)RAM_PAGES * PAGE - 1, 2, false, &ref));
+	ck_assert_ptr_null(
+	        vp_gmem_map(gm, (uint64_t)RAM_PAGES * PAGE - 1, 2, false, &ref));
 	ck_assert_uint_eq(fake.nlive, 0);
 	vp_gmem_free(gm);
 }
@@ -361,7 +362,8 @@ START_TEST(gfn_invalid_addresses)
 	ck_assert_ptr_null(vp_gmem_map(gm, UINT64_MAX - 10, 100, false, &ref));
 	ck_assert_int_eq(errno, EINVAL);
 	errno = 0;
-	ck_assert_ptr_null(vp_gmem_map(gm, 0, (size_t)VP_GMEM_MAX_MAP_LEN + 1, false, &ref));
+	ck_assert_ptr_null(
+	        vp_gmem_map(gm, 0, (size_t)VP_GMEM_MAX_MAP_LEN + 1, false, &ref));
 	ck_assert_int_eq(errno, E2BIG);
 	ck_assert_uint_eq(fake.gfn_maps, 0);
 	/* The largest allowed range still maps (as a temporary mapping). */
@@ -419,8 +421,9 @@ START_TEST(grant_mapping)
 	ck_assert_ptr_null(vp_gmem_map(gm, (1ull << 63) | (1ull << 44), 8, false, &ref));
 	ck_assert_int_eq(errno, EINVAL);
 	errno = 0;
-	ck_assert_ptr_null(vp_gmem_map(gm, (1ull << 63) | ((uint64_t)UINT32_MAX << 12) | 0xff0,
-				       32, false, &ref));
+	ck_assert_ptr_null(
+	        vp_gmem_map(gm, (1ull << 63) | ((uint64_t)UINT32_MAX << 12) | 0xff0, 32,
+	                    false, &ref));
 	ck_assert_int_eq(errno, EINVAL);
 	errno = 0;
 	ck_assert_ptr_null(vp_gmem_map(gm, UINT64_MAX, 2, false, &ref));

@@ -78,13 +78,13 @@ static void t_free(struct vp_vdev *d)
 }
 
 static const struct vp_vdev_type test_type = {
-	.name = "test",
-	.device_id = TEST_DEVICE_ID,
-	.config_read = t_config_read,
-	.config_write = t_config_write,
-	.queue_notify = t_queue_notify,
-	.reset = t_reset,
-	.free = t_free,
+        .name = "test",
+        .device_id = TEST_DEVICE_ID,
+        .config_read = t_config_read,
+        .config_write = t_config_write,
+        .queue_notify = t_queue_notify,
+        .reset = t_reset,
+        .free = t_free,
 };
 
 static void host_raise_irq(void *opaque, uint32_t bits)
@@ -111,18 +111,18 @@ static void on_done(void *arg)
 static struct vp_vdev *make_dev(struct vp_gmem *gm)
 {
 	struct vp_vdev_params p = {
-		.features = TEST_FEATURES,
-		.num_queues = NQUEUES,
-		.queue_max = QMAX,
-		.config_len = CONFIG_LEN,
+	        .features = TEST_FEATURES,
+	        .num_queues = NQUEUES,
+	        .queue_max = QMAX,
+	        .config_len = CONFIG_LEN,
 	};
 	struct vp_vdev_host host = {
-		.dom = 3,
-		.devid = 1,
-		.gm = gm,
-		.raise_irq = host_raise_irq,
-		.broken = host_broken,
-		.opaque = &t,
+	        .dom = 3,
+	        .devid = 1,
+	        .gm = gm,
+	        .raise_irq = host_raise_irq,
+	        .broken = host_broken,
+	        .opaque = &t,
 	};
 
 	return vp_vdev_new(&test_type, &p, &host, &t);
@@ -175,7 +175,7 @@ static uint32_t negotiate(uint64_t f)
 	wr(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
 	write_driver_features(f);
 	wr(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER |
-				       VIRTIO_CONFIG_S_FEATURES_OK);
+	                               VIRTIO_CONFIG_S_FEATURES_OK);
 	return (uint32_t)rd(VIRTIO_MMIO_STATUS);
 }
 
@@ -197,7 +197,8 @@ static void setup_queue(unsigned q, unsigned num, uint64_t base)
 
 static void driver_ok(void)
 {
-	wr(VIRTIO_MMIO_STATUS, (uint32_t)rd(VIRTIO_MMIO_STATUS) | VIRTIO_CONFIG_S_DRIVER_OK);
+	wr(VIRTIO_MMIO_STATUS,
+	   (uint32_t)rd(VIRTIO_MMIO_STATUS) | VIRTIO_CONFIG_S_DRIVER_OK);
 }
 
 START_TEST(identity_registers)
@@ -221,7 +222,7 @@ START_TEST(device_features)
 	hi = rd(VIRTIO_MMIO_DEVICE_FEATURES);
 	ck_assert_uint_eq(rd(VIRTIO_MMIO_DEVICE_FEATURES_SEL), 1);
 	ck_assert_uint_eq(lo, TEST_FEATURES | (1u << VIRTIO_RING_F_INDIRECT_DESC) |
-				      (1u << VIRTIO_RING_F_EVENT_IDX));
+	                              (1u << VIRTIO_RING_F_EVENT_IDX));
 	/* VERSION_1 only; ACCESS_PLATFORM is for grant mode. */
 	ck_assert_uint_eq(hi, 1u << (VIRTIO_F_VERSION_1 - 32));
 	wr(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 2);
@@ -235,8 +236,9 @@ START_TEST(features_ok_accepted)
 {
 	uint64_t f = version_1 | (1ull << 5) | (1ull << VIRTIO_RING_F_EVENT_IDX);
 
-	ck_assert_uint_eq(negotiate(f), VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER |
-						VIRTIO_CONFIG_S_FEATURES_OK);
+	ck_assert_uint_eq(negotiate(f), VIRTIO_CONFIG_S_ACKNOWLEDGE |
+	                                        VIRTIO_CONFIG_S_DRIVER |
+	                                        VIRTIO_CONFIG_S_FEATURES_OK);
 	ck_assert_uint_eq(vp_vdev_features(t.d), f);
 	wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
 	ck_assert_uint_eq(rd(VIRTIO_MMIO_DRIVER_FEATURES), (uint32_t)f);
@@ -279,7 +281,7 @@ START_TEST(features_ok_refused_without_version_1)
 END_TEST
 
 static void *no_map_grants(struct vp_hv *hv, uint16_t dom, const uint32_t *refs,
-			   unsigned n, int writable)
+                           unsigned n, int writable)
 {
 	(void)hv;
 	(void)dom;
@@ -301,7 +303,8 @@ START_TEST(grant_mode_needs_access_platform)
 	t.d = make_dev(gm);
 	ck_assert_ptr_nonnull(t.d);
 	wr(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
-	ck_assert_uint_eq(rd(VIRTIO_MMIO_DEVICE_FEATURES), (uint32_t)((version_1 | ap) >> 32));
+	ck_assert_uint_eq(rd(VIRTIO_MMIO_DEVICE_FEATURES),
+	                  (uint32_t)((version_1 | ap) >> 32));
 	ck_assert_uint_eq(negotiate(version_1) & VIRTIO_CONFIG_S_FEATURES_OK, 0);
 	wr(VIRTIO_MMIO_STATUS, 0);
 	ck_assert_uint_ne(negotiate(version_1 | ap) & VIRTIO_CONFIG_S_FEATURES_OK, 0);
@@ -317,43 +320,55 @@ END_TEST
 START_TEST(bad_register_accesses)
 {
 	static const uint32_t bad_reads[] = {
-		0x0c0,  /* unknown */
-		VIRTIO_MMIO_GUEST_PAGE_SIZE, VIRTIO_MMIO_QUEUE_ALIGN,
-		VIRTIO_MMIO_QUEUE_PFN, /* legacy only */
-		VIRTIO_MMIO_QUEUE_NOTIFY, VIRTIO_MMIO_INTERRUPT_ACK, /* write-only */
-		0x1000, 0xfffffffc,
+	        0x0c0, /* unknown */
+	        VIRTIO_MMIO_GUEST_PAGE_SIZE,
+	        VIRTIO_MMIO_QUEUE_ALIGN,
+	        VIRTIO_MMIO_QUEUE_PFN, /* legacy only */
+	        VIRTIO_MMIO_QUEUE_NOTIFY,
+	        VIRTIO_MMIO_INTERRUPT_ACK, /* write-only */
+	        0x1000,
+	        0xfffffffc,
 	};
 	static const uint32_t bad_writes[] = {
-		VIRTIO_MMIO_MAGIC_VALUE, VIRTIO_MMIO_VERSION, VIRTIO_MMIO_DEVICE_ID,
-		VIRTIO_MMIO_VENDOR_ID, VIRTIO_MMIO_DEVICE_FEATURES,
-		VIRTIO_MMIO_QUEUE_NUM_MAX, VIRTIO_MMIO_INTERRUPT_STATUS,
-		VIRTIO_MMIO_CONFIG_GENERATION, VIRTIO_MMIO_SHM_LEN_LOW,
-		VIRTIO_MMIO_SHM_BASE_HIGH, VIRTIO_MMIO_QUEUE_PFN, 0x0c0, 0x1000,
+	        VIRTIO_MMIO_MAGIC_VALUE,
+	        VIRTIO_MMIO_VERSION,
+	        VIRTIO_MMIO_DEVICE_ID,
+	        VIRTIO_MMIO_VENDOR_ID,
+	        VIRTIO_MMIO_DEVICE_FEATURES,
+	        VIRTIO_MMIO_QUEUE_NUM_MAX,
+	        VIRTIO_MMIO_INTERRUPT_STATUS,
+	        VIRTIO_MMIO_CONFIG_GENERATION,
+	        VIRTIO_MMIO_SHM_LEN_LOW,
+	        VIRTIO_MMIO_SHM_BASE_HIGH,
+	        VIRTIO_MMIO_QUEUE_PFN,
+	        0x0c0,
+	        0x1000,
 	};
 	uint64_t v;
 
 	for (unsigned i = 0; i < sizeof(bad_reads) / sizeof(bad_reads[0]); i++) {
 		v = 0x1234;
 		ck_assert_int_eq(vp_vdev_mmio_read(t.d, bad_reads[i], 4, &v),
-				 VP_MMIO_BAD_ACCESS);
+		                 VP_MMIO_BAD_ACCESS);
 		ck_assert_uint_eq(v, 0);
 	}
 	for (unsigned i = 0; i < sizeof(bad_writes) / sizeof(bad_writes[0]); i++)
 		ck_assert_int_eq(vp_vdev_mmio_write(t.d, bad_writes[i], 4, 0),
-				 VP_MMIO_BAD_ACCESS);
+		                 VP_MMIO_BAD_ACCESS);
 	/* Registers are 32 bits wide and aligned. */
 	for (unsigned size = 0; size <= 8; size++) {
 		if (size == 4)
 			continue;
-		ck_assert_int_eq(vp_vdev_mmio_read(t.d, VIRTIO_MMIO_MAGIC_VALUE, size, &v),
-				 VP_MMIO_BAD_ACCESS);
+		ck_assert_int_eq(
+		        vp_vdev_mmio_read(t.d, VIRTIO_MMIO_MAGIC_VALUE, size, &v),
+		        VP_MMIO_BAD_ACCESS);
 		ck_assert_int_eq(vp_vdev_mmio_write(t.d, VIRTIO_MMIO_STATUS, size, 1),
-				 VP_MMIO_BAD_ACCESS);
+		                 VP_MMIO_BAD_ACCESS);
 	}
 	ck_assert_int_eq(vp_vdev_mmio_read(t.d, VIRTIO_MMIO_MAGIC_VALUE + 2, 4, &v),
-			 VP_MMIO_BAD_ACCESS);
+	                 VP_MMIO_BAD_ACCESS);
 	ck_assert_int_eq(vp_vdev_mmio_write(t.d, VIRTIO_MMIO_STATUS + 1, 4, 1),
-			 VP_MMIO_BAD_ACCESS);
+	                 VP_MMIO_BAD_ACCESS);
 	/* None of that changed the device. */
 	ck_assert_uint_eq(rd(VIRTIO_MMIO_STATUS), 0);
 	ck_assert_uint_eq(rd(VIRTIO_MMIO_MAGIC_VALUE), 0x74726976);
@@ -365,33 +380,40 @@ START_TEST(config_space)
 {
 	uint64_t v;
 
-	ck_assert_int_eq(vp_vdev_mmio_read(t.d, VIRTIO_MMIO_CONFIG + 1, 1, &v), VP_MMIO_OK);
+	ck_assert_int_eq(vp_vdev_mmio_read(t.d, VIRTIO_MMIO_CONFIG + 1, 1, &v),
+	                 VP_MMIO_OK);
 	ck_assert_uint_eq(v, 0x11);
-	ck_assert_int_eq(vp_vdev_mmio_read(t.d, VIRTIO_MMIO_CONFIG + 2, 2, &v), VP_MMIO_OK);
+	ck_assert_int_eq(vp_vdev_mmio_read(t.d, VIRTIO_MMIO_CONFIG + 2, 2, &v),
+	                 VP_MMIO_OK);
 	ck_assert_uint_eq(v, 0x1312);
-	ck_assert_int_eq(vp_vdev_mmio_read(t.d, VIRTIO_MMIO_CONFIG + 4, 4, &v), VP_MMIO_OK);
+	ck_assert_int_eq(vp_vdev_mmio_read(t.d, VIRTIO_MMIO_CONFIG + 4, 4, &v),
+	                 VP_MMIO_OK);
 	ck_assert_uint_eq(v, 0x17161514);
 	ck_assert_int_eq(vp_vdev_mmio_read(t.d, VIRTIO_MMIO_CONFIG, 8, &v), VP_MMIO_OK);
 	ck_assert_uint_eq(v, 0x1716151413121110ull);
 	/* Size, alignment and range are checked. */
-	ck_assert_int_eq(vp_vdev_mmio_read(t.d, VIRTIO_MMIO_CONFIG, 3, &v), VP_MMIO_BAD_ACCESS);
+	ck_assert_int_eq(vp_vdev_mmio_read(t.d, VIRTIO_MMIO_CONFIG, 3, &v),
+	                 VP_MMIO_BAD_ACCESS);
 	ck_assert_int_eq(vp_vdev_mmio_read(t.d, VIRTIO_MMIO_CONFIG + 1, 2, &v),
-			 VP_MMIO_BAD_ACCESS);
+	                 VP_MMIO_BAD_ACCESS);
 	ck_assert_int_eq(vp_vdev_mmio_read(t.d, VIRTIO_MMIO_CONFIG + 4, 8, &v),
-			 VP_MMIO_BAD_ACCESS);
+	                 VP_MMIO_BAD_ACCESS);
 	ck_assert_int_eq(vp_vdev_mmio_read(t.d, VIRTIO_MMIO_CONFIG + 8, 8, &v),
-			 VP_MMIO_BAD_ACCESS);
+	                 VP_MMIO_BAD_ACCESS);
 	ck_assert_int_eq(vp_vdev_mmio_read(t.d, VIRTIO_MMIO_CONFIG + CONFIG_LEN, 1, &v),
-			 VP_MMIO_BAD_ACCESS);
+	                 VP_MMIO_BAD_ACCESS);
 	ck_assert_int_eq(vp_vdev_mmio_read(t.d, 0xfff, 1, &v), VP_MMIO_BAD_ACCESS);
 	/* Writes reach the type, which refuses read-only fields. */
-	ck_assert_int_eq(vp_vdev_mmio_write(t.d, VIRTIO_MMIO_CONFIG, 4, 0), VP_MMIO_BAD_ACCESS);
+	ck_assert_int_eq(vp_vdev_mmio_write(t.d, VIRTIO_MMIO_CONFIG, 4, 0),
+	                 VP_MMIO_BAD_ACCESS);
 	ck_assert_uint_eq(t.config[0], 0x10);
 	ck_assert_int_eq(vp_vdev_mmio_write(t.d, VIRTIO_MMIO_CONFIG + 8, 4, 0xa1b2c3d4),
-			 VP_MMIO_OK);
-	ck_assert_int_eq(vp_vdev_mmio_read(t.d, VIRTIO_MMIO_CONFIG + 10, 2, &v), VP_MMIO_OK);
+	                 VP_MMIO_OK);
+	ck_assert_int_eq(vp_vdev_mmio_read(t.d, VIRTIO_MMIO_CONFIG + 10, 2, &v),
+	                 VP_MMIO_OK);
 	ck_assert_uint_eq(v, 0xa1b2);
-	ck_assert_int_eq(vp_vdev_mmio_write(t.d, VIRTIO_MMIO_CONFIG + 11, 1, 0x5a), VP_MMIO_OK);
+	ck_assert_int_eq(vp_vdev_mmio_write(t.d, VIRTIO_MMIO_CONFIG + 11, 1, 0x5a),
+	                 VP_MMIO_OK);
 	ck_assert_uint_eq(t.config[11], 0x5a);
 }
 END_TEST
@@ -414,8 +436,8 @@ START_TEST(queue_registers)
 	ck_assert_uint_eq(rd(VIRTIO_MMIO_QUEUE_READY), 0);
 
 	ck_assert_uint_ne(negotiate(version_1 | (1ull << VIRTIO_RING_F_EVENT_IDX)) &
-				  VIRTIO_CONFIG_S_FEATURES_OK,
-			  0);
+	                          VIRTIO_CONFIG_S_FEATURES_OK,
+	                  0);
 	setup_queue(0, 4, 0x2000);
 	ck_assert(vq->ready);
 	ck_assert(vq->event_idx);
@@ -637,9 +659,9 @@ START_TEST(destroy_waits_for_requests)
 	ck_assert(!vp_vdev_vq(d, 0)->ready);
 	ck_assert(!vp_vdev_running(d));
 	ck_assert_int_eq(vp_vdev_mmio_read(d, VIRTIO_MMIO_MAGIC_VALUE, 4, &v),
-			 VP_MMIO_BAD_ACCESS);
+	                 VP_MMIO_BAD_ACCESS);
 	ck_assert_int_eq(vp_vdev_mmio_write(d, VIRTIO_MMIO_QUEUE_NOTIFY, 4, 0),
-			 VP_MMIO_BAD_ACCESS);
+	                 VP_MMIO_BAD_ACCESS);
 	vp_vdev_raise_irq(d, VP_IRQ_VRING);
 	ck_assert_uint_eq(t.irqs, 0);
 	vp_vdev_req_end(d);

@@ -7,8 +7,10 @@
  * event signalling.  Covers the handshake and its failures, register
  * reads, posted writes and their order, ring-full handling, local
  * InterruptStatus/ACK, interrupts, timeouts and a backend that goes away.
- * The second half drives guest/vblk.c against a small fake virtio-blk
- * device behind the same fake backend.
+ * The "vblk" case drives guest/vblk.c against a small fake virtio-blk
+ * device (registers, split virtqueues, a RAM disk) behind the same fake
+ * backend: negotiation, data, segmentation, queue-full, interrupt and
+ * notification suppression, and the hostile modes.
  */
 #include <check.h>
 #include <errno.h>
@@ -18,6 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <linux/virtio_blk.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_ids.h>
+#include <linux/virtio_mmio.h>
+#include <linux/virtio_ring.h>
 #include <xen/io/xenbus.h>
 
 #include "stub.h"
@@ -27,7 +34,7 @@
 #define BE_DOM 0
 #define MAX_NODES 96
 #define MAX_WATCHES 8
-#define MAX_ALLOCS 64
+#define MAX_ALLOCS 256
 #define MAX_TX_WRITES 16
 #define LOG_MAX 4096
 #define FE_DIR "/local/domain/7/device/vproxy/0"
@@ -890,9 +897,10 @@ END_TEST
 
 START_TEST(read_returns_register_value)
 {
-	uint64_t v;
+	uint64_t v, t0;
 
 	attach_ok();
+	t0 = F.now;
 	F.regs[0x70 / 4] = 0x0f;
 	ck_assert_int_eq(vps_read(&dev, 0x70, 4, &v), 0);
 	ck_assert_uint_eq(v, 0x0f);
@@ -904,6 +912,8 @@ START_TEST(read_returns_register_value)
 	ck_assert_uint_eq(v, 0x1122334455667788ull);
 	ck_assert_uint_eq(F.nlog, 3);
 	ck_assert_uint_eq(F.log[1].size, 1);
+	/* every answer woke the stub: no sleep ran into its timeout */
+	ck_assert_uint_eq(F.now, t0);
 	ck_assert_uint_eq(F.log[0].op, VPROXY_OP_READ);
 	vps_detach(&dev);
 }
@@ -1011,6 +1021,7 @@ START_TEST(ring_full_waits_for_slots)
 		ck_assert_int_eq(vps_write(&dev, 0x44, 4, i), 0);
 	vps_get_stats(&dev, &st);
 	ck_assert_uint_eq(st.ring_full, 3);
+	ck_assert_uint_eq(F.now, 1000 * MS); /* woken by answers, not timeouts */
 	ck_assert_uint_le(F.max_outstanding, VPS_RING_ENTRIES);
 	ck_assert_int_eq(vps_read(&dev, 0x44, 4, &v), 0);
 	ck_assert_uint_eq(v, n - 1);
@@ -1312,6 +1323,908 @@ START_TEST(threaded_backend_stress)
 }
 END_TEST
 
+/* --- a fake virtio-blk device behind the fake backend, for vblk.c --- */
+
+#define FB_SECTORS 2048u /* 1 MiB disk */
+#define FB_QUEUES 4u
+
+struct fb_queue {
+	uint32_t num, ready;
+	uint64_t desc, avail, used;
+	uint16_t last_avail, used_idx;
+};
+
+struct fblk {
+	uint64_t features;       /* offered */
+	uint64_t driver_features;
+	uint32_t dfsel, gfsel, qsel, status;
+	uint32_t qnum_max;
+	bool reject_features;    /* refuse FEATURES_OK */
+	uint32_t magic;
+	bool stale_avail_event;  /* claim to be polling: no kicks wanted */
+	bool bogus_used_id;      /* complete with an id never made available */
+	struct virtio_blk_config cfg;
+	struct fb_queue q[FB_QUEUES];
+	uint8_t disk[FB_SECTORS * 512];
+	unsigned irqs, notifies, flushes, requests;
+	unsigned max_data_descs;
+	uint32_t max_data_len;
+	bool saw_indirect, saw_direct;
+	char broken_why[64];
+};
+
+static struct fblk *FB;
+
+static void fb_broken(struct fake *f, const char *why)
+{
+	if (FB->status & VIRTIO_CONFIG_S_NEEDS_RESET)
+		return;
+	snprintf(FB->broken_why, sizeof(FB->broken_why), "%s", why);
+	FB->status |= VIRTIO_CONFIG_S_NEEDS_RESET;
+	FB->irqs++;
+	be_raise(f, VIRTIO_MMIO_INT_CONFIG);
+}
+
+/* Collect the chain at head (following an indirect table if any); -1 on
+ * a loop, an index out of range or an address outside guest memory. */
+static int fb_chain(struct fake *f, struct fb_queue *q, uint16_t head, struct vring_desc *out,
+		    unsigned max, unsigned *n)
+{
+	struct vring_desc *tbl = fk_translate(f, q->desc, 16u * q->num), d;
+	unsigned count = q->num, idx = head;
+
+	if (!tbl || head >= q->num)
+		return -1;
+	d = tbl[head];
+	if (d.flags & VRING_DESC_F_INDIRECT) {
+		FB->saw_indirect = true;
+		count = d.len / 16;
+		tbl = fk_translate(f, d.addr, d.len);
+		if (!tbl || count == 0)
+			return -1;
+		idx = 0;
+	} else {
+		FB->saw_direct = true;
+	}
+	for (*n = 0;; (*n)++) {
+		if (*n >= max || *n >= count)
+			return -1; /* longer than the table: a loop */
+		out[*n] = tbl[idx];
+		if (!(tbl[idx].flags & VRING_DESC_F_NEXT))
+			break;
+		idx = tbl[idx].next;
+		if (idx >= count)
+			return -1;
+	}
+	(*n)++;
+	return 0;
+}
+
+/* Execute one request; the bytes written into the driver's buffers, or
+ * -1 when the request is malformed. */
+static int fb_execute(struct fake *f, struct vring_desc *d, unsigned n)
+{
+	struct virtio_blk_outhdr *hdr;
+	uint8_t *status;
+	uint64_t pos;
+	int written = 1;
+
+	if (n < 2 || d[0].len < sizeof(*hdr) || !(d[n - 1].flags & VRING_DESC_F_WRITE))
+		return -1;
+	hdr = fk_translate(f, d[0].addr, sizeof(*hdr));
+	status = fk_translate(f, d[n - 1].addr, 1);
+	if (!hdr || !status)
+		return -1;
+	for (unsigned i = 1; i + 1 < n; i++) {
+		if (!fk_translate(f, d[i].addr, d[i].len))
+			return -1;
+		if (d[i].len > FB->max_data_len)
+			FB->max_data_len = d[i].len;
+	}
+	if (n - 2 > FB->max_data_descs)
+		FB->max_data_descs = n - 2;
+	FB->requests++;
+	*status = VIRTIO_BLK_S_OK;
+	pos = hdr->sector * 512;
+	switch (hdr->type) {
+	case VIRTIO_BLK_T_IN:
+	case VIRTIO_BLK_T_OUT:
+		for (unsigned i = 1; i + 1 < n; i++) {
+			uint8_t *buf = fk_translate(f, d[i].addr, d[i].len);
+
+			if (pos + d[i].len > sizeof(FB->disk)) {
+				*status = VIRTIO_BLK_S_IOERR;
+				break;
+			}
+			if (hdr->type == VIRTIO_BLK_T_IN) {
+				memcpy(buf, FB->disk + pos, d[i].len);
+				written += (int)d[i].len;
+			} else {
+				memcpy(FB->disk + pos, buf, d[i].len);
+			}
+			pos += d[i].len;
+		}
+		break;
+	case VIRTIO_BLK_T_FLUSH:
+		FB->flushes++;
+		break;
+	case VIRTIO_BLK_T_GET_ID: {
+		char *id = fk_translate(f, d[1].addr, d[1].len);
+
+		memset(id, 0, d[1].len);
+		memcpy(id, "fakeblk-7", d[1].len < 9 ? d[1].len : 9);
+		written += (int)d[1].len;
+		break;
+	}
+	case VIRTIO_BLK_T_DISCARD:
+	case VIRTIO_BLK_T_WRITE_ZEROES: {
+		struct virtio_blk_discard_write_zeroes *r = fk_translate(f, d[1].addr, sizeof(*r));
+
+		if (!r || r->sector + r->num_sectors > FB_SECTORS)
+			*status = VIRTIO_BLK_S_IOERR;
+		else
+			memset(FB->disk + r->sector * 512, 0, (size_t)r->num_sectors * 512);
+		break;
+	}
+	default:
+		*status = VIRTIO_BLK_S_UNSUPP;
+		break;
+	}
+	return written;
+}
+
+static void fb_process(struct fake *f, unsigned qi)
+{
+	struct fb_queue *q = &FB->q[qi];
+	struct vring_avail *avail;
+	struct vring_used *used;
+	bool event_idx = FB->driver_features & (1ull << VIRTIO_RING_F_EVENT_IDX);
+	uint16_t old_used = q->used_idx;
+
+	if (!q->ready || (FB->status & VIRTIO_CONFIG_S_NEEDS_RESET))
+		return;
+	avail = fk_translate(f, q->avail, 6 + 2u * q->num);
+	used = fk_translate(f, q->used, 6 + 8u * q->num);
+	ck_assert_ptr_nonnull(avail);
+	ck_assert_ptr_nonnull(used);
+	for (;;) {
+		uint16_t aidx = __atomic_load_n(&avail->idx, __ATOMIC_ACQUIRE), head;
+		struct vring_desc chain[300];
+		unsigned n;
+		int written;
+
+		if (aidx == q->last_avail)
+			break;
+		if ((uint16_t)(aidx - q->last_avail) > q->num) {
+			fb_broken(f, "avail idx jumped");
+			return;
+		}
+		head = avail->ring[q->last_avail % q->num];
+		q->last_avail++;
+		if (fb_chain(f, q, head, chain, 300, &n) < 0) {
+			fb_broken(f, "bad descriptor chain");
+			return;
+		}
+		written = fb_execute(f, chain, n);
+		if (written < 0) {
+			fb_broken(f, "bad request");
+			return;
+		}
+		used->ring[q->used_idx % q->num].id = FB->bogus_used_id ? q->num + 3u : head;
+		used->ring[q->used_idx % q->num].len = (uint32_t)written;
+		q->used_idx++;
+		__atomic_store_n(&used->idx, q->used_idx, __ATOMIC_RELEASE);
+	}
+	/* where the driver should next notify us */
+	{
+		uint16_t ev = FB->stale_avail_event ? (uint16_t)(q->last_avail - 0x100)
+						    : q->last_avail;
+
+		memcpy((uint8_t *)used + 4 + 8u * q->num, &ev, sizeof(ev));
+	}
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (q->used_idx == old_used)
+		return;
+	if (event_idx ? vring_need_event(avail->ring[q->num], q->used_idx, old_used)
+		      : !(avail->flags & VRING_AVAIL_F_NO_INTERRUPT)) {
+		FB->irqs++;
+		be_raise(f, VIRTIO_MMIO_INT_VRING);
+	}
+}
+
+static void fb_reset(void)
+{
+	FB->status = 0;
+	FB->driver_features = 0;
+	memset(FB->q, 0, sizeof(FB->q));
+}
+
+static uint8_t fb_read(struct fake *f, uint32_t off, unsigned size, uint64_t *val)
+{
+	struct fb_queue *q = &FB->q[FB->qsel < FB_QUEUES ? FB->qsel : 0];
+
+	(void)f;
+	*val = 0;
+	if (off >= VIRTIO_MMIO_CONFIG) {
+		uint32_t o = off - VIRTIO_MMIO_CONFIG;
+
+		if (o + size > sizeof(FB->cfg))
+			return VPROXY_ST_BAD_ACCESS;
+		memcpy(val, (uint8_t *)&FB->cfg + o, size);
+		return VPROXY_ST_OK;
+	}
+	if (size != 4)
+		return VPROXY_ST_BAD_ACCESS;
+	switch (off) {
+	case VIRTIO_MMIO_MAGIC_VALUE: *val = FB->magic; break;
+	case VIRTIO_MMIO_VERSION: *val = 2; break;
+	case VIRTIO_MMIO_DEVICE_ID: *val = VIRTIO_ID_BLOCK; break;
+	case VIRTIO_MMIO_VENDOR_ID: *val = 0x1af4; break;
+	case VIRTIO_MMIO_DEVICE_FEATURES:
+		*val = (uint32_t)(FB->features >> (FB->dfsel ? 32 : 0));
+		break;
+	case VIRTIO_MMIO_QUEUE_NUM_MAX:
+		*val = FB->qsel < FB->cfg.num_queues ? FB->qnum_max : 0;
+		break;
+	case VIRTIO_MMIO_QUEUE_READY: *val = q->ready; break;
+	case VIRTIO_MMIO_STATUS: *val = FB->status; break;
+	case VIRTIO_MMIO_CONFIG_GENERATION: *val = 0; break;
+	default: return VPROXY_ST_BAD_ACCESS;
+	}
+	return VPROXY_ST_OK;
+}
+
+static uint8_t fb_write(struct fake *f, uint32_t off, unsigned size, uint64_t val)
+{
+	struct fb_queue *q = &FB->q[FB->qsel < FB_QUEUES ? FB->qsel : 0];
+	uint32_t v = (uint32_t)val;
+
+	if (size != 4)
+		return VPROXY_ST_BAD_ACCESS;
+	switch (off) {
+	case VIRTIO_MMIO_DEVICE_FEATURES_SEL: FB->dfsel = v; break;
+	case VIRTIO_MMIO_DRIVER_FEATURES_SEL: FB->gfsel = v; break;
+	case VIRTIO_MMIO_DRIVER_FEATURES:
+		if (FB->gfsel)
+			FB->driver_features = (FB->driver_features & 0xffffffffull) | (uint64_t)v << 32;
+		else
+			FB->driver_features = (FB->driver_features & ~0xffffffffull) | v;
+		break;
+	case VIRTIO_MMIO_QUEUE_SEL: FB->qsel = v; break;
+	case VIRTIO_MMIO_QUEUE_NUM: q->num = v; break;
+	case VIRTIO_MMIO_QUEUE_READY: q->ready = v; break;
+	case VIRTIO_MMIO_QUEUE_DESC_LOW: q->desc = (q->desc & ~0xffffffffull) | v; break;
+	case VIRTIO_MMIO_QUEUE_DESC_HIGH: q->desc = (q->desc & 0xffffffffull) | (uint64_t)v << 32; break;
+	case VIRTIO_MMIO_QUEUE_AVAIL_LOW: q->avail = (q->avail & ~0xffffffffull) | v; break;
+	case VIRTIO_MMIO_QUEUE_AVAIL_HIGH: q->avail = (q->avail & 0xffffffffull) | (uint64_t)v << 32; break;
+	case VIRTIO_MMIO_QUEUE_USED_LOW: q->used = (q->used & ~0xffffffffull) | v; break;
+	case VIRTIO_MMIO_QUEUE_USED_HIGH: q->used = (q->used & 0xffffffffull) | (uint64_t)v << 32; break;
+	case VIRTIO_MMIO_QUEUE_NOTIFY:
+		FB->notifies++;
+		if (v < FB_QUEUES)
+			fb_process(f, v);
+		break;
+	case VIRTIO_MMIO_STATUS:
+		if (v == 0) {
+			fb_reset();
+			break;
+		}
+		if ((v & VIRTIO_CONFIG_S_FEATURES_OK) && !(FB->status & VIRTIO_CONFIG_S_FEATURES_OK) &&
+		    (FB->reject_features || (FB->driver_features & ~FB->features)))
+			v &= ~(uint32_t)VIRTIO_CONFIG_S_FEATURES_OK;
+		FB->status = v | (FB->status & VIRTIO_CONFIG_S_NEEDS_RESET);
+		break;
+	default:
+		return VPROXY_ST_BAD_ACCESS;
+	}
+	return VPROXY_ST_OK;
+}
+
+static const struct fake_dev_ops fblk_ops = {fb_read, fb_write};
+
+#define FB_ALL_FEATURES                                                                    \
+	((1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_BLK_F_SIZE_MAX) |                     \
+	 (1ull << VIRTIO_BLK_F_SEG_MAX) | (1ull << VIRTIO_BLK_F_BLK_SIZE) |                   \
+	 (1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_BLK_F_MQ) |                           \
+	 (1ull << VIRTIO_BLK_F_DISCARD) | (1ull << VIRTIO_BLK_F_WRITE_ZEROES) |               \
+	 (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_RING_F_INDIRECT_DESC))
+
+static struct vblk_dev *blk;
+static struct vblk_opts bopts;
+
+static void vblk_setup(void)
+{
+	setup();
+	FB = calloc(1, sizeof(*FB));
+	ck_assert_ptr_nonnull(FB);
+	FB->magic = 0x74726976;
+	FB->features = FB_ALL_FEATURES;
+	FB->qnum_max = 64;
+	FB->cfg.capacity = FB_SECTORS;
+	FB->cfg.size_max = 65536;
+	FB->cfg.seg_max = 32;
+	FB->cfg.blk_size = 512;
+	FB->cfg.num_queues = 2;
+	FB->cfg.max_discard_sectors = FB_SECTORS;
+	FB->cfg.max_discard_seg = 1;
+	FB->cfg.discard_sector_alignment = 1;
+	FB->cfg.max_write_zeroes_sectors = FB_SECTORS;
+	FB->cfg.max_write_zeroes_seg = 1;
+	F.dev = &fblk_ops;
+	F.be_inline = true;
+	vblk_opts_default(&bopts);
+	blk = NULL;
+}
+
+static void vblk_teardown(void)
+{
+	free(FB);
+	teardown();
+}
+
+static void open_ok(void)
+{
+	char why[200] = "";
+
+	attach_ok();
+	ck_assert_msg(vblk_open(&dev, &bopts, &blk, why, sizeof(why)) == 0, "%s", why);
+}
+
+static void close_all(void)
+{
+	vblk_close(blk);
+	blk = NULL;
+	ck_assert_uint_eq(FB->status, 0); /* reset on close */
+	ck_assert_int_eq(vps_detach(&dev), 0);
+	assert_released();
+}
+
+/* Submit and wait for one request; its status. */
+static uint8_t do_req(struct vblk_queue *q, struct vblk_req *r)
+{
+	struct vblk_completion c;
+	int n;
+
+	ck_assert_int_eq(vblk_submit(q, r), 0);
+	ck_assert_int_eq(vblk_kick(q), 0);
+	for (int i = 0; i < 10; i++) {
+		n = vblk_reap(q, &c, 1);
+		ck_assert_int_ge(n, 0);
+		if (n == 1) {
+			ck_assert_uint_eq(c.tag, r->tag);
+			return c.status;
+		}
+		ck_assert_int_ge(vblk_wait(blk, 100 * MS), 0);
+	}
+	ck_abort_msg("request never completed");
+	return 0xff;
+}
+
+START_TEST(vblk_open_negotiates)
+{
+	const struct vblk_info *in;
+
+	bopts.num_queues = 4;
+	open_ok();
+	in = vblk_info(blk);
+	ck_assert_uint_eq(FB->status, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER |
+					  VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
+	ck_assert_uint_eq(FB->driver_features, FB_ALL_FEATURES);
+	ck_assert_uint_eq(in->features, FB_ALL_FEATURES);
+	ck_assert_uint_eq(in->capacity, FB_SECTORS);
+	ck_assert_uint_eq(in->num_queues, 2); /* capped at the device's */
+	ck_assert_uint_eq(in->queue_size, 64);
+	ck_assert(in->event_idx && in->indirect && in->flush && in->discard && in->write_zeroes);
+	ck_assert(!in->read_only);
+	ck_assert_uint_eq(in->seg_max, 32);
+	ck_assert_uint_eq(in->max_inflight, 64);
+	ck_assert(FB->q[0].ready && FB->q[1].ready && !FB->q[2].ready);
+	ck_assert_uint_eq(FB->q[0].num, 64);
+	/* the queues live in memory the platform handed out */
+	ck_assert_ptr_nonnull(fk_translate(&F, FB->q[1].desc, 16 * 64));
+	ck_assert_ptr_nonnull(fk_translate(&F, FB->q[1].used, 6 + 8 * 64));
+	close_all();
+}
+END_TEST
+
+START_TEST(vblk_refuses_masked_features)
+{
+	const struct vblk_info *in;
+
+	bopts.refuse_features = (1ull << VIRTIO_RING_F_EVENT_IDX) |
+				(1ull << VIRTIO_RING_F_INDIRECT_DESC) | (1ull << VIRTIO_BLK_F_MQ);
+	bopts.num_queues = 2;
+	open_ok();
+	in = vblk_info(blk);
+	ck_assert(!in->event_idx && !in->indirect);
+	ck_assert_uint_eq(in->num_queues, 1);
+	ck_assert_uint_eq(FB->driver_features, FB_ALL_FEATURES & ~bopts.refuse_features);
+	close_all();
+}
+END_TEST
+
+START_TEST(vblk_open_failures)
+{
+	char why[200];
+
+	/* not virtio */
+	FB->magic = 0x12345678;
+	attach_ok();
+	ck_assert_int_eq(vblk_open(&dev, &bopts, &blk, why, sizeof(why)), -ENODEV);
+	ck_assert_ptr_nonnull(strstr(why, "magic"));
+	/* no VERSION_1 */
+	FB->magic = 0x74726976;
+	FB->features &= ~(1ull << VIRTIO_F_VERSION_1);
+	ck_assert_int_eq(vblk_open(&dev, &bopts, &blk, why, sizeof(why)), -ENODEV);
+	ck_assert_ptr_nonnull(strstr(why, "VERSION_1"));
+	ck_assert_uint_eq(FB->status, 0); /* FAILED, then reset */
+	/* FEATURES_OK refused */
+	FB->features = FB_ALL_FEATURES;
+	FB->reject_features = true;
+	ck_assert_int_eq(vblk_open(&dev, &bopts, &blk, why, sizeof(why)), -ENOTSUP);
+	ck_assert_ptr_nonnull(strstr(why, "refused"));
+	/* refusing VERSION_1 by option */
+	FB->reject_features = false;
+	bopts.refuse_features = 1ull << VIRTIO_F_VERSION_1;
+	ck_assert_int_eq(vblk_open(&dev, &bopts, &blk, why, sizeof(why)), -ENODEV);
+	/* no queue */
+	bopts.refuse_features = 0;
+	FB->qnum_max = 0;
+	ck_assert_int_eq(vblk_open(&dev, &bopts, &blk, why, sizeof(why)), -ENODEV);
+	ck_assert_ptr_nonnull(strstr(why, "queue 0"));
+	/* every failure gave its queue memory back: only the ring page left */
+	ck_assert_uint_eq(F.nallocs - F.frees, 1);
+	ck_assert_int_eq(vps_detach(&dev), 0);
+	assert_released();
+}
+END_TEST
+
+static void fill(uint8_t *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)(seed * 131 + i * 7 + (i >> 9));
+}
+
+/* Many requests in flight on every queue, data checked both ways. */
+static void round_trip(size_t bs, unsigned depth)
+{
+	unsigned nq = vblk_info(blk)->num_queues, done = 0;
+	struct vblk_buf *bufs = calloc(depth, sizeof(*bufs));
+	uint8_t *expect = malloc(bs);
+
+	ck_assert_ptr_nonnull(bufs);
+	for (unsigned i = 0; i < depth; i++) {
+		struct vblk_req r = {.type = VBLK_T_WRITE, .sector = i * bs / 512, .len = bs,
+				     .tag = 1000 + i};
+
+		ck_assert_int_eq(vblk_buf_alloc(blk, bs, &bufs[i]), 0);
+		fill(bufs[i].ptr, bs, i);
+		r.buf = &bufs[i];
+		ck_assert_int_eq(vblk_submit(vblk_queue(blk, i % nq), &r), 0);
+	}
+	for (unsigned q = 0; q < nq; q++)
+		ck_assert_int_eq(vblk_kick(vblk_queue(blk, q)), 0);
+	for (int spins = 0; done < depth && spins < 100; spins++) {
+		for (unsigned q = 0; q < nq; q++) {
+			struct vblk_completion c[16];
+			int n = vblk_reap(vblk_queue(blk, q), c, 16);
+
+			ck_assert_int_ge(n, 0);
+			for (int k = 0; k < n; k++) {
+				ck_assert_uint_eq(c[k].status, VBLK_S_OK);
+				ck_assert_uint_ge(c[k].tag, 1000);
+				ck_assert_uint_lt(c[k].tag, 1000 + depth);
+			}
+			done += (unsigned)n;
+		}
+		if (done < depth)
+			ck_assert_int_ge(vblk_wait(blk, 100 * MS), 0);
+	}
+	ck_assert_uint_eq(done, depth);
+	for (unsigned i = 0; i < depth; i++) {
+		fill(expect, bs, i);
+		ck_assert_mem_eq(FB->disk + i * bs, expect, bs);
+		memset(bufs[i].ptr, 0, bs);
+		struct vblk_req r = {.type = VBLK_T_READ, .sector = i * bs / 512, .buf = &bufs[i],
+				     .len = bs, .tag = i};
+		ck_assert_uint_eq(do_req(vblk_queue(blk, i % nq), &r), VBLK_S_OK);
+		ck_assert_mem_eq(bufs[i].ptr, expect, bs);
+	}
+	for (unsigned q = 0; q < nq; q++)
+		ck_assert_uint_eq(vblk_inflight(vblk_queue(blk, q)), 0);
+	for (unsigned i = 0; i < depth; i++)
+		vblk_buf_free(blk, &bufs[i]);
+	free(bufs);
+	free(expect);
+}
+
+START_TEST(vblk_data_round_trip_indirect)
+{
+	bopts.num_queues = 2;
+	open_ok();
+	round_trip(4096, 64);
+	ck_assert(FB->saw_indirect);
+	close_all();
+}
+END_TEST
+
+START_TEST(vblk_data_round_trip_direct)
+{
+	bopts.refuse_features = 1ull << VIRTIO_RING_F_INDIRECT_DESC;
+	open_ok();
+	/* a 1 MiB request in 64 KiB segments takes 18 descriptors */
+	ck_assert_uint_eq(vblk_info(blk)->max_inflight, 64 / 18);
+	round_trip(4096, 21);
+	ck_assert(FB->saw_direct && !FB->saw_indirect);
+	close_all();
+}
+END_TEST
+
+START_TEST(vblk_splits_at_size_max)
+{
+	const struct vblk_info *in;
+
+	FB->cfg.size_max = 4096;
+	FB->cfg.seg_max = 8;
+	open_ok();
+	in = vblk_info(blk);
+	ck_assert_uint_eq(in->max_io_bytes, 8 * 4096);
+	round_trip(8 * 4096, 4);
+	ck_assert_uint_eq(FB->max_data_len, 4096);
+	ck_assert_uint_eq(FB->max_data_descs, 8);
+	{
+		struct vblk_buf b;
+		struct vblk_req r = {.type = VBLK_T_READ, .len = 9 * 4096, .buf = &b};
+
+		ck_assert_int_eq(vblk_buf_alloc(blk, 9 * 4096, &b), 0);
+		ck_assert_int_eq(vblk_submit(vblk_queue(blk, 0), &r), -EINVAL);
+		vblk_buf_free(blk, &b);
+	}
+	close_all();
+}
+END_TEST
+
+START_TEST(vblk_queue_full_is_eagain)
+{
+	struct vblk_buf b;
+	struct vblk_completion c[4];
+	struct vblk_req r = {.type = VBLK_T_READ, .len = 512, .buf = &b};
+	struct vblk_queue *q;
+
+	bopts.refuse_features = 1ull << VIRTIO_RING_F_INDIRECT_DESC;
+	bopts.queue_size = 8;
+	open_ok();
+	q = vblk_queue(blk, 0);
+	ck_assert_int_eq(vblk_buf_alloc(blk, 4096, &b), 0);
+	/* 3 descriptors each: two fit in 8 */
+	ck_assert_int_eq(vblk_submit(q, &r), 0);
+	ck_assert_int_eq(vblk_submit(q, &r), 0);
+	ck_assert_int_eq(vblk_submit(q, &r), -EAGAIN);
+	ck_assert_uint_eq(vblk_inflight(q), 2);
+	ck_assert_int_eq(vblk_kick(q), 0);
+	ck_assert_int_eq(vblk_reap(q, c, 4), 2);
+	/* the descriptors came back */
+	for (int round = 0; round < 10; round++) {
+		ck_assert_int_eq(vblk_submit(q, &r), 0);
+		ck_assert_int_eq(vblk_submit(q, &r), 0);
+		ck_assert_int_eq(vblk_kick(q), 0);
+		ck_assert_int_eq(vblk_reap(q, c, 4), 2);
+	}
+	vblk_buf_free(blk, &b);
+	close_all();
+}
+END_TEST
+
+START_TEST(vblk_other_requests)
+{
+	struct vblk_buf b;
+	struct vblk_queue *q;
+	uint8_t zeros[4096] = {0};
+
+	open_ok();
+	q = vblk_queue(blk, 0);
+	ck_assert_int_eq(vblk_buf_alloc(blk, 8192, &b), 0);
+	{
+		struct vblk_req r = {.type = VBLK_T_GET_ID, .buf = &b, .len = 20, .tag = 1};
+
+		ck_assert_uint_eq(do_req(q, &r), VBLK_S_OK);
+		ck_assert_str_eq((char *)b.ptr, "fakeblk-7");
+	}
+	{
+		struct vblk_req r = {.type = VBLK_T_FLUSH, .tag = 2};
+
+		ck_assert_uint_eq(do_req(q, &r), VBLK_S_OK);
+		ck_assert_uint_eq(FB->flushes, 1);
+	}
+	memset(FB->disk, 0xaa, sizeof(FB->disk));
+	{
+		struct vblk_req r = {.type = VBLK_T_WRITE_ZEROES, .sector = 8, .num_sectors = 8,
+				     .flags = VBLK_WZ_UNMAP, .tag = 3};
+
+		ck_assert_uint_eq(do_req(q, &r), VBLK_S_OK);
+		ck_assert_mem_eq(FB->disk + 4096, zeros, 4096);
+		ck_assert_uint_eq(FB->disk[4095], 0xaa);
+		ck_assert_uint_eq(FB->disk[8192], 0xaa);
+	}
+	{
+		struct vblk_req r = {.type = VBLK_T_DISCARD, .sector = 0, .num_sectors = 8, .tag = 4};
+
+		ck_assert_uint_eq(do_req(q, &r), VBLK_S_OK);
+		ck_assert_mem_eq(FB->disk, zeros, 4096);
+		r.flags = VBLK_WZ_UNMAP; /* only for WRITE_ZEROES */
+		ck_assert_int_eq(vblk_submit(q, &r), -EINVAL);
+	}
+	{
+		/* beyond the disk: the device's error comes back */
+		struct vblk_req r = {.type = VBLK_T_READ, .sector = FB_SECTORS, .buf = &b,
+				     .len = 4096, .tag = 5};
+
+		ck_assert_uint_eq(do_req(q, &r), VBLK_S_IOERR);
+	}
+	{
+		struct vblk_req bad[] = {
+			{.type = VBLK_T_READ, .buf = &b, .len = 100},
+			{.type = VBLK_T_READ, .buf = &b, .off = 4096, .len = 8192},
+			{.type = VBLK_T_READ, .buf = NULL, .len = 512},
+			{.type = VBLK_T_GET_ID, .buf = &b, .len = 21},
+			{.type = VBLK_T_DISCARD, .num_sectors = 0},
+			{.type = 77},
+		};
+
+		for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+			ck_assert_int_eq(vblk_submit(q, &bad[i]), -EINVAL);
+		ck_assert_uint_eq(vblk_inflight(q), 0);
+	}
+	vblk_buf_free(blk, &b);
+	close_all();
+}
+END_TEST
+
+START_TEST(vblk_missing_features_refused)
+{
+	struct vblk_buf b;
+	struct vblk_queue *q;
+
+	FB->features &= ~((1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_BLK_F_DISCARD) |
+			  (1ull << VIRTIO_BLK_F_WRITE_ZEROES));
+	FB->features |= 1ull << VIRTIO_BLK_F_RO;
+	open_ok();
+	q = vblk_queue(blk, 0);
+	ck_assert(vblk_info(blk)->read_only);
+	ck_assert_int_eq(vblk_buf_alloc(blk, 4096, &b), 0);
+	{
+		struct vblk_req fl = {.type = VBLK_T_FLUSH};
+		struct vblk_req dc = {.type = VBLK_T_DISCARD, .num_sectors = 8};
+		struct vblk_req wz = {.type = VBLK_T_WRITE_ZEROES, .num_sectors = 8};
+		struct vblk_req wr = {.type = VBLK_T_WRITE, .buf = &b, .len = 4096};
+		struct vblk_req rd = {.type = VBLK_T_READ, .buf = &b, .len = 4096};
+
+		ck_assert_int_eq(vblk_submit(q, &fl), -EOPNOTSUPP);
+		ck_assert_int_eq(vblk_submit(q, &dc), -EOPNOTSUPP);
+		ck_assert_int_eq(vblk_submit(q, &wz), -EOPNOTSUPP);
+		ck_assert_int_eq(vblk_submit(q, &wr), -EROFS);
+		ck_assert_uint_eq(do_req(q, &rd), VBLK_S_OK);
+	}
+	vblk_buf_free(blk, &b);
+	close_all();
+}
+END_TEST
+
+/* Ten requests completed while the driver does not wait: with EVENT_IDX
+ * one interrupt (used_event starts at 0), without it none (NO_INTERRUPT
+ * while not waiting). */
+static void interrupts_only_when_waiting(bool event_idx)
+{
+	struct vblk_buf b;
+	struct vblk_completion c[16];
+	struct vblk_stats st;
+	struct vblk_queue *q;
+	unsigned expect_irqs = event_idx ? 1 : 0;
+
+	if (!event_idx)
+		bopts.refuse_features = 1ull << VIRTIO_RING_F_EVENT_IDX;
+	open_ok();
+	q = vblk_queue(blk, 0);
+	ck_assert_int_eq(vblk_buf_alloc(blk, 4096, &b), 0);
+	for (int i = 0; i < 10; i++) {
+		struct vblk_req r = {.type = VBLK_T_READ, .buf = &b, .len = 4096, .tag = (uint64_t)i};
+
+		ck_assert_int_eq(vblk_submit(q, &r), 0);
+		ck_assert_int_eq(vblk_kick(q), 0);
+	}
+	ck_assert_uint_eq(FB->irqs, expect_irqs);
+	/* completions are there: wait returns at once, without sleeping */
+	ck_assert_int_eq(vblk_wait(blk, 1000 * MS), 1);
+	ck_assert_int_eq(vblk_reap(q, c, 16), 10);
+	/* now wait for real: the next completion interrupts */
+	{
+		struct vblk_req r = {.type = VBLK_T_READ, .buf = &b, .len = 4096, .tag = 99};
+
+		F.be_inline = false; /* the device runs while the driver sleeps */
+		ck_assert_int_eq(vblk_submit(q, &r), 0);
+		int n = 0;
+
+		ck_assert_int_eq(vblk_kick(q), 0);
+		/* (a wake-up for the earlier, unacknowledged interrupt may come
+		 * first) */
+		for (int i = 0; i < 3 && n == 0; i++) {
+			ck_assert_int_eq(vblk_wait(blk, 1000 * MS), 1);
+			n = vblk_reap(q, c, 16);
+		}
+		ck_assert_int_eq(n, 1);
+		ck_assert_uint_eq(c[0].tag, 99);
+		ck_assert_uint_eq(FB->irqs, expect_irqs + 1);
+		F.be_inline = true;
+	}
+	vblk_get_stats(blk, &st);
+	ck_assert_uint_eq(st.irqs, expect_irqs + 1);
+	vblk_buf_free(blk, &b);
+	close_all();
+}
+
+START_TEST(vblk_event_idx_interrupts)
+{
+	interrupts_only_when_waiting(true);
+}
+END_TEST
+
+START_TEST(vblk_no_interrupt_flag)
+{
+	interrupts_only_when_waiting(false);
+}
+END_TEST
+
+START_TEST(vblk_wait_times_out)
+{
+	open_ok();
+	ck_assert_int_eq(vblk_wait(blk, 50 * MS), 0);
+	close_all();
+}
+END_TEST
+
+START_TEST(vblk_kicks_suppressed_when_device_polls)
+{
+	struct vblk_buf b;
+	struct vblk_completion c[16];
+	struct vblk_stats st;
+	struct vblk_queue *q;
+
+	open_ok();
+	q = vblk_queue(blk, 0);
+	ck_assert_int_eq(vblk_buf_alloc(blk, 4096, &b), 0);
+	FB->stale_avail_event = true;
+	{
+		struct vblk_req r = {.type = VBLK_T_READ, .buf = &b, .len = 4096};
+
+		/* the first kick goes out; after it the device says "don't" */
+		ck_assert_int_eq(vblk_submit(q, &r), 0);
+		ck_assert_int_eq(vblk_kick(q), 0);
+		for (int i = 0; i < 5; i++) {
+			ck_assert_int_eq(vblk_submit(q, &r), 0);
+			ck_assert_int_eq(vblk_kick(q), 0);
+		}
+	}
+	vblk_get_stats(blk, &st);
+	ck_assert_uint_eq(st.kicks, 1);
+	ck_assert_uint_eq(st.kicks_saved, 5);
+	/* a polling device picks them up anyway */
+	fb_process(&F, 0);
+	ck_assert_int_eq(vblk_reap(q, c, 16), 6);
+	vblk_buf_free(blk, &b);
+	close_all();
+}
+END_TEST
+
+static void expect_broken(enum vblk_corrupt kind, const char *why)
+{
+	open_ok();
+	ck_assert_int_eq(vblk_debug_corrupt(blk, kind), 0);
+	ck_assert_int_eq(vblk_wait(blk, 1000 * MS), -EIO);
+	ck_assert_int_eq(vblk_health(blk), VBLK_NEEDS_RESET);
+	ck_assert_str_eq(FB->broken_why, why);
+	{
+		struct vblk_req r = {.type = VBLK_T_FLUSH};
+
+		ck_assert_int_eq(vblk_submit(vblk_queue(blk, 0), &r), -EIO);
+	}
+	close_all();
+}
+
+START_TEST(vblk_hostile_desc_loop)
+{
+	expect_broken(VBLK_CORRUPT_DESC_LOOP, "bad descriptor chain");
+}
+END_TEST
+
+START_TEST(vblk_hostile_desc_loop_direct)
+{
+	bopts.refuse_features = 1ull << VIRTIO_RING_F_INDIRECT_DESC;
+	expect_broken(VBLK_CORRUPT_DESC_LOOP, "bad descriptor chain");
+}
+END_TEST
+
+START_TEST(vblk_hostile_bad_addr)
+{
+	expect_broken(VBLK_CORRUPT_BAD_ADDR, "bad request");
+}
+END_TEST
+
+START_TEST(vblk_hostile_bad_addr_grant)
+{
+	fake_init(&F, VPS_ADDR_GRANT);
+	F.dev = &fblk_ops;
+	F.be_inline = true;
+	expect_broken(VBLK_CORRUPT_BAD_ADDR, "bad request");
+}
+END_TEST
+
+START_TEST(vblk_hostile_avail_jump)
+{
+	expect_broken(VBLK_CORRUPT_AVAIL_JUMP, "avail idx jumped");
+}
+END_TEST
+
+START_TEST(vblk_hostile_ring_overflow)
+{
+	open_ok();
+	ck_assert_int_eq(vblk_debug_corrupt(blk, VBLK_CORRUPT_RING_OVERFLOW), 0);
+	ck_assert_int_eq(vblk_wait(blk, 1000 * MS), -ENODEV);
+	ck_assert_int_eq(vblk_health(blk), VBLK_GONE);
+	ck_assert_str_eq(vblk_error(blk), "request ring overflow");
+	vblk_close(blk);
+	ck_assert_int_eq(vps_detach(&dev), 0);
+	assert_released();
+}
+END_TEST
+
+START_TEST(vblk_bogus_used_id_fails)
+{
+	struct vblk_buf b;
+	struct vblk_completion c[4];
+	struct vblk_req r = {.type = VBLK_T_READ, .buf = &b, .len = 512};
+
+	open_ok();
+	ck_assert_int_eq(vblk_buf_alloc(blk, 4096, &b), 0);
+	FB->bogus_used_id = true;
+	ck_assert_int_eq(vblk_submit(vblk_queue(blk, 0), &r), 0);
+	ck_assert_int_eq(vblk_kick(vblk_queue(blk, 0)), 0);
+	ck_assert_int_eq(vblk_reap(vblk_queue(blk, 0), c, 4), -EPROTO);
+	ck_assert_int_eq(vblk_health(blk), VBLK_FAILED);
+	ck_assert_ptr_nonnull(strstr(vblk_error(blk), "not in flight"));
+	vblk_buf_free(blk, &b);
+	close_all();
+}
+END_TEST
+
+START_TEST(vblk_backend_gone)
+{
+	open_ok();
+	F.be_inline = false;
+	F.hook = hook_backend_closes;
+	F.hook_at = F.sleeps + 1;
+	ck_assert_int_eq(vblk_wait(blk, 1000 * MS), -ENODEV);
+	ck_assert_int_eq(vblk_health(blk), VBLK_GONE);
+	ck_assert_str_eq(vblk_error(blk), "ring malformed");
+	vblk_close(blk);
+	ck_assert_int_eq(vps_detach(&dev), 0);
+	assert_released();
+}
+END_TEST
+
+START_TEST(vblk_corrupt_names)
+{
+	enum vblk_corrupt k;
+
+	ck_assert_int_eq(vblk_corrupt_parse("desc-loop", &k), 0);
+	ck_assert_int_eq(k, VBLK_CORRUPT_DESC_LOOP);
+	ck_assert_int_eq(vblk_corrupt_parse("ring-overflow", &k), 0);
+	ck_assert_int_eq(k, VBLK_CORRUPT_RING_OVERFLOW);
+	ck_assert_int_eq(vblk_corrupt_parse("avail-jump", &k), 0);
+	ck_assert_int_eq(vblk_corrupt_parse("bad-addr", &k), 0);
+	ck_assert_int_eq(vblk_corrupt_parse("nope", &k), -EINVAL);
+}
+END_TEST
+
 static Suite *stub_suite(void)
 {
 	Suite *s = suite_create("stub");
@@ -1355,6 +2268,32 @@ static Suite *stub_suite(void)
 	tcase_add_test(tc, overflow_ring_makes_backend_close);
 	tcase_add_test(tc, threaded_backend_stress);
 	tcase_set_timeout(tc, 60);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("vblk");
+	tcase_add_checked_fixture(tc, vblk_setup, vblk_teardown);
+	tcase_add_test(tc, vblk_open_negotiates);
+	tcase_add_test(tc, vblk_refuses_masked_features);
+	tcase_add_test(tc, vblk_open_failures);
+	tcase_add_test(tc, vblk_data_round_trip_indirect);
+	tcase_add_test(tc, vblk_data_round_trip_direct);
+	tcase_add_test(tc, vblk_splits_at_size_max);
+	tcase_add_test(tc, vblk_queue_full_is_eagain);
+	tcase_add_test(tc, vblk_other_requests);
+	tcase_add_test(tc, vblk_missing_features_refused);
+	tcase_add_test(tc, vblk_event_idx_interrupts);
+	tcase_add_test(tc, vblk_no_interrupt_flag);
+	tcase_add_test(tc, vblk_wait_times_out);
+	tcase_add_test(tc, vblk_kicks_suppressed_when_device_polls);
+	tcase_add_test(tc, vblk_hostile_desc_loop);
+	tcase_add_test(tc, vblk_hostile_desc_loop_direct);
+	tcase_add_test(tc, vblk_hostile_bad_addr);
+	tcase_add_test(tc, vblk_hostile_bad_addr_grant);
+	tcase_add_test(tc, vblk_hostile_avail_jump);
+	tcase_add_test(tc, vblk_hostile_ring_overflow);
+	tcase_add_test(tc, vblk_bogus_used_id_fails);
+	tcase_add_test(tc, vblk_backend_gone);
+	tcase_add_test(tc, vblk_corrupt_names);
 	suite_add_tcase(s, tc);
 	return s;
 }
