@@ -14,6 +14,8 @@
 
 #define NSEC_PER_SEC 1000000000ull
 #define TX_RETRIES 16
+/* How long a backend asked to start over may stay Closed with an error. */
+#define RESTART_GRACE_NS (2 * NSEC_PER_SEC)
 /* Posted-write refusals logged in full before only every 1024th is. */
 #define WRITE_ERROR_LOG_FIRST 8
 
@@ -22,15 +24,17 @@
 #define REQ_ID(idx) ((uint16_t)(idx))
 
 static void dev_log(const struct vps_dev *dev, enum vps_log_level level, const char *fmt,
-		    ...) __attribute__((format(printf, 3, 4)));
+                    ...) __attribute__((format(printf, 3, 4)));
 
-static void dev_log(const struct vps_dev *dev, enum vps_log_level level, const char *fmt, ...)
+static void dev_log(const struct vps_dev *dev, enum vps_log_level level, const char *fmt,
+                    ...)
 {
 	char msg[256];
 	va_list ap;
 	int n;
 
-	n = snprintf(msg, sizeof(msg), "dom %u dev %u: ", (unsigned)dev->p->domid, dev->devid);
+	n = snprintf(msg, sizeof(msg), "dom %u dev %u: ", (unsigned)dev->p->domid,
+	             dev->devid);
 	if (n < 0 || (size_t)n >= sizeof(msg))
 		n = 0;
 	va_start(ap, fmt);
@@ -64,8 +68,8 @@ static int parse_uint(const char *s, uint64_t *out)
 	return 0;
 }
 
-static int read_node(const struct vps_dev *dev, uint32_t tx, const char *dir, const char *leaf,
-		     char *buf, size_t len)
+static int read_node(const struct vps_dev *dev, uint32_t tx, const char *dir,
+                     const char *leaf, char *buf, size_t len)
 {
 	char path[192];
 	int n;
@@ -77,7 +81,7 @@ static int read_node(const struct vps_dev *dev, uint32_t tx, const char *dir, co
 }
 
 static int read_uint_node(const struct vps_dev *dev, const char *dir, const char *leaf,
-			  uint64_t *v)
+                          uint64_t *v)
 {
 	char buf[32];
 	int r;
@@ -88,8 +92,8 @@ static int read_uint_node(const struct vps_dev *dev, const char *dir, const char
 	return parse_uint(buf, v);
 }
 
-static int write_node(const struct vps_dev *dev, uint32_t tx, const char *dir, const char *leaf,
-		      const char *value)
+static int write_node(const struct vps_dev *dev, uint32_t tx, const char *dir,
+                      const char *leaf, const char *value)
 {
 	char path[192];
 	int n;
@@ -101,7 +105,7 @@ static int write_node(const struct vps_dev *dev, uint32_t tx, const char *dir, c
 }
 
 static int write_uint_node(const struct vps_dev *dev, uint32_t tx, const char *dir,
-			   const char *leaf, uint64_t v)
+                           const char *leaf, uint64_t v)
 {
 	char buf[24];
 
@@ -111,7 +115,7 @@ static int write_uint_node(const struct vps_dev *dev, uint32_t tx, const char *d
 
 /* The first reason sticks: later failures are usually its consequences. */
 static void set_error(struct vps_dev *dev, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+        __attribute__((format(printf, 2, 3)));
 
 static void set_error(struct vps_dev *dev, const char *fmt, ...)
 {
@@ -162,7 +166,8 @@ static int write_fe_state(struct vps_dev *dev, enum xenbus_state state)
 			return r;
 		r = read_node(dev, tx, dev->fe_path, "backend", buf, sizeof(buf));
 		if (r >= 0)
-			r = write_uint_node(dev, tx, dev->fe_path, "state", (uint64_t)state);
+			r = write_uint_node(dev, tx, dev->fe_path, "state",
+			                    (uint64_t)state);
 		if (r < 0) {
 			dev->p->xs_tx_end(dev->p->ctx, tx, 1);
 			return r;
@@ -211,21 +216,24 @@ static void consume(struct vps_dev *dev)
 
 		RING_COPY_RESPONSE(ring, cons, &rsp);
 		if (rsp.id != REQ_ID(cons)) {
-			protocol_error(dev, "answer id out of order", rsp.id, REQ_ID(cons));
+			protocol_error(dev, "answer id out of order", rsp.id,
+			               REQ_ID(cons));
 			return;
 		}
 		if (dev->awaiting && cons == dev->await_idx) {
 			dev->await_done = true;
 			dev->await_status = rsp.status;
 			dev->await_value = rsp.value;
-		} else if (rsp.status != VPROXY_ST_OK && (shadow >> 16) == VPROXY_OP_WRITE) {
+		} else if (rsp.status != VPROXY_ST_OK &&
+		           (shadow >> 16) == VPROXY_OP_WRITE) {
 			dev->stats.write_errors++;
 			if (dev->stats.write_errors <= WRITE_ERROR_LOG_FIRST ||
 			    dev->stats.write_errors % 1024 == 0)
 				dev_log(dev, VPS_LOG_WARN,
-					"write to 0x%03x refused (status %u, %llu so far)",
-					(unsigned)(shadow & 0xffff), (unsigned)rsp.status,
-					(unsigned long long)dev->stats.write_errors);
+				        "write to 0x%03x refused (status %u, %llu so "
+				        "far)",
+				        (unsigned)(shadow & 0xffff), (unsigned)rsp.status,
+				        (unsigned long long)dev->stats.write_errors);
 		}
 	}
 	ring->rsp_cons = prod;
@@ -254,7 +262,8 @@ static int wait_slot(struct vps_dev *dev)
 		now = dev->p->now_ns(dev->p->ctx);
 		if (now >= deadline) {
 			dev_log(dev, VPS_LOG_WARN, "ring full and no answer for %llu ms",
-				(unsigned long long)(dev->opts.read_timeout_ns / 1000000));
+			        (unsigned long long)(dev->opts.read_timeout_ns /
+			                             1000000));
 			return -ETIMEDOUT;
 		}
 		r = sleep_once(dev, deadline - now);
@@ -264,7 +273,7 @@ static int wait_slot(struct vps_dev *dev)
 }
 
 static int push(struct vps_dev *dev, uint8_t op, uint32_t offset, unsigned size,
-		uint64_t value, RING_IDX *idx)
+                uint64_t value, RING_IDX *idx)
 {
 	struct vproxy_front_ring *ring = &dev->ring;
 	struct vproxy_mmio_req *req;
@@ -324,15 +333,19 @@ static int await_answer(struct vps_dev *dev)
 			continue;
 		/* Be notified for this answer only, not for the posted writes'
 		 * answers before it. */
-
+		dev->ring.sring->rsp_event = dev->await_idx + 1;
 		xen_mb();
 		if (RING_HAS_UNCONSUMED_RESPONSES(&dev->ring))
 			continue;
 		if (now >= deadline) {
 			dev->stats.read_timeouts++;
-			dev_log(dev, VPS_LOG_WARN, "no answer to read of 0x%03x in %llu ms",
-				(unsigned)(dev->shadow[dev->await_idx % VPS_RING_ENTRIES] & 0xffff),
-				(unsigned long long)(dev->opts.read_timeout_ns / 1000000));
+			dev_log(dev, VPS_LOG_WARN,
+			        "no answer to read of 0x%03x in %llu ms",
+			        (unsigned)(dev->shadow[dev->await_idx %
+			                               VPS_RING_ENTRIES] &
+			                   0xffff),
+			        (unsigned long long)(dev->opts.read_timeout_ns /
+			                             1000000));
 			return -ETIMEDOUT;
 		}
 		r = sleep_once(dev, deadline - now);
@@ -381,7 +394,7 @@ int vps_read(struct vps_dev *dev, uint32_t offset, unsigned size, uint64_t *val)
 		return r;
 	if (dev->await_status != VPROXY_ST_OK) {
 		dev_log(dev, VPS_LOG_DEBUG, "read of 0x%03x size %u refused (status %u)",
-			(unsigned)offset, size, (unsigned)dev->await_status);
+		        (unsigned)offset, size, (unsigned)dev->await_status);
 		return -EIO;
 	}
 	*val = dev->await_value & access_mask(size);
@@ -399,7 +412,8 @@ int vps_write(struct vps_dev *dev, uint32_t offset, unsigned size, uint64_t val)
 		return -ENODEV;
 	if (offset == VPS_REG_INTERRUPT_ACK && size == 4) {
 		dev->stats.local_acks++;
-		__atomic_fetch_and(&page_hdr(dev)->irq_status, ~(uint32_t)val, __ATOMIC_ACQ_REL);
+		__atomic_fetch_and(&page_hdr(dev)->irq_status, ~(uint32_t)val,
+		                   __ATOMIC_ACQ_REL);
 		return 0;
 	}
 	r = push(dev, VPROXY_OP_WRITE, offset, size, val & access_mask(size), &idx);
@@ -474,9 +488,10 @@ int vps_check_backend(struct vps_dev *dev)
 	if (r == -ENOENT) {
 		take_backend_error(dev, "backend removed");
 		mark_gone(dev);
-	} else if (r == 0 && (state == XenbusStateClosing || state == XenbusStateClosed)) {
+	} else if (r == 0 &&
+	           (state == XenbusStateClosing || state == XenbusStateClosed)) {
 		take_backend_error(dev, state == XenbusStateClosing ? "backend closing"
-								    : "backend closed");
+		                                                    : "backend closed");
 		mark_gone(dev);
 	}
 	return dev->gone ? -ENODEV : 0;
@@ -524,7 +539,7 @@ int vps_list(const struct vps_platform *p, unsigned *ids, unsigned max)
 	int n;
 
 	snprintf(path, sizeof(path), "/local/domain/%u/device/" VPROXY_XS_TYPE,
-		 (unsigned)p->domid);
+	         (unsigned)p->domid);
 	n = p->xs_list(p->ctx, path, names, sizeof(names));
 	if (n == -ENOENT)
 		return 0;
@@ -559,13 +574,16 @@ static int wait_frontend(struct vps_dev *dev, uint64_t deadline)
 	for (;;) {
 		uint64_t now;
 
-		r = read_node(dev, 0, dev->fe_path, "backend", dev->be_path, sizeof(dev->be_path));
+		r = read_node(dev, 0, dev->fe_path, "backend", dev->be_path,
+		              sizeof(dev->be_path));
 		if (r >= 0)
-			r = read_node(dev, 0, dev->fe_path, "backend-id", idbuf, sizeof(idbuf));
+			r = read_node(dev, 0, dev->fe_path, "backend-id", idbuf,
+			              sizeof(idbuf));
 		if (r >= 0) {
 			if ((size_t)r >= sizeof(idbuf) || parse_uint(idbuf, &be) < 0 ||
 			    be >= 0x7ff0 || dev->be_path[0] != '/') {
-				set_error(dev, "bad backend/backend-id in %s", dev->fe_path);
+				set_error(dev, "bad backend/backend-id in %s",
+				          dev->fe_path);
 				r = -EINVAL;
 			} else {
 				dev->be = (uint16_t)be;
@@ -590,40 +608,106 @@ static int wait_frontend(struct vps_dev *dev, uint64_t deadline)
 }
 
 /* Wait until the backend reaches want.  An error node or Closing/Closed
- * fails the handshake with the backend's text. */
-static int wait_backend(struct vps_dev *dev, enum xenbus_state want, uint64_t deadline)
+ * fails the handshake with the backend's text, but only after grace_until:
+ * a backend asked to start over needs a moment to leave Closed and drop
+ * its old error. */
+static int wait_backend(struct vps_dev *dev, enum xenbus_state want, uint64_t deadline,
+                        uint64_t grace_until)
 {
 	char text[sizeof(dev->error)];
 	uint64_t state;
 	int r;
 
 	for (;;) {
-		uint64_t now;
+		uint64_t now = dev->p->now_ns(dev->p->ctx);
+		bool fatal_ok = now >= grace_until;
 
-		if (read_node(dev, 0, dev->be_path, "error", text, sizeof(text)) > 0) {
-			set_error(dev, "%s", text);
-			return -ENODEV;
-		}
 		r = read_uint_node(dev, dev->be_path, "state", &state);
 		if (r == 0 && state == want)
 			return 0;
-		if (r == 0 && (state == XenbusStateClosing || state == XenbusStateClosed)) {
+		if (fatal_ok &&
+		    read_node(dev, 0, dev->be_path, "error", text, sizeof(text)) > 0) {
+			set_error(dev, "%s", text);
+			return -ENODEV;
+		}
+		if (fatal_ok && r == 0 &&
+		    (state == XenbusStateClosing || state == XenbusStateClosed)) {
 			set_error(dev, "backend state %llu while connecting",
-				  (unsigned long long)state);
+			          (unsigned long long)state);
 			return -ENODEV;
 		}
 		if (r < 0 && r != -ENOENT && r != -EINVAL)
 			return r;
-		now = dev->p->now_ns(dev->p->ctx);
 		if (now >= deadline) {
-			set_error(dev, "timed out waiting for backend state %d (it is %lld)",
-				  (int)want, r == 0 ? (long long)state : -1ll);
+			set_error(dev,
+			          "timed out waiting for backend state %d (it is %lld)",
+			          (int)want, r == 0 ? (long long)state : -1ll);
 			return -ETIMEDOUT;
 		}
+		r = dev->p->wait(dev->p->ctx, -1, dev->be_watch,
+		                 (fatal_ok ? deadline : grace_until) - now);
+		if (r < 0)
+			return r;
+	}
+}
+
+/* Wait for the backend to be Closed or gone; 0 or -ETIMEDOUT. */
+static int wait_backend_closed(struct vps_dev *dev, uint64_t deadline)
+{
+	uint64_t state;
+	int r;
+
+	for (;;) {
+		uint64_t now;
+
+		r = read_uint_node(dev, dev->be_path, "state", &state);
+		if (r == -ENOENT || (r == 0 && state == XenbusStateClosed))
+			return 0;
+		now = dev->p->now_ns(dev->p->ctx);
+		if (now >= deadline)
+			return -ETIMEDOUT;
 		r = dev->p->wait(dev->p->ctx, -1, dev->be_watch, deadline - now);
 		if (r < 0)
 			return r;
 	}
+}
+
+/* Handshake step 1b: bring the backend to InitWait.  A frontend starting
+ * over (after our own earlier session, or a crashed one) says Initialising;
+ * a backend still Connected to a dead session is first taken through
+ * Closing/Closed, as Linux's xenbus_reset_state() does. */
+static int start_over(struct vps_dev *dev)
+{
+	uint64_t deadline = deadline_after(dev, dev->opts.attach_timeout_ns);
+	uint64_t fe_state = XenbusStateUnknown, be_state = XenbusStateUnknown;
+	uint64_t grace = 0;
+	int r;
+
+	read_uint_node(dev, dev->fe_path, "state", &fe_state);
+	read_uint_node(dev, dev->be_path, "state", &be_state);
+	if (be_state == XenbusStateInitialised || be_state == XenbusStateConnected) {
+		dev_log(dev, VPS_LOG_INFO, "backend still in state %llu: resetting it",
+		        (unsigned long long)be_state);
+		r = write_fe_state(dev, XenbusStateClosing);
+		if (r < 0)
+			return r;
+		fe_state = XenbusStateClosing;
+		r = wait_backend_closed(dev,
+		                        deadline_after(dev, dev->opts.close_timeout_ns));
+		if (r < 0) {
+			set_error(dev, "backend did not close a stale connection");
+			return r;
+		}
+	}
+	if (fe_state != XenbusStateInitialising) {
+		r = write_fe_state(dev, XenbusStateInitialising);
+		if (r < 0)
+			return r;
+		grace = deadline_after(dev, RESTART_GRACE_NS);
+		if (grace > deadline)
+			grace = deadline;
+	}
+	return wait_backend(dev, XenbusStateInitWait, deadline, grace);
 }
 
 /* Handshake step 3: everything the backend needs, then Initialised, in one
@@ -644,15 +728,15 @@ static int publish(struct vps_dev *dev)
 		r = write_uint_node(dev, tx, dev->fe_path, "ring-ref", ring_ref);
 		if (r == 0)
 			r = write_uint_node(dev, tx, dev->fe_path, "event-channel",
-					    (uint64_t)dev->port);
+			                    (uint64_t)dev->port);
 		if (r == 0)
 			r = write_node(dev, tx, dev->fe_path, "addr-mode", mode);
 		if (r == 0)
 			r = write_uint_node(dev, tx, dev->fe_path, "protocol-version",
-					    VPROXY_PROTO_VERSION);
+			                    VPROXY_PROTO_VERSION);
 		if (r == 0)
 			r = write_uint_node(dev, tx, dev->fe_path, "state",
-					    XenbusStateInitialised);
+			                    XenbusStateInitialised);
 		if (r < 0) {
 			dev->p->xs_tx_end(dev->p->ctx, tx, 1);
 			return r;
@@ -665,34 +749,17 @@ static int publish(struct vps_dev *dev)
 /* Closing, wait for the backend to be Closed (or removed), Closed. */
 static int close_handshake(struct vps_dev *dev)
 {
-	uint64_t deadline = deadline_after(dev, dev->opts.close_timeout_ns);
-	uint64_t state;
-	int r, ret = 0;
+	int r, ret;
 
 	r = write_fe_state(dev, XenbusStateClosing);
 	if (r == -ENOENT)
 		return 0; /* the toolstack removed the device already */
 	if (r < 0)
 		dev_log(dev, VPS_LOG_WARN, "cannot write state Closing: %d", r);
-	for (;;) {
-		uint64_t now;
-
-		r = read_uint_node(dev, dev->be_path, "state", &state);
-		if (r == -ENOENT || (r == 0 && state == XenbusStateClosed))
-			break;
-		now = dev->p->now_ns(dev->p->ctx);
-		if (now >= deadline) {
-			dev_log(dev, VPS_LOG_WARN, "backend did not close in %llu ms",
-				(unsigned long long)(dev->opts.close_timeout_ns / 1000000));
-			ret = -ETIMEDOUT;
-			break;
-		}
-		r = dev->p->wait(dev->p->ctx, -1, dev->be_watch, deadline - now);
-		if (r < 0) {
-			ret = r;
-			break;
-		}
-	}
+	ret = wait_backend_closed(dev, deadline_after(dev, dev->opts.close_timeout_ns));
+	if (ret == -ETIMEDOUT)
+		dev_log(dev, VPS_LOG_WARN, "backend did not close in %llu ms",
+		        (unsigned long long)(dev->opts.close_timeout_ns / 1000000));
 	r = write_fe_state(dev, XenbusStateClosed);
 	if (r < 0 && r != -ENOENT)
 		dev_log(dev, VPS_LOG_WARN, "cannot write state Closed: %d", r);
@@ -714,7 +781,7 @@ static void release(struct vps_dev *dev)
 }
 
 int vps_attach(struct vps_dev *dev, const struct vps_platform *p, unsigned devid,
-	       const struct vps_opts *opts)
+               const struct vps_opts *opts)
 {
 	struct vproxy_page_hdr *hdr;
 	struct vproxy_sring *sring;
@@ -728,23 +795,24 @@ int vps_attach(struct vps_dev *dev, const struct vps_platform *p, unsigned devid
 		dev->opts = *opts;
 	else
 		vps_opts_default(&dev->opts);
-	snprintf(dev->fe_path, sizeof(dev->fe_path), "/local/domain/%u/device/" VPROXY_XS_TYPE "/%u",
-		 (unsigned)p->domid, devid);
+	snprintf(dev->fe_path, sizeof(dev->fe_path),
+	         "/local/domain/%u/device/" VPROXY_XS_TYPE "/%u", (unsigned)p->domid,
+	         devid);
 
 	r = wait_frontend(dev, deadline_after(dev, dev->opts.attach_timeout_ns));
 	if (r < 0)
 		goto fail;
-	if (dev->opts.expect_backend >= 0 && dev->be != (unsigned)dev->opts.expect_backend) {
+	if (dev->opts.expect_backend >= 0 &&
+	    dev->be != (unsigned)dev->opts.expect_backend) {
 		set_error(dev, "backend is domain %u, expected %d", (unsigned)dev->be,
-			  dev->opts.expect_backend);
+		          dev->opts.expect_backend);
 		r = -EINVAL;
 		goto fail;
 	}
 	r = p->xs_watch(p->ctx, dev->be_path, &dev->be_watch);
 	if (r < 0)
 		goto fail;
-	r = wait_backend(dev, XenbusStateInitWait,
-			 deadline_after(dev, dev->opts.attach_timeout_ns));
+	r = start_over(dev);
 	if (r < 0)
 		goto fail;
 
@@ -777,7 +845,7 @@ int vps_attach(struct vps_dev *dev, const struct vps_platform *p, unsigned devid
 		goto fail;
 	}
 	r = wait_backend(dev, XenbusStateConnected,
-			 deadline_after(dev, dev->opts.attach_timeout_ns));
+	                 deadline_after(dev, dev->opts.attach_timeout_ns), 0);
 	if (r < 0)
 		goto fail_published;
 	r = write_fe_state(dev, XenbusStateConnected);
@@ -786,15 +854,15 @@ int vps_attach(struct vps_dev *dev, const struct vps_platform *p, unsigned devid
 		goto fail_published;
 	}
 	dev_log(dev, VPS_LOG_DEBUG, "connected to %s (ring-ref addr 0x%llx, port %d)",
-		dev->be_path, (unsigned long long)dev->page_addr, dev->port);
+	        dev->be_path, (unsigned long long)dev->page_addr, dev->port);
 	return 0;
 
 fail_published:
 	/* The backend may have mapped the page: let it let go first. */
 	close_handshake(dev);
 fail:
-	dev_log(dev, VPS_LOG_WARN, "attach failed: %s (%d)", dev->error[0] ? dev->error : "?",
-		r);
+	dev_log(dev, VPS_LOG_WARN, "attach failed: %s (%d)",
+	        dev->error[0] ? dev->error : "?", r);
 	release(dev);
 	return r;
 }
@@ -816,7 +884,8 @@ void vps_debug_overflow_ring(struct vps_dev *dev)
 		return;
 	dev->poisoned = true;
 	xen_wmb();
-	dev->ring.sring->req_prod = dev->ring.req_prod_pvt + 3 * RING_SIZE(&dev->ring) + 1;
+	dev->ring.sring->req_prod =
+	        dev->ring.req_prod_pvt + 3 * RING_SIZE(&dev->ring) + 1;
 	xen_mb();
 	dev->stats.notifies++;
 	dev->p->evtchn_notify(dev->p->ctx, dev->port);

@@ -36,41 +36,41 @@ struct vps_opts {
 	uint64_t close_timeout_ns;  /* waiting for backend Closed (default 5 s) */
 	uint64_t read_timeout_ns;   /* a register read's answer (default 5 s) */
 	uint64_t spin_ns;           /* busy-poll this long before sleeping in
-				     * reads and vps_wait (default 0) */
+	                             * reads and vps_wait (default 0) */
 	int expect_backend;         /* fail unless backend-id is this; -1: any */
 };
 
 /* Counters, for tests and the bench. */
 struct vps_stats {
-	uint64_t reads;          /* register reads sent on the ring */
-	uint64_t writes;         /* register writes sent on the ring */
-	uint64_t local_reads;    /* InterruptStatus reads served locally */
-	uint64_t local_acks;     /* InterruptACK writes served locally */
-	uint64_t notifies;       /* event channel kicks sent to the backend */
-	uint64_t sleeps;         /* platform wait() calls that slept */
-	uint64_t ring_full;      /* times a request had to wait for a slot */
-	uint64_t irq_calls;      /* interrupt handler invocations */
-	uint64_t write_errors;   /* posted writes the backend refused */
-	uint64_t read_timeouts;  /* reads that got no answer in time */
+	uint64_t reads;         /* register reads sent on the ring */
+	uint64_t writes;        /* register writes sent on the ring */
+	uint64_t local_reads;   /* InterruptStatus reads served locally */
+	uint64_t local_acks;    /* InterruptACK writes served locally */
+	uint64_t notifies;      /* event channel kicks sent to the backend */
+	uint64_t sleeps;        /* platform wait() calls that slept */
+	uint64_t ring_full;     /* times a request had to wait for a slot */
+	uint64_t irq_calls;     /* interrupt handler invocations */
+	uint64_t write_errors;  /* posted writes the backend refused */
+	uint64_t read_timeouts; /* reads that got no answer in time */
 };
 
 /* One device.  Every field is private to stub.c. */
 struct vps_dev {
 	const struct vps_platform *p;
 	unsigned devid;
-	uint16_t be;                 /* backend domid */
-	int port;                    /* event channel, -1 when none */
-	void *page;                  /* the shared page */
-	uint64_t page_addr;          /* its device address */
+	uint16_t be;        /* backend domid */
+	int port;           /* event channel, -1 when none */
+	void *page;         /* the shared page */
+	uint64_t page_addr; /* its device address */
 	struct vproxy_front_ring ring;
-	struct vps_watch *be_watch;  /* on be_path, for the device's life */
+	struct vps_watch *be_watch; /* on be_path, for the device's life */
 	vps_irq_fn irq_fn;
 	void *irq_arg;
 	struct vps_opts opts;
 	bool attached;
-	bool gone;                   /* backend closed or broke the protocol */
-	bool poisoned;               /* vps_debug_overflow_ring() was used */
-	bool awaiting;               /* a read waits for response await_idx */
+	bool gone;     /* backend closed or broke the protocol */
+	bool poisoned; /* vps_debug_overflow_ring() was used */
+	bool awaiting; /* a read waits for response await_idx */
 	bool await_done;
 	uint8_t await_status;
 	RING_IDX await_idx;
@@ -96,7 +96,7 @@ int vps_list(const struct vps_platform *p, unsigned *ids, unsigned max);
  * in; p must outlive it.  opts NULL = defaults.  0, -ETIMEDOUT, -ENODEV
  * (backend closed or reported an error: see vps_error()), or -errno. */
 int vps_attach(struct vps_dev *dev, const struct vps_platform *p, unsigned devid,
-	       const struct vps_opts *opts);
+               const struct vps_opts *opts);
 
 /* Close the connection (Closing, wait for backend Closed, Closed), revoke
  * the page and close the port.  Also for a device whose backend is gone.

@@ -27,7 +27,8 @@
 #define DEFAULT_MAX_IO (1u << 20)
 #define SECTOR 512u
 #define CONFIG_RETRIES 16
-#define CFG(field) (VIRTIO_MMIO_CONFIG + (uint32_t)offsetof(struct virtio_blk_config, field))
+#define CFG(field)                                                                       \
+	(VIRTIO_MMIO_CONFIG + (uint32_t)offsetof(struct virtio_blk_config, field))
 
 /* Per descriptor index: the header, the discard/write-zeroes range and the
  * status byte of the request whose head it is. */
@@ -37,11 +38,11 @@
 #define SLOT_STATUS 32u
 
 #define BIT(n) (1ull << (n))
-#define WANTED_FEATURES                                                                 \
-	(BIT(VIRTIO_F_VERSION_1) | BIT(VIRTIO_F_ACCESS_PLATFORM) |                         \
-	 BIT(VIRTIO_BLK_F_SIZE_MAX) | BIT(VIRTIO_BLK_F_SEG_MAX) | BIT(VIRTIO_BLK_F_RO) |    \
-	 BIT(VIRTIO_BLK_F_BLK_SIZE) | BIT(VIRTIO_BLK_F_FLUSH) | BIT(VIRTIO_BLK_F_MQ) |      \
-	 BIT(VIRTIO_BLK_F_DISCARD) | BIT(VIRTIO_BLK_F_WRITE_ZEROES) |                       \
+#define WANTED_FEATURES                                                                  \
+	(BIT(VIRTIO_F_VERSION_1) | BIT(VIRTIO_F_ACCESS_PLATFORM) |                       \
+	 BIT(VIRTIO_BLK_F_SIZE_MAX) | BIT(VIRTIO_BLK_F_SEG_MAX) | BIT(VIRTIO_BLK_F_RO) | \
+	 BIT(VIRTIO_BLK_F_BLK_SIZE) | BIT(VIRTIO_BLK_F_FLUSH) | BIT(VIRTIO_BLK_F_MQ) |   \
+	 BIT(VIRTIO_BLK_F_DISCARD) | BIT(VIRTIO_BLK_F_WRITE_ZEROES) |                    \
 	 BIT(VIRTIO_RING_F_EVENT_IDX) | BIT(VIRTIO_RING_F_INDIRECT_DESC))
 
 /* A gfn-mode address no guest RAM reaches, and a grant ref no guest has. */
@@ -66,14 +67,14 @@ struct vblk_queue {
 	struct vring_used *used;
 	uint8_t *slot_mem;
 	uint64_t slot_addr;
-	struct vring_desc *ind;  /* indirect tables, NULL without INDIRECT */
+	struct vring_desc *ind; /* indirect tables, NULL without INDIRECT */
 	uint64_t ind_addr;
-	struct vblk_slot *slot;  /* private, by head index */
-	uint16_t *next;          /* private copy of the chain links */
+	struct vblk_slot *slot; /* private, by head index */
+	uint16_t *next;         /* private copy of the chain links */
 	uint16_t free_head;
 	unsigned num_free;
-	uint16_t avail_idx;      /* next avail entry */
-	uint16_t kicked_idx;     /* avail_idx at the last kick */
+	uint16_t avail_idx;  /* next avail entry */
+	uint16_t kicked_idx; /* avail_idx at the last kick */
 	uint16_t last_used;
 	unsigned inflight;
 };
@@ -91,6 +92,7 @@ struct vblk_dev {
 	unsigned ind_entries; /* indirect table entries per request */
 	bool config_changed;  /* set by the interrupt handler */
 	bool poisoned;        /* vblk_debug_corrupt() broke a queue */
+	bool stopped;         /* vblk_stop() reset the device */
 	enum vblk_health health;
 	int health_err;
 	struct vblk_stats stats;
@@ -109,10 +111,11 @@ static uint16_t *avail_event(struct vblk_queue *q)
 	return (uint16_t *)&q->used->ring[q->size];
 }
 
-static void set_health(struct vblk_dev *d, enum vblk_health h, int err, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+static void set_health(struct vblk_dev *d, enum vblk_health h, int err, const char *fmt,
+                       ...) __attribute__((format(printf, 4, 5)));
 
-static void set_health(struct vblk_dev *d, enum vblk_health h, int err, const char *fmt, ...)
+static void set_health(struct vblk_dev *d, enum vblk_health h, int err, const char *fmt,
+                       ...)
 {
 	va_list ap;
 
@@ -127,7 +130,7 @@ static void set_health(struct vblk_dev *d, enum vblk_health h, int err, const ch
 
 /* Open failures before the device is usable, in d->error. */
 static int fail(struct vblk_dev *d, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+        __attribute__((format(printf, 3, 4)));
 
 static int fail(struct vblk_dev *d, int err, const char *fmt, ...)
 {
@@ -201,7 +204,8 @@ static int reset_device(struct vblk_dev *d)
 		if (st == 0)
 			break;
 		if (now_ns(d) >= deadline)
-			return fail(d, -ETIMEDOUT, "device did not reset (status 0x%x)", st);
+			return fail(d, -ETIMEDOUT, "device did not reset (status 0x%x)",
+			            st);
 		/* Interrupts raised before the reset mean nothing now. */
 		r = vps_write(d->vps, VPS_REG_INTERRUPT_ACK, 4, UINT32_MAX);
 		if (r == 0)
@@ -259,9 +263,10 @@ static int negotiate(struct vblk_dev *d, const struct vblk_opts *o)
 	in->device_features = (uint64_t)hi << 32 | lo;
 	neg = in->device_features & WANTED_FEATURES & ~o->refuse_features;
 	if (!(neg & BIT(VIRTIO_F_VERSION_1)))
-		return fail(d, -ENODEV, "%s", (in->device_features & BIT(VIRTIO_F_VERSION_1))
-						      ? "VERSION_1 refused by options"
-						      : "device does not offer VERSION_1");
+		return fail(d, -ENODEV, "%s",
+		            (in->device_features & BIT(VIRTIO_F_VERSION_1))
+		                    ? "VERSION_1 refused by options"
+		                    : "device does not offer VERSION_1");
 	if ((r = wr(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0)) < 0 ||
 	    (r = wr(d, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)neg)) < 0 ||
 	    (r = wr(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1)) < 0 ||
@@ -271,7 +276,7 @@ static int negotiate(struct vblk_dev *d, const struct vblk_opts *o)
 		return fail(d, r, "cannot write features (%d)", r);
 	if (!(st & VIRTIO_CONFIG_S_FEATURES_OK))
 		return fail(d, -ENOTSUP, "device refused features 0x%llx (status 0x%x)",
-			    (unsigned long long)neg, st);
+		            (unsigned long long)neg, st);
 	in->features = neg;
 	in->read_only = neg & BIT(VIRTIO_BLK_F_RO);
 	in->flush = neg & BIT(VIRTIO_BLK_F_FLUSH);
@@ -300,11 +305,14 @@ static int read_config(struct vblk_dev *d)
 		in->size_max = in->seg_max = 0;
 		in->blk_size = SECTOR;
 		in->dev_num_queues = 1;
-		if ((f & BIT(VIRTIO_BLK_F_SIZE_MAX)) && (r = rd(d, CFG(size_max), 4, &in->size_max)) < 0)
+		if ((f & BIT(VIRTIO_BLK_F_SIZE_MAX)) &&
+		    (r = rd(d, CFG(size_max), 4, &in->size_max)) < 0)
 			break;
-		if ((f & BIT(VIRTIO_BLK_F_SEG_MAX)) && (r = rd(d, CFG(seg_max), 4, &in->seg_max)) < 0)
+		if ((f & BIT(VIRTIO_BLK_F_SEG_MAX)) &&
+		    (r = rd(d, CFG(seg_max), 4, &in->seg_max)) < 0)
 			break;
-		if ((f & BIT(VIRTIO_BLK_F_BLK_SIZE)) && (r = rd(d, CFG(blk_size), 4, &in->blk_size)) < 0)
+		if ((f & BIT(VIRTIO_BLK_F_BLK_SIZE)) &&
+		    (r = rd(d, CFG(blk_size), 4, &in->blk_size)) < 0)
 			break;
 		if (f & BIT(VIRTIO_BLK_F_MQ)) {
 			if ((r = rd(d, CFG(num_queues), 2, &v)) < 0)
@@ -312,14 +320,17 @@ static int read_config(struct vblk_dev *d)
 			in->dev_num_queues = (uint16_t)v;
 		}
 		if ((f & BIT(VIRTIO_BLK_F_DISCARD)) &&
-		    ((r = rd(d, CFG(max_discard_sectors), 4, &in->max_discard_sectors)) < 0 ||
+		    ((r = rd(d, CFG(max_discard_sectors), 4, &in->max_discard_sectors)) <
+		             0 ||
 		     (r = rd(d, CFG(max_discard_seg), 4, &in->max_discard_seg)) < 0 ||
-		     (r = rd(d, CFG(discard_sector_alignment), 4, &in->discard_sector_alignment)) < 0))
+		     (r = rd(d, CFG(discard_sector_alignment), 4,
+		             &in->discard_sector_alignment)) < 0))
 			break;
 		if (f & BIT(VIRTIO_BLK_F_WRITE_ZEROES)) {
 			if ((r = rd(d, CFG(max_write_zeroes_sectors), 4,
-				    &in->max_write_zeroes_sectors)) < 0 ||
-			    (r = rd(d, CFG(max_write_zeroes_seg), 4, &in->max_write_zeroes_seg)) < 0 ||
+			            &in->max_write_zeroes_sectors)) < 0 ||
+			    (r = rd(d, CFG(max_write_zeroes_seg), 4,
+			            &in->max_write_zeroes_seg)) < 0 ||
 			    (r = rd(d, CFG(write_zeroes_may_unmap), 1, &v)) < 0)
 				break;
 			in->write_zeroes_may_unmap = (uint8_t)v;
@@ -356,7 +367,8 @@ static void free_queue(struct vblk_dev *d, struct vblk_queue *q)
 	q->next = NULL;
 }
 
-static int setup_queue(struct vblk_dev *d, struct vblk_queue *q, unsigned index, uint16_t size)
+static int setup_queue(struct vblk_dev *d, struct vblk_queue *q, unsigned index,
+                       uint16_t size)
 {
 	size_t avail_off, used_off, slot_off, ind_off, total;
 	uint32_t ready;
@@ -367,16 +379,20 @@ static int setup_queue(struct vblk_dev *d, struct vblk_queue *q, unsigned index,
 	q->size = size;
 	avail_off = sizeof(struct vring_desc) * size;
 	used_off = align_up(avail_off + sizeof(uint16_t) * (3u + size), 64);
-	slot_off = align_up(used_off + sizeof(uint16_t) * 3u + sizeof(struct vring_used_elem) * size,
-			    64);
+	slot_off = align_up(used_off + sizeof(uint16_t) * 3u +
+	                            sizeof(struct vring_used_elem) * size,
+	                    64);
 	ind_off = slot_off + (size_t)SLOT_BYTES * size;
-	total = ind_off + (d->info.indirect ? sizeof(struct vring_desc) * d->ind_entries * size : 0);
+	total = ind_off + (d->info.indirect
+	                           ? sizeof(struct vring_desc) * d->ind_entries * size
+	                           : 0);
 	q->mem_bytes = total;
 	q->mem = d->p->dma_alloc(d->p->ctx, d->be, total, &q->mem_addr);
 	q->slot = calloc(size, sizeof(*q->slot));
 	q->next = calloc(size, sizeof(*q->next));
 	if (!q->mem || !q->slot || !q->next)
-		return fail(d, -ENOMEM, "no memory for queue %u (%zu bytes)", index, total);
+		return fail(d, -ENOMEM, "no memory for queue %u (%zu bytes)", index,
+		            total);
 	q->desc = q->mem;
 	q->avail = (struct vring_avail *)((uint8_t *)q->mem + avail_off);
 	q->used = (struct vring_used *)((uint8_t *)q->mem + used_off);
@@ -457,8 +473,9 @@ static int setup_queues(struct vblk_dev *d, const struct vblk_opts *o)
 		max_io = seg_limit * d->seg_bytes;
 	max_io &= ~(uint64_t)(SECTOR - 1);
 	if (max_io == 0)
-		return fail(d, -EINVAL, "device limits allow no I/O (size_max %u, seg_max %u)",
-			    in->size_max, in->seg_max);
+		return fail(d, -EINVAL,
+		            "device limits allow no I/O (size_max %u, seg_max %u)",
+		            in->size_max, in->seg_max);
 	in->max_io_bytes = (size_t)max_io;
 	d->max_segs = (unsigned)((max_io + d->seg_bytes - 1) / d->seg_bytes);
 	d->ind_entries = d->max_segs + 2;
@@ -496,7 +513,7 @@ void vblk_opts_default(struct vblk_opts *o)
 }
 
 int vblk_open(struct vps_dev *vps, const struct vblk_opts *opts, struct vblk_dev **out,
-	      char *why, size_t why_len)
+              char *why, size_t why_len)
 {
 	struct vblk_opts o;
 	struct vblk_dev *d;
@@ -519,8 +536,9 @@ int vblk_open(struct vps_dev *vps, const struct vblk_opts *opts, struct vblk_dev
 
 	if ((r = probe(d)) < 0 || (r = reset_device(d)) < 0 ||
 	    (r = set_status(d, VIRTIO_CONFIG_S_ACKNOWLEDGE)) < 0 ||
-	    (r = set_status(d, VIRTIO_CONFIG_S_DRIVER)) < 0 || (r = negotiate(d, &o)) < 0 ||
-	    (r = read_config(d)) < 0 || (r = setup_queues(d, &o)) < 0)
+	    (r = set_status(d, VIRTIO_CONFIG_S_DRIVER)) < 0 ||
+	    (r = negotiate(d, &o)) < 0 || (r = read_config(d)) < 0 ||
+	    (r = setup_queues(d, &o)) < 0)
 		goto fail;
 	vps_set_irq_handler(vps, vblk_irq, d);
 	r = set_status(d, VIRTIO_CONFIG_S_DRIVER_OK);
@@ -535,7 +553,8 @@ int vblk_open(struct vps_dev *vps, const struct vblk_opts *opts, struct vblk_dev
 
 fail:
 	if (why)
-		snprintf(why, why_len, "%s", d->error[0] ? d->error : "device setup failed");
+		snprintf(why, why_len, "%s",
+		         d->error[0] ? d->error : "device setup failed");
 	vps_set_irq_handler(vps, NULL, NULL);
 	if (!vps_is_gone(vps)) {
 		/* Tell the device we gave up, then make it drop the queues
@@ -548,13 +567,22 @@ fail:
 	return r;
 }
 
+void vblk_stop(struct vblk_dev *d)
+{
+	if (d->stopped)
+		return;
+	d->stopped = true;
+	vps_set_irq_handler(d->vps, NULL, NULL);
+	if (!vps_is_gone(d->vps))
+		reset_device(d);
+	set_health(d, VBLK_FAILED, -ESHUTDOWN, "stopped");
+}
+
 void vblk_close(struct vblk_dev *d)
 {
 	if (!d)
 		return;
-	vps_set_irq_handler(d->vps, NULL, NULL);
-	if (!vps_is_gone(d->vps))
-		reset_device(d);
+	vblk_stop(d);
 	free_queues(d);
 	free(d);
 }
@@ -590,7 +618,7 @@ struct chain {
 	struct vblk_queue *q;
 	struct vring_desc *table; /* indirect table, or NULL */
 	unsigned i, n;
-	uint16_t cur;             /* direct: the descriptor to fill next */
+	uint16_t cur; /* direct: the descriptor to fill next */
 };
 
 static void emit(struct chain *c, uint64_t addr, uint32_t len, uint16_t flags)
@@ -628,9 +656,7 @@ static int check_req(struct vblk_dev *d, const struct vblk_req *r, unsigned *nse
 		if (r->len == 0 || r->len > VIRTIO_BLK_ID_BYTES)
 			return -EINVAL;
 		break;
-	case VBLK_T_FLUSH:
-		*nseg = 0;
-		return in->flush ? 0 : -EOPNOTSUPP;
+	case VBLK_T_FLUSH: *nseg = 0; return in->flush ? 0 : -EOPNOTSUPP;
 	case VBLK_T_DISCARD:
 	case VBLK_T_WRITE_ZEROES:
 		if (r->type == VBLK_T_DISCARD ? !in->discard : !in->write_zeroes)
@@ -642,8 +668,7 @@ static int check_req(struct vblk_dev *d, const struct vblk_req *r, unsigned *nse
 			return -EINVAL;
 		*nseg = 1;
 		return 0;
-	default:
-		return -EINVAL;
+	default: return -EINVAL;
 	}
 	if (!r->buf || r->off > r->buf->len || r->len > r->buf->len - r->off)
 		return -EINVAL;
@@ -693,7 +718,7 @@ static int submit(struct vblk_queue *q, const struct vblk_req *r, uint64_t bad_a
 	emit(&c, slot_addr + SLOT_HDR, sizeof(*hdr), 0);
 	if (r->type == VBLK_T_DISCARD || r->type == VBLK_T_WRITE_ZEROES) {
 		struct virtio_blk_discard_write_zeroes *dwz =
-			(struct virtio_blk_discard_write_zeroes *)(slot + SLOT_DWZ);
+		        (struct virtio_blk_discard_write_zeroes *)(slot + SLOT_DWZ);
 
 		dwz->sector = r->sector;
 		dwz->num_sectors = r->num_sectors;
@@ -705,7 +730,8 @@ static int submit(struct vblk_queue *q, const struct vblk_req *r, uint64_t bad_a
 
 		data_flags = r->type == VBLK_T_WRITE ? 0 : VRING_DESC_F_WRITE;
 		while (left) {
-			uint32_t chunk = left < d->seg_bytes ? (uint32_t)left : d->seg_bytes;
+			uint32_t chunk =
+			        left < d->seg_bytes ? (uint32_t)left : d->seg_bytes;
 
 			emit(&c, addr, chunk, data_flags);
 			addr += chunk;
@@ -717,7 +743,8 @@ static int submit(struct vblk_queue *q, const struct vblk_req *r, uint64_t bad_a
 	if (q->ind) {
 		struct vring_desc *e = &q->desc[head];
 
-		e->addr = q->ind_addr + (uint64_t)head * d->ind_entries * sizeof(struct vring_desc);
+		e->addr = q->ind_addr +
+		          (uint64_t)head * d->ind_entries * sizeof(struct vring_desc);
 		e->len = (uint32_t)(c.n * sizeof(struct vring_desc));
 		e->flags = VRING_DESC_F_INDIRECT;
 		e->next = 0;
@@ -763,7 +790,7 @@ int vblk_kick(struct vblk_queue *q)
 		need = vring_need_event(ev, new_idx, old);
 	} else {
 		need = !(__atomic_load_n(&q->used->flags, __ATOMIC_RELAXED) &
-			 VRING_USED_F_NO_NOTIFY);
+		         VRING_USED_F_NO_NOTIFY);
 	}
 	if (!need) {
 		q->d->stats.kicks_saved++;
@@ -796,8 +823,9 @@ int vblk_reap(struct vblk_queue *q, struct vblk_completion *out, unsigned max)
 	used_idx = __atomic_load_n(&q->used->idx, __ATOMIC_ACQUIRE);
 	if ((uint16_t)(used_idx - q->last_used) > q->inflight) {
 		set_health(d, VBLK_FAILED, -EPROTO,
-			   "queue %u: used idx %u is %u ahead with %u in flight", q->index,
-			   used_idx, (uint16_t)(used_idx - q->last_used), q->inflight);
+		           "queue %u: used idx %u is %u ahead with %u in flight",
+		           q->index, used_idx, (uint16_t)(used_idx - q->last_used),
+		           q->inflight);
 		return -EPROTO;
 	}
 	while (q->last_used != used_idx && n < max) {
@@ -806,7 +834,8 @@ int vblk_reap(struct vblk_queue *q, struct vblk_completion *out, unsigned max)
 
 		if (e.id >= q->size || !q->slot[e.id].busy) {
 			set_health(d, VBLK_FAILED, -EPROTO,
-				   "queue %u: used id %u is not in flight", q->index, e.id);
+			           "queue %u: used id %u is not in flight", q->index,
+			           e.id);
 			return -EPROTO;
 		}
 		s = &q->slot[e.id];
@@ -849,10 +878,12 @@ static void want_interrupts(struct vblk_dev *d, bool on)
 			/* used_event stays behind once passed: no interrupt
 			 * until the next wait moves it. */
 			if (on)
-				__atomic_store_n(used_event(q), q->last_used, __ATOMIC_RELAXED);
+				__atomic_store_n(used_event(q), q->last_used,
+				                 __ATOMIC_RELAXED);
 		} else {
-			__atomic_store_n(&q->avail->flags, on ? 0 : VRING_AVAIL_F_NO_INTERRUPT,
-					 __ATOMIC_RELAXED);
+			__atomic_store_n(&q->avail->flags,
+			                 on ? 0 : VRING_AVAIL_F_NO_INTERRUPT,
+			                 __ATOMIC_RELAXED);
 		}
 	}
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -928,9 +959,13 @@ static int corrupt_desc_loop(struct vblk_queue *q)
 	a = q->free_head;
 	b = q->next[a];
 	q->desc[a] = (struct vring_desc){.addr = q->slot_addr + (uint64_t)a * SLOT_BYTES,
-					 .len = 16, .flags = VRING_DESC_F_NEXT, .next = b};
+	                                 .len = 16,
+	                                 .flags = VRING_DESC_F_NEXT,
+	                                 .next = b};
 	q->desc[b] = (struct vring_desc){.addr = q->slot_addr + (uint64_t)b * SLOT_BYTES,
-					 .len = 16, .flags = VRING_DESC_F_NEXT, .next = a};
+	                                 .len = 16,
+	                                 .flags = VRING_DESC_F_NEXT,
+	                                 .next = a};
 	q->avail->ring[q->avail_idx % q->size] = a;
 	q->avail_idx++;
 	__atomic_store_n(&q->avail->idx, q->avail_idx, __ATOMIC_RELEASE);
@@ -941,8 +976,8 @@ int vblk_debug_corrupt(struct vblk_dev *d, enum vblk_corrupt kind)
 {
 	struct vblk_queue *q = &d->q[0];
 	struct vblk_buf fake = {.ptr = NULL, .addr = 0, .len = SECTOR};
-	struct vblk_req req = {.type = VBLK_T_READ, .buf = &fake, .len = SECTOR,
-			       .tag = UINT64_MAX};
+	struct vblk_req req = {
+	        .type = VBLK_T_READ, .buf = &fake, .len = SECTOR, .tag = UINT64_MAX};
 	uint64_t bad;
 	int r;
 
@@ -956,7 +991,7 @@ int vblk_debug_corrupt(struct vblk_dev *d, enum vblk_corrupt kind)
 		return notify(q);
 	case VBLK_CORRUPT_BAD_ADDR:
 		bad = d->p->addr_mode == VPS_ADDR_GRANT ? VPROXY_GRANT_ADDR(BAD_GREF, 0)
-							: BAD_GFN_ADDR;
+		                                        : BAD_GFN_ADDR;
 		r = submit(q, &req, bad);
 		if (r < 0)
 			return r;
@@ -979,7 +1014,7 @@ int vblk_debug_corrupt(struct vblk_dev *d, enum vblk_corrupt kind)
 int vblk_corrupt_parse(const char *name, enum vblk_corrupt *out)
 {
 	static const char *const names[] = {"desc-loop", "bad-addr", "avail-jump",
-					    "ring-overflow"};
+	                                    "ring-overflow"};
 
 	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		if (strcmp(name, names[i]) == 0) {

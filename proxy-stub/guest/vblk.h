@@ -39,32 +39,32 @@ struct vblk_queue;
 
 struct vblk_opts {
 	unsigned num_queues;      /* wanted (default 1); capped at the
-				   * device's num_queues (1 without MQ) */
+	                           * device's num_queues (1 without MQ) */
 	unsigned queue_size;      /* entries per queue (default
-				   * min(QueueNumMax, 256)); power of two */
+	                           * min(QueueNumMax, 256)); power of two */
 	uint64_t refuse_features; /* feature bits (1ull << VIRTIO_*_F_*) not
-				   * accepted even when offered */
+	                           * accepted even when offered */
 	size_t max_io_bytes;      /* largest READ/WRITE (default 1 MiB) */
 	uint64_t timeout_ns;      /* device reset wait (default 5 s) */
 };
 
 /* What was negotiated and read from config space. */
 struct vblk_info {
-	uint64_t device_features;  /* offered */
-	uint64_t features;         /* accepted */
-	uint64_t capacity;         /* 512-byte sectors */
-	uint32_t blk_size;         /* 512 unless BLK_SIZE */
-	uint32_t size_max;         /* 0 unless SIZE_MAX */
-	uint32_t seg_max;          /* 0 unless SEG_MAX */
-	uint16_t dev_num_queues;   /* 1 unless MQ */
+	uint64_t device_features; /* offered */
+	uint64_t features;        /* accepted */
+	uint64_t capacity;        /* 512-byte sectors */
+	uint32_t blk_size;        /* 512 unless BLK_SIZE */
+	uint32_t size_max;        /* 0 unless SIZE_MAX */
+	uint32_t seg_max;         /* 0 unless SEG_MAX */
+	uint16_t dev_num_queues;  /* 1 unless MQ */
 	uint32_t max_discard_sectors, max_discard_seg, discard_sector_alignment;
 	uint32_t max_write_zeroes_sectors, max_write_zeroes_seg;
 	uint8_t write_zeroes_may_unmap;
 	bool read_only, flush, discard, write_zeroes, event_idx, indirect;
-	unsigned num_queues;       /* queues in use */
-	unsigned queue_size;       /* entries per queue */
-	size_t max_io_bytes;       /* largest READ/WRITE accepted */
-	unsigned max_inflight;     /* per queue, for READ/WRITE of max size */
+	unsigned num_queues;   /* queues in use */
+	unsigned queue_size;   /* entries per queue */
+	size_t max_io_bytes;   /* largest READ/WRITE accepted */
+	unsigned max_inflight; /* per queue, for READ/WRITE of max size */
 };
 
 /* A DMA buffer: ptr for the CPU, addr for the device. */
@@ -78,27 +78,27 @@ struct vblk_buf {
  * multiple of 512 for READ/WRITE, <= 20 for GET_ID).  num_sectors/flags:
  * the range of DISCARD and WRITE_ZEROES, starting at sector. */
 struct vblk_req {
-	uint32_t type;       /* VBLK_T_* */
+	uint32_t type; /* VBLK_T_* */
 	uint64_t sector;
 	const struct vblk_buf *buf;
 	size_t off, len;
 	uint32_t num_sectors;
-	uint32_t flags;      /* VBLK_WZ_UNMAP for WRITE_ZEROES */
-	uint64_t tag;        /* returned in the completion */
+	uint32_t flags; /* VBLK_WZ_UNMAP for WRITE_ZEROES */
+	uint64_t tag;   /* returned in the completion */
 };
 
 struct vblk_completion {
 	uint64_t tag;
-	uint8_t status;      /* VBLK_S_* */
-	uint32_t len;        /* bytes the device says it wrote */
+	uint8_t status; /* VBLK_S_* */
+	uint32_t len;   /* bytes the device says it wrote */
 };
 
 enum vblk_health {
 	VBLK_OK = 0,
-	VBLK_NEEDS_RESET,    /* device status has NEEDS_RESET */
-	VBLK_GONE,           /* the backend closed the connection */
-	VBLK_FAILED,         /* the device broke the virtqueue protocol or
-			      * stopped answering */
+	VBLK_NEEDS_RESET, /* device status has NEEDS_RESET */
+	VBLK_GONE,        /* the backend closed the connection */
+	VBLK_FAILED,      /* the device broke the virtqueue protocol or
+	                   * stopped answering */
 };
 
 /* Hostile mode for tests. */
@@ -111,8 +111,8 @@ enum vblk_corrupt {
 
 struct vblk_stats {
 	uint64_t submitted, completed;
-	uint64_t kicks;        /* QueueNotify writes */
-	uint64_t kicks_saved;  /* notifications suppressed by the device */
+	uint64_t kicks;       /* QueueNotify writes */
+	uint64_t kicks_saved; /* notifications suppressed by the device */
 	uint64_t waits, irqs;
 };
 
@@ -126,10 +126,15 @@ void vblk_opts_default(struct vblk_opts *o);
  * VERSION_1, backend gone), -ENOTSUP (FEATURES_OK refused), -ENOMEM, or a
  * stub error; then why (if not NULL) holds the reason. */
 int vblk_open(struct vps_dev *vps, const struct vblk_opts *opts, struct vblk_dev **out,
-	      char *why, size_t why_len);
+              char *why, size_t why_len);
 
-/* Reset the device (unless its backend is gone) and free everything,
- * including the queues' memory.  Buffers must be freed first. */
+/* Reset the device (unless its backend is gone) so it lets go of queues
+ * and buffers; afterwards requests fail with -ESHUTDOWN and only
+ * vblk_buf_free() and vblk_close() are useful.  Idempotent. */
+void vblk_stop(struct vblk_dev *d);
+
+/* vblk_stop(), then free everything, including the queues' memory.
+ * Free buffers after vblk_stop() and before this. */
 void vblk_close(struct vblk_dev *d);
 
 /* Negotiated features and limits; owned by d. */

@@ -45,8 +45,8 @@ struct vps_sim {
 	 * used[g] marks every allocated page. */
 	uint32_t *run;
 	uint8_t *used;
-	int32_t *gref;    /* grant mode: first ref of the allocation at g */
-	size_t hint;      /* where the next search starts */
+	int32_t *gref; /* grant mode: first ref of the allocation at g */
+	size_t hint;   /* where the next search starts */
 	size_t free_pages;
 	int port_fd[PORT_CACHE];
 	unsigned watch_seq;
@@ -65,7 +65,8 @@ static void *sim_dma_alloc(void *ctx, uint16_t be, size_t bytes, uint64_t *dev_a
 	pthread_mutex_lock(&s->lock);
 	/* Two passes: from the hint to the end, then from frame 1. */
 	for (int pass = 0; pass < 2 && !found; pass++) {
-		size_t from = pass == 0 ? s->hint : 1, to = pass == 0 ? s->pages : s->hint + n;
+		size_t from = pass == 0 ? s->hint : 1,
+		       to = pass == 0 ? s->pages : s->hint + n;
 
 		if (to > s->pages)
 			to = s->pages;
@@ -121,8 +122,9 @@ static void sim_dma_free(void *ctx, void *mem, size_t bytes)
 	n = g < s->pages ? s->run[g] : 0;
 	if (n == 0 || n != (bytes + PAGE_SIZE - 1) / PAGE_SIZE) {
 		pthread_mutex_unlock(&s->lock);
-		fprintf(stderr, "%s: dma_free of %p (%zu bytes) does not match an allocation\n",
-			s->prog, mem, bytes);
+		fprintf(stderr,
+		        "%s: dma_free of %p (%zu bytes) does not match an allocation\n",
+		        s->prog, mem, bytes);
 		abort();
 	}
 	if (s->gref[g] >= 0)
@@ -193,7 +195,7 @@ static int sim_wait(void *ctx, int port, struct vps_watch *w, uint64_t timeout_n
 	struct vps_sim *s = ctx;
 	struct pollfd fds[2];
 	struct timespec ts = {.tv_sec = (time_t)(timeout_ns / 1000000000u),
-			      .tv_nsec = (long)(timeout_ns % 1000000000u)};
+	                      .tv_nsec = (long)(timeout_ns % 1000000000u)};
 	int n = 0, efd_slot = -1, w_slot = -1, r, mask = 0;
 
 	if (port >= 0) {
@@ -364,7 +366,8 @@ static void sim_log(void *ctx, enum vps_log_level level, const char *msg)
 	fprintf(stderr, "%s[%d]: %s: %s\n", s->prog, (int)getpid(), names[level], msg);
 }
 
-struct vps_sim *vps_sim_create(struct simguest *sg, enum vps_addr_mode mode, const char *prog)
+struct vps_sim *vps_sim_create(struct simguest *sg, enum vps_addr_mode mode,
+                               const char *prog)
 {
 	struct vps_sim *s;
 	size_t ram_len;
@@ -399,24 +402,24 @@ struct vps_sim *vps_sim_create(struct simguest *sg, enum vps_addr_mode mode, con
 		goto fail;
 	}
 	s->plat = (struct vps_platform){
-		.ctx = s,
-		.domid = simguest_domid(sg),
-		.addr_mode = mode,
-		.dma_alloc = sim_dma_alloc,
-		.dma_free = sim_dma_free,
-		.evtchn_alloc = sim_evtchn_alloc,
-		.evtchn_notify = sim_evtchn_notify,
-		.evtchn_close = sim_evtchn_close,
-		.wait = sim_wait,
-		.xs_read = sim_xs_read,
-		.xs_write = sim_xs_write,
-		.xs_list = sim_xs_list,
-		.xs_tx_begin = sim_xs_tx_begin,
-		.xs_tx_end = sim_xs_tx_end,
-		.xs_watch = sim_xs_watch,
-		.xs_unwatch = sim_xs_unwatch,
-		.now_ns = sim_now_ns,
-		.log = sim_log,
+	        .ctx = s,
+	        .domid = simguest_domid(sg),
+	        .addr_mode = mode,
+	        .dma_alloc = sim_dma_alloc,
+	        .dma_free = sim_dma_free,
+	        .evtchn_alloc = sim_evtchn_alloc,
+	        .evtchn_notify = sim_evtchn_notify,
+	        .evtchn_close = sim_evtchn_close,
+	        .wait = sim_wait,
+	        .xs_read = sim_xs_read,
+	        .xs_write = sim_xs_write,
+	        .xs_list = sim_xs_list,
+	        .xs_tx_begin = sim_xs_tx_begin,
+	        .xs_tx_end = sim_xs_tx_end,
+	        .xs_watch = sim_xs_watch,
+	        .xs_unwatch = sim_xs_unwatch,
+	        .now_ns = sim_now_ns,
+	        .log = sim_log,
 	};
 	return s;
 fail:

@@ -18,7 +18,8 @@ struct vps_sim;
  * addresses in mode.  Guest frame 0 is never handed out.  Log lines go to
  * stderr prefixed with prog.  NULL + errno on failure (xenstore
  * unreachable, out of memory). */
-struct vps_sim *vps_sim_create(struct simguest *sg, enum vps_addr_mode mode, const char *prog);
+struct vps_sim *vps_sim_create(struct simguest *sg, enum vps_addr_mode mode,
+                               const char *prog);
 /* The platform; owned by s. */
 const struct vps_platform *vps_sim_platform(struct vps_sim *s);
 /* Print log lines up to level (default VPS_LOG_WARN). */

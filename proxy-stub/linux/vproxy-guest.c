@@ -52,20 +52,20 @@ struct config {
 	size_t ram;
 	enum vps_addr_mode mode;
 	unsigned devids[MAX_DEVICES];
-	unsigned ndev;            /* 0: every device the guest has */
+	unsigned ndev; /* 0: every device the guest has */
 	double seconds;
 	bool seconds_given;
 	unsigned iodepth;
 	size_t bs;
 	unsigned queues;
 	unsigned queue_size;
-	uint64_t span;            /* blocks; 0 = workload default */
+	uint64_t span; /* blocks; 0 = workload default */
 	uint64_t refuse_features;
 	enum workload wl;
 	int hostile_dev[MAX_DEVICES];
 	enum vblk_corrupt hostile_kind[MAX_DEVICES];
 	unsigned nhostile;
-	double timeout;           /* attach and I/O progress timeout, s */
+	double timeout; /* attach and I/O progress timeout, s */
 	uint64_t spin_ns;
 	uint64_t seed;
 	bool quiet, verbose;
@@ -76,7 +76,7 @@ struct op {
 	struct vblk_buf buf;
 	uint32_t type;
 	uint64_t block;
-	uint32_t gen;          /* WRITE: generation written; READ: expected */
+	uint32_t gen; /* WRITE: generation written; READ: expected */
 	uint64_t start_ns;
 	unsigned q;
 	bool busy;
@@ -96,8 +96,8 @@ struct gdev {
 
 	struct op *ops;
 	unsigned nops;
-	uint32_t *gen;         /* per block */
-	uint8_t *busy;         /* per block: an op on it is in flight */
+	uint32_t *gen; /* per block */
+	uint8_t *busy; /* per block: an op on it is in flight */
 	uint64_t nblocks, span;
 	uint64_t rng;
 	uint64_t submitted;
@@ -109,8 +109,8 @@ struct gdev {
 	/* results */
 	enum rc rc;
 	char error[400];
-	char outcome[400];     /* hostile: what the backend did */
-	char detail[1200];     /* extra result lines (mismatch, id) */
+	char outcome[400]; /* hostile: what the backend did */
+	char detail[1200]; /* extra result lines (mismatch, id) */
 	uint64_t reads, writes, flushes, discards, zeroes, verified, bytes;
 	uint64_t t_start, t_end;
 	uint32_t lat[LAT_BUCKETS];
@@ -140,33 +140,38 @@ static uint64_t mono_ns(void)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: " PROG " --domid N --run-dir DIR [options]\n"
-		"  --backend-domid D     expected backend domain (default 0)\n"
-		"  --ram SIZE            guest RAM, K/M/G suffixes (default 64M)\n"
-		"  --addr-mode gfn|grant device addresses (default gfn)\n"
-		"  --devices 0,1         device ids (default: all the guest has)\n"
-		"  --seconds S           run time (default 10; idle: until signalled)\n"
-		"  --iodepth Q           requests in flight per device (default 16)\n"
-		"  --bs BYTES            block size, K/M suffixes (default 4096)\n"
-		"  --queues Q            virtqueues per device (default 1)\n"
-		"  --queue-size N        entries per virtqueue (default min(max, 256))\n"
-		"  --workload W          mixed|read|write|verify|idle (default mixed)\n"
-		"  --span BLOCKS         blocks the workload touches (default: mixed 2048,\n"
-		"                        verify 4096, read/write the whole device)\n"
-		"  --hostile DEV:KIND    corrupt DEV: desc-loop|bad-addr|avail-jump|ring-overflow\n"
-		"  --refuse-features HEX feature bits the driver must not accept\n"
-		"  --timeout S           attach / I/O progress timeout (default 30)\n"
-		"  --spin-us N           busy-poll N µs before sleeping (default 0)\n"
-		"  --seed N              workload random seed (default 1)\n"
-		"  --quiet               only the result lines\n"
-		"  --verbose             stub debug log on stderr\n"
-		"Output (stdout), one line per device, then one for the guest:\n"
-		"  guest D dev N: I IOPS M MB/s reads R writes W flushes F discards X zeroes Z\n"
-		"    verified V p50-us P p99-us Q verify OK|FAILED\n"
-		"  guest D dev N: error: TEXT | broken (NEEDS_RESET) | backend closed: TEXT\n"
-		"    | request failed (STATUS)\n"
-		"  guest D: total I IOPS M MB/s devices N errors E verify OK|FAILED\n"
-		"Exit: 0 all verified, 1 data mismatch, 2 error.\n");
+	        "usage: " PROG " --domid N --run-dir DIR [options]\n"
+	        "  --backend-domid D     expected backend domain (default 0)\n"
+	        "  --ram SIZE            guest RAM, K/M/G suffixes (default 64M)\n"
+	        "  --addr-mode gfn|grant device addresses (default gfn)\n"
+	        "  --devices 0,1         device ids (default: all the guest has, listed\n"
+	        "                        once the list is stable for 0.5 s)\n"
+	        "  --seconds S           run time (default 10; idle: until signalled)\n"
+	        "  --iodepth Q           requests in flight per device (default 16)\n"
+	        "  --bs BYTES            block size, K/M suffixes (default 4096)\n"
+	        "  --queues Q            virtqueues per device (default 1)\n"
+	        "  --queue-size N        entries per virtqueue (default min(max, 256))\n"
+	        "  --workload W          mixed|read|write|verify|idle (default mixed)\n"
+	        "  --span BLOCKS         blocks the workload touches (default: mixed "
+	        "2048,\n"
+	        "                        verify 4096, read/write the whole device)\n"
+	        "  --hostile DEV:KIND    corrupt DEV: "
+	        "desc-loop|bad-addr|avail-jump|ring-overflow\n"
+	        "  --refuse-features HEX feature bits the driver must not accept\n"
+	        "  --timeout S           attach / I/O progress timeout (default 30)\n"
+	        "  --spin-us N           busy-poll N µs before sleeping (default 0)\n"
+	        "  --seed N              workload random seed (default 1)\n"
+	        "  --quiet               only the result lines\n"
+	        "  --verbose             stub debug log on stderr\n"
+	        "Output (stdout), one line per device, then one for the guest:\n"
+	        "  guest D dev N: I IOPS M MB/s reads R writes W flushes F discards X "
+	        "zeroes Z\n"
+	        "    verified V p50-us P p99-us Q verify OK|FAILED\n"
+	        "  guest D dev N: error: TEXT | broken (NEEDS_RESET) | backend closed: "
+	        "TEXT\n"
+	        "    | request failed (STATUS)\n"
+	        "  guest D: total I IOPS M MB/s devices N errors E verify OK|FAILED\n"
+	        "Exit: 0 all verified, 1 data mismatch, 2 error.\n");
 }
 
 static int parse_size(const char *s, size_t *out)
@@ -179,9 +184,21 @@ static int parse_size(const char *s, size_t *out)
 	if (errno || end == s)
 		return -EINVAL;
 	switch (*end) {
-	case 'k': case 'K': v <<= 10; end++; break;
-	case 'm': case 'M': v <<= 20; end++; break;
-	case 'g': case 'G': v <<= 30; end++; break;
+	case 'k':
+	case 'K':
+		v <<= 10;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		v <<= 20;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		v <<= 30;
+		end++;
+		break;
 	default: break;
 	}
 	if (*end == 'i' || *end == 'B')
@@ -252,33 +269,51 @@ static int parse_hostile(const char *s, struct config *c)
 static int parse_args(int argc, char **argv, struct config *c)
 {
 	enum {
-		O_DOMID = 256, O_RUNDIR, O_BE, O_RAM, O_MODE, O_DEVICES, O_SECONDS, O_IODEPTH,
-		O_BS, O_QUEUES, O_QSIZE, O_WORKLOAD, O_SPAN, O_HOSTILE, O_REFUSE, O_TIMEOUT,
-		O_SPIN, O_SEED, O_QUIET, O_VERBOSE, O_HELP,
+		O_DOMID = 256,
+		O_RUNDIR,
+		O_BE,
+		O_RAM,
+		O_MODE,
+		O_DEVICES,
+		O_SECONDS,
+		O_IODEPTH,
+		O_BS,
+		O_QUEUES,
+		O_QSIZE,
+		O_WORKLOAD,
+		O_SPAN,
+		O_HOSTILE,
+		O_REFUSE,
+		O_TIMEOUT,
+		O_SPIN,
+		O_SEED,
+		O_QUIET,
+		O_VERBOSE,
+		O_HELP,
 	};
 	static const struct option longopts[] = {
-		{"domid", required_argument, NULL, O_DOMID},
-		{"run-dir", required_argument, NULL, O_RUNDIR},
-		{"backend-domid", required_argument, NULL, O_BE},
-		{"ram", required_argument, NULL, O_RAM},
-		{"addr-mode", required_argument, NULL, O_MODE},
-		{"devices", required_argument, NULL, O_DEVICES},
-		{"seconds", required_argument, NULL, O_SECONDS},
-		{"iodepth", required_argument, NULL, O_IODEPTH},
-		{"bs", required_argument, NULL, O_BS},
-		{"queues", required_argument, NULL, O_QUEUES},
-		{"queue-size", required_argument, NULL, O_QSIZE},
-		{"workload", required_argument, NULL, O_WORKLOAD},
-		{"span", required_argument, NULL, O_SPAN},
-		{"hostile", required_argument, NULL, O_HOSTILE},
-		{"refuse-features", required_argument, NULL, O_REFUSE},
-		{"timeout", required_argument, NULL, O_TIMEOUT},
-		{"spin-us", required_argument, NULL, O_SPIN},
-		{"seed", required_argument, NULL, O_SEED},
-		{"quiet", no_argument, NULL, O_QUIET},
-		{"verbose", no_argument, NULL, O_VERBOSE},
-		{"help", no_argument, NULL, O_HELP},
-		{NULL, 0, NULL, 0},
+	        {"domid", required_argument, NULL, O_DOMID},
+	        {"run-dir", required_argument, NULL, O_RUNDIR},
+	        {"backend-domid", required_argument, NULL, O_BE},
+	        {"ram", required_argument, NULL, O_RAM},
+	        {"addr-mode", required_argument, NULL, O_MODE},
+	        {"devices", required_argument, NULL, O_DEVICES},
+	        {"seconds", required_argument, NULL, O_SECONDS},
+	        {"iodepth", required_argument, NULL, O_IODEPTH},
+	        {"bs", required_argument, NULL, O_BS},
+	        {"queues", required_argument, NULL, O_QUEUES},
+	        {"queue-size", required_argument, NULL, O_QSIZE},
+	        {"workload", required_argument, NULL, O_WORKLOAD},
+	        {"span", required_argument, NULL, O_SPAN},
+	        {"hostile", required_argument, NULL, O_HOSTILE},
+	        {"refuse-features", required_argument, NULL, O_REFUSE},
+	        {"timeout", required_argument, NULL, O_TIMEOUT},
+	        {"spin-us", required_argument, NULL, O_SPIN},
+	        {"seed", required_argument, NULL, O_SEED},
+	        {"quiet", no_argument, NULL, O_QUIET},
+	        {"verbose", no_argument, NULL, O_VERBOSE},
+	        {"help", no_argument, NULL, O_HELP},
+	        {NULL, 0, NULL, 0},
 	};
 	unsigned long long v;
 	bool have_domid = false;
@@ -301,9 +336,7 @@ static int parse_args(int argc, char **argv, struct config *c)
 			c->domid = (unsigned)v;
 			have_domid = true;
 			break;
-		case O_RUNDIR:
-			c->run_dir = optarg;
-			break;
+		case O_RUNDIR: c->run_dir = optarg; break;
 		case O_BE:
 			bad = parse_uint(optarg, 0x7fef, &v) < 0;
 			c->backend_domid = (int)v;
@@ -319,9 +352,7 @@ static int parse_args(int argc, char **argv, struct config *c)
 			else
 				bad = 1;
 			break;
-		case O_DEVICES:
-			bad = parse_devices(optarg, c) < 0;
-			break;
+		case O_DEVICES: bad = parse_devices(optarg, c) < 0; break;
 		case O_SECONDS:
 			bad = parse_seconds(optarg, &c->seconds) < 0;
 			c->seconds_given = true;
@@ -331,8 +362,8 @@ static int parse_args(int argc, char **argv, struct config *c)
 			c->iodepth = (unsigned)v;
 			break;
 		case O_BS:
-			bad = parse_size(optarg, &c->bs) < 0 || c->bs == 0 || c->bs % 512 ||
-			      c->bs > (64u << 20);
+			bad = parse_size(optarg, &c->bs) < 0 || c->bs == 0 ||
+			      c->bs % 512 || c->bs > (64u << 20);
 			break;
 		case O_QUEUES:
 			bad = parse_uint(optarg, 1024, &v) < 0 || v == 0;
@@ -360,9 +391,7 @@ static int parse_args(int argc, char **argv, struct config *c)
 			bad = parse_uint(optarg, UINT64_MAX, &v) < 0 || v == 0;
 			c->span = v;
 			break;
-		case O_HOSTILE:
-			bad = parse_hostile(optarg, c) < 0;
-			break;
+		case O_HOSTILE: bad = parse_hostile(optarg, c) < 0; break;
 		case O_REFUSE:
 			bad = parse_uint(optarg, UINT64_MAX, &v) < 0;
 			c->refuse_features = v;
@@ -378,22 +407,14 @@ static int parse_args(int argc, char **argv, struct config *c)
 			bad = parse_uint(optarg, UINT64_MAX, &v) < 0;
 			c->seed = v;
 			break;
-		case O_QUIET:
-			c->quiet = true;
-			break;
-		case O_VERBOSE:
-			c->verbose = true;
-			break;
-		case O_HELP:
-			usage(stdout);
-			exit(0);
-		default:
-			usage(stderr);
-			return -EINVAL;
+		case O_QUIET: c->quiet = true; break;
+		case O_VERBOSE: c->verbose = true; break;
+		case O_HELP: usage(stdout); exit(0);
+		default: usage(stderr); return -EINVAL;
 		}
 		if (bad) {
 			fprintf(stderr, PROG ": bad value for --%s: %s\n",
-				longopts[opt - O_DOMID].name, optarg);
+			        longopts[opt - O_DOMID].name, optarg);
 			return -EINVAL;
 		}
 	}
@@ -407,15 +428,17 @@ static int parse_args(int argc, char **argv, struct config *c)
 		for (unsigned i = 0; i < c->ndev; i++)
 			found |= c->devids[i] == (unsigned)c->hostile_dev[h];
 		if (!found) {
-			fprintf(stderr, PROG ": --hostile device %d is not in --devices\n",
-				c->hostile_dev[h]);
+			fprintf(stderr,
+			        PROG ": --hostile device %d is not in --devices\n",
+			        c->hostile_dev[h]);
 			return -EINVAL;
 		}
 	}
 	return 0;
 }
 
-static void info(const struct config *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void info(const struct config *c, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
 
 static void info(const struct config *c, const char *fmt, ...)
 {
@@ -430,7 +453,8 @@ static void info(const struct config *c, const char *fmt, ...)
 	va_end(ap);
 }
 
-static void dev_error(struct gdev *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void dev_error(struct gdev *g, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
 
 /* The first error is the device's result. */
 static void dev_error(struct gdev *g, const char *fmt, ...)
@@ -446,7 +470,8 @@ static void dev_error(struct gdev *g, const char *fmt, ...)
 		g->rc = RC_ERROR;
 }
 
-static void add_detail(struct gdev *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add_detail(struct gdev *g, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
 
 static void add_detail(struct gdev *g, const char *fmt, ...)
 {
@@ -477,12 +502,13 @@ static uint64_t rnd(struct gdev *g)
 
 static uint64_t pattern_seed(const struct gdev *g, uint64_t block, uint32_t gen)
 {
-	return mix64(((uint64_t)g->cfg->domid << 48) ^ ((uint64_t)g->devid << 40) ^ block) ^
+	return mix64(((uint64_t)g->cfg->domid << 48) ^ ((uint64_t)g->devid << 40) ^
+	             block) ^
 	       mix64(0x5eed0000ull + gen);
 }
 
 static void fill_pattern(const struct gdev *g, uint64_t block, uint32_t gen, void *buf,
-			 size_t len)
+                         size_t len)
 {
 	uint64_t seed = pattern_seed(g, block, gen), *w = buf;
 
@@ -490,14 +516,15 @@ static void fill_pattern(const struct gdev *g, uint64_t block, uint32_t gen, voi
 		w[i] = mix64(seed + i * 0x9e3779b97f4a7c15ull);
 }
 
-static bool matches_pattern(const struct gdev *g, uint64_t block, uint32_t gen, const void *buf,
-			    size_t len, size_t *bad_word)
+static bool matches_pattern(const struct gdev *g, uint64_t block, uint32_t gen,
+                            const void *buf, size_t len, size_t *bad_word)
 {
 	uint64_t seed = pattern_seed(g, block, gen);
 	const uint64_t *w = buf;
 
 	for (size_t i = 0; i < len / 8; i++) {
-		if (w[i] != (gen == GEN_ZERO ? 0 : mix64(seed + i * 0x9e3779b97f4a7c15ull))) {
+		if (w[i] !=
+		    (gen == GEN_ZERO ? 0 : mix64(seed + i * 0x9e3779b97f4a7c15ull))) {
 			*bad_word = i;
 			return false;
 		}
@@ -508,23 +535,30 @@ static bool matches_pattern(const struct gdev *g, uint64_t block, uint32_t gen, 
 static void report_mismatch(struct gdev *g, const struct op *o)
 {
 	const uint64_t *w = o->buf.ptr;
-	uint64_t off = o->block * g->cfg->bs;
+	uint64_t off = o->block * g->cfg->bs, want;
 	const char *what = "unknown data";
-	size_t bad, dummy;
+	size_t bad = 0, dummy;
+	char expect[32];
 
 	matches_pattern(g, o->block, o->gen, o->buf.ptr, g->cfg->bs, &bad);
+	want = o->gen == GEN_ZERO ? 0
+	                          : mix64(pattern_seed(g, o->block, o->gen) +
+	                                  bad * 0x9e3779b97f4a7c15ull);
 	if (matches_pattern(g, o->block, GEN_ZERO, o->buf.ptr, g->cfg->bs, &dummy))
 		what = "zeros";
 	else if (o->gen != GEN_ZERO && o->gen > 1 &&
-		 matches_pattern(g, o->block, o->gen - 1, o->buf.ptr, g->cfg->bs, &dummy))
+	         matches_pattern(g, o->block, o->gen - 1, o->buf.ptr, g->cfg->bs, &dummy))
 		what = "the previous generation";
-	else if (o->gen == GEN_ZERO)
-		what = "non-zero data";
+	if (o->gen == GEN_ZERO)
+		snprintf(expect, sizeof(expect), "zeros");
+	else
+		snprintf(expect, sizeof(expect), "generation %" PRIu32, o->gen);
 	add_detail(g,
-		   "guest %u dev %u: MISMATCH block %" PRIu64 " offset %" PRIu64
-		   " generation %s%" PRIu32 ": byte %zu is 0x%016" PRIx64 ", got %s\n",
-		   g->cfg->domid, g->devid, o->block, off, o->gen == GEN_ZERO ? "zero/" : "",
-		   o->gen == GEN_ZERO ? 0 : o->gen, bad * 8, w[bad], what);
+	           "guest %u dev %u: MISMATCH block %" PRIu64 " offset %" PRIu64
+	           " (expected %s): at byte %zu expected 0x%016" PRIx64
+	           " got 0x%016" PRIx64 "; block holds %s\n",
+	           g->cfg->domid, g->devid, o->block, off, expect, bad * 8, want, w[bad],
+	           what);
 	g->rc = RC_MISMATCH;
 }
 
@@ -607,12 +641,8 @@ static bool plan_op(struct gdev *g, struct op *o)
 	o->block = NO_BLOCK;
 	o->gen = GEN_UNKNOWN;
 	switch (g->cfg->wl) {
-	case WL_READ:
-		o->type = VBLK_T_READ;
-		break;
-	case WL_WRITE:
-		o->type = VBLK_T_WRITE;
-		break;
+	case WL_READ: o->type = VBLK_T_READ; break;
+	case WL_WRITE: o->type = VBLK_T_WRITE; break;
 	case WL_VERIFY:
 		if (g->cursor == g->span) {
 			/* a pass ends once every op of it completed */
@@ -641,19 +671,18 @@ static bool plan_op(struct gdev *g, struct op *o)
 		if (in->read_only)
 			o->type = VBLK_T_READ;
 		else if (r < 2 && in->discard &&
-			 range_fits(in->max_discard_sectors, in->discard_sector_alignment,
-				    bs_sectors(g)))
+		         range_fits(in->max_discard_sectors, in->discard_sector_alignment,
+		                    bs_sectors(g)))
 			o->type = VBLK_T_DISCARD;
 		else if (r < 5 && in->write_zeroes &&
-			 range_fits(in->max_write_zeroes_sectors, 1, bs_sectors(g)))
+		         range_fits(in->max_write_zeroes_sectors, 1, bs_sectors(g)))
 			o->type = VBLK_T_WRITE_ZEROES;
 		else if (r < 52)
 			o->type = VBLK_T_WRITE;
 		else
 			o->type = VBLK_T_READ;
 		break;
-	case WL_IDLE:
-		return false;
+	case WL_IDLE: return false;
 	}
 	if (!pick_block(g, &o->block))
 		return false;
@@ -686,16 +715,13 @@ static int submit_op(struct gdev *g, struct op *o)
 		req.buf = &o->buf;
 		req.len = g->cfg->bs;
 		break;
-	case VBLK_T_DISCARD:
-		req.num_sectors = (uint32_t)bs_sectors(g);
-		break;
+	case VBLK_T_DISCARD: req.num_sectors = (uint32_t)bs_sectors(g); break;
 	case VBLK_T_WRITE_ZEROES:
 		req.num_sectors = (uint32_t)bs_sectors(g);
 		if (g->info->write_zeroes_may_unmap && (rnd(g) & 1))
 			req.flags = VBLK_WZ_UNMAP;
 		break;
-	default:
-		break;
+	default: break;
 	}
 	o->start_ns = mono_ns();
 	r = vblk_submit(vblk_queue(g->blk, o->q), &req);
@@ -728,11 +754,12 @@ static void complete_op(struct gdev *g, const struct vblk_completion *c)
 		if (o->block != NO_BLOCK)
 			g->gen[o->block] = GEN_UNKNOWN;
 		dev_error(g, "%s of block %" PRIu64 " failed with status %u",
-			  o->type == VBLK_T_READ ? "read" : o->type == VBLK_T_WRITE ? "write"
-							    : o->type == VBLK_T_FLUSH ? "flush"
-							    : o->type == VBLK_T_DISCARD ? "discard"
-							    : "write-zeroes",
-			  o->block, c->status);
+		          o->type == VBLK_T_READ      ? "read"
+		          : o->type == VBLK_T_WRITE   ? "write"
+		          : o->type == VBLK_T_FLUSH   ? "flush"
+		          : o->type == VBLK_T_DISCARD ? "discard"
+		                                      : "write-zeroes",
+		          o->block, c->status);
 		return;
 	}
 	switch (o->type) {
@@ -740,7 +767,8 @@ static void complete_op(struct gdev *g, const struct vblk_completion *c)
 		g->reads++;
 		g->bytes += g->cfg->bs;
 		if (o->gen != GEN_UNKNOWN) {
-			if (matches_pattern(g, o->block, o->gen, o->buf.ptr, g->cfg->bs, &bad))
+			if (matches_pattern(g, o->block, o->gen, o->buf.ptr, g->cfg->bs,
+			                    &bad))
 				g->verified++;
 			else
 				report_mismatch(g, o);
@@ -751,9 +779,7 @@ static void complete_op(struct gdev *g, const struct vblk_completion *c)
 		g->bytes += g->cfg->bs;
 		g->gen[o->block] = o->gen;
 		break;
-	case VBLK_T_FLUSH:
-		g->flushes++;
-		break;
+	case VBLK_T_FLUSH: g->flushes++; break;
 	case VBLK_T_DISCARD:
 		/* virtio-blk does not promise what a discarded block reads */
 		g->discards++;
@@ -763,8 +789,7 @@ static void complete_op(struct gdev *g, const struct vblk_completion *c)
 		g->zeroes++;
 		g->gen[o->block] = GEN_ZERO;
 		break;
-	default:
-		break;
+	default: break;
 	}
 }
 
@@ -802,18 +827,10 @@ static int reap_all(struct gdev *g)
 static void health_error(struct gdev *g, int r)
 {
 	switch (vblk_health(g->blk)) {
-	case VBLK_NEEDS_RESET:
-		dev_error(g, "device broken (NEEDS_RESET)");
-		break;
-	case VBLK_GONE:
-		dev_error(g, "backend closed: %s", vblk_error(g->blk));
-		break;
-	case VBLK_FAILED:
-		dev_error(g, "device failed: %s", vblk_error(g->blk));
-		break;
-	default:
-		dev_error(g, "%s", strerror(-r));
-		break;
+	case VBLK_NEEDS_RESET: dev_error(g, "device broken (NEEDS_RESET)"); break;
+	case VBLK_GONE: dev_error(g, "backend closed: %s", vblk_error(g->blk)); break;
+	case VBLK_FAILED: dev_error(g, "device failed: %s", vblk_error(g->blk)); break;
+	default: dev_error(g, "%s", strerror(-r)); break;
 	}
 }
 
@@ -872,8 +889,8 @@ static void run_workload(struct gdev *g)
 		if (r > 0)
 			continue;
 		if (mono_ns() - progress > timeout) {
-			dev_error(g, "timeout: %u requests unanswered for %.0f s", ops_busy(g),
-				  c->timeout);
+			dev_error(g, "timeout: %u requests unanswered for %.0f s",
+			          ops_busy(g), c->timeout);
 			break;
 		}
 		r = vblk_wait(g->blk, WAIT_SLICE_NS);
@@ -889,8 +906,9 @@ static void run_workload(struct gdev *g)
 static void run_idle(struct gdev *g)
 {
 	const struct config *c = g->cfg;
-	uint64_t end = c->seconds_given ? mono_ns() + (uint64_t)(c->seconds * (double)NSEC)
-					: UINT64_MAX;
+	uint64_t end = c->seconds_given
+	                       ? mono_ns() + (uint64_t)(c->seconds * (double)NSEC)
+	                       : UINT64_MAX;
 	int r;
 
 	g->t_start = mono_ns();
@@ -908,8 +926,8 @@ static void run_idle(struct gdev *g)
 static void check_get_id(struct gdev *g)
 {
 	struct vblk_queue *q = vblk_queue(g->blk, 0);
-	struct vblk_req req = {.type = VBLK_T_GET_ID, .buf = &g->ops[0].buf, .len = 20,
-			       .tag = 0};
+	struct vblk_req req = {
+	        .type = VBLK_T_GET_ID, .buf = &g->ops[0].buf, .len = 20, .tag = 0};
 	struct vblk_completion comp;
 	uint64_t deadline = mono_ns() + (uint64_t)(g->cfg->timeout * (double)NSEC);
 	char id[21];
@@ -936,7 +954,8 @@ static void check_get_id(struct gdev *g)
 		return;
 	}
 	if (comp.status == VBLK_S_UNSUPP) {
-		add_detail(g, "guest %u dev %u: get-id unsupported\n", g->cfg->domid, g->devid);
+		add_detail(g, "guest %u dev %u: get-id unsupported\n", g->cfg->domid,
+		           g->devid);
 		return;
 	}
 	if (comp.status != VBLK_S_OK) {
@@ -948,7 +967,7 @@ static void check_get_id(struct gdev *g)
 	for (size_t i = 0; i < strlen(id); i++) {
 		if (id[i] < 0x20 || id[i] > 0x7e) {
 			dev_error(g, "GET_ID returned unprintable byte 0x%02x at %zu",
-				  (unsigned)(uint8_t)id[i], i);
+			          (unsigned)(uint8_t)id[i], i);
 			return;
 		}
 	}
@@ -960,14 +979,15 @@ static void check_get_id(struct gdev *g)
 		}
 	}
 	if (!g->cfg->quiet)
-		add_detail(g, "guest %u dev %u: id \"%s\"\n", g->cfg->domid, g->devid, id);
+		add_detail(g, "guest %u dev %u: id \"%s\"\n", g->cfg->domid, g->devid,
+		           id);
 }
 
 /* Corrupt the device and report what the backend does about it. */
 static void run_hostile(struct gdev *g)
 {
 	static const char *const kinds[] = {"desc-loop", "bad-addr", "avail-jump",
-					    "ring-overflow"};
+	                                    "ring-overflow"};
 	uint64_t deadline = mono_ns() + (uint64_t)(g->cfg->timeout * (double)NSEC);
 	uint64_t next_check = 0;
 	struct vblk_completion comp[8];
@@ -986,13 +1006,15 @@ static void run_hostile(struct gdev *g)
 			if (comp[i].tag != HOSTILE_TAG)
 				continue;
 			if (comp[i].status == VBLK_S_OK) {
-				dev_error(g, "%s request completed successfully", kinds[g->kind]);
+				dev_error(g, "%s request completed successfully",
+				          kinds[g->kind]);
 				return;
 			}
 			snprintf(g->outcome, sizeof(g->outcome), "request failed (%s)",
-				 comp[i].status == VBLK_S_IOERR ? "IOERR"
-				 : comp[i].status == VBLK_S_UNSUPP ? "UNSUPP"
-								   : "status not written");
+			         comp[i].status == VBLK_S_IOERR ? "IOERR"
+			         : comp[i].status == VBLK_S_UNSUPP
+			                 ? "UNSUPP"
+			                 : "status not written");
 			return;
 		}
 		switch (vblk_health(g->blk)) {
@@ -1001,16 +1023,16 @@ static void run_hostile(struct gdev *g)
 			return;
 		case VBLK_GONE:
 			snprintf(g->outcome, sizeof(g->outcome), "backend closed: %s",
-				 vblk_error(g->blk));
+			         vblk_error(g->blk));
 			return;
 		case VBLK_FAILED:
 			dev_error(g, "device failed: %s", vblk_error(g->blk));
 			return;
-		case VBLK_OK:
-			break;
+		case VBLK_OK: break;
 		}
 		if (mono_ns() > deadline) {
-			dev_error(g, "no reaction to %s in %.0f s", kinds[g->kind], g->cfg->timeout);
+			dev_error(g, "no reaction to %s in %.0f s", kinds[g->kind],
+			          g->cfg->timeout);
 			return;
 		}
 		if (mono_ns() >= next_check) {
@@ -1031,16 +1053,18 @@ static int setup_workload(struct gdev *g)
 
 	g->nblocks = g->info->capacity * 512 / c->bs;
 	if (g->nblocks == 0) {
-		dev_error(g, "device of %" PRIu64 " sectors is smaller than --bs", g->info->capacity);
+		dev_error(g, "device of %" PRIu64 " sectors is smaller than --bs",
+		          g->info->capacity);
 		return -EINVAL;
 	}
 	if (c->bs > g->info->max_io_bytes || c->bs % g->info->blk_size) {
 		dev_error(g, "--bs %zu not possible (max I/O %zu, block size %u)", c->bs,
-			  g->info->max_io_bytes, g->info->blk_size);
+		          g->info->max_io_bytes, g->info->blk_size);
 		return -EINVAL;
 	}
-	span_default = c->wl == WL_MIXED ? MIXED_SPAN_DEFAULT
-		       : c->wl == WL_VERIFY ? VERIFY_SPAN_DEFAULT : g->nblocks;
+	span_default = c->wl == WL_MIXED    ? MIXED_SPAN_DEFAULT
+	               : c->wl == WL_VERIFY ? VERIFY_SPAN_DEFAULT
+	                                    : g->nblocks;
 	g->span = c->span ? c->span : span_default;
 	if (g->span > g->nblocks)
 		g->span = g->nblocks;
@@ -1056,8 +1080,10 @@ static int setup_workload(struct gdev *g)
 		struct op *o = &g->ops[i];
 
 		if (vblk_buf_alloc(g->blk, c->bs, &o->buf) < 0) {
-			dev_error(g, "not enough guest RAM for %u x %zu-byte buffers (--ram)",
-				  g->nops, c->bs);
+			dev_error(
+			        g,
+			        "not enough guest RAM for %u x %zu-byte buffers (--ram)",
+			        g->nops, c->bs);
 			return -ENOMEM;
 		}
 		o->q = i % g->info->num_queues;
@@ -1097,8 +1123,8 @@ static void *device_thread(void *arg)
 	vo.expect_backend = c->backend_domid;
 	r = vps_attach(&g->vps, plat, g->devid, &vo);
 	if (r < 0) {
-		dev_error(g, "attach failed: %s", vps_error(&g->vps)[0] ? vps_error(&g->vps)
-									 : strerror(-r));
+		dev_error(g, "attach failed: %s",
+		          vps_error(&g->vps)[0] ? vps_error(&g->vps) : strerror(-r));
 		return NULL;
 	}
 	vblk_opts_default(&bo);
@@ -1113,9 +1139,11 @@ static void *device_thread(void *arg)
 		goto detach;
 	}
 	g->info = vblk_info(g->blk);
-	info(c, "dom %u dev %u: %" PRIu64 " sectors, features 0x%" PRIx64 ", %u queue(s) of %u",
-	     c->domid, g->devid, g->info->capacity, g->info->features, g->info->num_queues,
-	     g->info->queue_size);
+	info(c,
+	     "dom %u dev %u: %" PRIu64 " sectors, features 0x%" PRIx64
+	     ", %u queue(s) of %u",
+	     c->domid, g->devid, g->info->capacity, g->info->features,
+	     g->info->num_queues, g->info->queue_size);
 	if (g->info->num_queues < c->queues)
 		info(c, "dom %u dev %u: device has only %u queue(s)", c->domid, g->devid,
 		     g->info->num_queues);
@@ -1131,6 +1159,8 @@ static void *device_thread(void *arg)
 			run_workload(g);
 	}
 close:
+	/* the device lets go of the buffers before they are freed */
+	vblk_stop(g->blk);
 	free_workload(g);
 	vblk_close(g->blk);
 detach:
@@ -1140,7 +1170,8 @@ detach:
 	return NULL;
 }
 
-static void print_results(const struct config *c, struct gdev *devs, unsigned n, int *exit_rc)
+static void print_results(const struct config *c, struct gdev *devs, unsigned n,
+                          int *exit_rc)
 {
 	double total_iops = 0, total_mbs = 0;
 	uint32_t *all = calloc(LAT_BUCKETS, sizeof(*all));
@@ -1149,8 +1180,10 @@ static void print_results(const struct config *c, struct gdev *devs, unsigned n,
 
 	for (unsigned i = 0; i < n; i++) {
 		struct gdev *g = &devs[i];
-		double secs = g->t_end > g->t_start ? (double)(g->t_end - g->t_start) / 1e9 : 0;
-		uint64_t ops = g->reads + g->writes + g->flushes + g->discards + g->zeroes;
+		double secs =
+		        g->t_end > g->t_start ? (double)(g->t_end - g->t_start) / 1e9 : 0;
+		uint64_t ops =
+		        g->reads + g->writes + g->flushes + g->discards + g->zeroes;
 		double iops = secs > 0 ? (double)ops / secs : 0;
 		double mbs = secs > 0 ? (double)g->bytes / secs / 1e6 : 0;
 
@@ -1160,7 +1193,8 @@ static void print_results(const struct config *c, struct gdev *devs, unsigned n,
 			continue;
 		}
 		if (g->rc == RC_ERROR) {
-			printf("guest %u dev %u: error: %s\n", c->domid, g->devid, g->error);
+			printf("guest %u dev %u: error: %s\n", c->domid, g->devid,
+			       g->error);
 			errors++;
 			continue;
 		}
@@ -1169,12 +1203,13 @@ static void print_results(const struct config *c, struct gdev *devs, unsigned n,
 		total_mbs += mbs;
 		for (unsigned b = 0; all && b < LAT_BUCKETS; b++)
 			all[b] += g->lat[b];
-		printf("guest %u dev %u: %.0f IOPS %.1f MB/s reads %" PRIu64 " writes %" PRIu64
-		       " flushes %" PRIu64 " discards %" PRIu64 " zeroes %" PRIu64
-		       " verified %" PRIu64 " p50-us %" PRIu64 " p99-us %" PRIu64 " verify %s\n",
-		       c->domid, g->devid, iops, mbs, g->reads, g->writes, g->flushes, g->discards,
-		       g->zeroes, g->verified, percentile(g->lat, 0.5), percentile(g->lat, 0.99),
-		       g->rc == RC_MISMATCH ? "FAILED" : "OK");
+		printf("guest %u dev %u: %.0f IOPS %.1f MB/s reads %" PRIu64
+		       " writes %" PRIu64 " flushes %" PRIu64 " discards %" PRIu64
+		       " zeroes %" PRIu64 " verified %" PRIu64 " p50-us %" PRIu64
+		       " p99-us %" PRIu64 " verify %s\n",
+		       c->domid, g->devid, iops, mbs, g->reads, g->writes, g->flushes,
+		       g->discards, g->zeroes, g->verified, percentile(g->lat, 0.5),
+		       percentile(g->lat, 0.99), g->rc == RC_MISMATCH ? "FAILED" : "OK");
 	}
 	printf("guest %u: total %.0f IOPS %.1f MB/s devices %u errors %u p50-us %" PRIu64
 	       " p99-us %" PRIu64 " verify %s\n",
@@ -1185,12 +1220,16 @@ static void print_results(const struct config *c, struct gdev *devs, unsigned n,
 	*exit_rc = mismatch ? RC_MISMATCH : errors ? RC_ERROR : RC_OK;
 }
 
-/* The device ids to use: --devices, or what xenstore lists (waiting for at
- * least one to appear). */
+/* The device ids to use: --devices, or what xenstore lists once at least
+ * one device exists and the list stayed the same for DEVICE_SETTLE_NS (a
+ * backend may provision a guest's devices one after the other). */
+#define DEVICE_SETTLE_NS (500 * MSEC)
+
 static int find_devices(struct config *c, const struct vps_platform *plat)
 {
-	uint64_t deadline = mono_ns() + (uint64_t)(c->timeout * (double)NSEC);
-	int n;
+	uint64_t deadline = mono_ns() + (uint64_t)(c->timeout * (double)NSEC),
+	         stable_since = 0;
+	int n, last = 0;
 
 	if (c->ndev)
 		return 0;
@@ -1200,13 +1239,20 @@ static int find_devices(struct config *c, const struct vps_platform *plat)
 			fprintf(stderr, PROG ": cannot list devices: %s\n", strerror(-n));
 			return n;
 		}
-		if (n > 0)
+		if (n != last) {
+			last = n;
+			stable_since = mono_ns();
+		}
+		if (n > 0 && mono_ns() - stable_since >= DEVICE_SETTLE_NS)
 			break;
 		if (stopping() || mono_ns() > deadline) {
-			fprintf(stderr, PROG ": domain %u has no vproxy devices\n", c->domid);
+			if (n > 0)
+				break;
+			fprintf(stderr, PROG ": domain %u has no vproxy devices\n",
+			        c->domid);
 			return -ENODEV;
 		}
-		usleep(100000);
+		usleep(50000);
 	}
 	c->ndev = n > MAX_DEVICES ? MAX_DEVICES : (unsigned)n;
 	return 0;
@@ -1233,10 +1279,10 @@ int main(int argc, char **argv)
 
 	pages = cfg.ram / 4096;
 	sg = simguest_create(cfg.run_dir, (uint16_t)cfg.domid, cfg.ram,
-			     (unsigned)(pages + 256 > 1u << 20 ? 1u << 20 : pages + 256));
+	                     (unsigned)(pages + 256 > 1u << 20 ? 1u << 20 : pages + 256));
 	if (!sg) {
-		fprintf(stderr, PROG ": cannot create guest %u in %s: %s\n", cfg.domid, cfg.run_dir,
-			strerror(errno));
+		fprintf(stderr, PROG ": cannot create guest %u in %s: %s\n", cfg.domid,
+		        cfg.run_dir, strerror(errno));
 		return RC_ERROR;
 	}
 	sim = vps_sim_create(sg, cfg.mode, PROG);
@@ -1244,9 +1290,24 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": cannot reach xenstore: %s\n", strerror(errno));
 		goto out;
 	}
-	vps_sim_set_log_level(sim, cfg.verbose ? VPS_LOG_DEBUG : VPS_LOG_WARN);
+	vps_sim_set_log_level(sim, cfg.verbose ? VPS_LOG_DEBUG
+	                           : cfg.quiet ? VPS_LOG_ERROR
+	                                       : VPS_LOG_WARN);
 	if (find_devices(&cfg, vps_sim_platform(sim)) < 0)
 		goto out;
+	for (unsigned h = 0; h < cfg.nhostile; h++) {
+		bool found = false;
+
+		for (unsigned i = 0; i < cfg.ndev; i++)
+			found |= cfg.devids[i] == (unsigned)cfg.hostile_dev[h];
+		if (!found) {
+			fprintf(stderr,
+			        PROG
+			        ": --hostile device %d: domain %u has no such device\n",
+			        cfg.hostile_dev[h], cfg.domid);
+			goto out;
+		}
+	}
 	devs = calloc(cfg.ndev, sizeof(*devs));
 	if (!devs)
 		goto out;

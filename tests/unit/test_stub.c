@@ -96,19 +96,21 @@ struct fake {
 
 	/* the backend */
 	bool be_connected;
-	bool be_inline;       /* run on every notify, not only on sleeps */
-	bool be_silent;       /* consume nothing */
-	bool be_bad_id;       /* answer with a wrong id */
-	bool be_auto_connect; /* answer Initialised with Connected */
-	bool be_auto_close;   /* answer Closing with Closed */
+	bool be_inline;               /* run on every notify, not only on sleeps */
+	bool be_silent;               /* consume nothing */
+	bool be_bad_id;               /* answer with a wrong id */
+	bool be_auto_connect;         /* answer Initialised with Connected */
+	bool be_auto_close;           /* answer Closing with Closed */
 	const char *be_connect_error; /* answer Initialised with this error */
-	uint32_t refuse_off;  /* answer BAD_ACCESS for this offset (0: none) */
-	uint32_t irq_on_write_off; /* a write here raises irq bit 0 */
+	bool be_failed;               /* never leave Closed (storage did not open) */
+	char fe_states[32];           /* every frontend state written, in order */
+	uint32_t refuse_off;          /* answer BAD_ACCESS for this offset (0: none) */
+	uint32_t irq_on_write_off;    /* a write here raises irq bit 0 */
 	void *be_page;
 	struct vproxy_back_ring be_ring;
-	unsigned be_kicks;    /* notifications the stub sent */
-	unsigned fe_kicks;    /* notifications the backend sent */
-	bool fe_event;        /* pending event for the stub */
+	unsigned be_kicks; /* notifications the stub sent */
+	unsigned fe_kicks; /* notifications the backend sent */
+	bool fe_event;     /* pending event for the stub */
 	unsigned max_outstanding;
 	uint64_t regs[0x400];
 	struct logged log[LOG_MAX];
@@ -157,7 +159,8 @@ static void fire_watches(struct fake *f, const char *path)
 		struct vps_watch *w = &f->watches[i];
 		size_t l = strlen(w->path);
 
-		if (w->used && strncmp(path, w->path, l) == 0 && (path[l] == '\0' || path[l] == '/'))
+		if (w->used && strncmp(path, w->path, l) == 0 &&
+		    (path[l] == '\0' || path[l] == '/'))
 			w->fired = true;
 	}
 }
@@ -186,7 +189,8 @@ static void xs_del_tree(struct fake *f, const char *dir)
 	for (int i = 0; i < MAX_NODES; i++) {
 		struct node *n = &f->nodes[i];
 
-		if (n->used && strncmp(n->path, dir, l) == 0 && (n->path[l] == '\0' || n->path[l] == '/'))
+		if (n->used && strncmp(n->path, dir, l) == 0 &&
+		    (n->path[l] == '\0' || n->path[l] == '/'))
 			n->used = false;
 	}
 	fire_watches(f, dir);
@@ -215,8 +219,10 @@ static int fk_xs_write(void *ctx, uint32_t tx, const char *path, const char *val
 	}
 	ck_assert_uint_eq(tx, f->open_tx);
 	ck_assert_uint_lt(f->ntx_writes, MAX_TX_WRITES);
-	snprintf(f->tx_writes[f->ntx_writes].path, sizeof(f->tx_writes[0].path), "%s", path);
-	snprintf(f->tx_writes[f->ntx_writes].val, sizeof(f->tx_writes[0].val), "%s", value);
+	snprintf(f->tx_writes[f->ntx_writes].path, sizeof(f->tx_writes[0].path), "%s",
+	         path);
+	snprintf(f->tx_writes[f->ntx_writes].val, sizeof(f->tx_writes[0].val), "%s",
+	         value);
 	f->ntx_writes++;
 	return 0;
 }
@@ -239,8 +245,8 @@ static int fk_xs_list(void *ctx, const char *path, char *buf, size_t len)
 		any = true;
 		rest = n->path + l + 1;
 		slash = strchr(rest, '/');
-		snprintf(child, sizeof(child), "%.*s", (int)(slash ? (size_t)(slash - rest) : strlen(rest)),
-			 rest);
+		snprintf(child, sizeof(child), "%.*s",
+		         (int)(slash ? (size_t)(slash - rest) : strlen(rest)), rest);
 		for (const char *s = buf; s < buf + used; s += strlen(s) + 1)
 			if (strcmp(s, child) == 0)
 				dup = true;
@@ -292,7 +298,8 @@ static int fk_xs_watch(void *ctx, const char *path, struct vps_watch **out)
 	for (int i = 0; i < MAX_WATCHES; i++) {
 		if (!f->watches[i].used) {
 			f->watches[i] = (struct vps_watch){.used = true, .fired = true};
-			snprintf(f->watches[i].path, sizeof(f->watches[i].path), "%s", path);
+			snprintf(f->watches[i].path, sizeof(f->watches[i].path), "%s",
+			         path);
 			*out = &f->watches[i];
 			return 0;
 		}
@@ -364,7 +371,8 @@ static void *fk_translate(struct fake *f, uint64_t addr, size_t len)
 	for (unsigned i = 0; i < f->nallocs; i++) {
 		struct alloc *a = &f->allocs[i];
 
-		if (a->mem && addr >= a->addr && len <= a->bytes && addr - a->addr <= a->bytes - len)
+		if (a->mem && addr >= a->addr && len <= a->bytes &&
+		    addr - a->addr <= a->bytes - len)
 			return (uint8_t *)a->mem + (addr - a->addr);
 	}
 	return NULL;
@@ -444,7 +452,8 @@ static bool be_run(struct fake *f)
 			RING_COPY_REQUEST(r, r->req_cons, &req);
 			r->req_cons++;
 			if (f->nlog < LOG_MAX)
-				f->log[f->nlog++] = (struct logged){req.op, req.size, req.offset, req.value};
+				f->log[f->nlog++] = (struct logged){
+				        req.op, req.size, req.offset, req.value};
 			if (f->refuse_off && req.offset == f->refuse_off)
 				st = VPROXY_ST_BAD_ACCESS;
 			else if (req.op == VPROXY_OP_READ)
@@ -479,9 +488,22 @@ static bool be_run(struct fake *f)
 /* The backend's reaction to the frontend's xenstore writes. */
 static void be_on_fe_write(struct fake *f, const char *path, const char *val)
 {
+	const char *be_state;
+
 	if (strcmp(path, FE_DIR "/state") != 0)
 		return;
-	if (strcmp(val, "3") == 0 && f->be_connect_error) {
+	if (strlen(f->fe_states) + 1 < sizeof(f->fe_states))
+		strcat(f->fe_states, val);
+	be_state = xs_get(f, BE_DIR "/state");
+	if (strcmp(val, "1") == 0 && be_state && strcmp(be_state, "6") == 0 &&
+	    !f->be_failed) {
+		/* a frontend starting over: offer the device again */
+		struct node *n = node_find(f, BE_DIR "/error");
+
+		if (n)
+			n->used = false;
+		xs_put(f, BE_DIR "/state", "2");
+	} else if (strcmp(val, "3") == 0 && f->be_connect_error) {
 		be_close(f, f->be_connect_error);
 	} else if (strcmp(val, "3") == 0 && f->be_auto_connect) {
 		const char *ref = xs_get(f, FE_DIR "/ring-ref");
@@ -498,14 +520,16 @@ static void be_on_fe_write(struct fake *f, const char *path, const char *val)
 			addr |= VPROXY_GRANT_ADDR_FLAG;
 		else
 			ck_assert_str_eq(mode, "gfn");
-		ck_assert_int_eq(strcmp(mode, "grant") == 0, f->plat.addr_mode == VPS_ADDR_GRANT);
+		ck_assert_int_eq(strcmp(mode, "grant") == 0,
+		                 f->plat.addr_mode == VPS_ADDR_GRANT);
 		f->be_page = fk_translate(f, addr, 4096);
 		ck_assert_ptr_nonnull(f->be_page);
 		hdr = f->be_page;
 		ck_assert_uint_eq(hdr->magic, VPROXY_PAGE_MAGIC);
 		ck_assert_uint_eq(hdr->version, VPROXY_PROTO_VERSION);
 		ck_assert_uint_eq(hdr->irq_status, 0);
-		BACK_RING_INIT(&f->be_ring, vproxy_page_sring(f->be_page), VPROXY_RING_BYTES);
+		BACK_RING_INIT(&f->be_ring, vproxy_page_sring(f->be_page),
+		               VPROXY_RING_BYTES);
 		ck_assert_uint_eq(RING_SIZE(&f->be_ring), VPS_RING_ENTRIES);
 		f->be_connected = true;
 		xs_put(f, BE_DIR "/state", "4");
@@ -557,7 +581,8 @@ static void fk_evtchn_close(void *ctx, int port)
 	f->ports_closed++;
 }
 
-static int threaded_wait(struct fake *f, int port, struct vps_watch *w, uint64_t timeout_ns)
+static int threaded_wait(struct fake *f, int port, struct vps_watch *w,
+                         uint64_t timeout_ns)
 {
 	struct timespec ts;
 	int mask = 0;
@@ -634,24 +659,24 @@ static void fake_init(struct fake *f, enum vps_addr_mode mode)
 {
 	memset(f, 0, sizeof(*f));
 	f->plat = (struct vps_platform){
-		.ctx = f,
-		.domid = FE_DOM,
-		.addr_mode = mode,
-		.dma_alloc = fk_dma_alloc,
-		.dma_free = fk_dma_free,
-		.evtchn_alloc = fk_evtchn_alloc,
-		.evtchn_notify = fk_evtchn_notify,
-		.evtchn_close = fk_evtchn_close,
-		.wait = fk_wait,
-		.xs_read = fk_xs_read,
-		.xs_write = fk_xs_write,
-		.xs_list = fk_xs_list,
-		.xs_tx_begin = fk_xs_tx_begin,
-		.xs_tx_end = fk_xs_tx_end,
-		.xs_watch = fk_xs_watch,
-		.xs_unwatch = fk_xs_unwatch,
-		.now_ns = fk_now,
-		.log = fk_log,
+	        .ctx = f,
+	        .domid = FE_DOM,
+	        .addr_mode = mode,
+	        .dma_alloc = fk_dma_alloc,
+	        .dma_free = fk_dma_free,
+	        .evtchn_alloc = fk_evtchn_alloc,
+	        .evtchn_notify = fk_evtchn_notify,
+	        .evtchn_close = fk_evtchn_close,
+	        .wait = fk_wait,
+	        .xs_read = fk_xs_read,
+	        .xs_write = fk_xs_write,
+	        .xs_list = fk_xs_list,
+	        .xs_tx_begin = fk_xs_tx_begin,
+	        .xs_tx_end = fk_xs_tx_end,
+	        .xs_watch = fk_xs_watch,
+	        .xs_unwatch = fk_xs_unwatch,
+	        .now_ns = fk_now,
+	        .log = fk_log,
 	};
 	f->now = 1000 * MS;
 	f->be_auto_connect = true;
@@ -717,7 +742,7 @@ START_TEST(attach_publishes_and_connects)
 	ck_assert_str_eq(xs_get(&F, FE_DIR "/event-channel"), "5");
 	/* gfn mode: ring-ref is the page's gfn */
 	ck_assert_uint_eq(strtoull(xs_get(&F, FE_DIR "/ring-ref"), NULL, 10) << 12,
-			  F.allocs[0].addr);
+	                  F.allocs[0].addr);
 	hdr = F.be_page;
 	ck_assert_uint_eq(hdr->magic, VPROXY_PAGE_MAGIC);
 	ck_assert_uint_eq(vps_backend_id(&dev), BE_DOM);
@@ -849,6 +874,72 @@ START_TEST(attach_retries_conflicting_transaction)
 	attach_ok();
 	ck_assert_uint_eq(F.fail_commits, 0);
 	ck_assert_str_eq(xs_get(&F, FE_DIR "/state"), "4");
+	ck_assert_int_eq(vps_detach(&dev), 0);
+}
+END_TEST
+
+START_TEST(attach_again_after_detach)
+{
+	attach_ok();
+	ck_assert_int_eq(vps_detach(&dev), 0);
+	ck_assert_str_eq(xs_get(&F, BE_DIR "/state"), "6");
+	/* a new session: Initialising, and the backend offers the device */
+	ck_assert_int_eq(vps_attach(&dev, &F.plat, 0, &opts), 0);
+	/* provisioning's 1, a session, and the next session's 1 3 4 */
+	ck_assert_str_eq(F.fe_states, "13456134");
+	ck_assert_int_eq(vps_detach(&dev), 0);
+	assert_released();
+}
+END_TEST
+
+START_TEST(attach_resets_a_stale_connection)
+{
+	/* an earlier frontend died while connected */
+	provision(&F, "4");
+	xs_put(&F, FE_DIR "/state", "4");
+	F.fe_states[0] = '\0';
+	ck_assert_int_eq(vps_attach(&dev, &F.plat, 0, &opts), 0);
+	/* Closing, (backend Closed), Initialising, Initialised, Connected */
+	ck_assert_str_eq(F.fe_states, "5134");
+	ck_assert_int_eq(vps_detach(&dev), 0);
+}
+END_TEST
+
+START_TEST(attach_fails_on_failed_storage)
+{
+	F.be_failed = true;
+	provision(&F, "6");
+	xs_put(&F, BE_DIR "/error", "12 cannot map 64T");
+	ck_assert_int_eq(vps_attach(&dev, &F.plat, 0, &opts), -ENODEV);
+	ck_assert_str_eq(vps_error(&dev), "12 cannot map 64T");
+	/* the frontend was already Initialising: no grace, no waiting */
+	ck_assert_uint_eq(F.now, 1000 * MS);
+	ck_assert_uint_eq(F.nallocs, 0);
+	assert_released();
+}
+END_TEST
+
+START_TEST(attach_fails_on_failed_storage_after_grace)
+{
+	F.be_failed = true;
+	provision(&F, "6");
+	xs_put(&F, FE_DIR "/state", "6");
+	xs_put(&F, BE_DIR "/error", "12 cannot map 64T");
+	ck_assert_int_eq(vps_attach(&dev, &F.plat, 0, &opts), -ENODEV);
+	ck_assert_str_eq(vps_error(&dev), "12 cannot map 64T");
+	ck_assert_uint_ge(F.now, 1000 * MS + 2000 * MS);
+	ck_assert_uint_lt(F.now, 1000 * MS + opts.attach_timeout_ns);
+	assert_released();
+}
+END_TEST
+
+START_TEST(attach_ignores_stale_error_when_starting_over)
+{
+	provision(&F, "6");
+	xs_put(&F, FE_DIR "/state", "6");
+	xs_put(&F, BE_DIR "/error", "an old session's error");
+	ck_assert_int_eq(vps_attach(&dev, &F.plat, 0, &opts), 0);
+	ck_assert_str_eq(vps_error(&dev), "");
 	ck_assert_int_eq(vps_detach(&dev), 0);
 }
 END_TEST
@@ -1304,7 +1395,8 @@ START_TEST(threaded_backend_stress)
 
 		if ((seed >> 8) & 1) {
 			shadow[reg] = (uint64_t)i * 2654435761u;
-			ck_assert_int_eq(vps_write(&dev, 0x100 + 8 * reg, 8, shadow[reg]), 0);
+			ck_assert_int_eq(vps_write(&dev, 0x100 + 8 * reg, 8, shadow[reg]),
+			                 0);
 		} else {
 			ck_assert_int_eq(vps_read(&dev, 0x100 + 8 * reg, 8, &v), 0);
 			ck_assert_uint_eq(v, shadow[reg]);
@@ -1335,14 +1427,14 @@ struct fb_queue {
 };
 
 struct fblk {
-	uint64_t features;       /* offered */
+	uint64_t features; /* offered */
 	uint64_t driver_features;
 	uint32_t dfsel, gfsel, qsel, status;
 	uint32_t qnum_max;
-	bool reject_features;    /* refuse FEATURES_OK */
+	bool reject_features; /* refuse FEATURES_OK */
 	uint32_t magic;
-	bool stale_avail_event;  /* claim to be polling: no kicks wanted */
-	bool bogus_used_id;      /* complete with an id never made available */
+	bool stale_avail_event; /* claim to be polling: no kicks wanted */
+	bool bogus_used_id;     /* complete with an id never made available */
 	struct virtio_blk_config cfg;
 	struct fb_queue q[FB_QUEUES];
 	uint8_t disk[FB_SECTORS * 512];
@@ -1367,8 +1459,8 @@ static void fb_broken(struct fake *f, const char *why)
 
 /* Collect the chain at head (following an indirect table if any); -1 on
  * a loop, an index out of range or an address outside guest memory. */
-static int fb_chain(struct fake *f, struct fb_queue *q, uint16_t head, struct vring_desc *out,
-		    unsigned max, unsigned *n)
+static int fb_chain(struct fake *f, struct fb_queue *q, uint16_t head,
+                    struct vring_desc *out, unsigned max, unsigned *n)
 {
 	struct vring_desc *tbl = fk_translate(f, q->desc, 16u * q->num), d;
 	unsigned count = q->num, idx = head;
@@ -1445,9 +1537,7 @@ static int fb_execute(struct fake *f, struct vring_desc *d, unsigned n)
 			pos += d[i].len;
 		}
 		break;
-	case VIRTIO_BLK_T_FLUSH:
-		FB->flushes++;
-		break;
+	case VIRTIO_BLK_T_FLUSH: FB->flushes++; break;
 	case VIRTIO_BLK_T_GET_ID: {
 		char *id = fk_translate(f, d[1].addr, d[1].len);
 
@@ -1458,17 +1548,17 @@ static int fb_execute(struct fake *f, struct vring_desc *d, unsigned n)
 	}
 	case VIRTIO_BLK_T_DISCARD:
 	case VIRTIO_BLK_T_WRITE_ZEROES: {
-		struct virtio_blk_discard_write_zeroes *r = fk_translate(f, d[1].addr, sizeof(*r));
+		struct virtio_blk_discard_write_zeroes *r =
+		        fk_translate(f, d[1].addr, sizeof(*r));
 
 		if (!r || r->sector + r->num_sectors > FB_SECTORS)
 			*status = VIRTIO_BLK_S_IOERR;
 		else
-			memset(FB->disk + r->sector * 512, 0, (size_t)r->num_sectors * 512);
+			memset(FB->disk + r->sector * 512, 0,
+			       (size_t)r->num_sectors * 512);
 		break;
 	}
-	default:
-		*status = VIRTIO_BLK_S_UNSUPP;
-		break;
+	default: *status = VIRTIO_BLK_S_UNSUPP; break;
 	}
 	return written;
 }
@@ -1510,7 +1600,8 @@ static void fb_process(struct fake *f, unsigned qi)
 			fb_broken(f, "bad request");
 			return;
 		}
-		used->ring[q->used_idx % q->num].id = FB->bogus_used_id ? q->num + 3u : head;
+		used->ring[q->used_idx % q->num].id =
+		        FB->bogus_used_id ? q->num + 3u : head;
 		used->ring[q->used_idx % q->num].len = (uint32_t)written;
 		q->used_idx++;
 		__atomic_store_n(&used->idx, q->used_idx, __ATOMIC_RELEASE);
@@ -1518,7 +1609,7 @@ static void fb_process(struct fake *f, unsigned qi)
 	/* where the driver should next notify us */
 	{
 		uint16_t ev = FB->stale_avail_event ? (uint16_t)(q->last_avail - 0x100)
-						    : q->last_avail;
+		                                    : q->last_avail;
 
 		memcpy((uint8_t *)used + 4 + 8u * q->num, &ev, sizeof(ev));
 	}
@@ -1526,7 +1617,7 @@ static void fb_process(struct fake *f, unsigned qi)
 	if (q->used_idx == old_used)
 		return;
 	if (event_idx ? vring_need_event(avail->ring[q->num], q->used_idx, old_used)
-		      : !(avail->flags & VRING_AVAIL_F_NO_INTERRUPT)) {
+	              : !(avail->flags & VRING_AVAIL_F_NO_INTERRUPT)) {
 		FB->irqs++;
 		be_raise(f, VIRTIO_MMIO_INT_VRING);
 	}
@@ -1586,7 +1677,8 @@ static uint8_t fb_write(struct fake *f, uint32_t off, unsigned size, uint64_t va
 	case VIRTIO_MMIO_DRIVER_FEATURES_SEL: FB->gfsel = v; break;
 	case VIRTIO_MMIO_DRIVER_FEATURES:
 		if (FB->gfsel)
-			FB->driver_features = (FB->driver_features & 0xffffffffull) | (uint64_t)v << 32;
+			FB->driver_features =
+			        (FB->driver_features & 0xffffffffull) | (uint64_t)v << 32;
 		else
 			FB->driver_features = (FB->driver_features & ~0xffffffffull) | v;
 		break;
@@ -1594,11 +1686,19 @@ static uint8_t fb_write(struct fake *f, uint32_t off, unsigned size, uint64_t va
 	case VIRTIO_MMIO_QUEUE_NUM: q->num = v; break;
 	case VIRTIO_MMIO_QUEUE_READY: q->ready = v; break;
 	case VIRTIO_MMIO_QUEUE_DESC_LOW: q->desc = (q->desc & ~0xffffffffull) | v; break;
-	case VIRTIO_MMIO_QUEUE_DESC_HIGH: q->desc = (q->desc & 0xffffffffull) | (uint64_t)v << 32; break;
-	case VIRTIO_MMIO_QUEUE_AVAIL_LOW: q->avail = (q->avail & ~0xffffffffull) | v; break;
-	case VIRTIO_MMIO_QUEUE_AVAIL_HIGH: q->avail = (q->avail & 0xffffffffull) | (uint64_t)v << 32; break;
+	case VIRTIO_MMIO_QUEUE_DESC_HIGH:
+		q->desc = (q->desc & 0xffffffffull) | (uint64_t)v << 32;
+		break;
+	case VIRTIO_MMIO_QUEUE_AVAIL_LOW:
+		q->avail = (q->avail & ~0xffffffffull) | v;
+		break;
+	case VIRTIO_MMIO_QUEUE_AVAIL_HIGH:
+		q->avail = (q->avail & 0xffffffffull) | (uint64_t)v << 32;
+		break;
 	case VIRTIO_MMIO_QUEUE_USED_LOW: q->used = (q->used & ~0xffffffffull) | v; break;
-	case VIRTIO_MMIO_QUEUE_USED_HIGH: q->used = (q->used & 0xffffffffull) | (uint64_t)v << 32; break;
+	case VIRTIO_MMIO_QUEUE_USED_HIGH:
+		q->used = (q->used & 0xffffffffull) | (uint64_t)v << 32;
+		break;
 	case VIRTIO_MMIO_QUEUE_NOTIFY:
 		FB->notifies++;
 		if (v < FB_QUEUES)
@@ -1609,24 +1709,24 @@ static uint8_t fb_write(struct fake *f, uint32_t off, unsigned size, uint64_t va
 			fb_reset();
 			break;
 		}
-		if ((v & VIRTIO_CONFIG_S_FEATURES_OK) && !(FB->status & VIRTIO_CONFIG_S_FEATURES_OK) &&
+		if ((v & VIRTIO_CONFIG_S_FEATURES_OK) &&
+		    !(FB->status & VIRTIO_CONFIG_S_FEATURES_OK) &&
 		    (FB->reject_features || (FB->driver_features & ~FB->features)))
 			v &= ~(uint32_t)VIRTIO_CONFIG_S_FEATURES_OK;
 		FB->status = v | (FB->status & VIRTIO_CONFIG_S_NEEDS_RESET);
 		break;
-	default:
-		return VPROXY_ST_BAD_ACCESS;
+	default: return VPROXY_ST_BAD_ACCESS;
 	}
 	return VPROXY_ST_OK;
 }
 
 static const struct fake_dev_ops fblk_ops = {fb_read, fb_write};
 
-#define FB_ALL_FEATURES                                                                    \
-	((1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_BLK_F_SIZE_MAX) |                     \
-	 (1ull << VIRTIO_BLK_F_SEG_MAX) | (1ull << VIRTIO_BLK_F_BLK_SIZE) |                   \
-	 (1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_BLK_F_MQ) |                           \
-	 (1ull << VIRTIO_BLK_F_DISCARD) | (1ull << VIRTIO_BLK_F_WRITE_ZEROES) |               \
+#define FB_ALL_FEATURES                                                                  \
+	((1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_BLK_F_SIZE_MAX) |                \
+	 (1ull << VIRTIO_BLK_F_SEG_MAX) | (1ull << VIRTIO_BLK_F_BLK_SIZE) |              \
+	 (1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_BLK_F_MQ) |                      \
+	 (1ull << VIRTIO_BLK_F_DISCARD) | (1ull << VIRTIO_BLK_F_WRITE_ZEROES) |          \
 	 (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_RING_F_INDIRECT_DESC))
 
 static struct vblk_dev *blk;
@@ -1707,14 +1807,17 @@ START_TEST(vblk_open_negotiates)
 	bopts.num_queues = 4;
 	open_ok();
 	in = vblk_info(blk);
-	ck_assert_uint_eq(FB->status, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER |
-					  VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
+	ck_assert_uint_eq(FB->status, VIRTIO_CONFIG_S_ACKNOWLEDGE |
+	                                      VIRTIO_CONFIG_S_DRIVER |
+	                                      VIRTIO_CONFIG_S_FEATURES_OK |
+	                                      VIRTIO_CONFIG_S_DRIVER_OK);
 	ck_assert_uint_eq(FB->driver_features, FB_ALL_FEATURES);
 	ck_assert_uint_eq(in->features, FB_ALL_FEATURES);
 	ck_assert_uint_eq(in->capacity, FB_SECTORS);
 	ck_assert_uint_eq(in->num_queues, 2); /* capped at the device's */
 	ck_assert_uint_eq(in->queue_size, 64);
-	ck_assert(in->event_idx && in->indirect && in->flush && in->discard && in->write_zeroes);
+	ck_assert(in->event_idx && in->indirect && in->flush && in->discard &&
+	          in->write_zeroes);
 	ck_assert(!in->read_only);
 	ck_assert_uint_eq(in->seg_max, 32);
 	ck_assert_uint_eq(in->max_inflight, 64);
@@ -1732,7 +1835,8 @@ START_TEST(vblk_refuses_masked_features)
 	const struct vblk_info *in;
 
 	bopts.refuse_features = (1ull << VIRTIO_RING_F_EVENT_IDX) |
-				(1ull << VIRTIO_RING_F_INDIRECT_DESC) | (1ull << VIRTIO_BLK_F_MQ);
+	                        (1ull << VIRTIO_RING_F_INDIRECT_DESC) |
+	                        (1ull << VIRTIO_BLK_F_MQ);
 	bopts.num_queues = 2;
 	open_ok();
 	in = vblk_info(blk);
@@ -1794,8 +1898,10 @@ static void round_trip(size_t bs, unsigned depth)
 
 	ck_assert_ptr_nonnull(bufs);
 	for (unsigned i = 0; i < depth; i++) {
-		struct vblk_req r = {.type = VBLK_T_WRITE, .sector = i * bs / 512, .len = bs,
-				     .tag = 1000 + i};
+		struct vblk_req r = {.type = VBLK_T_WRITE,
+		                     .sector = i * bs / 512,
+		                     .len = bs,
+		                     .tag = 1000 + i};
 
 		ck_assert_int_eq(vblk_buf_alloc(blk, bs, &bufs[i]), 0);
 		fill(bufs[i].ptr, bs, i);
@@ -1825,8 +1931,11 @@ static void round_trip(size_t bs, unsigned depth)
 		fill(expect, bs, i);
 		ck_assert_mem_eq(FB->disk + i * bs, expect, bs);
 		memset(bufs[i].ptr, 0, bs);
-		struct vblk_req r = {.type = VBLK_T_READ, .sector = i * bs / 512, .buf = &bufs[i],
-				     .len = bs, .tag = i};
+		struct vblk_req r = {.type = VBLK_T_READ,
+		                     .sector = i * bs / 512,
+		                     .buf = &bufs[i],
+		                     .len = bs,
+		                     .tag = i};
 		ck_assert_uint_eq(do_req(vblk_queue(blk, i % nq), &r), VBLK_S_OK);
 		ck_assert_mem_eq(bufs[i].ptr, expect, bs);
 	}
@@ -1925,7 +2034,8 @@ START_TEST(vblk_other_requests)
 	q = vblk_queue(blk, 0);
 	ck_assert_int_eq(vblk_buf_alloc(blk, 8192, &b), 0);
 	{
-		struct vblk_req r = {.type = VBLK_T_GET_ID, .buf = &b, .len = 20, .tag = 1};
+		struct vblk_req r = {
+		        .type = VBLK_T_GET_ID, .buf = &b, .len = 20, .tag = 1};
 
 		ck_assert_uint_eq(do_req(q, &r), VBLK_S_OK);
 		ck_assert_str_eq((char *)b.ptr, "fakeblk-7");
@@ -1938,8 +2048,11 @@ START_TEST(vblk_other_requests)
 	}
 	memset(FB->disk, 0xaa, sizeof(FB->disk));
 	{
-		struct vblk_req r = {.type = VBLK_T_WRITE_ZEROES, .sector = 8, .num_sectors = 8,
-				     .flags = VBLK_WZ_UNMAP, .tag = 3};
+		struct vblk_req r = {.type = VBLK_T_WRITE_ZEROES,
+		                     .sector = 8,
+		                     .num_sectors = 8,
+		                     .flags = VBLK_WZ_UNMAP,
+		                     .tag = 3};
 
 		ck_assert_uint_eq(do_req(q, &r), VBLK_S_OK);
 		ck_assert_mem_eq(FB->disk + 4096, zeros, 4096);
@@ -1947,7 +2060,8 @@ START_TEST(vblk_other_requests)
 		ck_assert_uint_eq(FB->disk[8192], 0xaa);
 	}
 	{
-		struct vblk_req r = {.type = VBLK_T_DISCARD, .sector = 0, .num_sectors = 8, .tag = 4};
+		struct vblk_req r = {
+		        .type = VBLK_T_DISCARD, .sector = 0, .num_sectors = 8, .tag = 4};
 
 		ck_assert_uint_eq(do_req(q, &r), VBLK_S_OK);
 		ck_assert_mem_eq(FB->disk, zeros, 4096);
@@ -1956,19 +2070,22 @@ START_TEST(vblk_other_requests)
 	}
 	{
 		/* beyond the disk: the device's error comes back */
-		struct vblk_req r = {.type = VBLK_T_READ, .sector = FB_SECTORS, .buf = &b,
-				     .len = 4096, .tag = 5};
+		struct vblk_req r = {.type = VBLK_T_READ,
+		                     .sector = FB_SECTORS,
+		                     .buf = &b,
+		                     .len = 4096,
+		                     .tag = 5};
 
 		ck_assert_uint_eq(do_req(q, &r), VBLK_S_IOERR);
 	}
 	{
 		struct vblk_req bad[] = {
-			{.type = VBLK_T_READ, .buf = &b, .len = 100},
-			{.type = VBLK_T_READ, .buf = &b, .off = 4096, .len = 8192},
-			{.type = VBLK_T_READ, .buf = NULL, .len = 512},
-			{.type = VBLK_T_GET_ID, .buf = &b, .len = 21},
-			{.type = VBLK_T_DISCARD, .num_sectors = 0},
-			{.type = 77},
+		        {.type = VBLK_T_READ, .buf = &b, .len = 100},
+		        {.type = VBLK_T_READ, .buf = &b, .off = 4096, .len = 8192},
+		        {.type = VBLK_T_READ, .buf = NULL, .len = 512},
+		        {.type = VBLK_T_GET_ID, .buf = &b, .len = 21},
+		        {.type = VBLK_T_DISCARD, .num_sectors = 0},
+		        {.type = 77},
 		};
 
 		for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -1986,7 +2103,7 @@ START_TEST(vblk_missing_features_refused)
 	struct vblk_queue *q;
 
 	FB->features &= ~((1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_BLK_F_DISCARD) |
-			  (1ull << VIRTIO_BLK_F_WRITE_ZEROES));
+	                  (1ull << VIRTIO_BLK_F_WRITE_ZEROES));
 	FB->features |= 1ull << VIRTIO_BLK_F_RO;
 	open_ok();
 	q = vblk_queue(blk, 0);
@@ -2027,7 +2144,8 @@ static void interrupts_only_when_waiting(bool event_idx)
 	q = vblk_queue(blk, 0);
 	ck_assert_int_eq(vblk_buf_alloc(blk, 4096, &b), 0);
 	for (int i = 0; i < 10; i++) {
-		struct vblk_req r = {.type = VBLK_T_READ, .buf = &b, .len = 4096, .tag = (uint64_t)i};
+		struct vblk_req r = {
+		        .type = VBLK_T_READ, .buf = &b, .len = 4096, .tag = (uint64_t)i};
 
 		ck_assert_int_eq(vblk_submit(q, &r), 0);
 		ck_assert_int_eq(vblk_kick(q), 0);
@@ -2038,7 +2156,8 @@ static void interrupts_only_when_waiting(bool event_idx)
 	ck_assert_int_eq(vblk_reap(q, c, 16), 10);
 	/* now wait for real: the next completion interrupts */
 	{
-		struct vblk_req r = {.type = VBLK_T_READ, .buf = &b, .len = 4096, .tag = 99};
+		struct vblk_req r = {
+		        .type = VBLK_T_READ, .buf = &b, .len = 4096, .tag = 99};
 
 		F.be_inline = false; /* the device runs while the driver sleeps */
 		ck_assert_int_eq(vblk_submit(q, &r), 0);
@@ -2056,6 +2175,16 @@ static void interrupts_only_when_waiting(bool event_idx)
 		ck_assert_uint_eq(FB->irqs, expect_irqs + 1);
 		F.be_inline = true;
 	}
+	/* not waiting any more: completions interrupt no one */
+	for (int i = 0; i < 5; i++) {
+		struct vblk_req r = {
+		        .type = VBLK_T_READ, .buf = &b, .len = 4096, .tag = 200};
+
+		ck_assert_int_eq(vblk_submit(q, &r), 0);
+		ck_assert_int_eq(vblk_kick(q), 0);
+	}
+	ck_assert_uint_eq(FB->irqs, expect_irqs + 1);
+	ck_assert_int_eq(vblk_reap(q, c, 16), 5);
 	vblk_get_stats(blk, &st);
 	ck_assert_uint_eq(st.irqs, expect_irqs + 1);
 	vblk_buf_free(blk, &b);
@@ -2211,6 +2340,28 @@ START_TEST(vblk_backend_gone)
 }
 END_TEST
 
+START_TEST(vblk_stop_resets_before_buffers_go)
+{
+	struct vblk_buf b;
+	struct vblk_req r = {.type = VBLK_T_READ, .len = 4096, .buf = &b};
+
+	open_ok();
+	ck_assert_int_eq(vblk_buf_alloc(blk, 4096, &b), 0);
+	F.be_inline = false; /* in flight until the device runs */
+	ck_assert_int_eq(vblk_submit(vblk_queue(blk, 0), &r), 0);
+	ck_assert_int_eq(vblk_kick(vblk_queue(blk, 0)), 0);
+	F.be_inline = true;
+	vblk_stop(blk);
+	ck_assert_uint_eq(FB->status, 0);
+	ck_assert(!FB->q[0].ready);
+	ck_assert_int_eq(vblk_submit(vblk_queue(blk, 0), &r), -ESHUTDOWN);
+	ck_assert_int_eq(vblk_wait(blk, 0), -ESHUTDOWN);
+	vblk_stop(blk);
+	vblk_buf_free(blk, &b);
+	close_all();
+}
+END_TEST
+
 START_TEST(vblk_corrupt_names)
 {
 	enum vblk_corrupt k;
@@ -2241,6 +2392,11 @@ static Suite *stub_suite(void)
 	tcase_add_test(tc, attach_fails_when_backend_closing);
 	tcase_add_test(tc, attach_checks_backend_id);
 	tcase_add_test(tc, attach_retries_conflicting_transaction);
+	tcase_add_test(tc, attach_again_after_detach);
+	tcase_add_test(tc, attach_resets_a_stale_connection);
+	tcase_add_test(tc, attach_fails_on_failed_storage);
+	tcase_add_test(tc, attach_fails_on_failed_storage_after_grace);
+	tcase_add_test(tc, attach_ignores_stale_error_when_starting_over);
 	tcase_add_test(tc, detach_times_out_but_cleans_up);
 	tcase_add_test(tc, detach_after_device_removed);
 	tcase_add_test(tc, list_devices);
@@ -2293,6 +2449,7 @@ static Suite *stub_suite(void)
 	tcase_add_test(tc, vblk_hostile_ring_overflow);
 	tcase_add_test(tc, vblk_bogus_used_id_fails);
 	tcase_add_test(tc, vblk_backend_gone);
+	tcase_add_test(tc, vblk_stop_resets_before_buffers_go);
 	tcase_add_test(tc, vblk_corrupt_names);
 	suite_add_tcase(s, tc);
 	return s;
