@@ -178,6 +178,7 @@ static struct vp_device *find_device(struct vp_xsbus *bus, unsigned dom, unsigne
 }
 
 static void check_shutdown(struct vp_xsbus *bus);
+static void release_domain_if_idle(struct vp_xsbus *bus, unsigned dom);
 
 /* Remove a directory if it has no children left. */
 static void rm_if_empty(struct vp_xsbus *bus, const char *path)
@@ -195,7 +196,6 @@ static void free_device(struct vp_device *dev, bool remove_nodes)
 {
 	struct vp_xsbus *bus = dev->bus;
 	unsigned dom = dev->dom;
-	bool others = false;
 
 	if (dev->watching)
 		xs_unwatch(bus->xs, dev->fe_path, dev->token);
@@ -216,13 +216,20 @@ static void free_device(struct vp_device *dev, bool remove_nodes)
 		}
 	}
 	free(dev);
-	for (struct vp_device *d = bus->devices; d; d = d->next)
-		others |= d->dom == dom;
-	if (!others) {
-		struct vp_hv *hv = vp_server_hv(bus->srv);
+	release_domain_if_idle(bus, dom);
+}
 
-		hv->ops->forget_domain(hv, (uint16_t)dom);
-	}
+/* Once no device of dom talks to it any more, let the hypervisor layer
+ * drop what it holds for the guest: a guest that comes back (a rebooted
+ * stub, a new sim guest process) is then contacted afresh. */
+static void release_domain_if_idle(struct vp_xsbus *bus, unsigned dom)
+{
+	struct vp_hv *hv = vp_server_hv(bus->srv);
+
+	for (struct vp_device *d = bus->devices; d; d = d->next)
+		if (d->dom == dom && (d->t || d->destroying))
+			return;
+	hv->ops->forget_domain(hv, (uint16_t)dom);
 }
 
 static void vdev_destroyed(void *arg)
@@ -232,6 +239,7 @@ static void vdev_destroyed(void *arg)
 	vp_transport_close(dev->t);
 	dev->t = NULL;
 	dev->destroying = false;
+	release_domain_if_idle(dev->bus, dev->dom);
 	if (dev->bus->finished)
 		return;
 	if (dev->remove_pending) {
