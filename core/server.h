@@ -37,6 +37,7 @@ struct vp_server_opts {
 	int backend_domid;        /* -1: read "domid" from xenstore */
 	size_t gmem_cache_bytes;  /* per-device gfn mapping cache bound */
 	unsigned shutdown_grace_ms; /* wait for frontends to close on exit */
+	unsigned poll_us;         /* after work, poll this long before sleeping */
 	const struct vp_devdecl *decls;
 	size_t ndecls;
 };

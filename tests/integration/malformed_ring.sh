@@ -6,6 +6,8 @@ set -euo pipefail
 # shellcheck source=../lib/simhost.sh
 source "$(dirname "$0")/../lib/simhost.sh"
 
+# This test also runs the server with polling before sleeping.
+export VPROXY_POLL_US=200
 sh_start_host
 device_sections() {
 	for dom in 31 32 33 34; do
@@ -48,6 +50,12 @@ if grep -E "dom 34 dev" "$SH_DIR/vproxyd.log" | grep -Eiv "ready|connected|disco
 	exit 1
 fi
 sh_vproxyd_alive || { echo "FAIL: vproxyd died"; exit 1; }
+# Polling stops when the guests do: an idle server uses (almost) no CPU.
+t0=$(sh_vproxyd_cpu_ticks)
+sleep 2
+t1=$(sh_vproxyd_cpu_ticks)
+echo "idle vproxyd used $((t1 - t0)) clock ticks in 2 s"
+((t1 - t0 < 20)) || { echo "FAIL: vproxyd keeps polling while idle"; exit 1; }
 st=0
 sh_stop_vproxyd || st=$?
 ((st == 0)) || { echo "FAIL: vproxyd exited with $st"; exit 1; }

@@ -82,8 +82,9 @@ _sh_stop_pid() {
 sh_start_vproxyd() {
 	local cfg=$SH_DIR/vproxyd.ini deadline
 	{
-		printf '[vproxyd]\nhypervisor = sim\nrun-dir = %s\nplugin-dir = %s\nlog-level = %s\n\n' \
-			"$SH_DIR/run" "$VPROXY_BUILD_DIR/plugins" "${VPROXY_LOG_LEVEL:-info}"
+		printf '[vproxyd]\nhypervisor = sim\nrun-dir = %s\nplugin-dir = %s\nlog-level = %s\npoll-us = %s\n\n' \
+			"$SH_DIR/run" "$VPROXY_BUILD_DIR/plugins" "${VPROXY_LOG_LEVEL:-info}" \
+			"${VPROXY_POLL_US:-0}"
 		cat
 	} >"$cfg"
 	"$VPROXY_BUILD_DIR/core/vproxyd" --foreground --config "$cfg" "$@" \
@@ -107,6 +108,13 @@ sh_stop_vproxyd() {
 	_sh_stop_pid "$VPD_PID" vproxyd || st=$?
 	VPD_PID=
 	return "$st"
+}
+
+# sh_vproxyd_cpu_ticks: user+system clock ticks vproxyd has used so far.
+sh_vproxyd_cpu_ticks() {
+	# Fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends
+	# the command name.
+	awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$VPD_PID/stat"
 }
 
 # sh_vproxyd_alive: true while vproxyd runs.
