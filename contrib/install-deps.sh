@@ -16,8 +16,12 @@
 set -euo pipefail
 
 # xenstore-utils: xenstore-read/-ls, which the integration tests use.
+# liburing-dev: the raw and sparse plugins. fio, qemu-system-common
+# (qemu-storage-daemon), gnuplot-nox: the bench's baseline, peer and plots.
+# qemu-system-x86, cpio: booting a real Xen for the end-to-end test.
 readonly required=(build-essential cmake pkg-config libevent-dev libxen-dev
-	libinih-dev check procps xenstore-utils)
+	libinih-dev check procps xenstore-utils liburing-dev fio qemu-system-common
+	gnuplot-nox qemu-system-x86 cpio xz-utils)
 readonly optional=()
 readonly xen_utils_pkg=xen-utils-4.17
 readonly cache_dir=${VPROXY_XEN_UTILS_DIR:-/var/cache/vproxy/xen-utils}
