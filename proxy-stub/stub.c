@@ -479,7 +479,7 @@ int vps_wait(struct vps_dev *dev, uint64_t timeout_ns)
 
 int vps_check_backend(struct vps_dev *dev)
 {
-	uint64_t state;
+	uint64_t state = 0;
 	int r;
 
 	if (dev->gone)
@@ -615,7 +615,7 @@ static int wait_backend(struct vps_dev *dev, enum xenbus_state want, uint64_t de
                         uint64_t grace_until)
 {
 	char text[sizeof(dev->error)];
-	uint64_t state;
+	uint64_t state = 0;
 	int r;
 
 	for (;;) {
@@ -654,7 +654,7 @@ static int wait_backend(struct vps_dev *dev, enum xenbus_state want, uint64_t de
 /* Wait for the backend to be Closed or gone; 0 or -ETIMEDOUT. */
 static int wait_backend_closed(struct vps_dev *dev, uint64_t deadline)
 {
-	uint64_t state;
+	uint64_t state = 0;
 	int r;
 
 	for (;;) {
