@@ -33,13 +33,13 @@ int vp_log_parse_level(const char *text, enum vproxy_log_level *out)
 }
 
 static void vlog(enum vproxy_log_level level, const char *prefix, const char *fmt,
-		 va_list ap)
+                 va_list ap)
 {
 	char line[1024];
 	int n;
 
 	n = snprintf(line, sizeof(line), "vproxyd[%d]: %s: %s", (int)getpid(),
-		     level_names[level], prefix);
+	             level_names[level], prefix);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		n = 0;
 	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
@@ -68,7 +68,7 @@ static uint64_t now_ns(void)
 }
 
 void vp_log_dev(struct vp_ratelimit *rl, enum vproxy_log_level level, unsigned dom,
-		unsigned dev, const char *fmt, ...)
+                unsigned dev, const char *fmt, ...)
 {
 	char prefix[48];
 	va_list ap;

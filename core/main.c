@@ -17,21 +17,26 @@
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"Usage: vproxyd [OPTION]...\n"
-		"Serve virtio block devices to Xen guests through their proxy stubs.\n"
-		"\n"
-		"  -c, --config FILE      configuration file (default " DEFAULT_CONFIG ")\n"
-		"  -f, --foreground       stay in the foreground (do not daemonize)\n"
-		"  -p, --plugin-dir DIR   load plugins from DIR (overrides the config)\n"
-		"  -r, --run-dir DIR      sim rendezvous directory (overrides the config)\n"
-		"  -l, --log-level LEVEL  error, warn, info or debug (overrides the config)\n"
-		"  -P, --pid-file FILE    write the daemon's PID to FILE\n"
-		"  -t, --check-config     check the configuration and plugins, then exit\n"
-		"  -h, --help             show this help and exit\n"
-		"  -V, --version          show the version and exit\n"
-		"\n"
-		"Environment: XENSTORED_PATH selects the xenstored socket.\n"
-		"Exit status: 0 clean shutdown, 1 configuration error, 2 runtime error.\n");
+	        "Usage: vproxyd [OPTION]...\n"
+	        "Serve virtio block devices to Xen guests through their proxy stubs.\n"
+	        "\n"
+	        "  -c, --config FILE      configuration file (default " DEFAULT_CONFIG
+	        ")\n"
+	        "  -f, --foreground       stay in the foreground (do not daemonize)\n"
+	        "  -p, --plugin-dir DIR   load plugins from DIR (overrides the config)\n"
+	        "  -r, --run-dir DIR      sim rendezvous directory (overrides the "
+	        "config)\n"
+	        "  -l, --log-level LEVEL  error, warn, info or debug (overrides the "
+	        "config)\n"
+	        "  -P, --pid-file FILE    write the daemon's PID to FILE\n"
+	        "  -t, --check-config     check the configuration and plugins, then "
+	        "exit\n"
+	        "  -h, --help             show this help and exit\n"
+	        "  -V, --version          show the version and exit\n"
+	        "\n"
+	        "Environment: XENSTORED_PATH selects the xenstored socket.\n"
+	        "Exit status: 0 clean shutdown, 1 configuration error, 2 runtime "
+	        "error.\n");
 }
 
 static int write_pid_file(const char *path)
@@ -49,16 +54,16 @@ static int write_pid_file(const char *path)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"foreground", no_argument, NULL, 'f'},
-		{"plugin-dir", required_argument, NULL, 'p'},
-		{"run-dir", required_argument, NULL, 'r'},
-		{"log-level", required_argument, NULL, 'l'},
-		{"pid-file", required_argument, NULL, 'P'},
-		{"check-config", no_argument, NULL, 't'},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0},
+	        {"config", required_argument, NULL, 'c'},
+	        {"foreground", no_argument, NULL, 'f'},
+	        {"plugin-dir", required_argument, NULL, 'p'},
+	        {"run-dir", required_argument, NULL, 'r'},
+	        {"log-level", required_argument, NULL, 'l'},
+	        {"pid-file", required_argument, NULL, 'P'},
+	        {"check-config", no_argument, NULL, 't'},
+	        {"help", no_argument, NULL, 'h'},
+	        {"version", no_argument, NULL, 'V'},
+	        {NULL, 0, NULL, 0},
 	};
 	const char *config_path = DEFAULT_CONFIG, *plugin_dir = NULL, *run_dir = NULL;
 	const char *log_level = NULL, *pid_file = NULL;
@@ -81,9 +86,10 @@ int main(int argc, char **argv)
 		case 'P': pid_file = optarg; break;
 		case 't': check_only = true; break;
 		case 'h': usage(stdout); return 0;
-		case 'V': printf("vproxyd %s (plugin ABI %u)\n", VPROXY_VERSION,
-				 VPROXY_PLUGIN_ABI_VERSION);
-			  return 0;
+		case 'V':
+			printf("vproxyd %s (plugin ABI %u)\n", VPROXY_VERSION,
+			       VPROXY_PLUGIN_ABI_VERSION);
+			return 0;
 		default: usage(stderr); return 1;
 		}
 	}
@@ -93,8 +99,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (log_level && vp_log_parse_level(log_level, &level)) {
-		fprintf(stderr, "vproxyd: --log-level: '%s' is not one of error, warn, info, debug\n",
-			log_level);
+		fprintf(stderr,
+		        "vproxyd: --log-level: '%s' is not one of error, warn, info, "
+		        "debug\n",
+		        log_level);
 		return 1;
 	}
 
@@ -133,16 +141,16 @@ int main(int argc, char **argv)
 		const struct vp_config_device *d = &cfg->devices[i];
 
 		decls[i] = (struct vp_devdecl){
-			.label = d->label,
-			.guest = d->guest,
-			.guest_domid = d->guest_domid,
-			.devid = d->id,
-			.plugin = d->plugin,
-			.params = d->params,
-			.read_only = d->read_only,
-			.queues = d->queues,
-			.queue_size = d->queue_size,
-			.serial = d->serial[0] ? d->serial : NULL,
+		        .label = d->label,
+		        .guest = d->guest,
+		        .guest_domid = d->guest_domid,
+		        .devid = d->id,
+		        .plugin = d->plugin,
+		        .params = d->params,
+		        .read_only = d->read_only,
+		        .queues = d->queues,
+		        .queue_size = d->queue_size,
+		        .serial = d->serial[0] ? d->serial : NULL,
 		};
 	}
 	opts.hypervisor = cfg->hypervisor;

@@ -25,7 +25,7 @@ struct vp_transport {
 	int port;
 	struct vp_gmem *gm;
 	struct vp_vdev *vdev;
-	struct event *more;          /* deferred continuation */
+	struct event *more; /* deferred continuation */
 	bool broken;
 	struct vp_ratelimit rl;
 };
@@ -38,8 +38,8 @@ static void more_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 struct vp_transport *vp_transport_open(struct event_base *base, struct vp_hv *hv,
-				       const struct vp_transport_params *p,
-				       char *err, size_t errlen)
+                                       const struct vp_transport_params *p, char *err,
+                                       size_t errlen)
 {
 	struct vp_transport *t;
 	uint32_t magic, version;
@@ -58,7 +58,7 @@ struct vp_transport *vp_transport_open(struct event_base *base, struct vp_hv *hv
 
 		if (p->ring_ref > UINT32_MAX) {
 			snprintf(err, errlen, "ring-ref %llu is not a grant ref",
-				 (unsigned long long)p->ring_ref);
+			         (unsigned long long)p->ring_ref);
 			goto fail;
 		}
 		t->page = hv->ops->map_grants(hv, p->dom, &ref, 1, 1);
@@ -67,17 +67,18 @@ struct vp_transport *vp_transport_open(struct event_base *base, struct vp_hv *hv
 	}
 	if (!t->page) {
 		snprintf(err, errlen, "cannot map shared page %llu (%s mode): %s",
-			 (unsigned long long)p->ring_ref,
-			 p->mode == VP_ADDR_GRANT ? "grant" : "gfn", strerror(errno));
+		         (unsigned long long)p->ring_ref,
+		         p->mode == VP_ADDR_GRANT ? "grant" : "gfn", strerror(errno));
 		goto fail;
 	}
 	t->hdr = t->page;
 	magic = __atomic_load_n(&t->hdr->magic, __ATOMIC_ACQUIRE);
 	version = __atomic_load_n(&t->hdr->version, __ATOMIC_RELAXED);
 	if (magic != VPROXY_PAGE_MAGIC || version != VPROXY_PROTO_VERSION) {
-		snprintf(err, errlen,
-			 "shared page has magic 0x%08x version %u, want 0x%08x version %u",
-			 magic, version, VPROXY_PAGE_MAGIC, VPROXY_PROTO_VERSION);
+		snprintf(
+		        err, errlen,
+		        "shared page has magic 0x%08x version %u, want 0x%08x version %u",
+		        magic, version, VPROXY_PAGE_MAGIC, VPROXY_PROTO_VERSION);
 		goto fail;
 	}
 	/* The frontend ran SHARED_RING_INIT before publishing the page, so
@@ -90,8 +91,8 @@ struct vp_transport *vp_transport_open(struct event_base *base, struct vp_hv *hv
 
 	t->port = hv->ops->evtchn_bind(hv, p->dom, p->remote_port);
 	if (t->port < 0) {
-		snprintf(err, errlen, "cannot bind event channel %u: %s",
-			 p->remote_port, strerror(-t->port));
+		snprintf(err, errlen, "cannot bind event channel %u: %s", p->remote_port,
+		         strerror(-t->port));
 		goto fail;
 	}
 	t->gm = vp_gmem_new(hv, p->dom, p->mode, p->gmem_cache_bytes);
@@ -144,8 +145,8 @@ static void set_broken(struct vp_transport *t, const char *why)
 	if (t->broken)
 		return;
 	t->broken = true;
-	vp_log_dev(&t->rl, VPROXY_LOG_WARN, t->p.dom, t->p.devid,
-		   "transport broken: %s", why);
+	vp_log_dev(&t->rl, VPROXY_LOG_WARN, t->p.dom, t->p.devid, "transport broken: %s",
+	           why);
 	if (t->vdev)
 		vp_vdev_set_broken(t->vdev, why);
 	if (t->p.broken)
@@ -169,7 +170,7 @@ static bool size_ok(unsigned size)
 
 /* Serve one request copied out of the ring. */
 static void serve(struct vp_transport *t, const struct vproxy_mmio_req *req,
-		  struct vproxy_mmio_rsp *rsp)
+                  struct vproxy_mmio_rsp *rsp)
 {
 	enum vp_mmio_status st = VP_MMIO_OK;
 	uint64_t value = 0;
@@ -180,15 +181,15 @@ static void serve(struct vp_transport *t, const struct vproxy_mmio_req *req,
 	rsp->value = 0;
 	if (req->op != VPROXY_OP_READ && req->op != VPROXY_OP_WRITE) {
 		vp_log_dev(&t->rl, VPROXY_LOG_WARN, t->p.dom, t->p.devid,
-			   "request %u: unknown op %u", req->id, req->op);
+		           "request %u: unknown op %u", req->id, req->op);
 		rsp->status = VPROXY_ST_BAD_OP;
 		return;
 	}
 	if (!size_ok(req->size) || req->offset >= 0x1000 ||
 	    (req->offset & (req->size - 1u)) != 0) {
 		vp_log_dev(&t->rl, VPROXY_LOG_WARN, t->p.dom, t->p.devid,
-			   "request %u: bad access size %u at 0x%x", req->id,
-			   req->size, req->offset);
+		           "request %u: bad access size %u at 0x%x", req->id, req->size,
+		           req->offset);
 		rsp->status = VPROXY_ST_BAD_ACCESS;
 		return;
 	}
@@ -200,7 +201,7 @@ static void serve(struct vp_transport *t, const struct vproxy_mmio_req *req,
 	} else if (req->offset == 0x64 && req->size == 4) {
 		if (req->op == VPROXY_OP_WRITE)
 			__atomic_fetch_and(&t->hdr->irq_status, ~(uint32_t)req->value,
-					   __ATOMIC_SEQ_CST);
+			                   __ATOMIC_SEQ_CST);
 		else
 			st = VP_MMIO_BAD_ACCESS;
 	} else if (!t->vdev) {
@@ -231,8 +232,8 @@ void vp_transport_kick(struct vp_transport *t)
 			char why[96];
 
 			snprintf(why, sizeof(why),
-				 "request producer %u is more than %u ahead of %u", rp,
-				 RING_SIZE(&t->ring), t->ring.req_cons);
+			         "request producer %u is more than %u ahead of %u", rp,
+			         RING_SIZE(&t->ring), t->ring.req_cons);
 			set_broken(t, why);
 			return;
 		}

@@ -44,12 +44,12 @@ struct vp_device {
 	char be_path[PATH_LEN];
 	char fe_path[PATH_LEN];
 	char token[48];
-	int be_state;            /* the state we last wrote */
+	int be_state; /* the state we last wrote */
 	bool watching;
-	bool failed;             /* storage did not open: stays Closed */
-	bool was_connected;      /* connected when shutdown began */
-	bool destroying;         /* vp_vdev_destroy() pending */
-	bool remove_pending;     /* free once the device is destroyed */
+	bool failed;         /* storage did not open: stays Closed */
+	bool was_connected;  /* connected when shutdown began */
+	bool destroying;     /* vp_vdev_destroy() pending */
+	bool remove_pending; /* free once the device is destroyed */
 	void *disk;
 	struct vproxy_disk_info info;
 	struct vp_transport *t;
@@ -71,18 +71,18 @@ struct vp_xsbus {
 
 static const char *state_name(int s)
 {
-	static const char *const names[] = {"Unknown", "Initialising", "InitWait",
-					    "Initialised", "Connected", "Closing",
-					    "Closed"};
+	static const char *const names[] = {"Unknown",     "Initialising", "InitWait",
+	                                    "Initialised", "Connected",    "Closing",
+	                                    "Closed"};
 
 	return s >= 0 && s <= 6 ? names[s] : "invalid";
 }
 
 static void dev_log(struct vp_device *dev, enum vproxy_log_level lvl, const char *fmt,
-		    ...) __attribute__((format(printf, 3, 4)));
+                    ...) __attribute__((format(printf, 3, 4)));
 
 static void dev_log(struct vp_device *dev, enum vproxy_log_level lvl, const char *fmt,
-		    ...)
+                    ...)
 {
 	char msg[512];
 	va_list ap;
@@ -94,11 +94,11 @@ static void dev_log(struct vp_device *dev, enum vproxy_log_level lvl, const char
 }
 
 static bool xs_printf_at(struct vp_xsbus *bus, xs_transaction_t tx, const char *dir,
-			 const char *key, const char *fmt, ...)
-	__attribute__((format(printf, 5, 6)));
+                         const char *key, const char *fmt, ...)
+        __attribute__((format(printf, 5, 6)));
 
 static bool xs_printf_at(struct vp_xsbus *bus, xs_transaction_t tx, const char *dir,
-			 const char *key, const char *fmt, ...)
+                         const char *key, const char *fmt, ...)
 {
 	char path[PATH_LEN * 2], val[256];
 	va_list ap;
@@ -125,7 +125,7 @@ static char *xs_read_at(struct vp_xsbus *bus, const char *dir, const char *key)
 
 /* Read dir/key as an unsigned number: 0, -ENOENT or -EINVAL. */
 static int xs_read_ull(struct vp_xsbus *bus, const char *dir, const char *key,
-		       unsigned long long *out)
+                       unsigned long long *out)
 {
 	char *s = xs_read_at(bus, dir, key), *end;
 	int rc = 0;
@@ -144,17 +144,17 @@ static void set_state(struct vp_device *dev, int state)
 {
 	if (!xs_printf_at(dev->bus, XBT_NULL, dev->be_path, "state", "%d", state))
 		dev_log(dev, VPROXY_LOG_WARN, "cannot write backend state %s: %s",
-			state_name(state), strerror(errno));
+		        state_name(state), strerror(errno));
 	if (dev->be_state != state)
 		dev_log(dev, VPROXY_LOG_DEBUG, "backend %s -> %s",
-			state_name(dev->be_state), state_name(state));
+		        state_name(dev->be_state), state_name(state));
 	dev->be_state = state;
 }
 
 /* A fatal error for this device (as xenbus_dev_fatal): tell the
  * frontend why and move to Closing. */
 static void fatal(struct vp_device *dev, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+        __attribute__((format(printf, 2, 3)));
 
 static void fatal(struct vp_device *dev, const char *fmt, ...)
 {
@@ -351,7 +351,7 @@ static void connect_device(struct vp_device *dev)
 	tp.broken = dev_transport_broken;
 	tp.opaque = dev;
 	dev->t = vp_transport_open(vp_server_base(bus->srv), vp_server_hv(bus->srv), &tp,
-				   err, sizeof(err));
+	                           err, sizeof(err));
 	if (!dev->t) {
 		fatal(dev, "cannot connect: %s", err);
 		return;
@@ -359,13 +359,13 @@ static void connect_device(struct vp_device *dev)
 
 	bp.num_queues = dev->decl->queues;
 	bp.queue_size_max = dev->decl->queue_size;
-	bp.read_only = dev->decl->read_only ||
-		       (dev->info.flags & VPROXY_DISK_READONLY) != 0;
+	bp.read_only =
+	        dev->decl->read_only || (dev->info.flags & VPROXY_DISK_READONLY) != 0;
 	if (dev->decl->serial)
 		snprintf(bp.serial, sizeof(bp.serial), "%s", dev->decl->serial);
 	else
 		snprintf(bp.serial, sizeof(bp.serial), "vproxy-%u-%u", dev->dom,
-			 dev->devid);
+		         dev->devid);
 	host.dom = dev->dom;
 	host.devid = dev->devid;
 	host.gm = vp_transport_gmem(dev->t);
@@ -389,10 +389,10 @@ static void connect_device(struct vp_device *dev)
 	set_state(dev, XenbusStateConnected);
 	vp_transport_attach(dev->t, dev->vdev);
 	dev_log(dev, VPROXY_LOG_INFO,
-		"connected: %s mode, ring-ref %llu, event channel %llu, %" PRIu64
-		" bytes%s",
-		tp.mode == VP_ADDR_GRANT ? "grant" : "gfn", ring_ref, port,
-		dev->info.capacity, bp.read_only ? ", read-only" : "");
+	        "connected: %s mode, ring-ref %llu, event channel %llu, %" PRIu64
+	        " bytes%s",
+	        tp.mode == VP_ADDR_GRANT ? "grant" : "gfn", ring_ref, port,
+	        dev->info.capacity, bp.read_only ? ", read-only" : "");
 }
 
 static void frontend_changed(struct vp_device *dev)
@@ -444,7 +444,7 @@ static void frontend_changed(struct vp_device *dev)
 			disconnect(dev);
 			set_state(dev, XenbusStateClosed);
 			dev_log(dev, VPROXY_LOG_INFO, "disconnected (frontend %s)",
-				state_name((int)st));
+			        state_name((int)st));
 		}
 		break;
 	default:
@@ -459,9 +459,9 @@ static bool write_nodes(struct vp_device *dev)
 {
 	struct vp_xsbus *bus = dev->bus;
 	struct xs_permissions be_perms[2] = {{bus->self, XS_PERM_NONE},
-					     {dev->dom, XS_PERM_READ}};
+	                                     {dev->dom, XS_PERM_READ}};
 	struct xs_permissions fe_perms[2] = {{dev->dom, XS_PERM_NONE},
-					     {bus->self, XS_PERM_READ}};
+	                                     {bus->self, XS_PERM_READ}};
 
 	for (int attempt = 0; attempt < 8; attempt++) {
 		xs_transaction_t tx = xs_transaction_start(bus->xs);
@@ -474,15 +474,17 @@ static bool write_nodes(struct vp_device *dev)
 			return false;
 		ok = xs_mkdir(bus->xs, tx, dev->be_path) &&
 		     xs_set_permissions(bus->xs, tx, dev->be_path, be_perms, 2) &&
-		     xs_printf_at(bus, tx, dev->be_path, "frontend", "%s", dev->fe_path) &&
+		     xs_printf_at(bus, tx, dev->be_path, "frontend", "%s",
+		                  dev->fe_path) &&
 		     xs_printf_at(bus, tx, dev->be_path, "frontend-id", "%u", dev->dom) &&
 		     xs_printf_at(bus, tx, dev->be_path, "state", "%d",
-				  XenbusStateInitialising) &&
+		                  XenbusStateInitialising) &&
 		     xs_printf_at(bus, tx, dev->be_path, "online", "1") &&
 		     xs_printf_at(bus, tx, dev->be_path, "type", "blk") &&
-		     xs_printf_at(bus, tx, dev->be_path, "label", "%s", dev->decl->label) &&
+		     xs_printf_at(bus, tx, dev->be_path, "label", "%s",
+		                  dev->decl->label) &&
 		     xs_printf_at(bus, tx, dev->be_path, "plugin", "%s",
-				  dev->decl->plugin->name);
+		                  dev->decl->plugin->name);
 		snprintf(path, sizeof(path), "%s/state", dev->fe_path);
 		fe_state = ok ? xs_read(bus->xs, tx, path, &len) : NULL;
 		/* The frontend owns its state; only a new node gets one. */
@@ -490,7 +492,7 @@ static bool write_nodes(struct vp_device *dev)
 			ok = xs_mkdir(bus->xs, tx, dev->fe_path) &&
 			     xs_set_permissions(bus->xs, tx, dev->fe_path, fe_perms, 2) &&
 			     xs_printf_at(bus, tx, dev->fe_path, "state", "%d",
-					  XenbusStateInitialising);
+			                  XenbusStateInitialising);
 		free(fe_state);
 		ok = ok &&
 		     xs_printf_at(bus, tx, dev->fe_path, "backend", "%s", dev->be_path) &&
@@ -528,17 +530,17 @@ static void provision(struct vp_xsbus *bus, const struct vp_devdecl *decl, unsig
 	dev->devid = (uint16_t)decl->devid;
 	dev->be_state = XenbusStateUnknown;
 	snprintf(dev->be_path, sizeof(dev->be_path), "%s/%u/%u", bus->be_root, dom,
-		 decl->devid);
+	         decl->devid);
 	snprintf(dev->fe_path, sizeof(dev->fe_path), "/local/domain/%u/device/%s/%u", dom,
-		 VPROXY_XS_TYPE, decl->devid);
+	         VPROXY_XS_TYPE, decl->devid);
 	snprintf(dev->token, sizeof(dev->token), "fe/%u/%u", dom, decl->devid);
 
-	rc = decl->plugin->open(decl->params, decl->read_only, &dev->info, &dev->disk, err,
-				sizeof(err));
+	rc = decl->plugin->open(decl->params, decl->read_only, &dev->info, &dev->disk,
+	                        err, sizeof(err));
 	if (rc == 0 && (dev->info.capacity % 512 || dev->info.logical_block < 512 ||
-			(dev->info.logical_block & (dev->info.logical_block - 1)))) {
+	                (dev->info.logical_block & (dev->info.logical_block - 1)))) {
 		snprintf(err, sizeof(err), "plugin %s reported an invalid geometry",
-			 decl->plugin->name);
+		         decl->plugin->name);
 		decl->plugin->close(dev->disk);
 		dev->disk = NULL;
 		rc = -EINVAL;
@@ -553,27 +555,28 @@ static void provision(struct vp_xsbus *bus, const struct vp_devdecl *decl, unsig
 	bus->devices = dev;
 	if (!write_nodes(dev)) {
 		dev_log(dev, VPROXY_LOG_ERROR, "cannot create xenstore nodes: %s",
-			strerror(errno));
+		        strerror(errno));
 		free_device(dev, true);
 		return;
 	}
 	if (dev->failed) {
 		dev_log(dev, VPROXY_LOG_ERROR, "[device %s]: cannot open storage: %s",
-			decl->label, err);
+		        decl->label, err);
 		xs_printf_at(bus, XBT_NULL, dev->be_path, "error", "%s", err);
 		set_state(dev, XenbusStateClosed);
 	} else {
 		xs_printf_at(bus, XBT_NULL, dev->be_path, "sectors", "%" PRIu64,
-			     dev->info.capacity / 512);
+		             dev->info.capacity / 512);
 		set_state(dev, XenbusStateInitWait);
-		dev_log(dev, VPROXY_LOG_INFO, "[device %s] ready on plugin %s, waiting for the frontend",
-			decl->label, decl->plugin->name);
+		dev_log(dev, VPROXY_LOG_INFO,
+		        "[device %s] ready on plugin %s, waiting for the frontend",
+		        decl->label, decl->plugin->name);
 	}
 	/* The watch fires once at once, which runs frontend_changed(). */
 	dev->watching = xs_watch(bus->xs, dev->fe_path, dev->token);
 	if (!dev->watching)
 		dev_log(dev, VPROXY_LOG_ERROR, "cannot watch %s: %s", dev->fe_path,
-			strerror(errno));
+		        strerror(errno));
 }
 
 static bool decl_matches(const struct vp_devdecl *decl, unsigned dom, const char *name)
@@ -618,8 +621,9 @@ static void scan_domains(struct vp_xsbus *bus)
 			if (old) {
 				if (old->decl != decl)
 					vp_warn("dom %lu dev %u: [device %s] ignored, "
-						"[device %s] already serves it",
-						dom, decl->devid, decl->label, old->decl->label);
+					        "[device %s] already serves it",
+					        dom, decl->devid, decl->label,
+					        old->decl->label);
 				continue;
 			}
 			provision(bus, decl, (unsigned)dom);
@@ -663,7 +667,8 @@ static void backend_tree_changed(struct vp_xsbus *bus, const char *path)
 			free(st);
 			continue;
 		}
-		dev_log(dev, VPROXY_LOG_INFO, "backend node removed: removing the device");
+		dev_log(dev, VPROXY_LOG_INFO,
+		        "backend node removed: removing the device");
 		remove_device(dev);
 	}
 }
@@ -721,7 +726,7 @@ struct vp_xsbus *vp_xsbus_open(struct vp_server *srv, char *err, size_t errlen)
 		const char *p = getenv("XENSTORED_PATH");
 
 		snprintf(err, errlen, "cannot connect to xenstored%s%s: %s",
-			 p ? " at " : "", p ? p : "", strerror(errno));
+		         p ? " at " : "", p ? p : "", strerror(errno));
 		goto fail;
 	}
 	if (opts->backend_domid >= 0) {
@@ -737,9 +742,9 @@ struct vp_xsbus *vp_xsbus_open(struct vp_server *srv, char *err, size_t errlen)
 	}
 	vp_hv_set_self_domid(vp_server_hv(srv), (uint16_t)bus->self);
 	snprintf(bus->be_root, sizeof(bus->be_root), "/local/domain/%u/backend/%s",
-		 bus->self, VPROXY_XS_TYPE);
+	         bus->self, VPROXY_XS_TYPE);
 	bus->xs_ev = event_new(vp_server_base(srv), xs_fileno(bus->xs),
-			       EV_READ | EV_PERSIST, xs_cb, bus);
+	                       EV_READ | EV_PERSIST, xs_cb, bus);
 	if (!bus->xs_ev || event_add(bus->xs_ev, NULL)) {
 		snprintf(err, errlen, "cannot watch the xenstore connection");
 		goto fail;
@@ -751,7 +756,7 @@ struct vp_xsbus *vp_xsbus_open(struct vp_server *srv, char *err, size_t errlen)
 		goto fail;
 	}
 	vp_info("backend domain %u, %zu device declaration(s), hypervisor layer %s",
-		bus->self, opts->ndecls, opts->hypervisor);
+	        bus->self, opts->ndecls, opts->hypervisor);
 	scan_domains(bus);
 	return bus;
 fail:
