@@ -65,6 +65,9 @@ struct vp_xsbus {
 	unsigned self;
 	char be_root[64];
 	struct vp_device *devices;
+	/* Devices per guest: a scan skips guests already served without a
+	 * round trip, so N guests coming up cost O(N), not O(N^2). */
+	uint16_t ndev[DOMID_MAX + 1];
 	bool shutting_down;
 	bool finished;
 };
@@ -215,6 +218,7 @@ static void free_device(struct vp_device *dev, bool remove_nodes)
 			break;
 		}
 	}
+	bus->ndev[dom]--;
 	free(dev);
 	release_domain_if_idle(bus, dom);
 }
@@ -553,6 +557,7 @@ static void provision(struct vp_xsbus *bus, const struct vp_devdecl *decl, unsig
 	}
 	dev->next = bus->devices;
 	bus->devices = dev;
+	bus->ndev[dom]++;
 	if (!write_nodes(dev)) {
 		dev_log(dev, VPROXY_LOG_ERROR, "cannot create xenstore nodes: %s",
 		        strerror(errno));
@@ -607,6 +612,8 @@ static void scan_domains(struct vp_xsbus *bus)
 		dom = strtoul(doms[i], &end, 10);
 		if (errno || *end || dom == 0 || dom > DOMID_MAX || dom == bus->self)
 			continue;
+		if (bus->ndev[dom])
+			continue; /* provisioned when it was introduced */
 		if (!xs_is_domain_introduced(bus->xs, (unsigned)dom))
 			continue;
 		snprintf(path, sizeof(path), "/local/domain/%lu/name", dom);
@@ -636,11 +643,22 @@ static void scan_domains(struct vp_xsbus *bus)
 /* @releaseDomain: remove the devices of every guest that is gone. */
 static void check_released(struct vp_xsbus *bus)
 {
+	/* Ask xenstored once per guest, not once per device. */
+	uint8_t asked[(DOMID_MAX + 8) / 8] = {0}, alive[(DOMID_MAX + 8) / 8] = {0};
 	struct vp_device *dev, *next;
 
 	for (dev = bus->devices; dev; dev = next) {
+		unsigned d = dev->dom, byte = d / 8, bit = 1u << (d % 8);
+
 		next = dev->next;
-		if (dev->remove_pending || xs_is_domain_introduced(bus->xs, dev->dom))
+		if (dev->remove_pending)
+			continue;
+		if (!(asked[byte] & bit)) {
+			asked[byte] |= (uint8_t)bit;
+			if (xs_is_domain_introduced(bus->xs, d))
+				alive[byte] |= (uint8_t)bit;
+		}
+		if (alive[byte] & bit)
 			continue;
 		dev_log(dev, VPROXY_LOG_INFO, "domain released: removing the device");
 		/* Removal may free dev; neighbours stay valid. */
