@@ -1,0 +1,106 @@
+/*
+ * Asynchronous file I/O for the raw and sparse plugins: io_uring (liburing)
+ * with its completion eventfd in the server's loop, or, where io_uring is
+ * unavailable, a small pool of worker threads doing preadv/pwritev and
+ * handing results back through an eventfd.  Either way every completion
+ * callback runs on the server's loop thread.
+ *
+ * The engine owns the retry rules the plugins share: short reads and
+ * writes continue where they stopped, reads at end of file yield zeros,
+ * and "make this range read as zeros" falls back from punching a hole to
+ * zeroing the range to writing zeros, remembering what the file system
+ * refused.  With an alignment set (O_DIRECT), unaligned buffers go
+ * through an aligned bounce buffer.
+ */
+#ifndef VP_AIO_H
+#define VP_AIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+#include <vproxy/plugin.h>
+
+/* What an aio_op does. */
+enum aio_kind {
+	AIO_READV,     /* fill iov from fd at offset; len = sum of iov */
+	AIO_WRITEV,    /* write iov to fd at offset */
+	AIO_FDATASYNC, /* fdatasync(fd) */
+	AIO_ZERO,      /* make [offset, offset+len) read as zeros (zero_mode) */
+	AIO_DISCARD,   /* ioctl BLKDISCARD on a block device (a hint) */
+	AIO_PUNCH,     /* punch a hole in a file; -EOPNOTSUPP where none can be */
+};
+
+/* How AIO_ZERO gets there; each mode falls back to the next. */
+enum aio_zero_mode {
+	AIO_ZERO_PUNCH, /* fallocate PUNCH_HOLE: the range may be deallocated */
+	AIO_ZERO_ALLOC, /* fallocate ZERO_RANGE: keep the range allocated */
+	AIO_ZERO_WRITE, /* write zeros (page cache; used for metadata) */
+};
+
+/* Which engine a caller wants. */
+enum aio_engine_choice {
+	AIO_ENGINE_AUTO,     /* io_uring, else threads (logged) */
+	AIO_ENGINE_IO_URING, /* io_uring or fail */
+	AIO_ENGINE_THREADS,  /* worker threads */
+};
+
+struct aio_op;
+/* Completion: res is 0 (the whole range done) or a negative errno. */
+typedef void (*aio_done_fn)(struct aio_op *op, int res);
+
+/* One operation; the caller owns the memory until done() is called. */
+struct aio_op {
+	/* Set by the caller. */
+	enum aio_kind kind;
+	enum aio_zero_mode zero_mode;
+	int fd;
+	uint64_t offset;
+	uint64_t len;            /* READV/WRITEV: sum of iov lengths */
+	const struct iovec *iov; /* READV/WRITEV; valid until done() */
+	unsigned iovcnt;
+	aio_done_fn done;
+	void *arg; /* free for the caller */
+
+	/* The engine's. */
+	uint64_t xfered;    /* bytes done so far */
+	unsigned tries;     /* resubmissions without progress */
+	struct iovec *rest; /* remaining iovecs after a short transfer */
+	unsigned restcnt;
+	void *bounce;        /* aligned copy for O_DIRECT */
+	struct iovec one;    /* the single iovec of bounce/zero writes */
+	int res;             /* worker result */
+	struct aio_op *next; /* worker queue / done list */
+};
+
+struct aio_engine;
+
+/* Parse "auto|io_uring|threads" (NULL = auto). 0 or -EINVAL. */
+int aio_engine_parse(const char *text, enum aio_engine_choice *out);
+
+/* Create an engine for one disk.  align: buffer/offset alignment the fds
+ * need (O_DIRECT), 0 for none.  label names the disk in log lines.
+ * Registers its eventfd with host->fd_watch().  On failure returns a
+ * negative errno and a message in err.  *out is the caller's
+ * (aio_engine_destroy). */
+int aio_engine_create(const struct vproxy_host *host, enum aio_engine_choice choice,
+                      uint32_t align, const char *label, struct aio_engine **out,
+                      char *err, size_t errlen);
+
+/* "io_uring" or "threads". Static string. */
+const char *aio_engine_name(const struct aio_engine *eng);
+
+/* Start op.  Never completes inline: done() runs later from the loop. */
+void aio_submit(struct aio_engine *eng, struct aio_op *op);
+
+/* Operations submitted and not yet completed. */
+unsigned aio_inflight(const struct aio_engine *eng);
+
+/* Wait (blocking the caller) until nothing is in flight, running the
+ * completions; for close paths.  done() callbacks may submit more. */
+void aio_drain(struct aio_engine *eng);
+
+/* Stop watching, stop workers, free.  Nothing may be in flight. */
+void aio_engine_destroy(struct aio_engine *eng);
+
+#endif

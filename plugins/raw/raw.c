@@ -1,0 +1,383 @@
+/* The "raw" plugin: a regular file or a block device, byte for byte.
+ *
+ * Reads and writes go straight from the guest's mapped buffers to the
+ * file through the aio engine (io_uring, or worker threads where io_uring
+ * is unavailable).  FLUSH is fdatasync; DISCARD punches a hole in a file
+ * and is BLKDISCARD on a device; WRITE_ZEROES punches (unmap allowed) or
+ * zeroes the range in place, falling back to writing zeros. */
+#include "aio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vproxy/plugin.h>
+
+#define SECTOR 512u
+/* O_DIRECT on a file: the device under it may have 4 KiB sectors. */
+#define FILE_DIRECT_ALIGN 4096u
+
+struct raw_disk {
+	int fd;
+	bool read_only;
+	bool bdev;
+	uint64_t size;
+	struct aio_engine *eng;
+	struct raw_op *free_ops; /* recycled per-request state */
+	char label[160];
+};
+
+/* Per-request state, reached from req->plugin_priv. */
+struct raw_op {
+	struct aio_op aio;
+	struct vproxy_req *req;
+	struct raw_disk *disk;
+	struct raw_op *next_free;
+};
+
+static const struct vproxy_host *host;
+
+static const char *const raw_param_keys[] = {"file", "direct", "engine", NULL};
+
+static int parse_onoff(const char *text, bool *out)
+{
+	if (!text || strcmp(text, "off") == 0 || strcmp(text, "no") == 0 ||
+	    strcmp(text, "0") == 0)
+		*out = false;
+	else if (strcmp(text, "on") == 0 || strcmp(text, "yes") == 0 ||
+	         strcmp(text, "1") == 0)
+		*out = true;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+/* Open path for I/O; on a read-only file system or without write
+ * permission fall back to read-only (logged) unless told to write. */
+static int raw_open_fd(const char *path, bool direct, bool *read_only, char *err,
+                       size_t errlen)
+{
+	int flags = O_CLOEXEC | (direct ? O_DIRECT : 0);
+	int fd = open(path, flags | (*read_only ? O_RDONLY : O_RDWR));
+
+	if (fd < 0 && !*read_only &&
+	    (errno == EACCES || errno == EROFS || errno == EPERM)) {
+		int why = errno;
+
+		fd = open(path, flags | O_RDONLY);
+		if (fd >= 0) {
+			host->log(VPROXY_LOG_WARN,
+			          "raw: %s is not writable (%s); serving it read-only",
+			          path, strerror(why));
+			*read_only = true;
+		}
+	}
+	if (fd >= 0)
+		return fd;
+	if (direct && errno == EINVAL)
+		snprintf(err, errlen,
+		         "direct=on: the file system holding %s refuses O_DIRECT "
+		         "(as tmpfs before Linux 6.6 does); use direct=off",
+		         path);
+	else
+		snprintf(err, errlen, "file: cannot open %s: %s", path, strerror(errno));
+	return -errno;
+}
+
+/* flock() without blocking the loop for long: a crashed vproxyd's lock
+ * lingers while the kernel tears down its io_uring, so retry for up to
+ * a second.  0 or -errno. */
+static int raw_lock(int fd, bool exclusive)
+{
+	for (unsigned waited = 0;; waited += 10) {
+		if (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0)
+			return 0;
+		if (errno != EWOULDBLOCK || waited >= 1000)
+			return -errno;
+		usleep(10000);
+	}
+}
+
+/* Size and block sizes of an open block device. */
+static int raw_bdev_geometry(int fd, const char *path, struct vproxy_disk_info *info,
+                             char *err, size_t errlen)
+{
+	uint64_t bytes;
+	int lbs = 0;
+	unsigned pbs = 0;
+
+	if (ioctl(fd, BLKGETSIZE64, &bytes) < 0 || ioctl(fd, BLKSSZGET, &lbs) < 0) {
+		snprintf(err, errlen, "file: %s: cannot read the device size: %s", path,
+		         strerror(errno));
+		return -errno;
+	}
+	if (ioctl(fd, BLKPBSZGET, &pbs) < 0)
+		pbs = (unsigned)lbs;
+	if (lbs < (int)SECTOR || (lbs & (lbs - 1)))
+		lbs = SECTOR;
+	if (pbs < (unsigned)lbs || (pbs & (pbs - 1)))
+		pbs = (unsigned)lbs;
+	info->capacity = bytes / (unsigned)lbs * (unsigned)lbs;
+	info->logical_block = (uint32_t)lbs;
+	info->physical_block = pbs;
+	return 0;
+}
+
+static int raw_open(const struct vproxy_params *params, int read_only,
+                    struct vproxy_disk_info *info, void **out, char *err, size_t errlen)
+{
+	const char *path = host->param(params, "file");
+	const char *direct_text = host->param(params, "direct");
+	enum aio_engine_choice choice;
+	struct raw_disk *d = NULL;
+	struct stat st;
+	bool direct, ro = read_only != 0;
+	uint32_t align = 0;
+	int r;
+
+	if (!path || !*path) {
+		snprintf(err, errlen, "file: required (a regular file or block device)");
+		return -EINVAL;
+	}
+	if (parse_onoff(direct_text, &direct) < 0) {
+		snprintf(err, errlen, "direct: \"%s\" is not on or off", direct_text);
+		return -EINVAL;
+	}
+	if (aio_engine_parse(host->param(params, "engine"), &choice) < 0) {
+		snprintf(err, errlen, "engine: \"%s\" is not auto, io_uring or threads",
+		         host->param(params, "engine"));
+		return -EINVAL;
+	}
+	if (stat(path, &st) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "file: %s: %s", path, strerror(errno));
+		return r;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen,
+		         "file: %s is a directory, not a regular file or block device",
+		         path);
+		return -EISDIR;
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		snprintf(err, errlen, "file: %s is not a regular file or block device",
+		         path);
+		return -EINVAL;
+	}
+
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	d->fd = -1;
+	snprintf(d->label, sizeof(d->label), "raw %s", path);
+	r = raw_open_fd(path, direct, &ro, err, errlen);
+	if (r < 0)
+		goto fail;
+	d->fd = r;
+	/* Two writers of one disk corrupt it; readers may share. */
+	r = raw_lock(d->fd, !ro);
+	if (r < 0) {
+		snprintf(err, errlen,
+		         "file: %s is in use by another device or process (%s)", path,
+		         r == -EWOULDBLOCK ? "locked" : strerror(-r));
+		goto fail;
+	}
+	memset(info, 0, sizeof(*info));
+	if (fstat(d->fd, &st) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "file: %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (S_ISBLK(st.st_mode)) {
+		d->bdev = true;
+		r = raw_bdev_geometry(d->fd, path, info, err, errlen);
+		if (r < 0)
+			goto fail;
+		align = direct ? info->logical_block : 0;
+	} else {
+		if (st.st_size % SECTOR)
+			host->log(VPROXY_LOG_WARN,
+			          "raw: %s: size %lld is not a multiple of 512; the last "
+			          "%lld bytes are not served",
+			          path, (long long)st.st_size,
+			          (long long)(st.st_size % SECTOR));
+		info->capacity = (uint64_t)st.st_size / SECTOR * SECTOR;
+		info->logical_block = direct ? FILE_DIRECT_ALIGN : SECTOR;
+		info->physical_block =
+		        st.st_blksize >= (blksize_t)info->logical_block &&
+		                        !(st.st_blksize & (st.st_blksize - 1))
+		                ? (uint32_t)st.st_blksize
+		                : info->logical_block;
+		info->capacity =
+		        info->capacity / info->logical_block * info->logical_block;
+		align = direct ? FILE_DIRECT_ALIGN : 0;
+	}
+	if (info->capacity == 0) {
+		r = -EINVAL;
+		snprintf(err, errlen,
+		         "file: %s is empty; give it a size first (truncate -s 1G %s)",
+		         path, path);
+		goto fail;
+	}
+	d->size = info->capacity;
+	d->read_only = ro;
+	r = aio_engine_create(host, choice, align, d->label, &d->eng, err, errlen);
+	if (r < 0)
+		goto fail;
+	info->flags = VPROXY_DISK_FLUSH | VPROXY_DISK_DISCARD | VPROXY_DISK_WRITE_ZEROES;
+	if (ro)
+		info->flags |= VPROXY_DISK_READONLY;
+	host->log(VPROXY_LOG_INFO,
+	          "raw: %s: %llu bytes, %u/%u-byte blocks%s%s, %s engine", path,
+	          (unsigned long long)d->size, info->logical_block, info->physical_block,
+	          ro ? ", read-only" : "", direct ? ", O_DIRECT" : "",
+	          aio_engine_name(d->eng));
+	*out = d;
+	return 0;
+fail:
+	if (d->fd >= 0)
+		close(d->fd);
+	free(d);
+	return r;
+}
+
+/* The host checks requests; check again so the plugin never reads or
+ * writes outside its disk whoever calls it. */
+static int raw_check(const struct raw_disk *d, const struct vproxy_req *req)
+{
+	if (req->op > VPROXY_REQ_WRITE_ZEROES)
+		return -EOPNOTSUPP;
+	if (req->op == VPROXY_REQ_FLUSH)
+		return 0;
+	if (req->offset > d->size || req->len > d->size - req->offset)
+		return -EINVAL;
+	if (req->op == VPROXY_REQ_READ || req->op == VPROXY_REQ_WRITE) {
+		uint64_t sum = 0;
+
+		if (req->iovcnt && !req->iov)
+			return -EINVAL;
+		for (unsigned i = 0; i < req->iovcnt; i++)
+			if (__builtin_add_overflow(sum, (uint64_t)req->iov[i].iov_len,
+			                           &sum))
+				return -EINVAL;
+		if (sum != req->len)
+			return -EINVAL;
+	}
+	if (d->read_only && req->op != VPROXY_REQ_READ)
+		return -EROFS;
+	return 0;
+}
+
+static void raw_op_done(struct aio_op *aio, int res)
+{
+	struct raw_op *op = aio->arg;
+	struct raw_disk *d = op->disk;
+	struct vproxy_req *req = op->req;
+
+	/* A discard is a hint: a file system without holes may ignore it. */
+	if (aio->kind == AIO_PUNCH && res == -EOPNOTSUPP)
+		res = 0;
+	op->next_free = d->free_ops;
+	d->free_ops = op;
+	host->complete(req, res);
+}
+
+static int raw_submit(void *disk, struct vproxy_req *req)
+{
+	struct raw_disk *d = disk;
+	struct raw_op *op;
+	int r = raw_check(d, req);
+
+	if (r < 0)
+		return r;
+	/* Nothing to do: complete inline, as the ABI allows. */
+	if ((req->op == VPROXY_REQ_FLUSH && d->read_only) ||
+	    (req->op != VPROXY_REQ_FLUSH && req->len == 0)) {
+		host->complete(req, 0);
+		return 0;
+	}
+	op = d->free_ops;
+	if (op)
+		d->free_ops = op->next_free;
+	else if (!(op = malloc(sizeof(*op))))
+		return -ENOMEM;
+	memset(&op->aio, 0, sizeof(op->aio));
+	op->req = req;
+	op->disk = d;
+	req->plugin_priv = op;
+	op->aio.fd = d->fd;
+	op->aio.offset = req->offset;
+	op->aio.len = req->len;
+	op->aio.done = raw_op_done;
+	op->aio.arg = op;
+	switch (req->op) {
+	case VPROXY_REQ_READ:
+	case VPROXY_REQ_WRITE:
+		op->aio.kind = req->op == VPROXY_REQ_READ ? AIO_READV : AIO_WRITEV;
+		op->aio.iov = req->iov;
+		op->aio.iovcnt = req->iovcnt;
+		break;
+	case VPROXY_REQ_FLUSH: op->aio.kind = AIO_FDATASYNC; break;
+	case VPROXY_REQ_DISCARD: op->aio.kind = d->bdev ? AIO_DISCARD : AIO_PUNCH; break;
+	default:
+		op->aio.kind = AIO_ZERO;
+		op->aio.zero_mode = (req->flags & VPROXY_REQ_F_UNMAP) ? AIO_ZERO_PUNCH
+		                                                      : AIO_ZERO_ALLOC;
+		break;
+	}
+	aio_submit(d->eng, &op->aio);
+	return 0;
+}
+
+static void raw_close(void *disk)
+{
+	struct raw_disk *d = disk;
+
+	if (!d)
+		return;
+	aio_drain(d->eng);
+	aio_engine_destroy(d->eng);
+	while (d->free_ops) {
+		struct raw_op *op = d->free_ops;
+
+		d->free_ops = op->next_free;
+		free(op);
+	}
+	close(d->fd);
+	free(d);
+}
+
+static const struct vproxy_plugin raw_plugin = {
+        .abi_version = VPROXY_PLUGIN_ABI_VERSION,
+        .size = sizeof(struct vproxy_plugin),
+        .name = "raw",
+        .description = "a regular file or block device, byte for byte (io_uring)",
+        .param_keys = raw_param_keys,
+        .open = raw_open,
+        .submit = raw_submit,
+        .close = raw_close,
+};
+
+__attribute__((visibility("default"))) const struct vproxy_plugin *
+vproxy_plugin_init(const struct vproxy_host *h);
+
+__attribute__((visibility("default"))) const struct vproxy_plugin *
+vproxy_plugin_init(const struct vproxy_host *h)
+{
+	/* A server older than our header lacks table entries we call. */
+	if (!h || h->abi_version != VPROXY_PLUGIN_ABI_VERSION ||
+	    h->size < sizeof(struct vproxy_host))
+		return NULL;
+	host = h;
+	return &raw_plugin;
+}

@@ -1,0 +1,1351 @@
+/* The "sparse" plugin: disks in the vproxy sparse image format
+ * (docs/SPARSE-FORMAT.md), on the same aio engine as raw.
+ *
+ * Crash safety rests on four rules:
+ *  1. A new cluster's data is written before the map entry pointing at it,
+ *     and the write is acknowledged only once both are in the file, so a
+ *     crash of the process loses nothing acknowledged and leaves at worst
+ *     a leaked cluster (reclaimed at the next open).
+ *  2. A map entry never points past the durable end of the file: the file
+ *     grows ahead of use (ftruncate, then fdatasync) before entries into
+ *     the new space are written.
+ *  3. A freed cluster is reused only after a flush made its map entry's
+ *     zeroing durable and every I/O issued before the free has finished,
+ *     so no two entries can ever point at one cluster, not even after a
+ *     power loss in the middle of a flush.
+ *  4. Free clusters and everything past the last used cluster read as
+ *     zeros, so a new cluster needs only the guest's bytes written.
+ * FLUSH is fdatasync, which covers data and map alike.
+ */
+#include "aio.h"
+#include "sparse_format.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vproxy/plugin.h>
+
+#define SECTOR 512u
+#define DIRECT_ALIGN 4096u
+#define GEN_RING 64u
+#define PENDING_SYNC 64u          /* frees that trigger a flush of ours */
+#define MAX_DZ_BYTES (1ull << 30) /* per DISCARD/WRITE_ZEROES segment... */
+#define MAX_DZ_CLUSTERS 4096u     /* ...and at most this many clusters */
+#define GROW_MIN_CLUSTERS 16u
+#define GROW_MAX_BYTES (1ull << 30)
+#define LOCK_WAIT_MS 1000u /* a crashed owner's lock lingers */
+
+/* Freed host clusters waiting for a flush (and a drain) before reuse.
+ * Each entry is index << 1 | dirty (may hold data: zero before reuse). */
+struct batch {
+	struct batch *next;
+	uint64_t *v;
+	size_t n, cap;
+	uint64_t gen; /* I/O of generations <= gen must finish first */
+	bool synced;
+};
+
+struct sparse_disk;
+
+/* One fdatasync, for a guest FLUSH or for our own needs. */
+struct sync {
+	struct aio_op op;
+	struct sparse_disk *d;
+	struct batch *b;        /* frees it makes durable, or NULL */
+	uint64_t cover;         /* file clusters its completion makes durable */
+	struct vproxy_req *req; /* the guest's FLUSH, or NULL */
+};
+
+/* A cluster this write allocated. */
+struct alloc {
+	uint64_t vc, idx;
+};
+
+/* Per-request state (req->plugin_priv); recycled with its arrays. */
+struct sreq {
+	struct sparse_disk *d;
+	struct vproxy_req *req;
+	struct sreq *next;         /* waiters / grow waiters / free list */
+	struct sreq *busy_next;    /* the disk's busy list */
+	uint64_t busy_lo, busy_hi; /* virtual clusters [lo, hi) we change */
+	bool busy, counted, dirty_risk, punch_failed;
+	uint64_t gen;
+	int status;
+	unsigned ops_left;
+	bool map_phase;
+
+	struct aio_op *ops;
+	unsigned nops, ops_cap;
+	struct iovec *iovs;
+	size_t niovs, iovs_cap;
+	struct alloc *allocs;
+	unsigned nalloc, allocs_cap;
+	struct alloc *frees; /* clusters this DISCARD/WRITE_ZEROES frees */
+	unsigned nfrees, frees_cap;
+	uint64_t *mapbuf; /* little-endian entries for map writes */
+	size_t mapbuf_cap;
+};
+
+struct sparse_disk {
+	struct sparse_image img;
+	int meta_fd; /* header and map, buffered */
+	int data_fd; /* data clusters: meta_fd, or an O_DIRECT fd */
+	bool read_only;
+	uint64_t cs;
+	unsigned cbits;
+	uint64_t vsize;
+	struct aio_engine *eng;
+	char label[200];
+
+	/* Host clusters by index (0 is the one at data_offset). */
+	uint8_t *used;
+	uint64_t used_bytes;    /* size of the bitmap */
+	uint64_t file_clusters; /* the file's size, in clusters */
+	uint64_t size_durable;  /* clusters of the file size known durable */
+	uint64_t alloc_end;     /* 1 + highest index ever used; zeros beyond */
+	uint64_t free_hint;     /* no free cluster below this index */
+	uint64_t allocated;     /* for the log at close */
+
+	struct batch *pending; /* collecting frees */
+	struct batch *synced;  /* flushed, waiting for the drain */
+	uint64_t gen_cur, gen_old;
+	unsigned gen_count[GEN_RING];
+	unsigned data_inflight;
+	unsigned internal_syncs;
+	uint64_t sync_cover; /* the most any running sync will cover */
+
+	struct sreq *busy;
+	struct sreq *waiters, *waiters_tail;
+	struct sreq *grow_waiters;
+	struct sreq *free_sreqs;
+	unsigned zeroing; /* release-time zero ops in flight */
+};
+
+static const struct vproxy_host *host;
+
+static const char *const sparse_param_keys[] = {"file", "direct", "engine", NULL};
+
+static void sreq_dispatch(struct sreq *r);
+static void sync_start(struct sparse_disk *d, struct vproxy_req *req);
+
+/* ---- small helpers ---- */
+
+static int grow_array(void **p, size_t *cap, size_t want, size_t elem)
+{
+	size_t n = *cap ? *cap : 4;
+	void *q;
+
+	if (want <= *cap)
+		return 0;
+	while (n < want)
+		n *= 2;
+	q = realloc(*p, n * elem);
+	if (!q)
+		return -ENOMEM;
+	*p = q;
+	*cap = n;
+	return 0;
+}
+
+static int grow_u(void **p, unsigned *cap, size_t want, size_t elem)
+{
+	size_t c = *cap;
+	int r = grow_array(p, &c, want, elem);
+
+	*cap = (unsigned)c;
+	return r;
+}
+
+/* Walks a request's iovecs in order. */
+struct iov_cursor {
+	const struct iovec *iov;
+	unsigned cnt, i;
+	size_t off;
+};
+
+/* Append the next len bytes as iovecs to out[*n]; room was checked. */
+static void cursor_take(struct iov_cursor *c, uint64_t len, struct iovec *out, size_t *n)
+{
+	while (len && c->i < c->cnt) {
+		size_t avail = c->iov[c->i].iov_len - c->off;
+		size_t take = len < avail ? (size_t)len : avail;
+
+		if (take) {
+			out[*n].iov_base = (char *)c->iov[c->i].iov_base + c->off;
+			out[*n].iov_len = take;
+			(*n)++;
+		}
+		c->off += take;
+		len -= take;
+		if (c->off == c->iov[c->i].iov_len) {
+			c->i++;
+			c->off = 0;
+		}
+	}
+}
+
+/* Zero the next len bytes (reading an unallocated cluster). */
+static void cursor_zero(struct iov_cursor *c, uint64_t len)
+{
+	while (len && c->i < c->cnt) {
+		size_t avail = c->iov[c->i].iov_len - c->off;
+		size_t take = len < avail ? (size_t)len : avail;
+
+		memset((char *)c->iov[c->i].iov_base + c->off, 0, take);
+		c->off += take;
+		len -= take;
+		if (c->off == c->iov[c->i].iov_len) {
+			c->i++;
+			c->off = 0;
+		}
+	}
+}
+
+static uint64_t host_offset(const struct sparse_disk *d, uint64_t idx)
+{
+	return sparse_index_offset(&d->img, idx);
+}
+
+static bool bit_get(const struct sparse_disk *d, uint64_t i)
+{
+	return d->used[i / 8] & (1u << (i % 8));
+}
+
+static void bit_set(struct sparse_disk *d, uint64_t i)
+{
+	d->used[i / 8] |= (uint8_t)(1u << (i % 8));
+}
+
+static void bit_clear(struct sparse_disk *d, uint64_t i)
+{
+	d->used[i / 8] &= (uint8_t) ~(1u << (i % 8));
+}
+
+/* ---- generations: what must finish before a freed cluster is reused ---- */
+
+static void gen_count(struct sparse_disk *d, struct sreq *r)
+{
+	r->gen = d->gen_cur;
+	r->counted = true;
+	d->gen_count[r->gen % GEN_RING]++;
+	d->data_inflight++;
+}
+
+static void try_release(struct sparse_disk *d);
+
+static void gen_uncount(struct sparse_disk *d, struct sreq *r)
+{
+	if (!r->counted)
+		return;
+	r->counted = false;
+	d->gen_count[r->gen % GEN_RING]--;
+	d->data_inflight--;
+	if (d->synced)
+		try_release(d);
+}
+
+/* A new generation for a sync to wait on, if the ring has room;
+ * otherwise the sync waits for the current one (later I/O too). */
+static uint64_t gen_close(struct sparse_disk *d)
+{
+	uint64_t g = d->gen_cur;
+
+	if (d->gen_cur + 1 - d->gen_old < GEN_RING)
+		d->gen_cur++;
+	return g;
+}
+
+/* ---- the allocator ---- */
+
+static int bitmap_reserve(struct sparse_disk *d, uint64_t bits)
+{
+	uint64_t bytes = bits / 8 + 1;
+	uint8_t *p;
+
+	if (bytes <= d->used_bytes)
+		return 0;
+	if (bytes > SIZE_MAX)
+		return -ENOMEM;
+	p = realloc(d->used, (size_t)bytes);
+	if (!p)
+		return -ENOMEM;
+	memset(p + d->used_bytes, 0, (size_t)(bytes - d->used_bytes));
+	d->used = p;
+	d->used_bytes = bytes;
+	return 0;
+}
+
+/* Make the file hold at least need clusters, growing ahead of use. */
+static int grow_file(struct sparse_disk *d, uint64_t need)
+{
+	uint64_t step = d->file_clusters / 8, max = GROW_MAX_BYTES >> d->cbits;
+	uint64_t want;
+	int r;
+
+	if (need <= d->file_clusters)
+		return 0;
+	if (step < GROW_MIN_CLUSTERS)
+		step = GROW_MIN_CLUSTERS;
+	if (step > max)
+		step = max ? max : 1;
+	want = d->file_clusters + step;
+	if (want < need)
+		want = need;
+	r = bitmap_reserve(d, want);
+	if (r < 0)
+		return r;
+	if (ftruncate(d->meta_fd, (off_t)host_offset(d, want)) < 0)
+		return -errno;
+	d->file_clusters = want;
+	return 0;
+}
+
+/* A zeroed host cluster for a new map entry. */
+static int alloc_cluster(struct sparse_disk *d, uint64_t *out)
+{
+	uint64_t i = d->free_hint;
+	int r;
+
+	while (i < d->alloc_end) {
+		if (d->used[i / 8] == 0xff && i % 8 == 0) {
+			i += 8;
+			continue;
+		}
+		if (!bit_get(d, i))
+			break;
+		i++;
+	}
+	if (i >= d->alloc_end) {
+		i = d->alloc_end;
+		r = grow_file(d, i + 1);
+		if (r < 0)
+			return r;
+		d->alloc_end = i + 1;
+	}
+	bit_set(d, i);
+	d->free_hint = i + 1;
+	d->allocated++;
+	*out = i;
+	return 0;
+}
+
+/* Give back a cluster that was never referenced and holds only zeros. */
+static void free_clean(struct sparse_disk *d, uint64_t idx)
+{
+	bit_clear(d, idx);
+	d->allocated--;
+	if (idx < d->free_hint)
+		d->free_hint = idx;
+}
+
+/* Queue a freed cluster for reuse after the next flush. */
+static void free_later(struct sparse_disk *d, uint64_t idx, bool dirty)
+{
+	struct batch *b = d->pending;
+
+	if (!b) {
+		b = calloc(1, sizeof(*b));
+		if (!b)
+			return; /* stays marked used: leaked until the next open */
+		d->pending = b;
+	}
+	if (grow_array((void **)&b->v, &b->cap, b->n + 1, sizeof(*b->v)) < 0)
+		return; /* stays marked used: leaked until the next open */
+	b->v[b->n++] = idx << 1 | (dirty ? 1u : 0u);
+	if (b->n >= PENDING_SYNC && !d->internal_syncs)
+		sync_start(d, NULL);
+}
+
+struct zero_job {
+	struct aio_op op;
+	struct sparse_disk *d;
+	uint64_t idx;
+};
+
+static void zero_done(struct aio_op *op, int res)
+{
+	struct zero_job *z = op->arg;
+	struct sparse_disk *d = z->d;
+
+	d->zeroing--;
+	/* Could not zero it: keep it out of use until the next open. */
+	if (res == 0)
+		free_clean(d, z->idx);
+	else
+		host->log(VPROXY_LOG_WARN, "%s: cannot zero freed cluster %llu: %s",
+		          d->label, (unsigned long long)z->idx, strerror(-res));
+	free(z);
+}
+
+static void release_batch(struct sparse_disk *d, struct batch *b)
+{
+	for (size_t k = 0; k < b->n; k++) {
+		uint64_t idx = b->v[k] >> 1;
+		struct zero_job *z;
+
+		if (!(b->v[k] & 1)) {
+			free_clean(d, idx);
+			continue;
+		}
+		z = calloc(1, sizeof(*z));
+		if (!z)
+			continue; /* leaked until the next open */
+		z->d = d;
+		z->idx = idx;
+		z->op.kind = AIO_ZERO;
+		z->op.zero_mode = AIO_ZERO_PUNCH;
+		z->op.fd = d->data_fd;
+		z->op.offset = host_offset(d, idx);
+		z->op.len = d->cs;
+		z->op.done = zero_done;
+		z->op.arg = z;
+		d->zeroing++;
+		aio_submit(d->eng, &z->op);
+	}
+	free(b->v);
+	free(b);
+}
+
+/* Release the synced batches whose earlier I/O has all finished. */
+static void try_release(struct sparse_disk *d)
+{
+	struct batch **pp = &d->synced;
+
+	while (d->gen_old < d->gen_cur && d->gen_count[d->gen_old % GEN_RING] == 0)
+		d->gen_old++;
+	while (*pp) {
+		struct batch *b = *pp;
+
+		/* gen_old is the oldest generation with I/O in flight, or the
+		 * current one when it has none. */
+		if (b->gen < d->gen_old ||
+		    (b->gen == d->gen_old && d->gen_count[b->gen % GEN_RING] == 0)) {
+			*pp = b->next;
+			release_batch(d, b);
+		} else {
+			pp = &b->next;
+		}
+	}
+}
+
+/* ---- flushes ---- */
+
+static void wake_grow_waiters(struct sparse_disk *d, int status);
+
+static void sync_done(struct aio_op *op, int res)
+{
+	struct sync *s = op->arg;
+	struct sparse_disk *d = s->d;
+
+	if (!s->req)
+		d->internal_syncs--;
+	if (res == 0) {
+		if (s->cover > d->size_durable)
+			d->size_durable = s->cover;
+		if (s->b) {
+			s->b->synced = true;
+			s->b->next = d->synced;
+			d->synced = s->b;
+		}
+	} else if (s->b) {
+		/* Not durable: the frees wait for a later flush. */
+		struct batch *p = d->pending;
+
+		if (!p) {
+			d->pending = s->b;
+		} else {
+			for (size_t k = 0; k < s->b->n; k++)
+				if (grow_array((void **)&p->v, &p->cap, p->n + 1,
+				               sizeof(*p->v)) == 0)
+					p->v[p->n++] = s->b->v[k];
+			free(s->b->v);
+			free(s->b);
+		}
+		host->log(VPROXY_LOG_WARN, "%s: fdatasync failed: %s", d->label,
+		          strerror(-res));
+	}
+	wake_grow_waiters(d, res);
+	if (s->req)
+		host->complete(s->req, res);
+	free(s);
+	try_release(d);
+}
+
+static void sync_start(struct sparse_disk *d, struct vproxy_req *req)
+{
+	struct sync *s = calloc(1, sizeof(*s));
+
+	if (!s) {
+		if (req)
+			host->complete(req, -ENOMEM);
+		return;
+	}
+	s->d = d;
+	s->req = req;
+	s->b = d->pending;
+	d->pending = NULL;
+	if (s->b)
+		s->b->gen = gen_close(d);
+	s->cover = d->file_clusters;
+	if (s->cover > d->sync_cover)
+		d->sync_cover = s->cover;
+	if (!req)
+		d->internal_syncs++;
+	s->op.kind = AIO_FDATASYNC;
+	s->op.fd = d->data_fd;
+	s->op.done = sync_done;
+	s->op.arg = s;
+	aio_submit(d->eng, &s->op);
+}
+
+/* ---- busy ranges: clusters whose mapping is changing ---- */
+
+static bool overlaps_busy(const struct sparse_disk *d, uint64_t lo, uint64_t hi)
+{
+	for (const struct sreq *b = d->busy; b; b = b->busy_next)
+		if (lo < b->busy_hi && b->busy_lo < hi)
+			return true;
+	return false;
+}
+
+static void busy_take(struct sreq *r, uint64_t lo, uint64_t hi)
+{
+	r->busy = true;
+	r->busy_lo = lo;
+	r->busy_hi = hi;
+	r->busy_next = r->d->busy;
+	r->d->busy = r;
+}
+
+static void busy_drop(struct sreq *r)
+{
+	struct sparse_disk *d = r->d;
+	struct sreq **pp = &d->busy, *list;
+
+	if (!r->busy)
+		return;
+	while (*pp != r)
+		pp = &(*pp)->busy_next;
+	*pp = r->busy_next;
+	r->busy = false;
+	/* Everyone waiting tries again (in arrival order). */
+	list = d->waiters;
+	d->waiters = d->waiters_tail = NULL;
+	while (list) {
+		struct sreq *w = list;
+
+		list = w->next;
+		w->next = NULL;
+		sreq_dispatch(w);
+	}
+}
+
+/* ---- requests ---- */
+
+static struct sreq *sreq_get(struct sparse_disk *d)
+{
+	struct sreq *r = d->free_sreqs;
+
+	if (r) {
+		d->free_sreqs = r->next;
+	} else {
+		r = calloc(1, sizeof(*r));
+		if (!r)
+			return NULL;
+	}
+	r->d = d;
+	r->next = NULL;
+	r->busy = r->counted = r->dirty_risk = r->punch_failed = r->map_phase = false;
+	r->status = 0;
+	r->nops = 0;
+	r->niovs = 0;
+	r->nalloc = 0;
+	r->nfrees = 0;
+	r->ops_left = 0;
+	return r;
+}
+
+static void sreq_finish(struct sreq *r, int status)
+{
+	struct sparse_disk *d = r->d;
+	struct vproxy_req *req = r->req;
+
+	gen_uncount(d, r);
+	busy_drop(r);
+	r->next = d->free_sreqs;
+	d->free_sreqs = r;
+	host->complete(req, status);
+}
+
+static void sreq_free_all(struct sparse_disk *d)
+{
+	while (d->free_sreqs) {
+		struct sreq *r = d->free_sreqs;
+
+		d->free_sreqs = r->next;
+		free(r->ops);
+		free(r->iovs);
+		free(r->allocs);
+		free(r->frees);
+		free(r->mapbuf);
+		free(r);
+	}
+}
+
+/* Room for niov iovecs (ops point into them: reserve before building). */
+static int sreq_reserve(struct sreq *r, size_t niov)
+{
+	return grow_array((void **)&r->iovs, &r->iovs_cap, niov, sizeof(*r->iovs));
+}
+
+static void op_done(struct aio_op *op, int res);
+
+/* A new operation at r->ops[r->nops - 1]; NULL without memory.  The
+ * array may move: hold indices, not pointers, while building. */
+static struct aio_op *sreq_op(struct sreq *r, enum aio_kind kind, int fd, uint64_t offset,
+                              uint64_t len)
+{
+	struct aio_op *op;
+
+	if (grow_u((void **)&r->ops, &r->ops_cap, r->nops + 1, sizeof(*r->ops)) < 0)
+		return NULL;
+	op = &r->ops[r->nops++];
+	memset(op, 0, sizeof(*op));
+	op->kind = kind;
+	op->fd = fd;
+	op->offset = offset;
+	op->len = len;
+	op->done = op_done;
+	op->arg = r;
+	return op;
+}
+
+static void sreq_submit_ops(struct sreq *r)
+{
+	unsigned n = r->nops;
+
+	r->ops_left = n;
+	for (unsigned k = 0; k < n; k++)
+		aio_submit(r->d->eng, &r->ops[k]);
+}
+
+/* Append a read or write of n bytes at host offset at, taking the next n
+ * bytes of the cursor; merged with the previous op (*last, an index, or
+ * -1) when the host ranges touch.  0 or -ENOMEM. */
+static int add_rw(struct sreq *r, enum aio_kind kind, struct iov_cursor *cur, uint64_t at,
+                  uint64_t n, int *last)
+{
+	size_t first = r->niovs;
+	struct aio_op *op;
+
+	cursor_take(cur, n, r->iovs, &r->niovs);
+	if (*last >= 0) {
+		op = &r->ops[*last];
+		if (op->offset + op->len == at) {
+			op->len += n;
+			op->iovcnt += (unsigned)(r->niovs - first);
+			return 0;
+		}
+	}
+	op = sreq_op(r, kind, r->d->data_fd, at, n);
+	if (!op)
+		return -ENOMEM;
+	op->iov = &r->iovs[first];
+	op->iovcnt = (unsigned)(r->niovs - first);
+	*last = (int)(r->nops - 1);
+	return 0;
+}
+
+/* READ: unallocated clusters are zeroed here; allocated runs are read. */
+static void do_read(struct sreq *r, uint64_t c0, uint64_t c1)
+{
+	struct sparse_disk *d = r->d;
+	struct vproxy_req *req = r->req;
+	struct iov_cursor cur = {.iov = req->iov, .cnt = req->iovcnt};
+	uint64_t pos = req->offset, end = req->offset + req->len;
+	int last = -1;
+
+	if (sreq_reserve(r, req->iovcnt + (c1 - c0 + 1)) < 0) {
+		sreq_finish(r, -ENOMEM);
+		return;
+	}
+	while (pos < end) {
+		uint64_t vc = pos >> d->cbits;
+		uint64_t n = ((vc + 1) << d->cbits) - pos;
+		uint64_t e = sparse_map_get(&d->img, vc);
+
+		if (n > end - pos)
+			n = end - pos;
+		if (!e) {
+			cursor_zero(&cur, n);
+			last = -1;
+		} else if (add_rw(r, AIO_READV, &cur, e + (pos & (d->cs - 1)), n, &last) <
+		           0) {
+			sreq_finish(r, -ENOMEM);
+			return;
+		}
+		pos += n;
+	}
+	if (!r->nops) {
+		sreq_finish(r, 0);
+		return;
+	}
+	gen_count(d, r);
+	sreq_submit_ops(r);
+}
+
+/* WRITE: allocate what is unallocated, write the data, then the map. */
+static void do_write(struct sreq *r, uint64_t c0, uint64_t c1)
+{
+	struct sparse_disk *d = r->d;
+	struct vproxy_req *req = r->req;
+	struct iov_cursor cur = {.iov = req->iov, .cnt = req->iovcnt};
+	uint64_t pos = req->offset, end = req->offset + req->len;
+	int last = -1, rc = 0;
+	unsigned need = 0;
+
+	for (uint64_t vc = c0; vc <= c1; vc++)
+		need += sparse_map_get(&d->img, vc) == 0;
+	if (sreq_reserve(r, req->iovcnt + (c1 - c0 + 1)) < 0 ||
+	    grow_u((void **)&r->allocs, &r->allocs_cap, need, sizeof(*r->allocs)) < 0) {
+		sreq_finish(r, -ENOMEM);
+		return;
+	}
+	if (need)
+		busy_take(r, c0, c1 + 1);
+	while (pos < end) {
+		uint64_t vc = pos >> d->cbits;
+		uint64_t n = ((vc + 1) << d->cbits) - pos;
+		uint64_t e = sparse_map_get(&d->img, vc), idx;
+
+		if (n > end - pos)
+			n = end - pos;
+		if (!e) {
+			rc = alloc_cluster(d, &idx);
+			if (rc < 0) {
+				host->log(VPROXY_LOG_WARN,
+				          "%s: cannot allocate a cluster: %s", d->label,
+				          strerror(-rc));
+				break;
+			}
+			r->allocs[r->nalloc].vc = vc;
+			r->allocs[r->nalloc].idx = idx;
+			r->nalloc++;
+			e = host_offset(d, idx);
+		}
+		rc = add_rw(r, AIO_WRITEV, &cur, e + (pos & (d->cs - 1)), n, &last);
+		if (rc < 0)
+			break;
+		pos += n;
+	}
+	if (rc < 0) {
+		/* Nothing was written to them: they are still zero. */
+		for (unsigned k = 0; k < r->nalloc; k++)
+			free_clean(d, r->allocs[k].idx);
+		r->nalloc = 0;
+		sreq_finish(r, rc);
+		return;
+	}
+	gen_count(d, r);
+	sreq_submit_ops(r);
+}
+
+/* Write the map entries of this write's new clusters, in runs. */
+static void write_map(struct sreq *r)
+{
+	struct sparse_disk *d = r->d;
+	unsigned k = 0;
+
+	r->map_phase = true;
+	r->nops = 0;
+	r->niovs = 0;
+	if (grow_array((void **)&r->mapbuf, &r->mapbuf_cap, r->nalloc,
+	               sizeof(*r->mapbuf)) < 0 ||
+	    sreq_reserve(r, r->nalloc) < 0)
+		goto nomem;
+	while (k < r->nalloc) {
+		unsigned n = 1;
+		struct aio_op *op;
+
+		while (k + n < r->nalloc && r->allocs[k + n].vc == r->allocs[k].vc + n)
+			n++;
+		for (unsigned i = 0; i < n; i++)
+			r->mapbuf[k + i] = htole64(host_offset(d, r->allocs[k + i].idx));
+		op = sreq_op(r, AIO_WRITEV, d->meta_fd,
+		             d->img.h.map_offset + r->allocs[k].vc * SPARSE_ENTRY_SIZE,
+		             n * SPARSE_ENTRY_SIZE);
+		if (!op)
+			goto nomem;
+		r->iovs[r->niovs].iov_base = &r->mapbuf[k];
+		r->iovs[r->niovs].iov_len = n * SPARSE_ENTRY_SIZE;
+		op->iov = &r->iovs[r->niovs++];
+		op->iovcnt = 1;
+		k += n;
+	}
+	sreq_submit_ops(r);
+	return;
+nomem:
+	/* The data is in the clusters, but nothing points at them. */
+	for (unsigned i = 0; i < r->nalloc; i++)
+		free_later(d, r->allocs[i].idx, true);
+	r->nalloc = 0;
+	sreq_finish(r, -ENOMEM);
+}
+
+static uint64_t allocs_need(const struct sreq *r)
+{
+	uint64_t need = 0;
+
+	for (unsigned k = 0; k < r->nalloc; k++)
+		if (r->allocs[k].idx + 1 > need)
+			need = r->allocs[k].idx + 1;
+	return need;
+}
+
+/* The data of an allocating write is in: once the file size covering
+ * its clusters is durable, write the map. */
+static void write_map_when_durable(struct sreq *r)
+{
+	struct sparse_disk *d = r->d;
+	uint64_t need = allocs_need(r);
+
+	if (need <= d->size_durable) {
+		write_map(r);
+		return;
+	}
+	r->next = d->grow_waiters;
+	d->grow_waiters = r;
+	if (d->sync_cover < need)
+		sync_start(d, NULL);
+}
+
+static void wake_grow_waiters(struct sparse_disk *d, int status)
+{
+	struct sreq *list = d->grow_waiters, *keep = NULL;
+
+	d->grow_waiters = NULL;
+	while (list) {
+		struct sreq *r = list;
+
+		list = r->next;
+		r->next = NULL;
+		if (allocs_need(r) <= d->size_durable) {
+			write_map(r);
+		} else if (status < 0) {
+			for (unsigned k = 0; k < r->nalloc; k++)
+				free_later(d, r->allocs[k].idx, true);
+			r->nalloc = 0;
+			sreq_finish(r, status);
+		} else {
+			r->next = keep;
+			keep = r;
+		}
+	}
+	if (keep) {
+		struct sreq **pp = &d->grow_waiters;
+
+		while (*pp)
+			pp = &(*pp)->next;
+		*pp = keep;
+		if (d->sync_cover < d->file_clusters)
+			sync_start(d, NULL);
+	}
+}
+
+/* DISCARD / WRITE_ZEROES. */
+static void do_zero(struct sreq *r, uint64_t c0, uint64_t c1)
+{
+	struct sparse_disk *d = r->d;
+	struct vproxy_req *req = r->req;
+	bool discard = req->op == VPROXY_REQ_DISCARD;
+	bool unmap = discard || (req->flags & VPROXY_REQ_F_UNMAP);
+	uint64_t pos = req->offset, end = req->offset + req->len;
+	enum aio_kind kind = discard ? AIO_PUNCH : AIO_ZERO;
+	int last = -1;
+
+	if (grow_u((void **)&r->frees, &r->frees_cap, c1 - c0 + 1, sizeof(*r->frees)) < 0)
+		goto nomem;
+	/* A write in flight may still land in a cluster we free. */
+	r->dirty_risk = d->data_inflight > 0;
+	while (pos < end) {
+		uint64_t vc = pos >> d->cbits;
+		uint64_t cstart = vc << d->cbits;
+		uint64_t cend = d->vsize - cstart > d->cs ? cstart + d->cs : d->vsize;
+		uint64_t n = (cend < end ? cend : end) - pos;
+		uint64_t e = sparse_map_get(&d->img, vc);
+		uint64_t at = e + (pos - cstart);
+		struct aio_op *op;
+
+		pos += n;
+		if (!e) {
+			last = -1; /* reads as zeros already */
+			continue;
+		}
+		if (unmap && at == e && n == cend - cstart) {
+			r->frees[r->nfrees].vc = vc;
+			r->frees[r->nfrees].idx = sparse_entry_index(&d->img, e);
+			r->nfrees++;
+			last = -1;
+			continue;
+		}
+		/* Part of a cluster, or zeros that must stay allocated. */
+		if (last >= 0 && r->ops[last].offset + r->ops[last].len == at) {
+			r->ops[last].len += n;
+			continue;
+		}
+		op = sreq_op(r, kind, d->data_fd, at, n);
+		if (!op)
+			goto nomem;
+		op->zero_mode = unmap ? AIO_ZERO_PUNCH : AIO_ZERO_ALLOC;
+		last = (int)(r->nops - 1);
+	}
+	if (r->nfrees) {
+		busy_take(r, c0, c1 + 1);
+		/* Map entries in one write per run of virtual clusters... */
+		for (unsigned k = 0, n; k < r->nfrees; k += n) {
+			struct aio_op *op;
+
+			for (n = 1; k + n < r->nfrees &&
+			            r->frees[k + n].vc == r->frees[k].vc + n;)
+				n++;
+			op = sreq_op(r, AIO_ZERO, d->meta_fd,
+			             d->img.h.map_offset +
+			                     r->frees[k].vc * SPARSE_ENTRY_SIZE,
+			             (uint64_t)n * SPARSE_ENTRY_SIZE);
+			if (!op)
+				goto nomem;
+			op->zero_mode = AIO_ZERO_WRITE;
+		}
+		/* ...and one punch per run of host clusters. */
+		last = -1;
+		for (unsigned k = 0; k < r->nfrees; k++) {
+			uint64_t at = host_offset(d, r->frees[k].idx);
+
+			if (last >= 0 && r->ops[last].offset + r->ops[last].len == at) {
+				r->ops[last].len += d->cs;
+			} else {
+				if (!sreq_op(r, AIO_PUNCH, d->data_fd, at, d->cs))
+					goto nomem;
+				last = (int)(r->nops - 1);
+			}
+		}
+	}
+	if (!r->nops) {
+		sreq_finish(r, 0);
+		return;
+	}
+	gen_count(d, r);
+	sreq_submit_ops(r);
+	return;
+nomem:
+	r->nfrees = 0;
+	sreq_finish(r, -ENOMEM);
+}
+
+/* All operations of a request's current phase are done. */
+static void phase_done(struct sreq *r)
+{
+	struct sparse_disk *d = r->d;
+
+	if (r->nalloc && !r->map_phase) {
+		gen_uncount(d, r);
+		if (r->status == 0) {
+			write_map_when_durable(r);
+			return;
+		}
+		/* The clusters may hold part of the data. */
+		for (unsigned k = 0; k < r->nalloc; k++)
+			free_later(d, r->allocs[k].idx, true);
+	} else if (r->nalloc) {
+		/* A failed map write may have left an entry unwritten. */
+		for (unsigned k = 0; k < r->nalloc; k++)
+			if (sparse_map_get(&d->img, r->allocs[k].vc) !=
+			    host_offset(d, r->allocs[k].idx))
+				free_later(d, r->allocs[k].idx, true);
+	}
+	/* Whatever the map now says is unallocated is free. */
+	for (unsigned k = 0; k < r->nfrees; k++)
+		if (sparse_map_get(&d->img, r->frees[k].vc) == 0)
+			free_later(d, r->frees[k].idx, r->dirty_risk || r->punch_failed);
+	sreq_finish(r, r->status);
+}
+
+static void op_done(struct aio_op *op, int res)
+{
+	struct sreq *r = op->arg;
+
+	if (res < 0) {
+		if (op->kind == AIO_PUNCH) {
+			/* The guest only asked for a hint (DISCARD) or the
+			 * map entry goes to zero anyway; remember the cluster
+			 * may still hold data. */
+			r->punch_failed = true;
+		} else if (r->status == 0) {
+			r->status = res;
+		}
+	}
+	if (--r->ops_left == 0)
+		phase_done(r);
+}
+
+/* Start (or restart, after waiting) a request. */
+static void sreq_dispatch(struct sreq *r)
+{
+	struct sparse_disk *d = r->d;
+	struct vproxy_req *req = r->req;
+	uint64_t c0 = req->offset >> d->cbits;
+	uint64_t c1 = (req->offset + req->len - 1) >> d->cbits;
+
+	if (d->busy && overlaps_busy(d, c0, c1 + 1)) {
+		r->next = NULL;
+		if (d->waiters_tail)
+			d->waiters_tail->next = r;
+		else
+			d->waiters = r;
+		d->waiters_tail = r;
+		return;
+	}
+	switch (req->op) {
+	case VPROXY_REQ_READ: do_read(r, c0, c1); break;
+	case VPROXY_REQ_WRITE: do_write(r, c0, c1); break;
+	default: do_zero(r, c0, c1); break;
+	}
+}
+
+/* The host checks requests; check again so the plugin never reaches
+ * outside its disk whoever calls it. */
+static int sparse_check(const struct sparse_disk *d, const struct vproxy_req *req)
+{
+	if (req->op > VPROXY_REQ_WRITE_ZEROES)
+		return -EOPNOTSUPP;
+	if (req->op == VPROXY_REQ_FLUSH)
+		return 0;
+	if (req->offset > d->vsize || req->len > d->vsize - req->offset)
+		return -EINVAL;
+	if (req->op == VPROXY_REQ_READ || req->op == VPROXY_REQ_WRITE) {
+		uint64_t sum = 0;
+
+		if (req->iovcnt && !req->iov)
+			return -EINVAL;
+		for (unsigned i = 0; i < req->iovcnt; i++)
+			if (__builtin_add_overflow(sum, (uint64_t)req->iov[i].iov_len,
+			                           &sum))
+				return -EINVAL;
+		if (sum != req->len)
+			return -EINVAL;
+	}
+	if (d->read_only && req->op != VPROXY_REQ_READ)
+		return -EROFS;
+	return 0;
+}
+
+static int sparse_submit(void *disk, struct vproxy_req *req)
+{
+	struct sparse_disk *d = disk;
+	struct sreq *r;
+	int rc = sparse_check(d, req);
+
+	if (rc < 0)
+		return rc;
+	if (req->op == VPROXY_REQ_FLUSH) {
+		if (d->read_only)
+			host->complete(req, 0);
+		else
+			sync_start(d, req);
+		return 0;
+	}
+	if (req->len == 0) {
+		host->complete(req, 0);
+		return 0;
+	}
+	/* Fast path: one allocated cluster, nothing changing its mapping. */
+	if (req->op == VPROXY_REQ_READ || req->op == VPROXY_REQ_WRITE) {
+		uint64_t c0 = req->offset >> d->cbits;
+		uint64_t c1 = (req->offset + req->len - 1) >> d->cbits;
+		uint64_t e = c0 == c1 ? sparse_map_get(&d->img, c0) : 0;
+
+		if (e && !(d->busy && overlaps_busy(d, c0, c1 + 1))) {
+			struct aio_op *op;
+
+			r = sreq_get(d);
+			if (!r)
+				return -ENOMEM;
+			r->req = req;
+			req->plugin_priv = r;
+			op = sreq_op(
+			        r, req->op == VPROXY_REQ_READ ? AIO_READV : AIO_WRITEV,
+			        d->data_fd, e + (req->offset & (d->cs - 1)), req->len);
+			if (!op) {
+				r->next = d->free_sreqs;
+				d->free_sreqs = r;
+				return -ENOMEM;
+			}
+			op->iov = req->iov;
+			op->iovcnt = req->iovcnt;
+			gen_count(d, r);
+			sreq_submit_ops(r);
+			return 0;
+		}
+	}
+	r = sreq_get(d);
+	if (!r)
+		return -ENOMEM;
+	r->req = req;
+	req->plugin_priv = r;
+	sreq_dispatch(r);
+	return 0;
+}
+
+/* ---- open and close ---- */
+
+static int parse_onoff(const char *text, bool *out)
+{
+	if (!text || strcmp(text, "off") == 0 || strcmp(text, "no") == 0 ||
+	    strcmp(text, "0") == 0)
+		*out = false;
+	else if (strcmp(text, "on") == 0 || strcmp(text, "yes") == 0 ||
+	         strcmp(text, "1") == 0)
+		*out = true;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+static void sparse_free(struct sparse_disk *d)
+{
+	sreq_free_all(d);
+	for (struct batch *b = d->synced, *n; b; b = n) {
+		n = b->next;
+		free(b->v);
+		free(b);
+	}
+	if (d->pending) {
+		free(d->pending->v);
+		free(d->pending);
+	}
+	if (d->eng)
+		aio_engine_destroy(d->eng);
+	sparse_close(&d->img);
+	if (d->data_fd >= 0 && d->data_fd != d->meta_fd)
+		close(d->data_fd);
+	if (d->meta_fd >= 0)
+		close(d->meta_fd);
+	free(d->used);
+	free(d);
+}
+
+static int sparse_open_disk(const struct vproxy_params *params, int read_only,
+                            struct vproxy_disk_info *info, void **out, char *err,
+                            size_t errlen)
+{
+	const char *path = host->param(params, "file");
+	const char *direct_text = host->param(params, "direct");
+	enum aio_engine_choice choice;
+	struct sparse_disk *d;
+	struct sparse_scan scan = {0};
+	struct stat st;
+	char why[300];
+	bool direct;
+	int r;
+
+	if (!path || !*path) {
+		snprintf(err, errlen,
+		         "file: required (an image made by vproxy-img create)");
+		return -EINVAL;
+	}
+	if (parse_onoff(direct_text, &direct) < 0) {
+		snprintf(err, errlen, "direct: \"%s\" is not on or off", direct_text);
+		return -EINVAL;
+	}
+	if (aio_engine_parse(host->param(params, "engine"), &choice) < 0) {
+		snprintf(err, errlen, "engine: \"%s\" is not auto, io_uring or threads",
+		         host->param(params, "engine"));
+		return -EINVAL;
+	}
+	if (stat(path, &st) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "file: %s: %s", path, strerror(errno));
+		return r;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "file: %s is %s, not a sparse image file", path,
+		         S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
+		return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+	}
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	d->meta_fd = d->data_fd = -1;
+	d->read_only = read_only != 0;
+	snprintf(d->label, sizeof(d->label), "sparse %s", path);
+	d->meta_fd = open(path, (d->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (d->meta_fd < 0 && !d->read_only &&
+	    (errno == EACCES || errno == EROFS || errno == EPERM)) {
+		host->log(VPROXY_LOG_WARN,
+		          "sparse: %s is not writable (%s); serving it read-only", path,
+		          strerror(errno));
+		d->read_only = true;
+		d->meta_fd = open(path, O_RDONLY | O_CLOEXEC);
+	}
+	if (d->meta_fd < 0) {
+		r = -errno;
+		snprintf(err, errlen, "file: cannot open %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	d->data_fd = d->meta_fd;
+	r = sparse_lock(d->meta_fd, !d->read_only, LOCK_WAIT_MS);
+	if (r < 0) {
+		snprintf(err, errlen, "file: %s is in use by another device or process",
+		         path);
+		goto fail;
+	}
+	r = sparse_open(&d->img, d->meta_fd, why, sizeof(why));
+	if (r < 0) {
+		snprintf(err, errlen, "file: %s: %s", path, why);
+		goto fail;
+	}
+	d->cs = d->img.cluster_size;
+	d->cbits = d->img.h.cluster_bits;
+	d->vsize = d->img.h.virtual_size;
+	/* Fetch the map in the background: lookups should not wait. */
+	madvise((void *)d->img.base, d->img.base_len, MADV_WILLNEED);
+	r = sparse_scan(&d->img, &scan);
+	if (r != 0) {
+		char first[200] = "";
+		size_t len = strcspn(scan.report, "\n");
+
+		memcpy(first, scan.report,
+		       len < sizeof(first) - 1 ? len : sizeof(first) - 1);
+		snprintf(err, errlen,
+		         "file: %s: image is corrupt (%s); run vproxy-img check", path,
+		         r < 0 ? strerror(-r) : first);
+		r = r < 0 ? r : -EINVAL;
+		goto fail;
+	}
+	if (!d->read_only) {
+		uint64_t freed = 0, leaked, tail;
+
+		if (sparse_count_leaks(&d->img, &scan, &leaked, &tail) == 0 &&
+		    (leaked || tail))
+			host->log(VPROXY_LOG_INFO,
+			          "sparse: %s: reclaiming %llu leaked clusters and %llu "
+			          "bytes at the end (left by a crash)",
+			          path, (unsigned long long)leaked,
+			          (unsigned long long)tail);
+		r = sparse_repair(&d->img, &scan, &freed, why, sizeof(why));
+		if (r < 0) {
+			snprintf(err, errlen, "file: %s: %s", path, why);
+			goto fail;
+		}
+	}
+	d->used = scan.used;
+	scan.used = NULL;
+	d->used_bytes = scan.host_clusters / 8 + 1;
+	d->alloc_end = scan.alloc_end;
+	d->allocated = scan.allocated;
+	d->file_clusters = (d->img.file_size - d->img.h.data_offset) >> d->cbits;
+	if (d->file_clusters < d->alloc_end)
+		d->file_clusters = d->alloc_end;
+	d->size_durable = d->file_clusters;
+	d->sync_cover = d->file_clusters;
+	if (direct) {
+		d->data_fd = open(path, (d->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC |
+		                                O_DIRECT);
+		if (d->data_fd < 0) {
+			r = -errno;
+			if (errno == EINVAL)
+				snprintf(err, errlen,
+				         "direct=on: the file system holding %s refuses "
+				         "O_DIRECT "
+				         "(as tmpfs before Linux 6.6 does); use "
+				         "direct=off",
+				         path);
+			else
+				snprintf(err, errlen, "file: cannot open %s: %s", path,
+				         strerror(errno));
+			goto fail;
+		}
+	}
+	r = aio_engine_create(host, choice, direct ? DIRECT_ALIGN : 0, d->label, &d->eng,
+	                      err, errlen);
+	if (r < 0)
+		goto fail;
+
+	memset(info, 0, sizeof(*info));
+	info->logical_block = direct ? DIRECT_ALIGN : SECTOR;
+	info->physical_block = d->cs < 4096 ? (uint32_t)d->cs : 4096;
+	if (info->physical_block < info->logical_block)
+		info->physical_block = info->logical_block;
+	info->capacity = d->vsize / info->logical_block * info->logical_block;
+	info->flags = VPROXY_DISK_FLUSH | VPROXY_DISK_DISCARD | VPROXY_DISK_WRITE_ZEROES;
+	if (d->read_only)
+		info->flags |= VPROXY_DISK_READONLY;
+	info->discard_granularity = (uint32_t)d->cs;
+	/* Bound the work (and memory) one request can ask for. */
+	info->max_discard_sectors = (uint32_t)((MAX_DZ_CLUSTERS * d->cs < MAX_DZ_BYTES
+	                                                ? MAX_DZ_CLUSTERS * d->cs
+	                                                : MAX_DZ_BYTES) /
+	                                       SECTOR);
+	info->max_write_zeroes_sectors = info->max_discard_sectors;
+	host->log(VPROXY_LOG_INFO,
+	          "sparse: %s: %llu bytes, %llu KiB clusters, %llu allocated%s%s, %s "
+	          "engine",
+	          path, (unsigned long long)d->vsize, (unsigned long long)(d->cs >> 10),
+	          (unsigned long long)d->allocated, d->read_only ? ", read-only" : "",
+	          direct ? ", O_DIRECT" : "", aio_engine_name(d->eng));
+	*out = d;
+	return 0;
+fail:
+	sparse_scan_free(&scan);
+	sparse_free(d);
+	return r;
+}
+
+static void sparse_close_disk(void *disk)
+{
+	struct sparse_disk *d = disk;
+
+	if (!d)
+		return;
+	/* Our own flushes and zeroing may still run. */
+	aio_drain(d->eng);
+	if (!d->read_only && fdatasync(d->data_fd) < 0)
+		host->log(VPROXY_LOG_WARN, "%s: fdatasync at close: %s", d->label,
+		          strerror(errno));
+	sparse_free(d);
+}
+
+static const struct vproxy_plugin sparse_plugin = {
+        .abi_version = VPROXY_PLUGIN_ABI_VERSION,
+        .size = sizeof(struct vproxy_plugin),
+        .name = "sparse",
+        .description = "a sparse image that grows on first write (vproxy-img create)",
+        .param_keys = sparse_param_keys,
+        .open = sparse_open_disk,
+        .submit = sparse_submit,
+        .close = sparse_close_disk,
+};
+
+__attribute__((visibility("default"))) const struct vproxy_plugin *
+vproxy_plugin_init(const struct vproxy_host *h);
+
+__attribute__((visibility("default"))) const struct vproxy_plugin *
+vproxy_plugin_init(const struct vproxy_host *h)
+{
+	/* A server older than our header lacks table entries we call. */
+	if (!h || h->abi_version != VPROXY_PLUGIN_ABI_VERSION ||
+	    h->size < sizeof(struct vproxy_host))
+		return NULL;
+	host = h;
+	return &sparse_plugin;
+}
