@@ -2,13 +2,18 @@
  * Guest memory accessor.  gfn mode keeps 2 MiB chunks of guest-physical
  * space foreign-mapped in an LRU cache, because virtqueue rings and the
  * buffers a guest recycles stay in the same few chunks and a hypervisor
- * map call costs far more than a hash lookup.  Grant mode maps per call:
- * grants are revoked by the guest at will, so nothing is kept beyond the
- * caller's reference.
+ * map call costs far more than a hash lookup.  Grant mode maps per call
+ * by default: a guest may revoke a grant and reuse its ref for another page
+ * as soon as a request completes (Linux's xen-grant-dma does), so nothing
+ * may be kept beyond the caller's reference.  A frontend that promises to
+ * keep its grants for the connection's life (feature-persistent) gets the
+ * same LRU cache as gfn mode, keyed by grant range instead of chunk: on
+ * real Xen a grant map and unmap cost two hypercalls, an mmap and a TLB
+ * flush per descriptor, and measured under QEMU that is most of a
+ * request's cost (docs in contrib/xen/README.md).
  *
  * Every reference that must be released points at a struct gmem_mapping;
- * its kind says how to release it, which is where a persistent grant
- * cache would hook in.
+ * its kind says how to release it.
  */
 #include "gmem.h"
 
@@ -31,19 +36,24 @@
 
 enum gmem_kind { GMEM_FLAT, GMEM_GFN, GMEM_GRANT };
 
-enum mapping_kind { MAPPING_CHUNK, MAPPING_TEMP_GFN, MAPPING_TEMP_GRANT };
+enum mapping_kind {
+	MAPPING_CHUNK,        /* cached gfn chunk */
+	MAPPING_GRANT_CACHED, /* cached grant range */
+	MAPPING_TEMP_GFN,
+	MAPPING_TEMP_GRANT,
+};
 
 /* One hypervisor mapping, the cookie of a vp_gmem_ref. */
 struct gmem_mapping {
 	enum mapping_kind kind;
 	void *addr; /* start of the first mapped page */
 	unsigned pages;
-	unsigned refs; /* chunks only: references handed out */
+	unsigned refs; /* cached kinds only: references handed out */
 };
 
 struct gmem_chunk {
 	struct gmem_mapping map; /* first, so a cookie converts back */
-	uint64_t index;          /* guest address >> CHUNK_SHIFT */
+	uint64_t index; /* gfn: guest address >> CHUNK_SHIFT; grant: grant_key() */
 	struct gmem_chunk *hash_next;
 	struct gmem_chunk *lru_prev; /* towards the most recently used */
 	struct gmem_chunk *lru_next;
@@ -57,8 +67,8 @@ struct vp_gmem {
 	uint8_t *flat_base;
 	size_t flat_len;
 
-	size_t max_chunks;
-	size_t nchunks;
+	size_t max_pages;    /* cache bound; 0: no cache */
+	size_t cached_pages; /* pages of every cached mapping */
 	struct gmem_chunk **buckets;
 	unsigned bucket_bits;
 	struct gmem_chunk *lru_head; /* most recently used */
@@ -86,8 +96,9 @@ struct vp_gmem *vp_gmem_new(struct vp_hv *hv, uint16_t dom, enum vp_addr_mode mo
 	if (gm->kind == GMEM_GRANT)
 		return gm;
 
-	gm->max_chunks = max_cache_bytes / CHUNK_BYTES;
-	while (nbuckets < gm->max_chunks && nbuckets < MAX_BUCKETS)
+	/* Whole chunks only, as many as fit the bound. */
+	gm->max_pages = max_cache_bytes / CHUNK_BYTES * CHUNK_PAGES;
+	while (nbuckets < gm->max_pages / CHUNK_PAGES && nbuckets < MAX_BUCKETS)
 		nbuckets <<= 1;
 	gm->bucket_bits = (unsigned)__builtin_ctzl(nbuckets);
 	gm->buckets = calloc(nbuckets, sizeof(*gm->buckets));
@@ -157,9 +168,12 @@ static void chunk_drop(struct vp_gmem *gm, struct gmem_chunk *c)
 		pp = &(*pp)->hash_next;
 	*pp = c->hash_next;
 	lru_unlink(gm, c);
-	gm->hv->ops->unmap_gfns(gm->hv, c->map.addr, c->map.pages);
-	gm->nchunks--;
-	gm->stats.cached_bytes = gm->nchunks * CHUNK_BYTES;
+	if (c->map.kind == MAPPING_CHUNK)
+		gm->hv->ops->unmap_gfns(gm->hv, c->map.addr, c->map.pages);
+	else
+		gm->hv->ops->unmap_grants(gm->hv, c->map.addr, c->map.pages);
+	gm->cached_pages -= c->map.pages;
+	gm->stats.cached_bytes = gm->cached_pages << VP_PAGE_SHIFT;
 	free(c);
 }
 
@@ -193,31 +207,76 @@ static void neg_add(struct vp_gmem *gm, uint64_t index)
 		gm->neg_count++;
 }
 
-/* The cached chunk for index, mapping it if needed; NULL when it cannot be
- * cached (all slots held, hypervisor refused the whole chunk, no memory),
- * in which case the caller maps just the pages it needs. */
-static struct gmem_chunk *chunk_get(struct vp_gmem *gm, uint64_t index)
+/* The cached mapping for key, made most recently used; NULL on a miss. */
+static struct gmem_chunk *cache_lookup(struct vp_gmem *gm, uint64_t key)
 {
 	struct gmem_chunk *c;
-	size_t b = chunk_bucket(gm, index);
-	void *addr;
 
-	for (c = gm->buckets[b]; c; c = c->hash_next) {
-		if (c->index == index) {
+	for (c = gm->buckets[chunk_bucket(gm, key)]; c; c = c->hash_next) {
+		if (c->index == key) {
 			gm->stats.cache_hits++;
 			lru_unlink(gm, c);
 			lru_push_head(gm, c);
 			return c;
 		}
 	}
-	if (neg_contains(gm, index))
-		return NULL;
-	while (gm->nchunks >= gm->max_chunks)
-		if (!chunk_evict_one(gm))
-			return NULL;
+	return NULL;
+}
 
-	c = calloc(1, sizeof(*c));
+/* Evict unheld mappings until pages more fit; false (nothing evicted) if
+ * even evicting every unheld mapping would not make room. */
+static bool cache_make_room(struct vp_gmem *gm, size_t pages)
+{
+	size_t held = 0;
+
+	if (pages > gm->max_pages)
+		return false;
+	if (gm->cached_pages + pages <= gm->max_pages)
+		return true;
+	for (struct gmem_chunk *c = gm->lru_head; c; c = c->lru_next)
+		if (c->map.refs)
+			held += c->map.pages;
+	if (held + pages > gm->max_pages)
+		return false;
+	while (gm->cached_pages + pages > gm->max_pages)
+		if (!chunk_evict_one(gm))
+			return false;
+	return true;
+}
+
+/* Enter a fresh hypervisor mapping under key; NULL (nothing changed) when
+ * out of memory. */
+static struct gmem_chunk *cache_insert(struct vp_gmem *gm, uint64_t key,
+                                       enum mapping_kind kind, void *addr, unsigned pages)
+{
+	struct gmem_chunk *c = calloc(1, sizeof(*c));
+	size_t b = chunk_bucket(gm, key);
+
 	if (!c)
+		return NULL;
+	c->map.kind = kind;
+	c->map.addr = addr;
+	c->map.pages = pages;
+	c->index = key;
+	c->hash_next = gm->buckets[b];
+	gm->buckets[b] = c;
+	lru_push_head(gm, c);
+	gm->cached_pages += pages;
+	gm->stats.cached_bytes = gm->cached_pages << VP_PAGE_SHIFT;
+	return c;
+}
+
+/* The cached chunk for index, mapping it if needed; NULL when it cannot be
+ * cached (all slots held, hypervisor refused the whole chunk, no memory),
+ * in which case the caller maps just the pages it needs. */
+static struct gmem_chunk *chunk_get(struct vp_gmem *gm, uint64_t index)
+{
+	struct gmem_chunk *c = cache_lookup(gm, index);
+	void *addr;
+
+	if (c)
+		return c;
+	if (neg_contains(gm, index) || !cache_make_room(gm, CHUNK_PAGES))
 		return NULL;
 	for (unsigned i = 0; i < CHUNK_PAGES; i++)
 		gm->gfns[i] = index * CHUNK_PAGES + i;
@@ -227,18 +286,11 @@ static struct gmem_chunk *chunk_get(struct vp_gmem *gm, uint64_t index)
 	addr = gm->hv->ops->map_gfns(gm->hv, gm->dom, gm->gfns, CHUNK_PAGES, 1);
 	if (!addr) {
 		neg_add(gm, index);
-		free(c);
 		return NULL;
 	}
-	c->map.kind = MAPPING_CHUNK;
-	c->map.addr = addr;
-	c->map.pages = CHUNK_PAGES;
-	c->index = index;
-	c->hash_next = gm->buckets[b];
-	gm->buckets[b] = c;
-	lru_push_head(gm, c);
-	gm->nchunks++;
-	gm->stats.cached_bytes = gm->nchunks * CHUNK_BYTES;
+	c = cache_insert(gm, index, MAPPING_CHUNK, addr, CHUNK_PAGES);
+	if (!c)
+		gm->hv->ops->unmap_gfns(gm->hv, addr, CHUNK_PAGES);
 	return c;
 }
 
@@ -305,7 +357,7 @@ static void *map_gfn(struct vp_gmem *gm, uint64_t gaddr, size_t len, bool write,
 		errno = EINVAL;
 		return NULL;
 	}
-	if (gm->max_chunks && gaddr >> CHUNK_SHIFT == last >> CHUNK_SHIFT) {
+	if (gm->max_pages && gaddr >> CHUNK_SHIFT == last >> CHUNK_SHIFT) {
 		struct gmem_chunk *c = chunk_get(gm, gaddr >> CHUNK_SHIFT);
 
 		if (c) {
@@ -320,6 +372,47 @@ static void *map_gfn(struct vp_gmem *gm, uint64_t gaddr, size_t len, bool write,
 	             (unsigned)((last >> VP_PAGE_SHIFT) - (gaddr >> VP_PAGE_SHIFT) + 1),
 	             write, ref);
 	return p ? p + (gaddr & PAGE_MASK) : NULL;
+}
+
+/* Cache key of a grant range: first ref, page count and access; a
+ * read-write mapping also serves reads (map_grant looks for both). */
+static uint64_t grant_key(uint64_t first_ref, unsigned n, bool write)
+{
+	return (uint64_t)write << 63 | (uint64_t)n << 32 | first_ref;
+}
+
+/* A persistent mapping of refs [first_ref, first_ref + n); NULL when it
+ * cannot be cached (the caller then maps per call) or the hypervisor
+ * refused (errno set, *refused true). */
+static struct gmem_chunk *grant_get(struct vp_gmem *gm, uint64_t first_ref, unsigned n,
+                                    bool write, bool *refused)
+{
+	struct gmem_chunk *c = cache_lookup(gm, grant_key(first_ref, n, true));
+	uint32_t *grefs;
+	void *addr;
+
+	*refused = false;
+	if (!c && !write)
+		c = cache_lookup(gm, grant_key(first_ref, n, false));
+	if (c || !cache_make_room(gm, n))
+		return c;
+	grefs = malloc(n * sizeof(*grefs));
+	if (!grefs)
+		return NULL;
+	for (unsigned i = 0; i < n; i++)
+		grefs[i] = (uint32_t)(first_ref + i);
+	gm->stats.hv_maps++;
+	addr = gm->hv->ops->map_grants(gm->hv, gm->dom, grefs, n, write);
+	free(grefs);
+	if (!addr) {
+		*refused = true;
+		return NULL;
+	}
+	c = cache_insert(gm, grant_key(first_ref, n, write), MAPPING_GRANT_CACHED, addr,
+	                 n);
+	if (!c)
+		gm->hv->ops->unmap_grants(gm->hv, addr, n);
+	return c;
 }
 
 static void *map_grant(struct vp_gmem *gm, uint64_t gaddr, size_t len, bool write,
@@ -337,6 +430,20 @@ static void *map_grant(struct vp_gmem *gm, uint64_t gaddr, size_t len, bool writ
 		return NULL;
 	}
 	errno = 0;
+	if (gm->max_pages) {
+		unsigned n = (unsigned)(last_ref - first_ref + 1);
+		bool refused;
+		struct gmem_chunk *c = grant_get(gm, first_ref, n, write, &refused);
+
+		if (c) {
+			c->map.refs++;
+			ref->cookie = &c->map;
+			ref->n = c->map.pages;
+			return (uint8_t *)c->map.addr + (gaddr & PAGE_MASK);
+		}
+		if (refused)
+			return NULL;
+	}
 	p = map_temp(gm, MAPPING_TEMP_GRANT, first_ref,
 	             (unsigned)(last_ref - first_ref + 1), write, ref);
 	return p ? p + (gaddr & PAGE_MASK) : NULL;
@@ -388,7 +495,8 @@ void vp_gmem_unmap(struct vp_gmem *gm, struct vp_gmem_ref *ref)
 	ref->n = 0;
 	switch (m->kind) {
 	case MAPPING_CHUNK:
-		/* Stays cached: eviction happens when a new chunk needs room. */
+	case MAPPING_GRANT_CACHED:
+		/* Stays cached: eviction happens when a new mapping needs room. */
 		m->refs--;
 		break;
 	case MAPPING_TEMP_GFN:
@@ -400,6 +508,25 @@ void vp_gmem_unmap(struct vp_gmem *gm, struct vp_gmem_ref *ref)
 		free(m);
 		break;
 	}
+}
+
+int vp_gmem_set_grant_cache(struct vp_gmem *gm, size_t max_pages)
+{
+	size_t nbuckets = MIN_BUCKETS;
+
+	if (gm->kind != GMEM_GRANT || gm->buckets)
+		return -EINVAL;
+	if (max_pages == 0)
+		return 0;
+	/* Guest buffers are mostly one to a few pages each. */
+	while (nbuckets < max_pages && nbuckets < MAX_BUCKETS)
+		nbuckets <<= 1;
+	gm->buckets = calloc(nbuckets, sizeof(*gm->buckets));
+	if (!gm->buckets)
+		return -ENOMEM;
+	gm->bucket_bits = (unsigned)__builtin_ctzl(nbuckets);
+	gm->max_pages = max_pages;
+	return 0;
 }
 
 void vp_gmem_free(struct vp_gmem *gm)

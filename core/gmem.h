@@ -31,6 +31,13 @@ struct vp_gmem *vp_gmem_new(struct vp_hv *hv, uint16_t dom,
 			    enum vp_addr_mode mode, size_t max_cache_bytes);
 /* Test accessor: guest address X is base[X] for X < len; no hypervisor. */
 struct vp_gmem *vp_gmem_new_flat(void *base, size_t len);
+/* Grant mode: keep up to max_pages pages of grant mappings across
+ * vp_gmem_map() calls, least recently used evicted first, all unmapped by
+ * vp_gmem_free().  Only for a frontend that keeps each grant on the same
+ * page for the connection's life ("feature-persistent"); by default (0)
+ * every call maps and every unmap unmaps.  Call before the first map.
+ * 0, -EINVAL (not grant mode, or already set) or -ENOMEM. */
+int vp_gmem_set_grant_cache(struct vp_gmem *gm, size_t max_pages);
 /* Release all cached mappings; every vp_gmem_ref must be released. */
 void vp_gmem_free(struct vp_gmem *gm);
 

@@ -72,6 +72,8 @@ static int xen_evtchn_bind(struct vp_hv *hv, uint16_t dom, uint32_t remote_port)
 	if (port < 0)
 		return -errno;
 	x->bound[x->nbound++] = (struct xen_binding){.port = port, .dom = dom};
+	vp_debug("dom %u: event channel %u bound to local port %d", dom, remote_port,
+		 port);
 	return port;
 }
 
@@ -110,8 +112,10 @@ static int xen_evtchn_unbind(struct vp_hv *hv, int port)
 
 	if (port < 0)
 		return -EINVAL;
-	if (b)
+	if (b) {
+		vp_debug("dom %u: local port %d unbound", b->dom, port);
 		*b = x->bound[--x->nbound];
+	}
 	return xenevtchn_unbind(x->xce, (evtchn_port_t)port) < 0 ? -errno : 0;
 }
 

@@ -312,7 +312,7 @@ static void connect_device(struct vp_device *dev)
 {
 	struct vp_xsbus *bus = dev->bus;
 	const struct vp_server_opts *opts = vp_server_opts(bus->srv);
-	unsigned long long ring_ref, port, version = VPROXY_PROTO_VERSION;
+	unsigned long long ring_ref, port, version = VPROXY_PROTO_VERSION, persistent = 0;
 	struct vp_transport_params tp = {0};
 	struct vp_blk_params bp = {0};
 	struct vp_vdev_host host = {0};
@@ -360,6 +360,14 @@ static void connect_device(struct vp_device *dev)
 		fatal(dev, "cannot connect: %s", err);
 		return;
 	}
+	/* A frontend that keeps its grants for the connection's life lets us
+	 * keep their mappings too (within the same bound as gfn mode). */
+	if (tp.mode == VP_ADDR_GRANT &&
+	    xs_read_ull(bus, dev->fe_path, "feature-persistent", &persistent) == 0 &&
+	    persistent == 1 &&
+	    vp_gmem_set_grant_cache(vp_transport_gmem(dev->t),
+	                            opts->gmem_cache_bytes >> VP_PAGE_SHIFT) < 0)
+		persistent = 0;
 
 	bp.num_queues = dev->decl->queues;
 	bp.queue_size_max = dev->decl->queue_size;
@@ -394,9 +402,10 @@ static void connect_device(struct vp_device *dev)
 	vp_transport_attach(dev->t, dev->vdev);
 	dev_log(dev, VPROXY_LOG_INFO,
 	        "connected: %s mode, ring-ref %llu, event channel %llu, %" PRIu64
-	        " bytes%s",
+	        " bytes%s%s",
 	        tp.mode == VP_ADDR_GRANT ? "grant" : "gfn", ring_ref, port,
-	        dev->info.capacity, bp.read_only ? ", read-only" : "");
+	        dev->info.capacity, bp.read_only ? ", read-only" : "",
+	        persistent == 1 ? ", persistent grants" : "");
 }
 
 static void frontend_changed(struct vp_device *dev)

@@ -5,10 +5,15 @@
  * workload on its own thread, then prints one result line per device and
  * one for the guest on stdout (diagnostics go to stderr).  See usage().
  *
+ * With --platform xen it is a real Xen guest instead: it runs in a domU,
+ * shares its memory with gntshr and uses the domain's own event channels
+ * and xenstore (platform_xen.h); everything else is the same.
+ *
  * Exit status: 0 all verified, 1 a data mismatch, 2 an error (I/O error,
  * device broken or gone unexpectedly, timeout, bad arguments).
  */
 #include "platform_sim.h"
+#include "platform_xen.h"
 #include "simguest.h"
 #include "stub.h"
 #include "vblk.h"
@@ -38,6 +43,9 @@
 #define GEN_ZERO UINT32_MAX
 #define NO_BLOCK UINT64_MAX
 #define HOSTILE_TAG UINT64_MAX
+/* --platform xen: the granted pool when --ram is not given.  gntalloc
+ * allows 1024 grants unless its "limit" parameter is raised. */
+#define XEN_POOL_DEFAULT (4u << 20)
 /* Latency histogram: 1 µs buckets below 1024 µs, then 64 per power of 2. */
 #define LAT_LINEAR 1024u
 #define LAT_BUCKETS (LAT_LINEAR + 54u * 64u)
@@ -46,6 +54,9 @@ enum workload { WL_MIXED, WL_READ, WL_WRITE, WL_VERIFY, WL_IDLE };
 enum rc { RC_OK = 0, RC_MISMATCH = 1, RC_ERROR = 2 };
 
 struct config {
+	bool xen; /* --platform xen */
+	bool ram_given, mode_given;
+	bool per_request_grants; /* --grants per-request */
 	unsigned domid;
 	const char *run_dir;
 	int backend_domid;
@@ -141,6 +152,14 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 	        "usage: " PROG " --domid N --run-dir DIR [options]\n"
+	        "       " PROG " --platform xen [options]       (in a Xen domU)\n"
+	        "  --platform sim|xen    sim: a simulated guest (default); xen: this\n"
+	        "                        domU, grant mode, --ram is the granted pool\n"
+	        "                        (default 4M)\n"
+	        "  --grants persistent|per-request\n"
+	        "                        xen: whether the backend may keep its grant\n"
+	        "                        mappings (feature-persistent; default\n"
+	        "                        persistent)\n"
 	        "  --backend-domid D     expected backend domain (default 0)\n"
 	        "  --ram SIZE            guest RAM, K/M/G suffixes (default 64M)\n"
 	        "  --addr-mode gfn|grant device addresses (default gfn)\n"
@@ -289,6 +308,8 @@ static int parse_args(int argc, char **argv, struct config *c)
 		O_SEED,
 		O_QUIET,
 		O_VERBOSE,
+		O_PLATFORM,
+		O_GRANTS,
 		O_HELP,
 	};
 	static const struct option longopts[] = {
@@ -312,6 +333,8 @@ static int parse_args(int argc, char **argv, struct config *c)
 	        {"seed", required_argument, NULL, O_SEED},
 	        {"quiet", no_argument, NULL, O_QUIET},
 	        {"verbose", no_argument, NULL, O_VERBOSE},
+	        {"platform", required_argument, NULL, O_PLATFORM},
+	        {"grants", required_argument, NULL, O_GRANTS},
 	        {"help", no_argument, NULL, O_HELP},
 	        {NULL, 0, NULL, 0},
 	};
@@ -343,6 +366,7 @@ static int parse_args(int argc, char **argv, struct config *c)
 			break;
 		case O_RAM:
 			bad = parse_size(optarg, &c->ram) < 0 || c->ram < (1u << 20);
+			c->ram_given = true;
 			break;
 		case O_MODE:
 			if (strcmp(optarg, "gfn") == 0)
@@ -351,6 +375,7 @@ static int parse_args(int argc, char **argv, struct config *c)
 				c->mode = VPS_ADDR_GRANT;
 			else
 				bad = 1;
+			c->mode_given = true;
 			break;
 		case O_DEVICES: bad = parse_devices(optarg, c) < 0; break;
 		case O_SECONDS:
@@ -409,6 +434,18 @@ static int parse_args(int argc, char **argv, struct config *c)
 			break;
 		case O_QUIET: c->quiet = true; break;
 		case O_VERBOSE: c->verbose = true; break;
+		case O_PLATFORM:
+			if (strcmp(optarg, "xen") == 0)
+				c->xen = true;
+			else
+				bad = strcmp(optarg, "sim") != 0;
+			break;
+		case O_GRANTS:
+			if (strcmp(optarg, "per-request") == 0)
+				c->per_request_grants = true;
+			else
+				bad = strcmp(optarg, "persistent") != 0;
+			break;
 		case O_HELP: usage(stdout); exit(0);
 		default: usage(stderr); return -EINVAL;
 		}
@@ -418,7 +455,25 @@ static int parse_args(int argc, char **argv, struct config *c)
 			return -EINVAL;
 		}
 	}
-	if (optind != argc || !have_domid || !c->run_dir) {
+	if (c->xen) {
+		/* A PV guest cannot name its own frames to the backend (they
+		 * are machine frames behind the kernel's p2m), so only grants. */
+		if (c->mode_given && c->mode != VPS_ADDR_GRANT) {
+			fprintf(stderr, PROG ": --platform xen supports only "
+			                     "--addr-mode grant\n");
+			return -EINVAL;
+		}
+		if (c->run_dir) {
+			fprintf(stderr, PROG ": --run-dir is for --platform sim\n");
+			return -EINVAL;
+		}
+		c->mode = VPS_ADDR_GRANT;
+		if (!c->ram_given)
+			c->ram = XEN_POOL_DEFAULT;
+		if (!have_domid)
+			c->domid = 0; /* learnt from xenstore */
+	}
+	if (optind != argc || (!c->xen && (!have_domid || !c->run_dir))) {
 		usage(stderr);
 		return -EINVAL;
 	}
@@ -1117,6 +1172,20 @@ static void *device_thread(void *arg)
 	char why[200];
 	int r;
 
+	if (c->xen) {
+		char path[96];
+
+		/* The pool's grants stay on the same pages until we exit, so
+		 * the backend may keep its mappings (see platform_xen.h). */
+		snprintf(path, sizeof(path),
+		         "/local/domain/%u/device/vproxy/%u/feature-persistent", c->domid,
+		         g->devid);
+		r = plat->xs_write(plat->ctx, 0, path, c->per_request_grants ? "0" : "1");
+		if (r < 0) {
+			dev_error(g, "cannot write %s: %s", path, strerror(-r));
+			return NULL;
+		}
+	}
 	vps_opts_default(&vo);
 	vo.attach_timeout_ns = (uint64_t)(c->timeout * (double)NSEC);
 	vo.spin_ns = c->spin_ns;
@@ -1264,6 +1333,8 @@ int main(int argc, char **argv)
 	struct config cfg;
 	struct simguest *sg = NULL;
 	struct vps_sim *sim = NULL;
+	struct vps_xen *xen = NULL;
+	const struct vps_platform *plat;
 	struct gdev *devs = NULL;
 	size_t pages;
 	int rc = RC_ERROR;
@@ -1277,23 +1348,47 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	pages = cfg.ram / 4096;
-	sg = simguest_create(cfg.run_dir, (uint16_t)cfg.domid, cfg.ram,
-	                     (unsigned)(pages + 256 > 1u << 20 ? 1u << 20 : pages + 256));
-	if (!sg) {
-		fprintf(stderr, PROG ": cannot create guest %u in %s: %s\n", cfg.domid,
-		        cfg.run_dir, strerror(errno));
-		return RC_ERROR;
+	if (cfg.xen) {
+		xen = vps_xen_create(cfg.ram, PROG);
+		if (!xen) {
+			fprintf(stderr,
+			        PROG ": cannot use this domain's Xen devices (/dev/xen: "
+			             "xenbus, evtchn, gntalloc): %s\n",
+			        strerror(errno));
+			return RC_ERROR;
+		}
+		plat = vps_xen_platform(xen);
+		if (cfg.domid && cfg.domid != plat->domid) {
+			fprintf(stderr, PROG ": --domid %u but this is domain %u\n",
+			        cfg.domid, (unsigned)plat->domid);
+			goto out;
+		}
+		cfg.domid = plat->domid;
+		vps_xen_set_log_level(xen, cfg.verbose ? VPS_LOG_DEBUG
+		                           : cfg.quiet ? VPS_LOG_ERROR
+		                                       : VPS_LOG_WARN);
+	} else {
+		pages = cfg.ram / 4096;
+		sg = simguest_create(
+		        cfg.run_dir, (uint16_t)cfg.domid, cfg.ram,
+		        (unsigned)(pages + 256 > 1u << 20 ? 1u << 20 : pages + 256));
+		if (!sg) {
+			fprintf(stderr, PROG ": cannot create guest %u in %s: %s\n",
+			        cfg.domid, cfg.run_dir, strerror(errno));
+			return RC_ERROR;
+		}
+		sim = vps_sim_create(sg, cfg.mode, PROG);
+		if (!sim) {
+			fprintf(stderr, PROG ": cannot reach xenstore: %s\n",
+			        strerror(errno));
+			goto out;
+		}
+		plat = vps_sim_platform(sim);
+		vps_sim_set_log_level(sim, cfg.verbose ? VPS_LOG_DEBUG
+		                           : cfg.quiet ? VPS_LOG_ERROR
+		                                       : VPS_LOG_WARN);
 	}
-	sim = vps_sim_create(sg, cfg.mode, PROG);
-	if (!sim) {
-		fprintf(stderr, PROG ": cannot reach xenstore: %s\n", strerror(errno));
-		goto out;
-	}
-	vps_sim_set_log_level(sim, cfg.verbose ? VPS_LOG_DEBUG
-	                           : cfg.quiet ? VPS_LOG_ERROR
-	                                       : VPS_LOG_WARN);
-	if (find_devices(&cfg, vps_sim_platform(sim)) < 0)
+	if (find_devices(&cfg, plat) < 0)
 		goto out;
 	for (unsigned h = 0; h < cfg.nhostile; h++) {
 		bool found = false;
@@ -1316,7 +1411,7 @@ int main(int argc, char **argv)
 
 		g->cfg = &cfg;
 		g->devid = cfg.devids[i];
-		g->plat = vps_sim_platform(sim);
+		g->plat = plat;
 		for (unsigned h = 0; h < cfg.nhostile; h++) {
 			if ((unsigned)cfg.hostile_dev[h] == g->devid) {
 				g->hostile = true;
@@ -1339,5 +1434,6 @@ out:
 	free(devs);
 	vps_sim_destroy(sim);
 	simguest_destroy(sg);
+	vps_xen_destroy(xen);
 	return rc;
 }

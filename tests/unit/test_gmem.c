@@ -441,6 +441,80 @@ START_TEST(grant_mapping)
 }
 END_TEST
 
+static uint64_t grant_addr(unsigned page, unsigned offset)
+{
+	return (1ull << 63) | ((uint64_t)(GREF_BASE + page) << 12) | offset;
+}
+
+START_TEST(grant_persistent_cache)
+{
+	struct vp_gmem *gm = vp_gmem_new(&fake.hv, 7, VP_ADDR_GRANT, 0);
+	struct vp_gmem *gfn = vp_gmem_new(&fake.hv, 7, VP_ADDR_GFN, 4 * CHUNK);
+	struct vp_gmem_ref ref, ref2, held;
+	struct vp_gmem_stats st;
+	uint8_t *p;
+
+	/* Only grant mode, and only once, before use. */
+	ck_assert_int_eq(vp_gmem_set_grant_cache(gfn, 8), -EINVAL);
+	vp_gmem_free(gfn);
+	ck_assert_int_eq(vp_gmem_set_grant_cache(gm, 8), 0);
+	ck_assert_int_eq(vp_gmem_set_grant_cache(gm, 8), -EINVAL);
+
+	/* The same range twice: one hypervisor map, kept after the unmap. */
+	p = vp_gmem_map(gm, grant_addr(2, 0x20), 64, true, &ref);
+	ck_assert_ptr_eq(p, fake.ram + 2 * PAGE + 0x20);
+	vp_gmem_unmap(gm, &ref);
+	ck_assert_uint_eq(fake.nlive, 1);
+	ck_assert_ptr_eq(vp_gmem_map(gm, grant_addr(2, 0x100), 8, true, &ref),
+	                 fake.ram + 2 * PAGE + 0x100);
+	/* A read is served by the read-write mapping. */
+	ck_assert_ptr_eq(vp_gmem_map(gm, grant_addr(2, 0), 8, false, &ref2),
+	                 fake.ram + 2 * PAGE);
+	ck_assert_uint_eq(fake.grant_maps, 1);
+	vp_gmem_unmap(gm, &ref2);
+	vp_gmem_unmap(gm, &ref);
+
+	/* A read-only grant is cached read-only and never mapped writable. */
+	ck_assert_ptr_nonnull(vp_gmem_map(gm, grant_addr(7, 0), 8, false, &ref));
+	vp_gmem_unmap(gm, &ref);
+	ck_assert_ptr_null(vp_gmem_map(gm, grant_addr(7, 0), 8, true, &ref));
+	ck_assert_uint_eq(fake.nlive, 2);
+
+	/* The bound (8 pages): a held mapping is never evicted, the least
+	 * recently used unheld one goes first. */
+	ck_assert_ptr_nonnull(vp_gmem_map(gm, grant_addr(10, 0), 4 * PAGE, true, &held));
+	ck_assert_ptr_nonnull(vp_gmem_map(gm, grant_addr(20, 0), 2 * PAGE, true, &ref));
+	vp_gmem_unmap(gm, &ref);
+	vp_gmem_get_stats(gm, &st);
+	ck_assert_uint_eq(st.cached_bytes, 8 * PAGE);
+	ck_assert_uint_eq(fake.nlive, 4);
+	ck_assert_ptr_nonnull(vp_gmem_map(gm, grant_addr(30, 0), 1, true, &ref));
+	vp_gmem_unmap(gm, &ref);
+	/* page 2's mapping was the least recently used */
+	ck_assert_uint_eq(fake.nlive, 4);
+	vp_gmem_get_stats(gm, &st);
+	ck_assert_uint_eq(st.cached_bytes, 8 * PAGE);
+	/* Larger than what can be freed: mapped per call instead. */
+	ck_assert_ptr_nonnull(vp_gmem_map(gm, grant_addr(40, 0), 6 * PAGE, true, &ref));
+	ck_assert_uint_eq(fake.nlive, 5);
+	vp_gmem_unmap(gm, &ref);
+	ck_assert_uint_eq(fake.nlive, 4);
+	vp_gmem_unmap(gm, &held);
+
+	/* Not granted: an error, not a cache entry. */
+	ck_assert_ptr_null(vp_gmem_map(gm, (1ull << 63) | (5ull << 12), 8, false, &ref));
+	vp_gmem_get_stats(gm, &st);
+	ck_assert_uint_eq(st.hv_maps, fake.grant_maps);
+	ck_assert_uint_ge(st.cache_hits, 2);
+	/* Room was made before the hypervisor refused: one entry fewer. */
+	ck_assert_uint_eq(fake.nlive, 3);
+	/* Teardown unmaps everything. */
+	vp_gmem_free(gm);
+	ck_assert_uint_eq(fake.nlive, 0);
+	ck_assert_uint_eq(fake.grant_unmaps, fake.grant_maps - 2);
+}
+END_TEST
+
 START_TEST(free_releases_cache)
 {
 	struct vp_gmem *gm = vp_gmem_new(&fake.hv, 7, VP_ADDR_GFN, 64 * CHUNK);
@@ -474,6 +548,7 @@ int main(void)
 	tcase_add_test(tc, gfn_partial_last_chunk);
 	tcase_add_test(tc, gfn_invalid_addresses);
 	tcase_add_test(tc, grant_mapping);
+	tcase_add_test(tc, grant_persistent_cache);
 	tcase_add_test(tc, free_releases_cache);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);

@@ -33,6 +33,10 @@ die() {
 cleanup() { [[ -z $tmp ]] || rm -rf -- "$tmp"; }
 trap cleanup EXIT
 
+# One fetch at a time (parallel test runs share the cache).
+mkdir -p -- "$(dirname -- "$dir")"
+exec 9>"$dir.lock"
+flock 9
 if [[ -f $dir/VERSIONS ]]; then
 	printf '%s\n' "$dir"
 	exit 0
@@ -104,8 +108,8 @@ chmod 755 "$out/busybox"
 	done
 } >"$out/VERSIONS"
 
-# Publish whole or not at all: VERSIONS last, after a rename into place.
-mkdir -p -- "$(dirname -- "$dir")"
+# Publish whole or not at all: readers test for VERSIONS, which is in the
+# directory before it is renamed into place.
 rm -rf -- "$dir.new"
 mv -- "$out" "$dir.new"
 rm -rf -- "$dir"

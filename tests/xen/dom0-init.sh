@@ -1,0 +1,119 @@
+#!/bin/sh
+# shellcheck disable=SC2086 # unquoted expansions hold numbers or lists split on purpose
+# /init of dom0 in the real-Xen test (tests/xen/xen_e2e.sh boots it).  It
+# brings up the Xen tools and vproxyd (hypervisor = xen), then twice:
+# creates the PV domU "vpguest" (its devices are declared in
+# /etc/vproxy/vproxyd.ini), waits for its guest driver to finish its
+# workloads and stay connected, destroys it and checks that vproxyd let go
+# of everything the domain had: backend nodes, event channels, grant and
+# foreign mappings.  Facts go to the serial console as "XENTEST: ..."
+# lines, the domU's console and vproxyd's log prefixed; the host asserts
+# on them.  Ends with poweroff, which ends QEMU.
+/bin/busybox --install -s /bin
+export PATH=/usr/lib/xen-4.17/bin:/bin LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
+export ASAN_OPTIONS=detect_leaks=1
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /run/xenstored /run/xen /var/lib/vproxy
+mount -t devpts devpts /dev/pts
+: >/etc/xen/xl.conf
+
+say() { echo "XENTEST: $*"; }
+fail() {
+	say "FAIL: $*"
+	say "--- vproxyd log tail"
+	tail -n 40 /var/log/vproxyd.log
+	xl list
+	poweroff -f
+}
+# wait_for SECONDS COMMAND...: run COMMAND every 0.2 s until it succeeds.
+wait_for() {
+	n=$(($1 * 5))
+	shift
+	while ! "$@" >/dev/null 2>&1; do
+		n=$((n - 1))
+		[ $n -gt 0 ] || return 1
+		sleep 0.2
+	done
+}
+# Mappings of Xen devices in vproxyd's address space: gntdev (grants),
+# privcmd (foreign frames).
+maps_of() { grep -c -e /dev/xen/gntdev -e /dev/xen/privcmd "/proc/$1/maps"; }
+# Event channels of dom0 whose other end is domain $1.
+ports_to() { lsevtchn 0 | grep -cE "Remote Domain $1(,|$)"; }
+
+# gfn_check DOM CONSOLE-LOG: foreign-map the pattern page the domU
+# published (by pseudo-physical frame; a PV guest's frames are machine
+# frames to us, found in its p2m) and a few other frames of it, through
+# vproxyd's hv layer and gmem cache (xen-gfncheck).
+gfn_check() {
+	pfn=$(tr -d '\r' <$2 | sed -n 's/^gfn-page pfn \(0x[0-9a-f]*\)$/\1/p' | head -n 1)
+	[ -n "$pfn" ] || fail "domain $1 published no pattern page"
+	xen-mfndump dump-p2m $1 | tr -d '\r' >/tmp/p2m.txt
+	mfns=""
+	for p in $pfn 0x1000 0x3000 0x5000 0x7000; do
+		m=$(awk -v p="pfn=$p" '$1 == p { sub("mfn=", "", $3); print $3; exit }' /tmp/p2m.txt)
+		[ -n "$m" ] || fail "pfn $p of domain $1 not in its p2m"
+		mfns="$mfns $m"
+	done
+	first=${mfns# }
+	say "gfn: dom $1 pfn $pfn is mfn ${first%% *}"
+	xen-gfncheck map $1 0x5650505431 $mfns 2>&1
+}
+
+for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs; do
+	insmod /lib/modules/$m.ko || fail "insmod $m"
+done
+mount -t xenfs xenfs /proc/xen || fail "mount xenfs"
+xenstored --pid-file /run/xenstored.pid || fail "xenstored"
+xen-init-dom0 >/dev/null || fail "xen-init-dom0"
+xenconsoled --pid-file=/run/xenconsoled.pid --log=guest \
+	--log-dir=/var/log/xen/console || fail "xenconsoled"
+say "tools up at $(cut -d' ' -f1 /proc/uptime) s"
+
+[ ! -f /lib/vproxy/plugins/raw.so ] || truncate -s 64M /var/lib/vproxy/disk1.img
+vproxyd --foreground --config /etc/vproxy/vproxyd.ini >/var/log/vproxyd.log 2>&1 &
+vpd=$!
+tail -f /var/log/vproxyd.log | awk '{ print "[vproxyd] " $0; fflush() }' &
+wait_for 30 grep -q serving /var/log/vproxyd.log || fail "vproxyd did not start"
+base_maps=$(maps_of $vpd)
+say "vproxyd pid $vpd serving, $base_maps Xen mappings"
+
+for round in 1 2; do
+	xl create -q /etc/xen/vpguest.cfg || fail "xl create (round $round)"
+	dom=$(xl domid vpguest)
+	log=/var/log/xen/console/guest-vpguest.log
+	say "round $round: domU vpguest is domain $dom"
+	wait_for 10 test -f $log || fail "no console log for domain $dom"
+	tail -f $log | awk -v p="[domU $dom] " '{ print p $0; fflush() }' &
+	tailpid=$!
+	wait_for 150 grep -q "XENTEST-GUEST: idle" $log || fail "domain $dom did not finish"
+	be=/local/domain/0/backend/vproxy/$dom
+	for id in 0 1; do
+		wait_for 30 sh -c "[ \"\$(xenstore-read $be/$id/state)\" = 4 ]" ||
+			fail "dom $dom dev $id not connected again"
+	done
+	say "round $round: dom $dom connected: maps $(maps_of $vpd) ports $(ports_to $dom)"
+	[ $round != 1 ] || gfn_check $dom $log
+	xl destroy vpguest || fail "xl destroy"
+	wait_for 20 sh -c "! xenstore-read $be/0/state && ! xenstore-read $be/1/state" ||
+		fail "backend nodes of dom $dom remain"
+	# A domain whose pages are still mapped stays a zombie ("(null)").
+	wait_for 20 sh -c "! xl list | grep -q '^(null)'" || say "zombie domain $dom remains"
+	left=$(xl list | awk -v d=$dom '$2 == d' | wc -l)
+	nodes=$(xenstore-ls /local/domain/0/backend/vproxy 2>/dev/null | grep -c "^$dom ")
+	sleep 1
+	say "round $round: dom $dom destroyed: maps $(($(maps_of $vpd) - base_maps)) ports $(ports_to $dom) backend-nodes $nodes domain-left $left"
+	kill $tailpid
+	rm -f $log
+done
+
+kill -TERM $vpd
+n=0
+while kill -0 $vpd 2>/dev/null && [ $n -lt 50 ]; do sleep 0.2; n=$((n + 1)); done
+wait $vpd
+say "vproxyd exit $?"
+sleep 0.5
+say "done"
+poweroff -f

@@ -1,0 +1,162 @@
+#!/bin/bash
+# Builds the two initramfs images of the real-Xen test from this machine's
+# binaries: the domU's (busybox, vproxy-guest, the Xen guest modules) and
+# dom0's (busybox, the Xen tools, vproxyd and its plugins, the domU's kernel
+# and image, the test's scripts).  Libraries come from ldd, so a build with
+# sanitizers carries its runtimes along; libgcc_s.so.1 is added by hand
+# (glibc dlopens it for thread cancellation and xl aborts without it).
+# Archives are uncompressed: under TCG, decompressing costs more than
+# reading.
+#
+#   mkimages.sh OUT_DIR
+#
+# Environment: VPROXY_BUILD_DIR (the CMake build tree, required),
+# XEN_BOOT_DIR (fetch-xen-boot.sh's output), XEN_UTILS_DIR (the unpacked
+# xen-utils-4.17).  Writes OUT_DIR/dom0.cpio and OUT_DIR/domU.cpio.
+set -euo pipefail
+
+out=${1:?usage: mkimages.sh OUT_DIR}
+here=$(cd -- "$(dirname -- "$0")" && pwd)
+build=${VPROXY_BUILD_DIR:?VPROXY_BUILD_DIR is not set}
+boot=${XEN_BOOT_DIR:?XEN_BOOT_DIR is not set}
+utils=${XEN_UTILS_DIR:?XEN_UTILS_DIR is not set}
+xenbin=/usr/lib/xen-4.17/bin
+
+die() {
+	printf 'mkimages: %s\n' "$*" >&2
+	exit 1
+}
+
+# add_file ROOT SRC [DEST]: copy SRC (following links) to ROOT/DEST.
+add_file() {
+	local root=$1 src=$2 dest=${3:-$2}
+	mkdir -p -- "$root/$(dirname -- "$dest")"
+	cp -L -- "$src" "$root/$dest"
+}
+
+# add_libs ROOT BIN...: the libraries ldd lists for each BIN, at the paths
+# ldd resolved them to, plus the dynamic loader.
+add_libs() {
+	local root=$1 bin lib list
+	shift
+	for bin in "$@"; do
+		list=$(ldd -- "$bin") || die "ldd $bin failed"
+		if grep -q 'not found' <<<"$list"; then
+			die "$bin: unresolved libraries: $(grep 'not found' <<<"$list" | tr -s ' \t\n' ' ')"
+		fi
+		while read -r lib; do
+			[[ -e $root/$lib ]] || add_file "$root" "$lib"
+		done < <(awk '$2 == "=>" && $3 ~ /^\// { print $3; next }
+			$1 ~ /^\// { print $1 }' <<<"$list")
+	done
+}
+
+# add_bin ROOT SRC DEST: an executable and its libraries.
+add_bin() {
+	add_file "$1" "$2" "$3"
+	chmod 755 -- "$1/$3"
+	add_libs "$1" "$2"
+}
+
+# base ROOT: busybox, directories, libgcc_s and the Xen modules.
+base() {
+	local root=$1 d m
+	for d in bin sbin etc proc sys dev run tmp var/log var/lib lib/modules; do
+		mkdir -p -- "$root/$d"
+	done
+	ln -s ../run "$root/var/run"
+	add_file "$root" "$boot/busybox" /bin/busybox
+	chmod 755 -- "$root/bin/busybox"
+	ln -s busybox "$root/bin/sh"
+	add_file "$root" /lib/x86_64-linux-gnu/libgcc_s.so.1
+	for m in "$boot"/modules/*.ko; do
+		add_file "$root" "$m" "/lib/modules/${m##*/}"
+	done
+}
+
+# cpio_of ROOT FILE: an uncompressed newc archive of ROOT.
+cpio_of() {
+	(cd -- "$1" && find . -print0 | LC_ALL=C sort -z |
+		cpio --null -o -H newc --owner=0:0 --quiet) >"$2"
+}
+
+for f in "$build/core/vproxyd" "$build/proxy-stub/vproxy-guest" "$build/plugins/mem.so" \
+	"$build/tests/xen/xen-gfncheck" \
+	"$boot/xen" "$boot/vmlinux" "$boot/busybox" "$utils$xenbin/xl" \
+	"$utils$xenbin/xenstored"; do
+	[[ -e $f ]] || die "missing $f"
+done
+
+rm -rf -- "$out"
+mkdir -p -- "$out"
+
+# --- the domU ---
+u=$out/domU.root
+base "$u"
+add_bin "$u" "$build/proxy-stub/vproxy-guest" /bin/vproxy-guest
+add_bin "$u" "$build/tests/xen/xen-gfncheck" /bin/xen-gfncheck
+add_file "$u" "$here/domU-init.sh" /init
+chmod 755 -- "$u/init"
+cpio_of "$u" "$out/domU.cpio"
+
+# --- dom0 ---
+d=$out/dom0.root
+base "$d"
+for t in xl xenstored xen-init-dom0 xenconsoled lsevtchn xen-mfndump; do
+	add_bin "$d" "$utils$xenbin/$t" "$xenbin/$t"
+done
+add_bin "$d" "$build/core/vproxyd" /bin/vproxyd
+add_bin "$d" "$build/tests/xen/xen-gfncheck" /bin/xen-gfncheck
+mkdir -p -- "$d/lib/vproxy/plugins"
+for p in "$build"/plugins/*.so; do
+	add_bin "$d" "$p" "/lib/vproxy/plugins/${p##*/}"
+done
+for t in xenstore-read xenstore-ls xenstore-write; do
+	command -v "$t" >/dev/null && add_bin "$d" "$(command -v "$t")" "/bin/$t"
+done
+add_file "$d" "$boot/vmlinux" /boot/vmlinux
+cp -- "$out/domU.cpio" "$d/boot/domU.cpio"
+add_file "$d" "$here/dom0-init.sh" /init
+chmod 755 -- "$d/init"
+mkdir -p -- "$d/var/lib/xen" "$d/var/lib/xenstored" "$d/var/log/xen/console" \
+	"$d/etc/xen" "$d/etc/vproxy"
+# The raw plugin's device when the plugin is built, else a second RAM disk.
+if [[ -f $build/plugins/raw.so ]]; then
+	second='plugin = raw
+file = /var/lib/vproxy/disk1.img
+direct = off'
+else
+	second='plugin = mem
+size = 32M'
+fi
+cat >"$d/etc/vproxy/vproxyd.ini" <<INI
+[vproxyd]
+hypervisor = xen
+plugin-dir = /lib/vproxy/plugins
+log-level = debug
+
+[device ram0]
+guest = vpguest
+id = 0
+plugin = mem
+size = 32M
+
+[device disk1]
+guest = vpguest
+id = 1
+$second
+INI
+cat >"$d/etc/xen/vpguest.cfg" <<CFG
+name = "vpguest"
+type = "pv"
+kernel = "/boot/vmlinux"
+ramdisk = "/boot/domU.cpio"
+extra = "console=hvc0 quiet"
+memory = 192
+vcpus = 1
+on_poweroff = "destroy"
+on_crash = "destroy"
+CFG
+cpio_of "$d" "$out/dom0.cpio"
+rm -rf -- "$u" "$d"
+ls -l -- "$out"
