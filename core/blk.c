@@ -545,6 +545,9 @@ static void blk_process(struct blk_dev *blk, unsigned q)
 				break;
 			}
 			if (r == 0) {
+				/* The server polls us: the guest need not kick. */
+				if (vp_vdev_polled(d))
+					break;
 				if (!vp_vq_enable_notify(vq))
 					break;
 				vp_vq_disable_notify(vq);

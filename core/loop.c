@@ -22,8 +22,15 @@ struct vp_server {
 	struct vp_device **ports; /* local port -> device */
 	size_t nports;
 	bool stopping;
-	uint64_t kicks; /* event channel events handled, for polling */
+	uint64_t kicks;              /* event channel events handled, for polling */
+	struct vp_poller *pollers;   /* polled while the loop spins */
+	struct vp_poller *poll_next; /* the one run_pollers() calls next */
 };
+
+/* The server whose loop pollers join (one per process). */
+static struct vp_server *poll_srv;
+
+static void stop_pollers(struct vp_server *srv);
 
 struct event_base *vp_server_base(struct vp_server *srv)
 {
@@ -111,6 +118,7 @@ void vp_server_stop(struct vp_server *srv)
 	if (srv->stopping)
 		return;
 	srv->stopping = true;
+	stop_pollers(srv);
 	vp_info("shutting down: closing all devices");
 	tv.tv_sec = srv->opts.shutdown_grace_ms / 1000;
 	tv.tv_usec = (srv->opts.shutdown_grace_ms % 1000) * 1000;
@@ -136,6 +144,7 @@ struct vp_server *vp_server_new(const struct vp_server_opts *opts, char *err,
 		return NULL;
 	}
 	srv->opts = *opts;
+	poll_srv = srv;
 	srv->base = event_base_new();
 	if (!srv->base) {
 		snprintf(err, errlen, "cannot create the event loop");
@@ -170,6 +179,68 @@ fail:
 	return NULL;
 }
 
+bool vp_server_poller_add(struct vp_poller *p)
+{
+	struct vp_server *srv = poll_srv;
+
+	if (!srv || !srv->opts.poll_us || srv->stopping)
+		return false;
+	if (!p->queued) {
+		p->next = srv->pollers;
+		srv->pollers = p;
+		p->queued = true;
+	}
+	return true;
+}
+
+void vp_server_poller_remove(struct vp_poller *p)
+{
+	struct vp_server *srv = poll_srv;
+	struct vp_poller **pp;
+
+	if (!srv || !p->queued)
+		return;
+	for (pp = &srv->pollers; *pp; pp = &(*pp)->next) {
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
+	}
+	if (srv->poll_next == p)
+		srv->poll_next = p->next;
+	p->queued = false;
+	p->next = NULL;
+}
+
+/* Call every poller once; true if one found work.  A poller may add or
+ * remove pollers (itself included) while it runs. */
+static bool run_pollers(struct vp_server *srv)
+{
+	bool worked = false;
+
+	srv->poll_next = srv->pollers;
+	while (srv->poll_next) {
+		struct vp_poller *p = srv->poll_next;
+
+		srv->poll_next = p->next;
+		worked |= p->poll(p);
+	}
+	return worked;
+}
+
+/* The spin is over: every poller asks for notifications again. */
+static void stop_pollers(struct vp_server *srv)
+{
+	while (srv->pollers) {
+		struct vp_poller *p = srv->pollers;
+
+		srv->pollers = p->next;
+		p->queued = false;
+		p->next = NULL;
+		p->stop(p);
+	}
+}
+
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
@@ -196,17 +267,22 @@ int vp_server_run(struct vp_server *srv)
 
 		if (event_base_loop(srv->base, EVLOOP_ONCE) < 0)
 			return -EIO;
-		if (srv->kicks == seen)
+		if (srv->kicks == seen && !srv->pollers)
 			continue;
 		deadline = now_ns() + poll_ns;
 		while (!event_base_got_exit(srv->base) && now_ns() < deadline) {
+			bool worked;
+
 			seen = srv->kicks;
 			if (event_base_loop(srv->base, EVLOOP_NONBLOCK) < 0)
 				return -EIO;
-			if (srv->kicks != seen)
+			worked = run_pollers(srv);
+			if (srv->kicks != seen || worked)
 				deadline = now_ns() + poll_ns;
 		}
+		stop_pollers(srv);
 	}
+	stop_pollers(srv);
 	return 0;
 }
 
@@ -216,6 +292,8 @@ void vp_server_free(struct vp_server *srv)
 		return;
 	if (srv->bus)
 		vp_xsbus_close(srv->bus);
+	if (poll_srv == srv)
+		poll_srv = NULL;
 	if (srv->evtchn_ev)
 		event_free(srv->evtchn_ev);
 	if (srv->sig_term)

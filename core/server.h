@@ -69,6 +69,23 @@ int vp_server_set_port(struct vp_server *srv, int port, struct vp_device *dev);
 /* Called by xsbus when every device is gone during shutdown. */
 void vp_server_shutdown_done(struct vp_server *srv);
 
+/* Something the loop serves by polling while it spins (poll-us) instead
+ * of waiting for the guest's notifications.  poll() serves what is there
+ * and returns true if it found work; stop() is called when the spin ends
+ * and must ask for notifications again (serving what raced in).  Fields
+ * after stop are the loop's. */
+struct vp_poller {
+	bool (*poll)(struct vp_poller *p);
+	void (*stop)(struct vp_poller *p);
+	struct vp_poller *next;
+	bool queued;
+};
+/* Poll p until the current spin ends.  False (p not added) when the
+ * server does not spin (poll-us 0) or no server runs. */
+bool vp_server_poller_add(struct vp_poller *p);
+/* Take p off the list without calling stop() (its owner goes away). */
+void vp_server_poller_remove(struct vp_poller *p);
+
 /* xsbus.c */
 struct vp_xsbus;
 /* Open xenstore, learn our domid, set the watches, provision devices of

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 
 #include "hv.h"
 #include "log.h"
+#include "server.h"
 #include "vdev.h"
 
 /* Requests served per kick before yielding to other guests; the rest is
@@ -25,10 +27,36 @@ struct vp_transport {
 	int port;
 	struct vp_gmem *gm;
 	struct vp_vdev *vdev;
-	struct event *more; /* deferred continuation */
+	struct event *more;      /* deferred continuation */
+	struct vp_poller poller; /* while the server spins on us */
 	bool broken;
 	struct vp_ratelimit rl;
 };
+
+/* The server spins: serve the queues without waiting for kicks. */
+static bool poll_cb(struct vp_poller *p)
+{
+	struct vp_transport *t =
+	        (struct vp_transport *)((char *)p -
+	                                offsetof(struct vp_transport, poller));
+	uint64_t before;
+
+	if (t->broken || !t->vdev)
+		return false;
+	before = vp_vdev_reqs_started(t->vdev);
+	vp_vdev_poll(t->vdev);
+	return vp_vdev_reqs_started(t->vdev) != before;
+}
+
+static void poll_stop_cb(struct vp_poller *p)
+{
+	struct vp_transport *t =
+	        (struct vp_transport *)((char *)p -
+	                                offsetof(struct vp_transport, poller));
+
+	if (t->vdev)
+		vp_vdev_set_polled(t->vdev, false);
+}
 
 static void more_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -52,6 +80,8 @@ struct vp_transport *vp_transport_open(struct event_base *base, struct vp_hv *hv
 	t->hv = hv;
 	t->p = *p;
 	t->port = -1;
+	t->poller.poll = poll_cb;
+	t->poller.stop = poll_stop_cb;
 
 	if (p->mode == VP_ADDR_GRANT) {
 		uint32_t ref = (uint32_t)p->ring_ref;
@@ -130,6 +160,8 @@ void vp_transport_attach(struct vp_transport *t, struct vp_vdev *vdev)
 
 void vp_transport_detach(struct vp_transport *t)
 {
+	/* The device goes away: no last pass over its queues. */
+	vp_server_poller_remove(&t->poller);
 	t->vdev = NULL;
 	if (t->more)
 		event_del(t->more);
@@ -222,6 +254,10 @@ void vp_transport_kick(struct vp_transport *t)
 
 	if (t->broken || !t->vdev)
 		return;
+	/* A kick while the server spins: from now until the spin ends the
+	 * queues are polled, and draining them leaves the guest's kicks off. */
+	if (!t->poller.queued && vp_server_poller_add(&t->poller))
+		vp_vdev_set_polled(t->vdev, true);
 	for (;;) {
 		RING_IDX rp = t->ring.sring->req_prod;
 
@@ -270,6 +306,7 @@ void vp_transport_close(struct vp_transport *t)
 {
 	if (!t)
 		return;
+	vp_server_poller_remove(&t->poller);
 	if (t->more)
 		event_free(t->more);
 	if (t->gm)

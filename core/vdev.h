@@ -52,6 +52,15 @@ bool vp_vdev_is_broken(const struct vp_vdev *d);
 /* Process all available buffers of every ready queue (used by pollers;
  * queue notifications call it per queue). */
 void vp_vdev_poll(struct vp_vdev *d);
+/* Polled mode, while the server spins on this device (poll-us): draining
+ * a queue leaves the driver's notifications off, so a busy guest need not
+ * kick.  Turning it off asks for notifications again and serves whatever
+ * arrived meanwhile. */
+void vp_vdev_set_polled(struct vp_vdev *d, bool on);
+/* True in polled mode (device types check it when a queue runs dry). */
+bool vp_vdev_polled(const struct vp_vdev *d);
+/* Requests taken from the queues so far (vp_vdev_req_begin() calls). */
+uint64_t vp_vdev_reqs_started(const struct vp_vdev *d);
 /* Stop the device: no new requests are taken from queues.  done(arg) is
  * called (possibly inline) once every request in flight in a plugin has
  * completed; only then may guest memory and the plugin disk go away, and

@@ -58,6 +58,8 @@ struct vp_vdev {
 
 	bool destroying;
 	bool finished;
+	bool polled;       /* see vp_vdev_set_polled */
+	uint64_t started;  /* vp_vdev_req_begin calls */
 	unsigned inflight; /* requests in a plugin, see vp_vdev_req_begin */
 	unsigned busy;     /* calls into the type on the stack */
 	void (*done)(void *arg);
@@ -241,6 +243,27 @@ void vp_vdev_destroy(struct vp_vdev *d, void (*done)(void *arg), void *arg)
 void vp_vdev_req_begin(struct vp_vdev *d)
 {
 	d->inflight++;
+	d->started++;
+}
+
+void vp_vdev_set_polled(struct vp_vdev *d, bool on)
+{
+	if (d->polled == on)
+		return;
+	d->polled = on;
+	/* Off: every queue asks for kicks again and catches what raced in. */
+	if (!on && !d->destroying)
+		vp_vdev_poll(d);
+}
+
+bool vp_vdev_polled(const struct vp_vdev *d)
+{
+	return d->polled;
+}
+
+uint64_t vp_vdev_reqs_started(const struct vp_vdev *d)
+{
+	return d->started;
 }
 
 void vp_vdev_req_end(struct vp_vdev *d)

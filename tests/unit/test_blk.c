@@ -631,6 +631,78 @@ START_TEST(batch_one_interrupt)
 }
 END_TEST
 
+/* avail_event, after the used ring's entries (EVENT_IDX). */
+static uint16_t avail_event(unsigned q)
+{
+	uint8_t *used = gptr(g.q[q].used);
+
+	return le16toh(*(uint16_t *)(used + 4 + 8 * (size_t)g.q[q].num));
+}
+
+static uint16_t used_flags(unsigned q)
+{
+	struct vring_used *used = gptr(g.q[q].used);
+
+	return le16toh(used->flags);
+}
+
+START_TEST(polled_mode_leaves_kicks_off)
+{
+	struct req r[4];
+
+	create();
+	driver_init(0, 1, QSIZE); /* with EVENT_IDX */
+	r[0] = make_req(0, VIRTIO_BLK_T_OUT, 0, 512);
+	ck_assert_uint_eq(run(0, &r[0]), VIRTIO_BLK_S_OK);
+	/* Idle: the next request must be kicked. */
+	ck_assert_uint_eq(avail_event(0), 1);
+	ck_assert_uint_eq(vp_vdev_reqs_started(g.d), 1);
+
+	/* Polled: draining leaves avail_event behind, so the guest's next
+	 * requests need no kick... */
+	vp_vdev_set_polled(g.d, true);
+	ck_assert(vp_vdev_polled(g.d));
+	r[1] = make_req(0, VIRTIO_BLK_T_OUT, 8, 512);
+	ck_assert_uint_eq(run(0, &r[1]), VIRTIO_BLK_S_OK);
+	ck_assert_uint_eq(avail_event(0), 1);
+	/* ...and are served by polling alone. */
+	r[2] = make_req(0, VIRTIO_BLK_T_IN, 8, 512);
+	post(0, r[2].head);
+	ck_assert_uint_eq(status_of(&r[2]), SENTINEL);
+	vp_vdev_poll(g.d);
+	ck_assert_uint_eq(status_of(&r[2]), VIRTIO_BLK_S_OK);
+	ck_assert_uint_eq(avail_event(0), 1);
+	ck_assert_uint_eq(vp_vdev_reqs_started(g.d), 3);
+
+	/* Leaving polled mode serves what arrived and asks for kicks again. */
+	r[3] = make_req(0, VIRTIO_BLK_T_IN, 0, 512);
+	post(0, r[3].head);
+	vp_vdev_set_polled(g.d, false);
+	ck_assert(!vp_vdev_polled(g.d));
+	ck_assert_uint_eq(status_of(&r[3]), VIRTIO_BLK_S_OK);
+	ck_assert_uint_eq(used_idx(0), 4);
+	ck_assert_uint_eq(avail_event(0), 4);
+	ck_assert_uint_eq(g.broken, 0);
+}
+END_TEST
+
+START_TEST(polled_mode_without_event_idx)
+{
+	struct req r[2];
+
+	start(); /* no EVENT_IDX: VRING_USED_F_NO_NOTIFY */
+	vp_vdev_set_polled(g.d, true);
+	r[0] = make_req(0, VIRTIO_BLK_T_OUT, 0, 512);
+	ck_assert_uint_eq(run(0, &r[0]), VIRTIO_BLK_S_OK);
+	ck_assert_uint_eq(used_flags(0) & VRING_USED_F_NO_NOTIFY, VRING_USED_F_NO_NOTIFY);
+	r[1] = make_req(0, VIRTIO_BLK_T_IN, 0, 512);
+	post(0, r[1].head);
+	vp_vdev_set_polled(g.d, false);
+	ck_assert_uint_eq(status_of(&r[1]), VIRTIO_BLK_S_OK);
+	ck_assert_uint_eq(used_flags(0) & VRING_USED_F_NO_NOTIFY, 0);
+}
+END_TEST
+
 START_TEST(deferred_completion)
 {
 	struct req r;
@@ -1244,6 +1316,8 @@ int main(void)
 	tcase_add_test(tc, bad_create_params);
 	tcase_add_test(tc, write_then_read);
 	tcase_add_test(tc, batch_one_interrupt);
+	tcase_add_test(tc, polled_mode_leaves_kicks_off);
+	tcase_add_test(tc, polled_mode_without_event_idx);
 	tcase_add_test(tc, deferred_completion);
 	tcase_add_test(tc, any_layout);
 	tcase_add_test(tc, indirect_request);
