@@ -62,6 +62,7 @@ struct vp_xsbus {
 	struct vp_server *srv;
 	struct xs_handle *xs;
 	struct event *xs_ev;
+	struct event *xs_more; /* continue after a full turn of watch events */
 	unsigned self;
 	char be_root[64];
 	struct vp_device *devices;
@@ -700,14 +701,21 @@ static void backend_tree_changed(struct vp_xsbus *bus, const char *path)
 	}
 }
 
+/* Watch events handled per wake-up.  Hundreds of guests coming up at once
+ * queue thousands of events; handling them in bounded turns lets the event
+ * channels of guests already connected be served in between. */
+#define WATCH_EVENTS_PER_TURN 32u
+
 static void xs_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct vp_xsbus *bus = arg;
+	unsigned handled = 0;
 	char **w;
 
 	(void)fd;
 	(void)what;
-	while ((w = xs_check_watch(bus->xs)) != NULL) {
+	while (handled < WATCH_EVENTS_PER_TURN && (w = xs_check_watch(bus->xs)) != NULL) {
+		handled++;
 		const char *path = w[XS_WATCH_PATH], *token = w[XS_WATCH_TOKEN];
 		unsigned dom, devid;
 
@@ -728,6 +736,13 @@ static void xs_cb(evutil_socket_t fd, short what, void *arg)
 				frontend_changed(dev);
 		}
 		free(w);
+	}
+	/* xs_check_watch() may leave the fd unreadable with events still
+	 * queued: come back after the loop has polled the other fds. */
+	if (handled == WATCH_EVENTS_PER_TURN) {
+		static const struct timeval now = {0, 0};
+
+		evtimer_add(bus->xs_more, &now);
 	}
 }
 
@@ -772,7 +787,8 @@ struct vp_xsbus *vp_xsbus_open(struct vp_server *srv, char *err, size_t errlen)
 	         bus->self, VPROXY_XS_TYPE);
 	bus->xs_ev = event_new(vp_server_base(srv), xs_fileno(bus->xs),
 	                       EV_READ | EV_PERSIST, xs_cb, bus);
-	if (!bus->xs_ev || event_add(bus->xs_ev, NULL)) {
+	bus->xs_more = evtimer_new(vp_server_base(srv), xs_cb, bus);
+	if (!bus->xs_ev || !bus->xs_more || event_add(bus->xs_ev, NULL)) {
 		snprintf(err, errlen, "cannot watch the xenstore connection");
 		goto fail;
 	}
@@ -852,6 +868,8 @@ void vp_xsbus_close(struct vp_xsbus *bus)
 		return;
 	if (bus->xs_ev)
 		event_free(bus->xs_ev);
+	if (bus->xs_more)
+		event_free(bus->xs_more);
 	if (bus->xs)
 		xs_close(bus->xs);
 	free(bus);
