@@ -40,6 +40,9 @@ for ((round = 1; round <= rounds; round++)); do
 	# clusters all happen within a fraction of a second.
 	"$img_tool" create -f -c 16K "$img" 4M
 	seed=$((RANDOM * 32768 + RANDOM + 1))
+	# A writer killed before it opens its journal must not leave the
+	# previous round's journal to be checked against this round's image.
+	: >"$journal"
 	"$writer" write "$plugins" sparse "$img" "$journal" "$seed" \
 		>"$work/writer.out" 2>"$work/writer.err" &
 	writer_pid=$!
