@@ -7,6 +7,7 @@
 #include "platform_sim.h"
 
 #include "simguest.h"
+#include "xs_linux.h"
 #include <vproxy/proto.h>
 
 #include <errno.h>
@@ -18,25 +19,19 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <xenstore.h>
 
 #define PAGE_SHIFT 12
 #define PAGE_SIZE (1u << PAGE_SHIFT)
 /* Ports below this have their irq fd cached; others are looked up. */
 #define PORT_CACHE 4097
 
-struct vps_watch {
-	struct xs_handle *xs; /* a connection of its own */
-	char *path;
-	char token[32];
-};
 
 struct vps_sim {
+	struct vps_xs xs; /* first: the xenstore operations take ctx as it */
 	struct vps_platform plat;
 	struct simguest *sg;
 	uint8_t *ram;
 	size_t pages;
-	struct xs_handle *xs; /* reads, writes, transactions (thread-safe) */
 	enum vps_log_level level;
 	char prog[32];
 
@@ -49,7 +44,6 @@ struct vps_sim {
 	size_t hint;   /* where the next search starts */
 	size_t free_pages;
 	int port_fd[PORT_CACHE];
-	unsigned watch_seq;
 };
 
 static void *sim_dma_alloc(void *ctx, uint16_t be, size_t bytes, uint64_t *dev_addr)
@@ -182,13 +176,6 @@ static int port_fd(struct vps_sim *s, int port)
 	return fd >= 0 ? fd : simguest_evtchn_fd(s->sg, port);
 }
 
-static void drain_watch(struct vps_watch *w)
-{
-	char **ev;
-
-	while ((ev = xs_check_watch(w->xs)) != NULL)
-		free(ev);
-}
 
 static int sim_wait(void *ctx, int port, struct vps_watch *w, uint64_t timeout_ns)
 {
@@ -207,7 +194,7 @@ static int sim_wait(void *ctx, int port, struct vps_watch *w, uint64_t timeout_n
 		}
 	}
 	if (w) {
-		fds[n] = (struct pollfd){.fd = xs_fileno(w->xs), .events = POLLIN};
+		fds[n] = (struct pollfd){.fd = vps_watch_fd(w), .events = POLLIN};
 		w_slot = n++;
 	}
 	if (timeout_ns / 1000000000u > (uint64_t)INT32_MAX)
@@ -223,129 +210,18 @@ static int sim_wait(void *ctx, int port, struct vps_watch *w, uint64_t timeout_n
 		mask |= VPS_WAKE_EVTCHN;
 	}
 	if (w_slot >= 0 && fds[w_slot].revents) {
-		drain_watch(w);
+		vps_watch_drain(w);
 		mask |= VPS_WAKE_WATCH;
 	}
 	return mask;
 }
 
-static int sim_xs_read(void *ctx, uint32_t tx, const char *path, char *buf, size_t len)
-{
-	struct vps_sim *s = ctx;
-	unsigned vlen;
-	char *v;
 
-	v = xs_read(s->xs, tx, path, &vlen);
-	if (!v)
-		return errno ? -errno : -EIO;
-	if (len) {
-		size_t c = vlen < len - 1 ? vlen : len - 1;
 
-		memcpy(buf, v, c);
-		buf[c] = '\0';
-	}
-	free(v);
-	return vlen > INT32_MAX ? INT32_MAX : (int)vlen;
-}
 
-static int sim_xs_write(void *ctx, uint32_t tx, const char *path, const char *value)
-{
-	struct vps_sim *s = ctx;
 
-	if (!xs_write(s->xs, tx, path, value, (unsigned)strlen(value)))
-		return errno ? -errno : -EIO;
-	return 0;
-}
 
-static int sim_xs_list(void *ctx, const char *path, char *buf, size_t len)
-{
-	struct vps_sim *s = ctx;
-	unsigned num;
-	size_t used = 0;
-	char **names;
-	int r;
 
-	names = xs_directory(s->xs, XBT_NULL, path, &num);
-	if (!names)
-		return errno ? -errno : -EIO;
-	r = (int)num;
-	for (unsigned i = 0; i < num; i++) {
-		size_t l = strlen(names[i]) + 1;
-
-		if (used + l > len) {
-			r = -ENOSPC;
-			break;
-		}
-		memcpy(buf + used, names[i], l);
-		used += l;
-	}
-	free(names);
-	return r;
-}
-
-static int sim_xs_tx_begin(void *ctx, uint32_t *tx)
-{
-	struct vps_sim *s = ctx;
-	xs_transaction_t t = xs_transaction_start(s->xs);
-
-	if (t == XBT_NULL)
-		return errno ? -errno : -EIO;
-	*tx = t;
-	return 0;
-}
-
-static int sim_xs_tx_end(void *ctx, uint32_t tx, int abort_tx)
-{
-	struct vps_sim *s = ctx;
-
-	if (!xs_transaction_end(s->xs, tx, abort_tx != 0))
-		return errno ? -errno : -EIO;
-	return 0;
-}
-
-static int sim_xs_watch(void *ctx, const char *path, struct vps_watch **out)
-{
-	struct vps_sim *s = ctx;
-	struct vps_watch *w;
-	int err;
-
-	w = calloc(1, sizeof(*w));
-	if (!w)
-		return -ENOMEM;
-	w->path = strdup(path);
-	w->xs = xs_open(0);
-	if (!w->path || !w->xs) {
-		err = errno ? -errno : -EIO;
-		goto fail;
-	}
-	pthread_mutex_lock(&s->lock);
-	snprintf(w->token, sizeof(w->token), "vps%u", s->watch_seq++);
-	pthread_mutex_unlock(&s->lock);
-	/* The fd exists before the first event so none is missed. */
-	if (xs_fileno(w->xs) < 0 || !xs_watch(w->xs, path, w->token)) {
-		err = errno ? -errno : -EIO;
-		goto fail;
-	}
-	*out = w;
-	return 0;
-fail:
-	if (w->xs)
-		xs_close(w->xs);
-	free(w->path);
-	free(w);
-	return err;
-}
-
-static void sim_xs_unwatch(void *ctx, struct vps_watch *w)
-{
-	(void)ctx;
-	if (!w)
-		return;
-	xs_unwatch(w->xs, w->path, w->token);
-	xs_close(w->xs);
-	free(w->path);
-	free(w);
-}
 
 static uint64_t sim_now_ns(void *ctx)
 {
@@ -396,11 +272,9 @@ struct vps_sim *vps_sim_create(struct simguest *sg, enum vps_addr_mode mode,
 	s->used[0] = 1; /* device address 0 looks like "unset" */
 	s->hint = 1;
 	s->free_pages = s->pages - 1;
-	s->xs = xs_open(0);
-	if (!s->xs) {
-		err = errno ? errno : EIO;
+	err = -vps_xs_open(&s->xs);
+	if (err)
 		goto fail;
-	}
 	s->plat = (struct vps_platform){
 	        .ctx = s,
 	        .domid = simguest_domid(sg),
@@ -411,16 +285,10 @@ struct vps_sim *vps_sim_create(struct simguest *sg, enum vps_addr_mode mode,
 	        .evtchn_notify = sim_evtchn_notify,
 	        .evtchn_close = sim_evtchn_close,
 	        .wait = sim_wait,
-	        .xs_read = sim_xs_read,
-	        .xs_write = sim_xs_write,
-	        .xs_list = sim_xs_list,
-	        .xs_tx_begin = sim_xs_tx_begin,
-	        .xs_tx_end = sim_xs_tx_end,
-	        .xs_watch = sim_xs_watch,
-	        .xs_unwatch = sim_xs_unwatch,
 	        .now_ns = sim_now_ns,
 	        .log = sim_log,
 	};
+	vps_xs_fill_ops(&s->plat);
 	return s;
 fail:
 	free(s->run);
@@ -456,8 +324,7 @@ void vps_sim_destroy(struct vps_sim *s)
 {
 	if (!s)
 		return;
-	if (s->xs)
-		xs_close(s->xs);
+	vps_xs_close(&s->xs);
 	free(s->run);
 	free(s->used);
 	free(s->gref);

@@ -12,6 +12,7 @@
  * (libxenstore is thread-safe) and one per watch, as in platform_sim.c.
  */
 #include "platform_xen.h"
+#include "xs_linux.h"
 
 #include <vproxy/proto.h>
 
@@ -34,11 +35,6 @@
 /* Backend domains one guest's devices may use at once. */
 #define MAX_POOLS 4
 
-struct vps_watch {
-	struct xs_handle *xs; /* a connection of its own */
-	char *path;
-	char token[32];
-};
 
 /* Granted memory for one backend domain. */
 struct pool {
@@ -60,8 +56,8 @@ struct port {
 };
 
 struct vps_xen {
+	struct vps_xs xs; /* first: the xenstore operations take ctx as it */
 	struct vps_platform plat;
-	struct xs_handle *xs;
 	xengntshr_handle *xgs;
 	size_t pool_pages;
 	enum vps_log_level level;
@@ -72,7 +68,6 @@ struct vps_xen {
 	unsigned npools;
 	struct port *ports;
 	unsigned nports, cap_ports;
-	unsigned watch_seq;
 };
 
 static void xen_log(void *ctx, enum vps_log_level level, const char *msg);
@@ -340,13 +335,6 @@ static void xen_evtchn_close(void *ctx, int port)
 	xenevtchn_close(h);
 }
 
-static void drain_watch(struct vps_watch *w)
-{
-	char **ev;
-
-	while ((ev = xs_check_watch(w->xs)) != NULL)
-		free(ev);
-}
 
 static int xen_wait(void *ctx, int port, struct vps_watch *w, uint64_t timeout_ns)
 {
@@ -362,7 +350,7 @@ static int xen_wait(void *ctx, int port, struct vps_watch *w, uint64_t timeout_n
 		e_slot = n++;
 	}
 	if (w) {
-		fds[n] = (struct pollfd){.fd = xs_fileno(w->xs), .events = POLLIN};
+		fds[n] = (struct pollfd){.fd = vps_watch_fd(w), .events = POLLIN};
 		w_slot = n++;
 	}
 	if (timeout_ns / 1000000000u > (uint64_t)INT32_MAX)
@@ -380,129 +368,18 @@ static int xen_wait(void *ctx, int port, struct vps_watch *w, uint64_t timeout_n
 		mask |= VPS_WAKE_EVTCHN;
 	}
 	if (w_slot >= 0 && fds[w_slot].revents) {
-		drain_watch(w);
+		vps_watch_drain(w);
 		mask |= VPS_WAKE_WATCH;
 	}
 	return mask;
 }
 
-static int xen_xs_read(void *ctx, uint32_t tx, const char *path, char *buf, size_t len)
-{
-	struct vps_xen *x = ctx;
-	unsigned vlen;
-	char *v;
 
-	v = xs_read(x->xs, tx, path, &vlen);
-	if (!v)
-		return errno ? -errno : -EIO;
-	if (len) {
-		size_t c = vlen < len - 1 ? vlen : len - 1;
 
-		memcpy(buf, v, c);
-		buf[c] = '\0';
-	}
-	free(v);
-	return vlen > INT32_MAX ? INT32_MAX : (int)vlen;
-}
 
-static int xen_xs_write(void *ctx, uint32_t tx, const char *path, const char *value)
-{
-	struct vps_xen *x = ctx;
 
-	if (!xs_write(x->xs, tx, path, value, (unsigned)strlen(value)))
-		return errno ? -errno : -EIO;
-	return 0;
-}
 
-static int xen_xs_list(void *ctx, const char *path, char *buf, size_t len)
-{
-	struct vps_xen *x = ctx;
-	unsigned num;
-	size_t used = 0;
-	char **names;
-	int r;
 
-	names = xs_directory(x->xs, XBT_NULL, path, &num);
-	if (!names)
-		return errno ? -errno : -EIO;
-	r = (int)num;
-	for (unsigned i = 0; i < num; i++) {
-		size_t l = strlen(names[i]) + 1;
-
-		if (used + l > len) {
-			r = -ENOSPC;
-			break;
-		}
-		memcpy(buf + used, names[i], l);
-		used += l;
-	}
-	free(names);
-	return r;
-}
-
-static int xen_xs_tx_begin(void *ctx, uint32_t *tx)
-{
-	struct vps_xen *x = ctx;
-	xs_transaction_t t = xs_transaction_start(x->xs);
-
-	if (t == XBT_NULL)
-		return errno ? -errno : -EIO;
-	*tx = t;
-	return 0;
-}
-
-static int xen_xs_tx_end(void *ctx, uint32_t tx, int abort_tx)
-{
-	struct vps_xen *x = ctx;
-
-	if (!xs_transaction_end(x->xs, tx, abort_tx != 0))
-		return errno ? -errno : -EIO;
-	return 0;
-}
-
-static int xen_xs_watch(void *ctx, const char *path, struct vps_watch **out)
-{
-	struct vps_xen *x = ctx;
-	struct vps_watch *w;
-	int err;
-
-	w = calloc(1, sizeof(*w));
-	if (!w)
-		return -ENOMEM;
-	w->path = strdup(path);
-	w->xs = xs_open(0);
-	if (!w->path || !w->xs) {
-		err = errno ? -errno : -EIO;
-		goto fail;
-	}
-	pthread_mutex_lock(&x->lock);
-	snprintf(w->token, sizeof(w->token), "vps%u", x->watch_seq++);
-	pthread_mutex_unlock(&x->lock);
-	/* The fd exists before the first event so none is missed. */
-	if (xs_fileno(w->xs) < 0 || !xs_watch(w->xs, path, w->token)) {
-		err = errno ? -errno : -EIO;
-		goto fail;
-	}
-	*out = w;
-	return 0;
-fail:
-	if (w->xs)
-		xs_close(w->xs);
-	free(w->path);
-	free(w);
-	return err;
-}
-
-static void xen_xs_unwatch(void *ctx, struct vps_watch *w)
-{
-	(void)ctx;
-	if (!w)
-		return;
-	xs_unwatch(w->xs, w->path, w->token);
-	xs_close(w->xs);
-	free(w->path);
-	free(w);
-}
 
 static uint64_t xen_now_ns(void *ctx)
 {
@@ -560,12 +437,10 @@ struct vps_xen *vps_xen_create(size_t pool_bytes, const char *prog)
 	x->pool_pages = (pool_bytes + PAGE_SIZE - 1) / PAGE_SIZE;
 	x->level = VPS_LOG_WARN;
 	snprintf(x->prog, sizeof(x->prog), "%s", prog ? prog : "vproxy-stub");
-	x->xs = xs_open(0);
-	if (!x->xs) {
-		err = errno ? errno : EIO;
+	err = -vps_xs_open(&x->xs);
+	if (err)
 		goto fail;
-	}
-	err = -read_domid(x->xs, &domid);
+	err = -read_domid(x->xs.xs, &domid);
 	if (err)
 		goto fail;
 	x->xgs = xengntshr_open(NULL, 0);
@@ -583,20 +458,13 @@ struct vps_xen *vps_xen_create(size_t pool_bytes, const char *prog)
 	        .evtchn_notify = xen_evtchn_notify,
 	        .evtchn_close = xen_evtchn_close,
 	        .wait = xen_wait,
-	        .xs_read = xen_xs_read,
-	        .xs_write = xen_xs_write,
-	        .xs_list = xen_xs_list,
-	        .xs_tx_begin = xen_xs_tx_begin,
-	        .xs_tx_end = xen_xs_tx_end,
-	        .xs_watch = xen_xs_watch,
-	        .xs_unwatch = xen_xs_unwatch,
 	        .now_ns = xen_now_ns,
 	        .log = xen_log,
 	};
+	vps_xs_fill_ops(&x->plat);
 	return x;
 fail:
-	if (x->xs)
-		xs_close(x->xs);
+	vps_xs_close(&x->xs);
 	pthread_mutex_destroy(&x->lock);
 	free(x);
 	errno = err;
@@ -649,8 +517,7 @@ void vps_xen_destroy(struct vps_xen *x)
 	free(x->ports);
 	if (x->xgs)
 		xengntshr_close(x->xgs);
-	if (x->xs)
-		xs_close(x->xs);
+	vps_xs_close(&x->xs);
 	pthread_mutex_destroy(&x->lock);
 	free(x);
 }
