@@ -27,9 +27,6 @@ struct vp_server {
 	struct vp_poller *poll_next; /* the one run_pollers() calls next */
 };
 
-/* The server whose loop pollers join (one per process). */
-static struct vp_server *poll_srv;
-
 static void stop_pollers(struct vp_server *srv);
 
 struct event_base *vp_server_base(struct vp_server *srv)
@@ -144,7 +141,6 @@ struct vp_server *vp_server_new(const struct vp_server_opts *opts, char *err,
 		return NULL;
 	}
 	srv->opts = *opts;
-	poll_srv = srv;
 	srv->base = event_base_new();
 	if (!srv->base) {
 		snprintf(err, errlen, "cannot create the event loop");
@@ -179,10 +175,8 @@ fail:
 	return NULL;
 }
 
-bool vp_server_poller_add(struct vp_poller *p)
+bool vp_server_poller_add(struct vp_server *srv, struct vp_poller *p)
 {
-	struct vp_server *srv = poll_srv;
-
 	if (!srv || !srv->opts.poll_us || srv->stopping)
 		return false;
 	if (!p->queued) {
@@ -193,9 +187,8 @@ bool vp_server_poller_add(struct vp_poller *p)
 	return true;
 }
 
-void vp_server_poller_remove(struct vp_poller *p)
+void vp_server_poller_remove(struct vp_server *srv, struct vp_poller *p)
 {
-	struct vp_server *srv = poll_srv;
 	struct vp_poller **pp;
 
 	if (!srv || !p->queued)
@@ -292,8 +285,6 @@ void vp_server_free(struct vp_server *srv)
 		return;
 	if (srv->bus)
 		vp_xsbus_close(srv->bus);
-	if (poll_srv == srv)
-		poll_srv = NULL;
 	if (srv->evtchn_ev)
 		event_free(srv->evtchn_ev);
 	if (srv->sig_term)

@@ -80,11 +80,11 @@ struct vp_poller {
 	struct vp_poller *next;
 	bool queued;
 };
-/* Poll p until the current spin ends.  False (p not added) when the
- * server does not spin (poll-us 0) or no server runs. */
-bool vp_server_poller_add(struct vp_poller *p);
-/* Take p off the list without calling stop() (its owner goes away). */
-void vp_server_poller_remove(struct vp_poller *p);
+/* Poll p until srv's current spin ends.  False (p not added) when srv
+ * does not spin (poll-us 0), is stopping, or is NULL. */
+bool vp_server_poller_add(struct vp_server *srv, struct vp_poller *p);
+/* Take p off srv's list without calling stop() (its owner goes away). */
+void vp_server_poller_remove(struct vp_server *srv, struct vp_poller *p);
 
 /* xsbus.c */
 struct vp_xsbus;

@@ -161,7 +161,7 @@ void vp_transport_attach(struct vp_transport *t, struct vp_vdev *vdev)
 void vp_transport_detach(struct vp_transport *t)
 {
 	/* The device goes away: no last pass over its queues. */
-	vp_server_poller_remove(&t->poller);
+	vp_server_poller_remove(t->p.srv, &t->poller);
 	t->vdev = NULL;
 	if (t->more)
 		event_del(t->more);
@@ -177,8 +177,7 @@ static void set_broken(struct vp_transport *t, const char *why)
 	if (t->broken)
 		return;
 	t->broken = true;
-	vp_log_dev(&t->rl, VPROXY_LOG_WARN, t->p.dom, t->p.devid, "transport broken: %s",
-	           why);
+	/* Reported by the device (NEEDS_RESET) and by our owner's hook. */
 	if (t->vdev)
 		vp_vdev_set_broken(t->vdev, why);
 	if (t->p.broken)
@@ -256,7 +255,7 @@ void vp_transport_kick(struct vp_transport *t)
 		return;
 	/* A kick while the server spins: from now until the spin ends the
 	 * queues are polled, and draining them leaves the guest's kicks off. */
-	if (!t->poller.queued && vp_server_poller_add(&t->poller))
+	if (!t->poller.queued && vp_server_poller_add(t->p.srv, &t->poller))
 		vp_vdev_set_polled(t->vdev, true);
 	for (;;) {
 		RING_IDX rp = t->ring.sring->req_prod;
@@ -306,7 +305,7 @@ void vp_transport_close(struct vp_transport *t)
 {
 	if (!t)
 		return;
-	vp_server_poller_remove(&t->poller);
+	vp_server_poller_remove(t->p.srv, &t->poller);
 	if (t->more)
 		event_free(t->more);
 	if (t->gm)

@@ -14,6 +14,7 @@
 
 struct event_base;
 struct vp_hv;
+struct vp_server;
 struct vp_vdev;
 struct vp_transport;
 
@@ -22,6 +23,7 @@ struct vp_transport;
 typedef void (*vp_transport_broken_fn)(void *opaque, const char *why);
 
 struct vp_transport_params {
+	struct vp_server *srv;   /* whose spin polls this device; NULL: never */
 	uint16_t dom;            /* frontend domid */
 	uint16_t devid;          /* device id within the guest */
 	enum vp_addr_mode mode;  /* how the frontend gives addresses */

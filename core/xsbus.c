@@ -127,6 +127,15 @@ static char *xs_read_at(struct vp_xsbus *bus, const char *dir, const char *key)
 	return xs_read(bus->xs, XBT_NULL, path, &len);
 }
 
+/* Remove dir/key (no error if it is absent). */
+static void xs_rm_at(struct vp_xsbus *bus, const char *dir, const char *key)
+{
+	char path[PATH_LEN * 2];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, key);
+	xs_rm(bus->xs, XBT_NULL, path);
+}
+
 /* Read dir/key as an unsigned number: 0, -ENOENT or -EINVAL. */
 static int xs_read_ull(struct vp_xsbus *bus, const char *dir, const char *key,
                        unsigned long long *out)
@@ -294,13 +303,6 @@ static void dev_raise_irq(void *opaque, uint32_t bits)
 		vp_transport_raise_irq(dev->t, bits);
 }
 
-static void dev_vdev_broken(void *opaque, const char *why)
-{
-	struct vp_device *dev = opaque;
-
-	dev_log(dev, VPROXY_LOG_WARN, "device needs reset: %s", why);
-}
-
 static void dev_transport_broken(void *opaque, const char *why)
 {
 	struct vp_device *dev = opaque;
@@ -348,6 +350,7 @@ static void connect_device(struct vp_device *dev)
 	}
 	free(mode);
 
+	tp.srv = bus->srv;
 	tp.dom = dev->dom;
 	tp.devid = dev->devid;
 	tp.ring_ref = ring_ref;
@@ -383,7 +386,8 @@ static void connect_device(struct vp_device *dev)
 	host.devid = dev->devid;
 	host.gm = vp_transport_gmem(dev->t);
 	host.raise_irq = dev_raise_irq;
-	host.broken = dev_vdev_broken;
+	/* No broken hook: the device logs NEEDS_RESET itself, and the guest
+	 * recovers by resetting it through the ring. */
 	host.opaque = dev;
 	dev->vdev = vp_blk_create(&bp, dev->decl->plugin, dev->disk, &dev->info, &host);
 	if (!dev->vdev) {
@@ -397,8 +401,7 @@ static void connect_device(struct vp_device *dev)
 		fatal(dev, "out of memory");
 		return;
 	}
-	snprintf(err, sizeof(err), "%s/error", dev->be_path);
-	xs_rm(bus->xs, XBT_NULL, err); /* harmless if absent */
+	xs_rm_at(bus, dev->be_path, "error"); /* harmless if absent */
 	set_state(dev, XenbusStateConnected);
 	vp_transport_attach(dev->t, dev->vdev);
 	dev_log(dev, VPROXY_LOG_INFO,
@@ -413,7 +416,6 @@ static void frontend_changed(struct vp_device *dev)
 {
 	struct vp_xsbus *bus = dev->bus;
 	unsigned long long st;
-	char path[PATH_LEN * 2];
 	int rc;
 
 	if (dev->remove_pending || bus->finished)
@@ -442,8 +444,7 @@ static void frontend_changed(struct vp_device *dev)
 		/* A frontend starting over after Closed: offer the device again. */
 		if (dev->be_state == XenbusStateClosed && !dev->failed && !dev->t &&
 		    !dev->destroying && !bus->shutting_down) {
-			snprintf(path, sizeof(path), "%s/error", dev->be_path);
-			xs_rm(bus->xs, XBT_NULL, path);
+			xs_rm_at(bus, dev->be_path, "error");
 			set_state(dev, XenbusStateInitWait);
 		}
 		break;

@@ -9,16 +9,8 @@ source "$(dirname "$0")/../lib/simhost.sh"
 # This test also runs the server with polling before sleeping.
 export VPROXY_POLL_US=200
 sh_start_host
-device_sections() {
-	for dom in 31 32 33 34; do
-		for id in 0 1; do
-			printf '[device g%s-d%s]\nguest = %s\nid = %s\nplugin = mem\nsize = 16M\n\n' \
-				"$dom" "$id" "$dom" "$id"
-		done
-	done
-}
 # Not a pipe: sh_start_vproxyd must run in this shell to keep VPD_PID.
-sh_start_vproxyd < <(device_sections)
+sh_start_vproxyd < <(sh_mem_devices 16M 31 32 33 34)
 
 for dom in 31 32 33 34; do
 	sh_create_dom "$dom" "guest$dom"

@@ -101,6 +101,19 @@ sh_start_vproxyd() {
 	done
 }
 
+# sh_mem_devices SIZE DOMID...: [device] sections giving each guest two mem
+# disks (ids 0 and 1) of SIZE, for sh_start_vproxyd's standard input.
+sh_mem_devices() {
+	local size=$1 dom id
+	shift
+	for dom in "$@"; do
+		for id in 0 1; do
+			printf '[device g%s-d%s]\nguest = %s\nid = %s\nplugin = mem\nsize = %s\n\n' \
+				"$dom" "$id" "$dom" "$id" "$size"
+		done
+	done
+}
+
 # sh_stop_vproxyd: SIGTERM and wait; returns vproxyd's exit status.
 sh_stop_vproxyd() {
 	local st=0
