@@ -267,6 +267,18 @@ static void blk_fill_sub(struct blk_req *req, unsigned i)
 	}
 }
 
+/* The plugin request in req->preq failed with err (negative errno). */
+static void blk_plugin_failed(struct blk_req *req, int err)
+{
+	const struct vproxy_req *p = &req->preq;
+
+	vp_vdev_log(req->blk->vdev, VPROXY_LOG_WARN,
+	            "plugin error on op %u at %llu+%llu: %s", p->op,
+	            (unsigned long long)p->offset, (unsigned long long)p->len,
+	            strerror(-err));
+	blk_finish(req, status_from_errno(err));
+}
+
 /* Issue the remaining plugin requests of req, one at a time; a plugin that
  * completes inline is handled here rather than by recursion. */
 static void blk_submit(struct blk_req *req)
@@ -285,11 +297,7 @@ static void blk_submit(struct blk_req *req)
 		else if (r == 0)
 			return; /* blk_plugin_done() carries on */
 		if (r < 0) {
-			vp_vdev_log(blk->vdev, VPROXY_LOG_WARN,
-			            "plugin error on op %u at %llu+%llu: %s",
-			            req->preq.op, (unsigned long long)req->preq.offset,
-			            (unsigned long long)req->preq.len, strerror(-r));
-			blk_finish(req, status_from_errno(r));
+			blk_plugin_failed(req, r);
 			return;
 		}
 	}
@@ -306,11 +314,7 @@ static void blk_plugin_done(struct vproxy_req *preq, int status)
 		return;
 	}
 	if (status < 0) {
-		vp_vdev_log(req->blk->vdev, VPROXY_LOG_WARN,
-		            "plugin error on op %u at %llu+%llu: %s", preq->op,
-		            (unsigned long long)preq->offset,
-		            (unsigned long long)preq->len, strerror(-status));
-		blk_finish(req, status_from_errno(status));
+		blk_plugin_failed(req, status);
 		return;
 	}
 	blk_submit(req);
@@ -382,8 +386,10 @@ static int blk_parse_dz(struct blk_req *req)
 	uint64_t plen = e->out_len - sizeof(struct virtio_blk_outhdr);
 	unsigned nseg, kept = 0;
 
-	if (!(blk->info.flags & flag) || blk->read_only)
-		return blk->read_only ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_UNSUPP;
+	if (blk->read_only)
+		return VIRTIO_BLK_S_IOERR;
+	if (!(blk->info.flags & flag))
+		return VIRTIO_BLK_S_UNSUPP;
 	if (plen == 0 || plen % sizeof(*req->segs) ||
 	    plen / sizeof(*req->segs) > BLK_DZ_SEG_MAX) {
 		vp_vdev_log(blk->vdev, VPROXY_LOG_WARN, "%s with %llu bytes of segments",

@@ -266,6 +266,15 @@ static struct gmem_chunk *cache_insert(struct vp_gmem *gm, uint64_t key,
 	return c;
 }
 
+/* Hand out a reference to cached mapping c; returns its start. */
+static uint8_t *cache_hold(struct gmem_chunk *c, struct vp_gmem_ref *ref)
+{
+	c->map.refs++;
+	ref->cookie = &c->map;
+	ref->n = c->map.pages;
+	return c->map.addr;
+}
+
 /* The cached chunk for index, mapping it if needed; NULL when it cannot be
  * cached (all slots held, hypervisor refused the whole chunk, no memory),
  * in which case the caller maps just the pages it needs. */
@@ -360,12 +369,8 @@ static void *map_gfn(struct vp_gmem *gm, uint64_t gaddr, size_t len, bool write,
 	if (gm->max_pages && gaddr >> CHUNK_SHIFT == last >> CHUNK_SHIFT) {
 		struct gmem_chunk *c = chunk_get(gm, gaddr >> CHUNK_SHIFT);
 
-		if (c) {
-			c->map.refs++;
-			ref->cookie = &c->map;
-			ref->n = c->map.pages;
-			return (uint8_t *)c->map.addr + (gaddr & (CHUNK_BYTES - 1));
-		}
+		if (c)
+			return cache_hold(c, ref) + (gaddr & (CHUNK_BYTES - 1));
 	}
 	errno = 0;
 	p = map_temp(gm, MAPPING_TEMP_GFN, gaddr >> VP_PAGE_SHIFT,
@@ -435,12 +440,8 @@ static void *map_grant(struct vp_gmem *gm, uint64_t gaddr, size_t len, bool writ
 		bool refused;
 		struct gmem_chunk *c = grant_get(gm, first_ref, n, write, &refused);
 
-		if (c) {
-			c->map.refs++;
-			ref->cookie = &c->map;
-			ref->n = c->map.pages;
-			return (uint8_t *)c->map.addr + (gaddr & PAGE_MASK);
-		}
+		if (c)
+			return cache_hold(c, ref) + (gaddr & PAGE_MASK);
 		if (refused)
 			return NULL;
 	}

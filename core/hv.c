@@ -26,13 +26,9 @@ struct vp_hv *vp_hv_open(const char *name, const char *run_dir)
 
 void vp_hv_set_self_domid(struct vp_hv *hv, uint16_t domid)
 {
-	int err;
-
-	/* Xen knows which domain we are; only the sim layer must be told. */
-	if (!hv || strcmp(hv->ops->name, "sim") != 0)
-		return;
-	err = vp_hv_sim_set_self_domid(hv, domid);
-	if (err)
-		vp_err("sim: cannot become domain %u: %s", domid,
-		       err == -EBUSY ? "guests were already contacted" : "not a sim handle");
+	/* Xen knows which domain we are; only the sim layer must be told
+	 * (it answers -EINVAL for any other handle). */
+	if (hv && vp_hv_sim_set_self_domid(hv, domid) == -EBUSY)
+		vp_err("sim: cannot become domain %u: guests were already contacted",
+		       domid);
 }

@@ -180,6 +180,26 @@ static int sim_send(int sock, const void *msg, int flags)
 	return 0;
 }
 
+/* Start a backend -> guest message of type. */
+static void sim_hdr_init(struct vp_simwire_hdr *hdr, uint16_t type)
+{
+	hdr->magic = htole32(VP_SIMWIRE_MAGIC);
+	hdr->type = htole16(type);
+	hdr->version = htole16(VP_SIMWIRE_VERSION);
+}
+
+/* Tell the guest we closed our end of remote_port.  No reply, and no
+ * waiting: a stuck guest only misses the news. */
+static void sim_send_unbind(int sock, uint32_t remote_port)
+{
+	struct vp_simwire_unbind un;
+
+	memset(&un, 0, sizeof(un));
+	sim_hdr_init(&un.hdr, VP_SIMWIRE_UNBIND);
+	un.port = htole32(remote_port);
+	sim_send(sock, &un, MSG_DONTWAIT);
+}
+
 /* Move SCM_RIGHTS descriptors from mh into fds; surplus ones are closed
  * and make the message a protocol error. */
 static int sim_take_fds(struct msghdr *mh, int *fds, unsigned *nfds)
@@ -485,9 +505,7 @@ static int sim_hello(struct sim_hv *s, struct sim_dom *d)
 	int err;
 
 	memset(&req, 0, sizeof(req));
-	req.hdr.magic = htole32(VP_SIMWIRE_MAGIC);
-	req.hdr.type = htole16(VP_SIMWIRE_HELLO);
-	req.hdr.version = htole16(VP_SIMWIRE_VERSION);
+	sim_hdr_init(&req.hdr, VP_SIMWIRE_HELLO);
 	req.backend_domid = htole16(s->self_domid);
 	err = sim_call(s, d, &req, VP_SIMWIRE_HELLO_REPLY, &rep, fds, &nfds);
 	if (err) {
@@ -690,9 +708,7 @@ static int sim_evtchn_bind(struct vp_hv *hv, uint16_t dom, uint32_t remote_port)
 	if (!d)
 		return err;
 	memset(&req, 0, sizeof(req));
-	req.hdr.magic = htole32(VP_SIMWIRE_MAGIC);
-	req.hdr.type = htole16(VP_SIMWIRE_BIND);
-	req.hdr.version = htole16(VP_SIMWIRE_VERSION);
+	sim_hdr_init(&req.hdr, VP_SIMWIRE_BIND);
 	req.port = htole32(remote_port);
 	err = sim_call(s, d, &req, VP_SIMWIRE_BIND_REPLY, &rep, fds, &nfds);
 	if (err) {
@@ -716,15 +732,9 @@ static int sim_evtchn_bind(struct vp_hv *hv, uint16_t dom, uint32_t remote_port)
 	port = sim_port_alloc(s);
 	ev.data.u64 = (uint64_t)port;
 	if (port < 0 || epoll_ctl(s->epfd, EPOLL_CTL_ADD, fds[0], &ev) < 0) {
-		struct vp_simwire_unbind un;
-
 		err = port < 0 ? port : -errno;
 		close_fds(fds, &nfds);
-		memset(&un, 0, sizeof(un));
-		un.hdr = req.hdr;
-		un.hdr.type = htole16(VP_SIMWIRE_UNBIND);
-		un.port = htole32(remote_port);
-		sim_send(d->sock, &un, MSG_DONTWAIT);
+		sim_send_unbind(d->sock, remote_port);
 		return err;
 	}
 	p = &s->ports[port];
@@ -810,17 +820,8 @@ static int sim_evtchn_unbind(struct vp_hv *hv, int port)
 	if (p->state == SIM_PORT_BOUND) {
 		struct sim_dom *d = sim_dom_find(s, p->dom);
 
-		if (d && d->state == SIM_DOM_LIVE) {
-			struct vp_simwire_unbind un;
-
-			memset(&un, 0, sizeof(un));
-			un.hdr.magic = htole32(VP_SIMWIRE_MAGIC);
-			un.hdr.type = htole16(VP_SIMWIRE_UNBIND);
-			un.hdr.version = htole16(VP_SIMWIRE_VERSION);
-			un.port = htole32(p->remote_port);
-			/* No reply: a stuck guest only misses the news. */
-			sim_send(d->sock, &un, MSG_DONTWAIT);
-		}
+		if (d && d->state == SIM_DOM_LIVE)
+			sim_send_unbind(d->sock, p->remote_port);
 	}
 	/* A forgotten port's number is released all the same. */
 	if (p->state == SIM_PORT_FORGOTTEN)
