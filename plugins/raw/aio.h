@@ -103,4 +103,24 @@ void aio_drain(struct aio_engine *eng);
 /* Stop watching, stop workers, free.  Nothing may be in flight. */
 void aio_engine_destroy(struct aio_engine *eng);
 
+/* ---- What the raw and sparse plugins share besides the engine ---- */
+
+/* The "direct" (on|off|yes|no|1|0, default off) and "engine" parameters.
+ * 0, or -EINVAL with a message in err. */
+int aio_parse_params(const struct vproxy_host *host, const struct vproxy_params *params,
+                     bool *direct, enum aio_engine_choice *choice, char *err,
+                     size_t errlen);
+
+/* Open path (O_DIRECT if direct) read-write, or read-only if *read_only.
+ * On a read-only file system or without write permission fall back to
+ * read-only, setting *read_only and logging it as "<who>: ...".  Returns
+ * the fd, or -errno with a message in err. */
+int aio_open_file(const struct vproxy_host *host, const char *who, const char *path,
+                  bool direct, bool *read_only, char *err, size_t errlen);
+
+/* The host checks requests; plugins check again so they never reach
+ * outside a disk of size bytes whoever calls them.  0, -EOPNOTSUPP,
+ * -EINVAL or -EROFS. */
+int aio_check_req(const struct vproxy_req *req, uint64_t size, bool read_only);
+
 #endif

@@ -47,51 +47,6 @@ static const struct vproxy_host *host;
 
 static const char *const raw_param_keys[] = {"file", "direct", "engine", NULL};
 
-static int parse_onoff(const char *text, bool *out)
-{
-	if (!text || strcmp(text, "off") == 0 || strcmp(text, "no") == 0 ||
-	    strcmp(text, "0") == 0)
-		*out = false;
-	else if (strcmp(text, "on") == 0 || strcmp(text, "yes") == 0 ||
-	         strcmp(text, "1") == 0)
-		*out = true;
-	else
-		return -EINVAL;
-	return 0;
-}
-
-/* Open path for I/O; on a read-only file system or without write
- * permission fall back to read-only (logged) unless told to write. */
-static int raw_open_fd(const char *path, bool direct, bool *read_only, char *err,
-                       size_t errlen)
-{
-	int flags = O_CLOEXEC | (direct ? O_DIRECT : 0);
-	int fd = open(path, flags | (*read_only ? O_RDONLY : O_RDWR));
-
-	if (fd < 0 && !*read_only &&
-	    (errno == EACCES || errno == EROFS || errno == EPERM)) {
-		int why = errno;
-
-		fd = open(path, flags | O_RDONLY);
-		if (fd >= 0) {
-			host->log(VPROXY_LOG_WARN,
-			          "raw: %s is not writable (%s); serving it read-only",
-			          path, strerror(why));
-			*read_only = true;
-		}
-	}
-	if (fd >= 0)
-		return fd;
-	if (direct && errno == EINVAL)
-		snprintf(err, errlen,
-		         "direct=on: the file system holding %s refuses O_DIRECT "
-		         "(as tmpfs before Linux 6.6 does); use direct=off",
-		         path);
-	else
-		snprintf(err, errlen, "file: cannot open %s: %s", path, strerror(errno));
-	return -errno;
-}
-
 /* flock() without blocking the loop for long: a crashed vproxyd's lock
  * lingers while the kernel tears down its io_uring, so retry for up to
  * a second.  0 or -errno. */
@@ -135,7 +90,6 @@ static int raw_open(const struct vproxy_params *params, int read_only,
                     struct vproxy_disk_info *info, void **out, char *err, size_t errlen)
 {
 	const char *path = host->param(params, "file");
-	const char *direct_text = host->param(params, "direct");
 	enum aio_engine_choice choice;
 	struct raw_disk *d = NULL;
 	struct stat st;
@@ -147,15 +101,9 @@ static int raw_open(const struct vproxy_params *params, int read_only,
 		snprintf(err, errlen, "file: required (a regular file or block device)");
 		return -EINVAL;
 	}
-	if (parse_onoff(direct_text, &direct) < 0) {
-		snprintf(err, errlen, "direct: \"%s\" is not on or off", direct_text);
-		return -EINVAL;
-	}
-	if (aio_engine_parse(host->param(params, "engine"), &choice) < 0) {
-		snprintf(err, errlen, "engine: \"%s\" is not auto, io_uring or threads",
-		         host->param(params, "engine"));
-		return -EINVAL;
-	}
+	r = aio_parse_params(host, params, &direct, &choice, err, errlen);
+	if (r < 0)
+		return r;
 	if (stat(path, &st) < 0) {
 		r = -errno;
 		snprintf(err, errlen, "file: %s: %s", path, strerror(errno));
@@ -180,7 +128,7 @@ static int raw_open(const struct vproxy_params *params, int read_only,
 	}
 	d->fd = -1;
 	snprintf(d->label, sizeof(d->label), "raw %s", path);
-	r = raw_open_fd(path, direct, &ro, err, errlen);
+	r = aio_open_file(host, "raw", path, direct, &ro, err, errlen);
 	if (r < 0)
 		goto fail;
 	d->fd = r;
@@ -211,7 +159,6 @@ static int raw_open(const struct vproxy_params *params, int read_only,
 			          "%lld bytes are not served",
 			          path, (long long)st.st_size,
 			          (long long)(st.st_size % SECTOR));
-		info->capacity = (uint64_t)st.st_size / SECTOR * SECTOR;
 		info->logical_block = direct ? FILE_DIRECT_ALIGN : SECTOR;
 		info->physical_block =
 		        st.st_blksize >= (blksize_t)info->logical_block &&
@@ -219,7 +166,7 @@ static int raw_open(const struct vproxy_params *params, int read_only,
 		                ? (uint32_t)st.st_blksize
 		                : info->logical_block;
 		info->capacity =
-		        info->capacity / info->logical_block * info->logical_block;
+		        (uint64_t)st.st_size / info->logical_block * info->logical_block;
 		align = direct ? FILE_DIRECT_ALIGN : 0;
 	}
 	if (info->capacity == 0) {
@@ -251,33 +198,6 @@ fail:
 	return r;
 }
 
-/* The host checks requests; check again so the plugin never reads or
- * writes outside its disk whoever calls it. */
-static int raw_check(const struct raw_disk *d, const struct vproxy_req *req)
-{
-	if (req->op > VPROXY_REQ_WRITE_ZEROES)
-		return -EOPNOTSUPP;
-	if (req->op == VPROXY_REQ_FLUSH)
-		return 0;
-	if (req->offset > d->size || req->len > d->size - req->offset)
-		return -EINVAL;
-	if (req->op == VPROXY_REQ_READ || req->op == VPROXY_REQ_WRITE) {
-		uint64_t sum = 0;
-
-		if (req->iovcnt && !req->iov)
-			return -EINVAL;
-		for (unsigned i = 0; i < req->iovcnt; i++)
-			if (__builtin_add_overflow(sum, (uint64_t)req->iov[i].iov_len,
-			                           &sum))
-				return -EINVAL;
-		if (sum != req->len)
-			return -EINVAL;
-	}
-	if (d->read_only && req->op != VPROXY_REQ_READ)
-		return -EROFS;
-	return 0;
-}
-
 static void raw_op_done(struct aio_op *aio, int res)
 {
 	struct raw_op *op = aio->arg;
@@ -296,7 +216,7 @@ static int raw_submit(void *disk, struct vproxy_req *req)
 {
 	struct raw_disk *d = disk;
 	struct raw_op *op;
-	int r = raw_check(d, req);
+	int r = aio_check_req(req, d->size, d->read_only);
 
 	if (r < 0)
 		return r;

@@ -1020,38 +1020,11 @@ static void sreq_dispatch(struct sreq *r)
 	}
 }
 
-/* The host checks requests; check again so the plugin never reaches
- * outside its disk whoever calls it. */
-static int sparse_check(const struct sparse_disk *d, const struct vproxy_req *req)
-{
-	if (req->op > VPROXY_REQ_WRITE_ZEROES)
-		return -EOPNOTSUPP;
-	if (req->op == VPROXY_REQ_FLUSH)
-		return 0;
-	if (req->offset > d->vsize || req->len > d->vsize - req->offset)
-		return -EINVAL;
-	if (req->op == VPROXY_REQ_READ || req->op == VPROXY_REQ_WRITE) {
-		uint64_t sum = 0;
-
-		if (req->iovcnt && !req->iov)
-			return -EINVAL;
-		for (unsigned i = 0; i < req->iovcnt; i++)
-			if (__builtin_add_overflow(sum, (uint64_t)req->iov[i].iov_len,
-			                           &sum))
-				return -EINVAL;
-		if (sum != req->len)
-			return -EINVAL;
-	}
-	if (d->read_only && req->op != VPROXY_REQ_READ)
-		return -EROFS;
-	return 0;
-}
-
 static int sparse_submit(void *disk, struct vproxy_req *req)
 {
 	struct sparse_disk *d = disk;
 	struct sreq *r;
-	int rc = sparse_check(d, req);
+	int rc = aio_check_req(req, d->vsize, d->read_only);
 
 	if (rc < 0)
 		return rc;
@@ -1106,19 +1079,6 @@ static int sparse_submit(void *disk, struct vproxy_req *req)
 
 /* ---- open and close ---- */
 
-static int parse_onoff(const char *text, bool *out)
-{
-	if (!text || strcmp(text, "off") == 0 || strcmp(text, "no") == 0 ||
-	    strcmp(text, "0") == 0)
-		*out = false;
-	else if (strcmp(text, "on") == 0 || strcmp(text, "yes") == 0 ||
-	         strcmp(text, "1") == 0)
-		*out = true;
-	else
-		return -EINVAL;
-	return 0;
-}
-
 static void sparse_free(struct sparse_disk *d)
 {
 	sreq_free_all(d);
@@ -1147,7 +1107,6 @@ static int sparse_open_disk(const struct vproxy_params *params, int read_only,
                             size_t errlen)
 {
 	const char *path = host->param(params, "file");
-	const char *direct_text = host->param(params, "direct");
 	enum aio_engine_choice choice;
 	struct sparse_disk *d;
 	struct sparse_scan scan = {0};
@@ -1161,15 +1120,9 @@ static int sparse_open_disk(const struct vproxy_params *params, int read_only,
 		         "file: required (an image made by vproxy-img create)");
 		return -EINVAL;
 	}
-	if (parse_onoff(direct_text, &direct) < 0) {
-		snprintf(err, errlen, "direct: \"%s\" is not on or off", direct_text);
-		return -EINVAL;
-	}
-	if (aio_engine_parse(host->param(params, "engine"), &choice) < 0) {
-		snprintf(err, errlen, "engine: \"%s\" is not auto, io_uring or threads",
-		         host->param(params, "engine"));
-		return -EINVAL;
-	}
+	r = aio_parse_params(host, params, &direct, &choice, err, errlen);
+	if (r < 0)
+		return r;
 	if (stat(path, &st) < 0) {
 		r = -errno;
 		snprintf(err, errlen, "file: %s: %s", path, strerror(errno));
@@ -1188,21 +1141,11 @@ static int sparse_open_disk(const struct vproxy_params *params, int read_only,
 	d->meta_fd = d->data_fd = -1;
 	d->read_only = read_only != 0;
 	snprintf(d->label, sizeof(d->label), "sparse %s", path);
-	d->meta_fd = open(path, (d->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-	if (d->meta_fd < 0 && !d->read_only &&
-	    (errno == EACCES || errno == EROFS || errno == EPERM)) {
-		host->log(VPROXY_LOG_WARN,
-		          "sparse: %s is not writable (%s); serving it read-only", path,
-		          strerror(errno));
-		d->read_only = true;
-		d->meta_fd = open(path, O_RDONLY | O_CLOEXEC);
-	}
-	if (d->meta_fd < 0) {
-		r = -errno;
-		snprintf(err, errlen, "file: cannot open %s: %s", path, strerror(errno));
+	/* Header and map go through the page cache; only data may be direct. */
+	r = aio_open_file(host, "sparse", path, false, &d->read_only, err, errlen);
+	if (r < 0)
 		goto fail;
-	}
-	d->data_fd = d->meta_fd;
+	d->meta_fd = d->data_fd = r;
 	r = sparse_lock(d->meta_fd, !d->read_only, LOCK_WAIT_MS);
 	if (r < 0) {
 		snprintf(err, errlen, "file: %s is in use by another device or process",
@@ -1259,22 +1202,10 @@ static int sparse_open_disk(const struct vproxy_params *params, int read_only,
 	d->size_durable = d->file_clusters;
 	d->sync_cover = d->file_clusters;
 	if (direct) {
-		d->data_fd = open(path, (d->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC |
-		                                O_DIRECT);
-		if (d->data_fd < 0) {
-			r = -errno;
-			if (errno == EINVAL)
-				snprintf(err, errlen,
-				         "direct=on: the file system holding %s refuses "
-				         "O_DIRECT "
-				         "(as tmpfs before Linux 6.6 does); use "
-				         "direct=off",
-				         path);
-			else
-				snprintf(err, errlen, "file: cannot open %s: %s", path,
-				         strerror(errno));
+		r = aio_open_file(host, "sparse", path, true, &d->read_only, err, errlen);
+		if (r < 0)
 			goto fail;
-		}
+		d->data_fd = r;
 	}
 	r = aio_engine_create(host, choice, direct ? DIRECT_ALIGN : 0, d->label, &d->eng,
 	                      err, errlen);

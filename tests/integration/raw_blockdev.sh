@@ -6,6 +6,8 @@
 set -euo pipefail
 # shellcheck source=../lib/simhost.sh
 source "$(dirname "$0")/../lib/simhost.sh"
+# shellcheck source=../lib/plugin_guest.sh
+source "$(dirname "$0")/../lib/plugin_guest.sh"
 
 if [[ $(id -u) != 0 ]] || ! command -v losetup >/dev/null; then
 	echo "SKIP: needs root and losetup"
@@ -35,21 +37,10 @@ sh_wait_xs "$be/0/state" 2 10
 	{ echo "FAIL: sectors $(sh_xs_read "$be/0/sectors")"; exit 1; }
 grep -E "raw: $loopdev: 33554432 bytes, 4096/4096-byte blocks" "$SH_DIR/vproxyd.log" ||
 	{ echo "FAIL: block sizes not taken from the device"; exit 1; }
-sh_guest_start 71 --devices 0 --seconds 2 --workload verify --span 4096
-st=0
-sh_guest_wait 71 60 || st=$?
-((st == 0)) || { echo "FAIL: verify workload exited with $st"; exit 1; }
+pg_guest_run 71 0 "verify workload" --devices 0 --seconds 2 --workload verify --span 4096
 grep -E "^guest 71 dev 0: .*flushes [1-9].*verify OK" "$SH_DIR/guest-71.log"
 sh_wait_xs "$be/0/state" 6 10
-sh_guest_start 71 --devices 0 --seconds 2 --workload mixed
-st=0
-sh_guest_wait 71 60 || st=$?
-((st == 0)) || { echo "FAIL: mixed workload exited with $st"; exit 1; }
+pg_guest_run 71 0 "mixed workload" --devices 0 --seconds 2 --workload mixed
 grep -E "^guest 71 dev 0: .*discards [1-9].*zeroes [1-9].*verify OK" "$SH_DIR/guest-71.log"
-st=0
-sh_stop_vproxyd || st=$?
-((st == 0)) || { echo "FAIL: vproxyd exited with $st"; exit 1; }
-if grep -E "AddressSanitizer|runtime error" "$SH_DIR/vproxyd.log"; then
-	exit 1
-fi
+pg_stop_vproxyd
 echo "PASS: raw plugin on a block device"

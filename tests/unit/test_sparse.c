@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "plugin_host.h"
+#include "plugin_test_util.h"
 
 /* The format code, to look at images from the outside. */
 #include "../../plugins/sparse/sparse_format.c"
@@ -26,49 +26,9 @@
 #define GiB (1024ull * MiB)
 #define TiB (1024ull * GiB)
 
-struct treq {
-	struct vp_req_owner owner; /* first, as plugin_host.h requires */
-	struct vproxy_req req;
-	struct iovec iov[4];
-	int calls;
-	int status;
-};
-
-static const struct vproxy_plugin *plugin;
-static struct event_base *base;
-static char err[512];
-static char dir[64];
-static char path[128];
-
-static void treq_complete(struct vproxy_req *req, int status)
-{
-	struct treq *t = req->host_priv;
-
-	t->calls++;
-	t->status = status;
-}
-
 static void setup(void)
 {
-	base = event_base_new();
-	ck_assert_ptr_nonnull(base);
-	vp_plugin_set_event_base(base);
-	plugin = vp_plugin_load(VP_TEST_PLUGIN_DIR, "sparse", err, sizeof(err));
-	ck_assert_msg(plugin != NULL, "%s", err);
-	snprintf(dir, sizeof(dir), "/tmp/vproxy-test-sparse.XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
-	snprintf(path, sizeof(path), "%s/disk.img", dir);
-}
-
-static void teardown(void)
-{
-	char cmd[128];
-
-	vp_plugin_unload_all();
-	vp_plugin_set_event_base(NULL);
-	event_base_free(base);
-	snprintf(cmd, sizeof(cmd), "rm -rf -- '%s'", dir);
-	ck_assert_int_eq(system(cmd), 0);
+	plugin_test_setup("sparse", "disk.img");
 }
 
 static void make_image(uint64_t size, uint64_t cs)
@@ -79,54 +39,13 @@ static void make_image(uint64_t size, uint64_t cs)
 	              why);
 }
 
-static int open_disk_params(const char *file, const char *direct, const char *engine,
-                            int ro, struct vproxy_disk_info *info, void **disk)
-{
-	struct vproxy_params *p = vp_params_new();
-	int rc;
-
-	ck_assert_ptr_nonnull(p);
-	if (file)
-		ck_assert_int_eq(vp_params_set(p, "file", file, 1), 0);
-	if (direct)
-		ck_assert_int_eq(vp_params_set(p, "direct", direct, 2), 0);
-	if (engine)
-		ck_assert_int_eq(vp_params_set(p, "engine", engine, 3), 0);
-	err[0] = '\0';
-	rc = plugin->open(p, ro, info, disk, err, sizeof(err));
-	vp_params_free(p);
-	return rc;
-}
-
 static void *open_ok(int ro)
 {
 	struct vproxy_disk_info info;
 	void *disk = NULL;
 
-	ck_assert_msg(open_disk_params(path, NULL, NULL, ro, &info, &disk) == 0, "%s",
-	              err);
+	ck_assert_msg(open_disk(path, NULL, NULL, ro, &info, &disk) == 0, "%s", err);
 	return disk;
-}
-
-/* Run the loop until every request in ts has completed (10 s at most). */
-static void wait_all(struct treq **ts, unsigned n)
-{
-	time_t deadline = time(NULL) + 10;
-
-	for (;;) {
-		unsigned done = 0;
-		struct timeval tv = {0, 20000};
-
-		for (unsigned i = 0; i < n; i++)
-			done += ts[i]->calls;
-		if (done == n)
-			break;
-		ck_assert_msg(time(NULL) < deadline, "requests did not complete");
-		event_base_loopexit(base, &tv);
-		event_base_loop(base, EVLOOP_ONCE);
-	}
-	for (unsigned i = 0; i < n; i++)
-		ck_assert_int_eq(ts[i]->calls, 1);
 }
 
 static void start(void *disk, struct treq *t, uint32_t op, uint32_t flags,
@@ -153,16 +72,6 @@ static void start(void *disk, struct treq *t, uint32_t op, uint32_t flags,
 	ck_assert_int_eq(plugin->submit(disk, &t->req), 0);
 }
 
-static int run(void *disk, uint32_t op, uint32_t flags, uint64_t offset, uint64_t len,
-               void *buf)
-{
-	struct treq t, *tp = &t;
-
-	start(disk, &t, op, flags, offset, len, buf);
-	wait_all(&tp, 1);
-	return t.status;
-}
-
 static void fill(uint8_t *buf, size_t len, unsigned seed)
 {
 	for (size_t i = 0; i < len; i++)
@@ -180,15 +89,6 @@ static void check_data(void *disk, uint64_t off, size_t len, unsigned seed)
 	              (unsigned long long)off);
 	free(want);
 	free(got);
-}
-
-static size_t count_nonzero(const uint8_t *p, size_t len)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < len; i++)
-		n += p[i] != 0;
-	return n;
 }
 
 static void check_zero(void *disk, uint64_t off, size_t len)
@@ -269,8 +169,7 @@ START_TEST(open_reports_info)
 	void *disk = NULL;
 
 	make_image(64 * MiB, 64 * KiB);
-	ck_assert_msg(open_disk_params(path, NULL, NULL, 0, &info, &disk) == 0, "%s",
-	              err);
+	ck_assert_msg(open_disk(path, NULL, NULL, 0, &info, &disk) == 0, "%s", err);
 	ck_assert_uint_eq(info.capacity, 64 * MiB);
 	ck_assert_uint_eq(info.logical_block, 512);
 	ck_assert_uint_eq(info.discard_granularity, 64 * KiB);
@@ -469,8 +368,7 @@ START_TEST(last_cluster_of_odd_sized_disk)
 	void *disk = NULL;
 
 	make_image(size, 64 * KiB);
-	ck_assert_msg(open_disk_params(path, NULL, NULL, 0, &info, &disk) == 0, "%s",
-	              err);
+	ck_assert_msg(open_disk(path, NULL, NULL, 0, &info, &disk) == 0, "%s", err);
 	ck_assert_uint_eq(info.capacity, size);
 	write_pattern(disk, size - 512, 512, 12);
 	check_data(disk, size - 512, 512, 12);
@@ -509,8 +407,7 @@ START_TEST(image_over_2tib)
 	uint64_t last = size / (64 * KiB) - 1;
 
 	make_image(size, 64 * KiB);
-	ck_assert_msg(open_disk_params(path, NULL, NULL, 0, &info, &disk) == 0, "%s",
-	              err);
+	ck_assert_msg(open_disk(path, NULL, NULL, 0, &info, &disk) == 0, "%s", err);
 	ck_assert_uint_eq(info.capacity, size);
 	write_pattern(disk, size - 4096, 4096, 13);
 	write_pattern(disk, 2 * TiB + 64 * KiB, 4096, 14);
@@ -538,8 +435,7 @@ START_TEST(read_only_refuses_writes)
 	uint8_t buf[4096] = {0};
 
 	make_image(16 * MiB, 64 * KiB);
-	ck_assert_msg(open_disk_params(path, NULL, NULL, 1, &info, &disk) == 0, "%s",
-	              err);
+	ck_assert_msg(open_disk(path, NULL, NULL, 1, &info, &disk) == 0, "%s", err);
 	ck_assert_uint_ne(info.flags & VPROXY_DISK_READONLY, 0);
 	memset(&t, 0, sizeof(t));
 	t.owner.complete = treq_complete;
@@ -642,8 +538,7 @@ START_TEST(threads_engine_round_trip)
 	void *disk = NULL;
 
 	make_image(16 * MiB, 64 * KiB);
-	ck_assert_msg(open_disk_params(path, NULL, "threads", 0, &info, &disk) == 0, "%s",
-	              err);
+	ck_assert_msg(open_disk(path, NULL, "threads", 0, &info, &disk) == 0, "%s", err);
 	write_pattern(disk, 3 * 64 * KiB + 512, 70000 / 512 * 512, 15);
 	check_data(disk, 3 * 64 * KiB + 512, 70000 / 512 * 512, 15);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_DISCARD, 0, 0, 16 * MiB, NULL), 0);
@@ -661,7 +556,7 @@ START_TEST(direct_io_round_trip)
 	uint8_t *buf = malloc(8192 + 512);
 
 	make_image(16 * MiB, 64 * KiB);
-	if (open_disk_params(path, "on", NULL, 0, &info, &disk) != 0) {
+	if (open_disk(path, "on", NULL, 0, &info, &disk) != 0) {
 		/* /tmp on tmpfs: the refusal must say so. */
 		ck_assert_msg(strstr(err, "O_DIRECT") != NULL, "%s", err);
 		free(buf);
@@ -723,7 +618,7 @@ static void expect_open_error(const char *file, const char *needle)
 {
 	struct vproxy_disk_info info;
 	void *disk = NULL;
-	int rc = open_disk_params(file, NULL, NULL, 0, &info, &disk);
+	int rc = open_disk(file, NULL, NULL, 0, &info, &disk);
 
 	ck_assert_int_lt(rc, 0);
 	ck_assert_msg(strstr(err, needle) != NULL, "error \"%s\" lacks \"%s\"", err,
@@ -774,9 +669,9 @@ START_TEST(bad_input_is_refused_clearly)
 
 	/* Parameters. */
 	make_image(64 * MiB, 64 * KiB);
-	ck_assert_int_eq(open_disk_params(path, "maybe", NULL, 0, &info, &disk), -EINVAL);
+	ck_assert_int_eq(open_disk(path, "maybe", NULL, 0, &info, &disk), -EINVAL);
 	ck_assert_ptr_nonnull(strstr(err, "direct"));
-	ck_assert_int_eq(open_disk_params(path, NULL, "aio", 0, &info, &disk), -EINVAL);
+	ck_assert_int_eq(open_disk(path, NULL, "aio", 0, &info, &disk), -EINVAL);
 	ck_assert_ptr_nonnull(strstr(err, "engine"));
 
 	/* Two writers of one image. */
