@@ -317,12 +317,13 @@ static int push(struct vps_dev *dev, uint8_t op, uint32_t offset, unsigned size,
 /* Wait for the answer to request dev->await_idx. */
 static int await_answer(struct vps_dev *dev)
 {
-	uint64_t now = dev->p->now_ns(dev->p->ctx);
 	uint64_t spin_until = deadline_after(dev, dev->opts.spin_ns);
 	uint64_t deadline = deadline_after(dev, dev->opts.read_timeout_ns);
 	int r;
 
 	for (;;) {
+		uint64_t now;
+
 		consume(dev);
 		if (dev->await_done)
 			return 0;

@@ -11,20 +11,17 @@
 #include <vproxy/proto.h>
 
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define PAGE_SHIFT 12
 #define PAGE_SIZE (1u << PAGE_SHIFT)
 /* Ports below this have their irq fd cached; others are looked up. */
 #define PORT_CACHE 4097
-
 
 struct vps_sim {
 	struct vps_xs xs; /* first: the xenstore operations take ctx as it */
@@ -176,70 +173,30 @@ static int port_fd(struct vps_sim *s, int port)
 	return fd >= 0 ? fd : simguest_evtchn_fd(s->sg, port);
 }
 
-
 static int sim_wait(void *ctx, int port, struct vps_watch *w, uint64_t timeout_ns)
 {
 	struct vps_sim *s = ctx;
-	struct pollfd fds[2];
-	struct timespec ts = {.tv_sec = (time_t)(timeout_ns / 1000000000u),
-	                      .tv_nsec = (long)(timeout_ns % 1000000000u)};
-	int n = 0, efd_slot = -1, w_slot = -1, r, mask = 0;
+	int fd = port >= 0 ? port_fd(s, port) : -1;
+	int mask = vps_linux_poll(fd, w, timeout_ns);
 
-	if (port >= 0) {
-		int fd = port_fd(s, port);
-
-		if (fd >= 0) {
-			fds[n] = (struct pollfd){.fd = fd, .events = POLLIN};
-			efd_slot = n++;
-		}
-	}
-	if (w) {
-		fds[n] = (struct pollfd){.fd = vps_watch_fd(w), .events = POLLIN};
-		w_slot = n++;
-	}
-	if (timeout_ns / 1000000000u > (uint64_t)INT32_MAX)
-		ts.tv_sec = INT32_MAX;
-	r = ppoll(fds, (nfds_t)n, &ts, NULL);
-	if (r < 0)
-		return errno == EINTR ? 0 : -errno;
-	if (efd_slot >= 0 && (fds[efd_slot].revents & POLLIN)) {
+	if (mask < 0)
+		return mask;
+	if (mask & VPS_WAKE_EVTCHN) {
 		uint64_t cnt;
 
-		if (read(fds[efd_slot].fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
+		if (read(fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
 			return -errno;
-		mask |= VPS_WAKE_EVTCHN;
 	}
-	if (w_slot >= 0 && fds[w_slot].revents) {
+	if (mask & VPS_WAKE_WATCH)
 		vps_watch_drain(w);
-		mask |= VPS_WAKE_WATCH;
-	}
 	return mask;
-}
-
-
-
-
-
-
-
-
-static uint64_t sim_now_ns(void *ctx)
-{
-	struct timespec ts;
-
-	(void)ctx;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static void sim_log(void *ctx, enum vps_log_level level, const char *msg)
 {
-	static const char *const names[] = {"error", "warn", "info", "debug"};
 	struct vps_sim *s = ctx;
 
-	if (level > s->level)
-		return;
-	fprintf(stderr, "%s[%d]: %s: %s\n", s->prog, (int)getpid(), names[level], msg);
+	vps_linux_log(s->prog, s->level, level, msg);
 }
 
 struct vps_sim *vps_sim_create(struct simguest *sg, enum vps_addr_mode mode,
@@ -285,7 +242,7 @@ struct vps_sim *vps_sim_create(struct simguest *sg, enum vps_addr_mode mode,
 	        .evtchn_notify = sim_evtchn_notify,
 	        .evtchn_close = sim_evtchn_close,
 	        .wait = sim_wait,
-	        .now_ns = sim_now_ns,
+	        .now_ns = vps_linux_now_ns,
 	        .log = sim_log,
 	};
 	vps_xs_fill_ops(&s->plat);

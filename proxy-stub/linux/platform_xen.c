@@ -17,15 +17,12 @@
 #include <vproxy/proto.h>
 
 #include <errno.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 #include <xenevtchn.h>
 #include <xengnttab.h>
 #include <xenstore.h>
@@ -34,7 +31,6 @@
 #define PAGE_SIZE (1u << PAGE_SHIFT)
 /* Backend domains one guest's devices may use at once. */
 #define MAX_POOLS 4
-
 
 /* Granted memory for one backend domain. */
 struct pool {
@@ -335,69 +331,32 @@ static void xen_evtchn_close(void *ctx, int port)
 	xenevtchn_close(h);
 }
 
-
 static int xen_wait(void *ctx, int port, struct vps_watch *w, uint64_t timeout_ns)
 {
 	struct vps_xen *x = ctx;
-	struct pollfd fds[2];
-	struct timespec ts = {.tv_sec = (time_t)(timeout_ns / 1000000000u),
-	                      .tv_nsec = (long)(timeout_ns % 1000000000u)};
 	xenevtchn_handle *h = port >= 0 ? port_handle(x, port) : NULL;
-	int n = 0, e_slot = -1, w_slot = -1, r, mask = 0;
+	int mask = vps_linux_poll(h ? xenevtchn_fd(h) : -1, w, timeout_ns);
 
-	if (h) {
-		fds[n] = (struct pollfd){.fd = xenevtchn_fd(h), .events = POLLIN};
-		e_slot = n++;
-	}
-	if (w) {
-		fds[n] = (struct pollfd){.fd = vps_watch_fd(w), .events = POLLIN};
-		w_slot = n++;
-	}
-	if (timeout_ns / 1000000000u > (uint64_t)INT32_MAX)
-		ts.tv_sec = INT32_MAX;
-	r = ppoll(fds, (nfds_t)n, &ts, NULL);
-	if (r < 0)
-		return errno == EINTR ? 0 : -errno;
-	if (e_slot >= 0 && (fds[e_slot].revents & POLLIN)) {
+	if (mask < 0)
+		return mask;
+	if (mask & VPS_WAKE_EVTCHN) {
 		/* Only this port is bound on h, and delivery stays masked until
 		 * it is unmasked here. */
 		xenevtchn_port_or_error_t p = xenevtchn_pending(h);
 
 		if (p >= 0)
 			xenevtchn_unmask(h, (evtchn_port_t)p);
-		mask |= VPS_WAKE_EVTCHN;
 	}
-	if (w_slot >= 0 && fds[w_slot].revents) {
+	if (mask & VPS_WAKE_WATCH)
 		vps_watch_drain(w);
-		mask |= VPS_WAKE_WATCH;
-	}
 	return mask;
-}
-
-
-
-
-
-
-
-
-static uint64_t xen_now_ns(void *ctx)
-{
-	struct timespec ts;
-
-	(void)ctx;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static void xen_log(void *ctx, enum vps_log_level level, const char *msg)
 {
-	static const char *const names[] = {"error", "warn", "info", "debug"};
 	struct vps_xen *x = ctx;
 
-	if (level > x->level)
-		return;
-	fprintf(stderr, "%s[%d]: %s: %s\n", x->prog, (int)getpid(), names[level], msg);
+	vps_linux_log(x->prog, x->level, level, msg);
 }
 
 /* Our domid: xenstore's "domid" relative to our home directory. */
@@ -458,7 +417,7 @@ struct vps_xen *vps_xen_create(size_t pool_bytes, const char *prog)
 	        .evtchn_notify = xen_evtchn_notify,
 	        .evtchn_close = xen_evtchn_close,
 	        .wait = xen_wait,
-	        .now_ns = xen_now_ns,
+	        .now_ns = vps_linux_now_ns,
 	        .log = xen_log,
 	};
 	vps_xs_fill_ops(&x->plat);

@@ -1,11 +1,15 @@
-/* libxenstore behind the stub's platform interface (see xs_linux.h). */
+/* libxenstore behind the stub's platform interface, and the other pieces
+ * the Linux platforms share (see xs_linux.h). */
 #include "xs_linux.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include <xenstore.h>
 
 struct vps_watch {
@@ -170,4 +174,49 @@ void vps_watch_drain(struct vps_watch *w)
 
 	while ((ev = xs_check_watch(w->xs)) != NULL)
 		free(ev);
+}
+
+uint64_t vps_linux_now_ns(void *ctx)
+{
+	struct timespec ts;
+
+	(void)ctx;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void vps_linux_log(const char *prog, enum vps_log_level max,
+                   enum vps_log_level level, const char *msg)
+{
+	static const char *const names[] = {"error", "warn", "info", "debug"};
+
+	if (level > max)
+		return;
+	fprintf(stderr, "%s[%d]: %s: %s\n", prog, (int)getpid(), names[level], msg);
+}
+
+int vps_linux_poll(int fd, struct vps_watch *w, uint64_t timeout_ns)
+{
+	struct pollfd fds[2];
+	struct timespec ts = {.tv_sec = (time_t)(timeout_ns / 1000000000u),
+	                      .tv_nsec = (long)(timeout_ns % 1000000000u)};
+	int n = 0, e_slot = -1, w_slot = -1, mask = 0;
+
+	if (fd >= 0) {
+		fds[n] = (struct pollfd){.fd = fd, .events = POLLIN};
+		e_slot = n++;
+	}
+	if (w) {
+		fds[n] = (struct pollfd){.fd = vps_watch_fd(w), .events = POLLIN};
+		w_slot = n++;
+	}
+	if (timeout_ns / 1000000000u > (uint64_t)INT32_MAX)
+		ts.tv_sec = INT32_MAX;
+	if (ppoll(fds, (nfds_t)n, &ts, NULL) < 0)
+		return errno == EINTR ? 0 : -errno;
+	if (e_slot >= 0 && (fds[e_slot].revents & POLLIN))
+		mask |= VPS_WAKE_EVTCHN;
+	if (w_slot >= 0 && fds[w_slot].revents)
+		mask |= VPS_WAKE_WATCH;
+	return mask;
 }

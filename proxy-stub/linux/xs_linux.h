@@ -1,7 +1,7 @@
 /*
- * The xenstore half of the proxy stub's Linux userspace platforms (the sim
- * host's and the Xen domU's), on libxenstore.  xs_open(0) honours
- * XENSTORED_PATH.
+ * What the proxy stub's two Linux userspace platforms (the sim host's and
+ * the Xen domU's) share: the xenstore half, on libxenstore (xs_open(0)
+ * honours XENSTORED_PATH), and the clock, log and wait pieces.
  */
 #ifndef VPROXY_XS_LINUX_H
 #define VPROXY_XS_LINUX_H
@@ -29,5 +29,17 @@ void vps_xs_fill_ops(struct vps_platform *plat);
 int vps_watch_fd(const struct vps_watch *w);
 /* Consume every event pending on w. */
 void vps_watch_drain(struct vps_watch *w);
+
+/* The now_ns operation: CLOCK_MONOTONIC (ctx unused). */
+uint64_t vps_linux_now_ns(void *ctx);
+/* The log operation's body: "prog[pid]: level: msg" on stderr when level
+ * is at most max. */
+void vps_linux_log(const char *prog, enum vps_log_level max,
+                   enum vps_log_level level, const char *msg);
+/* The wait operation's sleep: up to timeout_ns for fd (skipped when < 0)
+ * to become readable or w (when not NULL) to fire.  VPS_WAKE_EVTCHN when
+ * fd is readable, VPS_WAKE_WATCH when w fired, 0 on timeout or a signal,
+ * or -errno.  The caller consumes fd's event, then drains w. */
+int vps_linux_poll(int fd, struct vps_watch *w, uint64_t timeout_ns);
 
 #endif
