@@ -1,0 +1,185 @@
+/*
+ * Fuzzes virtio-blk request handling (core/blk.c) through the device model
+ * (core/virtio_mmio.c) and the virtqueues, with the checking RAM disk of
+ * fuzz_disk.c as the plugin and guest RAM behind the guard page
+ * hypervisor.  The input chooses the disk (size, block size, operations it
+ * supports, read-only), the device (queues, queue size, features the
+ * driver takes, gfn or grant mode) and then a list of operations: requests
+ * of every type with their headers and data split across descriptors
+ * anywhere (short headers, discard and write-zeroes segments, indirect
+ * tables), notifications, plugin completions in any order or failing,
+ * resets, raw register writes and config reads, and the guest rewriting
+ * buffers while requests are in flight.
+ *
+ * Input: disk u8 flags, capacity u16 (sectors), limits u8, device u8
+ * (queues, queue size), features u64 (mask of what the driver takes),
+ * serial 20 bytes, then operations (op u8 + arguments) to the end.
+ */
+#include <linux/virtio_mmio.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blk.h"
+#include "fake_hv.h"
+#include "fuzz_disk.h"
+#include "fuzz_guest.h"
+#include "fuzz_input.h"
+#include "gmem.h"
+#include "log.h"
+#include "vdev.h"
+
+#define RAM_PAGES 256u
+
+static struct vp_hv *hv;
+static unsigned irqs, broken;
+
+static void host_irq(void *opaque, uint32_t bits)
+{
+	(void)opaque;
+	(void)bits;
+	irqs++;
+}
+
+static void host_broken(void *opaque, const char *why)
+{
+	(void)opaque;
+	(void)why;
+	broken++;
+}
+
+static void on_done(void *arg)
+{
+	*(bool *)arg = true;
+}
+
+static void reg(void *opaque, uint32_t offset, unsigned size, bool write, uint64_t *value)
+{
+	struct vp_vdev *d = opaque;
+
+	if (write)
+		vp_vdev_mmio_write(d, offset, size, *value);
+	else
+		vp_vdev_mmio_read(d, offset, size, value);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct fz in = {data, size};
+	struct vproxy_disk_info info = {0};
+	struct vp_blk_params params = {0};
+	struct vp_vdev_host host = {0};
+	struct vp_gmem *gm;
+	struct vp_vdev *d;
+	struct fg g;
+	uint8_t dflags, limits, dev;
+	uint64_t features;
+	bool done = false;
+	void *disk;
+
+	if (!hv) {
+		hv = fake_hv_new(RAM_PAGES);
+		vp_log_set_level(VPROXY_LOG_ERROR);
+	}
+	fake_hv_reset(hv);
+
+	dflags = fz_u8(&in);
+	info.capacity = (uint64_t)(fz_u16(&in) % (FUZZ_DISK_MAX_BYTES / 512 + 1)) * 512;
+	info.logical_block = dflags & 0x10 ? 4096 : 512;
+	info.physical_block = dflags & 0x20 ? 4096 : info.logical_block;
+	info.flags = dflags & 0xf;
+	limits = fz_u8(&in);
+	info.max_discard_sectors = limits & 0xf;
+	info.max_write_zeroes_sectors = limits >> 4;
+	info.discard_granularity = dflags & 0x40 ? 8192 : 0;
+	dev = fz_u8(&in);
+	params.num_queues = 1 + (dev & 3);
+	params.queue_size_max = 2u << ((dev >> 2) & 7); /* 2..256 */
+	params.read_only = dev & 0x20;
+	features = fz_u64(&in);
+	fz_bytes(&in, params.serial, 20);
+	params.serial[20] = '\0';
+
+	fg_init(&g, hv, dev & 0x40, reg, NULL);
+	gm = vp_gmem_new(hv, 7, dev & 0x40 ? VP_ADDR_GRANT : VP_ADDR_GFN,
+	                 dev & 0x80 ? 2u << 20 : 0);
+	if (!gm)
+		abort();
+	if ((dev & 0xc0) == 0xc0)
+		vp_gmem_set_grant_cache(gm, 32);
+	host = (struct vp_vdev_host){.dom = 7,
+	                             .devid = 0,
+	                             .gm = gm,
+	                             .raise_irq = host_irq,
+	                             .broken = host_broken};
+	disk = fuzz_disk_open(&info);
+	d = vp_blk_create(&params, &fuzz_disk_plugin, disk, &info, &host);
+	if (!d)
+		abort();
+	g.opaque = d;
+	fg_setup(&g, features, params.num_queues, params.queue_size_max);
+
+	while (fz_more(&in)) {
+		uint8_t op = fz_u8(&in);
+
+		switch (op % 10) {
+		case 0:
+		case 1: fg_request(&g, &in); break;
+		case 2: fg_write(&g, VIRTIO_MMIO_QUEUE_NOTIFY, fz_u8(&in) % 5); break;
+		case 3: {
+			unsigned n = fz_u8(&in), pick = fz_u8(&in);
+
+			fuzz_disk_complete(n, pick, fz_u8(&in) & 1 ? -5 : 0);
+			break;
+		}
+		case 4: {
+			uint8_t m = fz_u8(&in);
+			struct fuzz_disk_mode mode = {.deferred = m & 1,
+			                              .submit_ret = m & 2 ? -12 : 0,
+			                              .status = m & 4 ? -95 : 0};
+
+			fuzz_disk_set_mode(&mode);
+			break;
+		}
+		case 5: fg_harvest(&g); break;
+		case 6: {
+			/* Any register, any value. */
+			uint16_t off = fz_u16(&in) & 0xfff;
+			uint8_t sz = fz_u8(&in);
+			uint64_t v = fz_u64(&in);
+
+			if (sz & 0x80)
+				vp_vdev_mmio_read(d, off, 1u << (sz & 3), &v);
+			else
+				vp_vdev_mmio_write(d, off, 1u << (sz & 3), v);
+			break;
+		}
+		case 7:
+			/* Reset and set up again, maybe with other features. */
+			fg_setup(&g, fz_u64(&in), params.num_queues,
+			         2u << (fz_u8(&in) % 8));
+			break;
+		case 8: {
+			/* The guest scribbles on its buffers. */
+			uint32_t at = FG_HEAP_START +
+			              fz_u32(&in) % (RAM_PAGES * 4096 - FG_HEAP_START);
+
+			fake_hv_ram(hv)[at] = fz_u8(&in);
+			break;
+		}
+		case 9: vp_vdev_poll(d); break;
+		}
+	}
+	fg_harvest(&g);
+	vp_vdev_destroy(d, on_done, &done);
+	fuzz_disk_complete(~0u, 0, 0);
+	if (!done) {
+		fprintf(stderr, "fuzz_blk: device not freed after its last request\n");
+		abort();
+	}
+	vp_gmem_free(gm);
+	fake_hv_check_released(hv);
+	return 0;
+}

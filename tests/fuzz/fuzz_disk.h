@@ -1,0 +1,39 @@
+/*
+ * An in-harness storage plugin for fuzzing the block device: a RAM disk
+ * that checks every request the device hands it against what the device
+ * promised (in range, lengths adding up, only advertised operations, no
+ * writes to a read-only disk, each request in flight once) and aborts on
+ * a violation.  It completes inline, later (fuzz_disk_complete), or fails,
+ * as the harness sets it.
+ */
+#ifndef VP_FUZZ_DISK_H
+#define VP_FUZZ_DISK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <vproxy/plugin.h>
+
+#define FUZZ_DISK_MAX_BYTES (1u << 20)
+
+struct fuzz_disk_mode {
+	bool deferred;   /* hold requests until fuzz_disk_complete() */
+	int submit_ret;  /* non-zero: submit() refuses with it */
+	int status;      /* completion status (0 or a negative errno) */
+};
+
+/* The plugin table (submit only; the harness opens the disk itself). */
+extern const struct vproxy_plugin fuzz_disk_plugin;
+
+/* Start a new disk of info->capacity bytes (<= FUZZ_DISK_MAX_BYTES);
+ * aborts if a request of the previous one is still pending.  Returns the
+ * disk handle for vp_blk_create(). */
+void *fuzz_disk_open(const struct vproxy_disk_info *info);
+/* How the next requests are served. */
+void fuzz_disk_set_mode(const struct fuzz_disk_mode *mode);
+/* Complete up to n held requests, the one at index pick (mod pending)
+ * first; returns how many were completed. */
+unsigned fuzz_disk_complete(unsigned n, unsigned pick, int status);
+/* Requests held. */
+unsigned fuzz_disk_pending(void);
+
+#endif
