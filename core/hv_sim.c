@@ -717,8 +717,10 @@ static int sim_evtchn_bind(struct vp_hv *hv, uint16_t dom, uint32_t remote_port)
 		return err;
 	}
 	status = (int32_t)le32toh((uint32_t)rep.bind_reply.status);
+	/* Descriptors come with success only: two then, none otherwise.  Every
+	 * way out of here closes what it does not keep. */
 	if (le32toh(rep.bind_reply.port) != remote_port ||
-	    (status == 0) != (nfds == 2) ||
+	    nfds != (status == 0 ? 2u : 0u) ||
 	    (status == 0 && (!sim_check_eventfd(fds[0]) || !sim_check_eventfd(fds[1])))) {
 		close_fds(fds, &nfds);
 		sim_dom_kill(s, d, "malformed BIND reply");

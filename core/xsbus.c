@@ -48,7 +48,8 @@ struct vp_device {
 	bool watching;
 	bool failed;         /* storage did not open: stays Closed */
 	bool was_connected;  /* connected when shutdown began */
-	bool destroying;     /* vp_vdev_destroy() pending */
+	bool destroying;     /* vp_vdev_destroy() pending, or its reap */
+	bool reap_pending;   /* virtio device gone; reap_cb() finishes */
 	bool remove_pending; /* free once the device is destroyed */
 	void *disk;
 	struct vproxy_disk_info info;
@@ -63,6 +64,7 @@ struct vp_xsbus {
 	struct xs_handle *xs;
 	struct event *xs_ev;
 	struct event *xs_more; /* continue after a full turn of watch events */
+	struct event *reap_ev; /* finish teardowns from the top of the loop */
 	unsigned self;
 	char be_root[64];
 	struct vp_device *devices;
@@ -246,28 +248,53 @@ static void release_domain_if_idle(struct vp_xsbus *bus, unsigned dom)
 	hv->ops->forget_domain(hv, (uint16_t)dom);
 }
 
+/* Close the transport of a device whose virtio device is gone. */
+static void finish_disconnect(struct vp_device *dev)
+{
+	dev->reap_pending = false;
+	vp_transport_close(dev->t);
+	dev->t = NULL;
+	dev->destroying = false;
+}
+
+/* vp_vdev_destroy()'s done callback.  It may run inside a plugin's
+ * completion callback, deep in that plugin's own dispatch loop: closing
+ * the disk (or freeing anything else) there would pull the plugin's state
+ * from under that loop.  So only mark the device here; reap_cb() finishes
+ * the teardown from the top of the event loop. */
 static void vdev_destroyed(void *arg)
 {
 	struct vp_device *dev = arg;
 
-	vp_transport_close(dev->t);
-	dev->t = NULL;
-	dev->destroying = false;
-	release_domain_if_idle(dev->bus, dev->dom);
-	if (dev->bus->finished)
-		return;
-	if (dev->remove_pending) {
-		struct vp_xsbus *bus = dev->bus;
-
-		free_device(dev, true);
-		check_shutdown(bus);
-		return;
-	}
-	check_shutdown(dev->bus);
+	dev->reap_pending = true;
+	event_active(dev->bus->reap_ev, EV_TIMEOUT, 0);
 }
 
-/* Stop serving the guest.  May free dev when remove_pending is set: the
- * caller must not touch dev afterwards in that case. */
+static void reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct vp_xsbus *bus = arg;
+	struct vp_device *dev, *next;
+
+	(void)fd;
+	(void)what;
+	if (bus->finished)
+		return;
+	for (dev = bus->devices; dev; dev = next) {
+		next = dev->next;
+		if (!dev->reap_pending)
+			continue;
+		finish_disconnect(dev);
+		if (dev->remove_pending)
+			free_device(dev, true); /* leaves the rest of the list be */
+		else
+			release_domain_if_idle(bus, dev->dom);
+	}
+	/* Only after the walk: finishing the bus frees every device. */
+	check_shutdown(bus);
+}
+
+/* Stop serving the guest.  Never frees dev: the rest of the teardown
+ * happens in reap_cb(), so callers walking the device list stay safe. */
 static void disconnect(struct vp_device *dev)
 {
 	struct vp_vdev *vdev = dev->vdev;
@@ -789,7 +816,9 @@ struct vp_xsbus *vp_xsbus_open(struct vp_server *srv, char *err, size_t errlen)
 	bus->xs_ev = event_new(vp_server_base(srv), xs_fileno(bus->xs),
 	                       EV_READ | EV_PERSIST, xs_cb, bus);
 	bus->xs_more = evtimer_new(vp_server_base(srv), xs_cb, bus);
-	if (!bus->xs_ev || !bus->xs_more || event_add(bus->xs_ev, NULL)) {
+	bus->reap_ev = event_new(vp_server_base(srv), -1, 0, reap_cb, bus);
+	if (!bus->xs_ev || !bus->xs_more || !bus->reap_ev ||
+	    event_add(bus->xs_ev, NULL)) {
 		snprintf(err, errlen, "cannot watch the xenstore connection");
 		goto fail;
 	}
@@ -851,6 +880,8 @@ void vp_xsbus_finish(struct vp_xsbus *bus)
 	bus->finished = true;
 	for (dev = bus->devices; dev; dev = next) {
 		next = dev->next;
+		if (dev->reap_pending)
+			finish_disconnect(dev);
 		if (dev->destroying) {
 			/* A plugin still holds guest memory: leave the disk open
 			 * rather than free what it may touch. */
@@ -871,6 +902,8 @@ void vp_xsbus_close(struct vp_xsbus *bus)
 		event_free(bus->xs_ev);
 	if (bus->xs_more)
 		event_free(bus->xs_more);
+	if (bus->reap_ev)
+		event_free(bus->reap_ev);
 	if (bus->xs)
 		xs_close(bus->xs);
 	free(bus);

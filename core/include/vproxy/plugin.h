@@ -118,7 +118,10 @@ struct vproxy_plugin {
 	/* Queue a request. Returns 0 (complete() will be called), or a
 	 * negative errno (complete() will not be called). */
 	int (*submit)(void *disk, struct vproxy_req *req);
-	/* Close a disk. Called only with no requests in flight. */
+	/* Close a disk.  Called only with no requests in flight, and only
+	 * from the top of the event loop: never from inside host->complete()
+	 * or any other host call, so a plugin may free its engine here even
+	 * when the last completion came from that engine's dispatch loop. */
 	void (*close)(void *disk);
 };
 
