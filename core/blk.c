@@ -212,12 +212,16 @@ static void blk_finish(struct blk_req *req, int st)
 	unsigned q = req->q;
 	struct blk_queue *bq = &blk->queues[q];
 	struct vp_vq *vq = vp_vdev_vq(d, q);
-
 	/* After a reset or destroy the buffers are no longer ours to write. */
-	if (st >= 0 && vp_vq_elem_current(vq, &req->elem)) {
-		uint64_t written = req->elem.in_len;
+	bool publish = st >= 0 && vp_vq_elem_current(vq, &req->elem);
+	uint64_t written = req->elem.in_len;
 
+	if (publish)
 		*req->status = (uint8_t)st;
+	/* Unmap before publishing: a frontend may end its grants as soon as
+	 * it sees the used entry, and must then find them unmapped. */
+	vp_vq_elem_release(vp_vdev_host(d)->gm, &req->elem);
+	if (publish) {
 		vp_vq_push(vq, &req->elem,
 		           written > UINT32_MAX ? UINT32_MAX : (uint32_t)written);
 		if (vp_vq_need_notify(vq)) {
@@ -227,7 +231,6 @@ static void blk_finish(struct blk_req *req, int st)
 				vp_vdev_raise_irq(d, VP_IRQ_VRING);
 		}
 	}
-	vp_vq_elem_release(vp_vdev_host(d)->gm, &req->elem);
 	req_put(blk, req);
 	bq->inflight--;
 	if (bq->throttled && vp_vdev_running(d)) {
@@ -494,15 +497,16 @@ static void blk_take(struct blk_dev *blk, unsigned q)
 
 		/* Out of memory: fail this one request, not the device. */
 		status = elem_status_byte(s);
-		if (status) {
+		if (status)
 			*status = VIRTIO_BLK_S_IOERR;
+		else
+			vp_vdev_set_broken(blk->vdev, "request without status byte");
+		vp_vq_elem_release(vp_vdev_host(blk->vdev)->gm, s);
+		if (status) {
 			vp_vq_push(vq, s, 1);
 			if (vp_vq_need_notify(vq))
 				blk->queues[q].irq_pending = true;
-		} else {
-			vp_vdev_set_broken(blk->vdev, "request without status byte");
 		}
-		vp_vq_elem_release(vp_vdev_host(blk->vdev)->gm, s);
 		return;
 	}
 	e = &req->elem;

@@ -457,6 +457,7 @@ void *vp_gmem_map(struct vp_gmem *gm, uint64_t gaddr, size_t len, bool write,
 
 	ref->cookie = NULL;
 	ref->n = 0;
+	ref->held = false;
 	if (len == 0 || len - 1 > UINT64_MAX - gaddr) {
 		errno = EINVAL;
 		return NULL;
@@ -481,8 +482,11 @@ void *vp_gmem_map(struct vp_gmem *gm, uint64_t gaddr, size_t len, bool write,
 			p = map_grant(gm, gaddr, len, write, ref);
 		break;
 	}
-	if (p)
+	if (p) {
+		ref->held = true;
 		gm->stats.maps++;
+		gm->stats.held++;
+	}
 	return p;
 }
 
@@ -490,6 +494,10 @@ void vp_gmem_unmap(struct vp_gmem *gm, struct vp_gmem_ref *ref)
 {
 	struct gmem_mapping *m = ref->cookie;
 
+	if (ref->held) {
+		ref->held = false;
+		gm->stats.held--;
+	}
 	if (!m)
 		return;
 	ref->cookie = NULL;

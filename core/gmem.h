@@ -23,6 +23,7 @@ enum vp_addr_mode { VP_ADDR_GFN = 0, VP_ADDR_GRANT = 1 };
 struct vp_gmem_ref {
 	void *cookie;  /* the gmem's; NULL when nothing must be released */
 	unsigned n;    /* pages in the underlying mapping */
+	bool held;     /* handed out by vp_gmem_map(), not yet released */
 };
 
 /* Create the accessor for guest dom through hv. max_cache_bytes bounds
@@ -63,6 +64,7 @@ struct vp_gmem_stats {
 	uint64_t hv_maps;     /* hypervisor map calls made */
 	uint64_t cache_hits;  /* maps served from the cache */
 	size_t cached_bytes;  /* currently cached */
+	size_t held;          /* mappings handed out and not yet released */
 };
 void vp_gmem_get_stats(const struct vp_gmem *gm, struct vp_gmem_stats *st);
 

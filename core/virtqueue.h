@@ -80,8 +80,9 @@ int vp_vq_pop(struct vp_vq *vq, struct vp_vq_elem *elem);
  * may still be written and it may be pushed. */
 bool vp_vq_elem_current(const struct vp_vq *vq, const struct vp_vq_elem *elem);
 /* Return elem to the driver with written bytes in its writable buffers.
- * 0, or -ESTALE (queue reset since the pop; nothing written).  Does not
- * release elem's mappings. */
+ * 0, or -ESTALE (queue reset since the pop; nothing written).  Needs only
+ * elem's head and generation, so release its mappings first: the driver
+ * may revoke its grants as soon as it sees the used entry. */
 int vp_vq_push(struct vp_vq *vq, const struct vp_vq_elem *elem, uint32_t written);
 /* Release the guest memory behind elem (gm: the queue's gmem, which may
  * outlive the queue's setup). */

@@ -145,6 +145,7 @@ struct guest {
 	struct gq q[2];
 	uint64_t brk;
 	unsigned irqs;
+	size_t held_at_irq; /* guest mappings held when the last irq was raised */
 	unsigned broken;
 	unsigned done_calls;
 	struct vproxy_disk_info info;
@@ -155,7 +156,11 @@ static struct guest g;
 
 static void host_irq(void *opaque, uint32_t bits)
 {
+	struct vp_gmem_stats st;
+
 	(void)opaque;
+	vp_gmem_get_stats(g.gm, &st);
+	g.held_at_irq = st.held;
 	if (bits & VP_IRQ_VRING)
 		g.irqs++;
 }
@@ -719,6 +724,27 @@ START_TEST(deferred_completion)
 	ck_assert_int_eq(memcmp(gptr(r.data), disk->data, 1024), 0);
 	ck_assert_uint_eq(used_idx(0), 1);
 	ck_assert_uint_eq(g.irqs, 1);
+}
+END_TEST
+
+/* A frontend may end its grants once it sees the used entry: the request's
+ * mappings must be gone before the entry is published and the guest told. */
+START_TEST(unmapped_before_published)
+{
+	struct vp_gmem_stats idle, busy;
+	struct req r;
+
+	start();
+	disk->deferred = true;
+	vp_gmem_get_stats(g.gm, &idle); /* the rings only */
+	r = make_req(0, VIRTIO_BLK_T_IN, 0, 4096);
+	ck_assert_uint_eq(run(0, &r), SENTINEL);
+	vp_gmem_get_stats(g.gm, &busy);
+	ck_assert_uint_gt(busy.held, idle.held);
+	ck_assert_uint_eq(fake_complete_all(), 1);
+	ck_assert_uint_eq(g.irqs, 1);
+	ck_assert_uint_eq(g.held_at_irq, idle.held);
+	ck_assert_uint_eq(status_of(&r), VIRTIO_BLK_S_OK);
 }
 END_TEST
 
@@ -1319,6 +1345,7 @@ int main(void)
 	tcase_add_test(tc, polled_mode_leaves_kicks_off);
 	tcase_add_test(tc, polled_mode_without_event_idx);
 	tcase_add_test(tc, deferred_completion);
+	tcase_add_test(tc, unmapped_before_published);
 	tcase_add_test(tc, any_layout);
 	tcase_add_test(tc, indirect_request);
 	tcase_add_test(tc, beyond_capacity);
