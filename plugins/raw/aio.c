@@ -69,8 +69,18 @@ struct aio_engine {
 	/* What the file system refused once; read by workers too. */
 	bool no_punch, no_zero_range;
 
+	const struct aio_sys *sys; /* tests' system calls, or NULL */
+
 	void *zbuf; /* ZBUF_SIZE read-only zeros */
 };
+
+/* aio_set_sys(); read when an engine is created. */
+static const struct aio_sys *test_sys;
+
+void aio_set_sys(const struct aio_sys *sys)
+{
+	test_sys = sys;
+}
 
 int aio_engine_parse(const char *text, enum aio_engine_choice *out)
 {
@@ -255,6 +265,10 @@ static bool op_consume(struct aio_engine *eng, struct aio_op *op, long res, int 
 		return true;
 	}
 	if (res == 0) {
+		if (op->kind == AIO_READV && op->eof_error) {
+			*status = -ENODATA;
+			return true;
+		}
 		if (op->kind == AIO_READV) {
 			op_zero_tail(op);
 			*status = 0;
@@ -315,21 +329,25 @@ static void efd_signal(int efd)
 
 /* ---- worker pool ---- */
 
-static long sys_run(const struct sys_call *s)
+static long sys_run(const struct aio_engine *eng, const struct sys_call *s)
 {
+	const struct aio_sys *t = eng->sys;
 	ssize_t n;
 	uint64_t range[2];
 
 	switch (s->what) {
 	case SYS_PREADV:
-		n = preadv(s->fd, s->iov, (int)s->iovcnt, (off_t)s->offset);
+		n = (t ? t->preadv : preadv)(s->fd, s->iov, (int)s->iovcnt,
+		                             (off_t)s->offset);
 		return n < 0 ? -errno : n;
 	case SYS_PWRITEV:
-		n = pwritev(s->fd, s->iov, (int)s->iovcnt, (off_t)s->offset);
+		n = (t ? t->pwritev : pwritev)(s->fd, s->iov, (int)s->iovcnt,
+		                               (off_t)s->offset);
 		return n < 0 ? -errno : n;
-	case SYS_FDATASYNC: return fdatasync(s->fd) < 0 ? -errno : 0;
+	case SYS_FDATASYNC: return (t ? t->fdatasync : fdatasync)(s->fd) < 0 ? -errno : 0;
 	case SYS_FALLOCATE:
-		return fallocate(s->fd, s->mode, (off_t)s->offset, (off_t)s->len) < 0
+		return (t ? t->fallocate : fallocate)(s->fd, s->mode, (off_t)s->offset,
+		                                      (off_t)s->len) < 0
 		               ? -errno
 		               : 0;
 	case SYS_DISCARD:
@@ -338,6 +356,20 @@ static long sys_run(const struct sys_call *s)
 		return ioctl(s->fd, BLKDISCARD, range) < 0 ? -errno : 0;
 	}
 	return -EINVAL;
+}
+
+int aio_ftruncate(struct aio_engine *eng, int fd, uint64_t len)
+{
+	int (*fn)(int, off_t) = eng->sys ? eng->sys->ftruncate : ftruncate;
+
+	return fn(fd, (off_t)len) < 0 ? -errno : 0;
+}
+
+int aio_fdatasync_now(struct aio_engine *eng, int fd)
+{
+	int (*fn)(int) = eng->sys ? eng->sys->fdatasync : fdatasync;
+
+	return fn(fd) < 0 ? -errno : 0;
 }
 
 static void *worker_main(void *arg)
@@ -363,7 +395,7 @@ static void *worker_main(void *arg)
 
 		do {
 			op_plan(eng, op, &s);
-		} while (!op_consume(eng, op, sys_run(&s), &status));
+		} while (!op_consume(eng, op, sys_run(eng, &s), &status));
 		op->res = status;
 
 		pthread_mutex_lock(&eng->lock);
@@ -690,6 +722,9 @@ int aio_engine_create(const struct vproxy_host *host, enum aio_engine_choice cho
 	}
 	eng->host = host;
 	eng->align = align;
+	eng->sys = test_sys;
+	if (eng->sys)
+		choice = AIO_ENGINE_THREADS; /* io_uring would bypass sys */
 	snprintf(eng->label, sizeof(eng->label), "%s", label);
 	pthread_mutex_init(&eng->lock, NULL);
 	pthread_cond_init(&eng->cond, NULL);

@@ -59,6 +59,7 @@ struct aio_op {
 	uint64_t len;            /* READV/WRITEV: sum of iov lengths */
 	const struct iovec *iov; /* READV/WRITEV; valid until done() */
 	unsigned iovcnt;
+	bool eof_error; /* READV: end of file is -ENODATA, not zeros */
 	aio_done_fn done;
 	void *arg; /* free for the caller */
 
@@ -102,6 +103,33 @@ void aio_drain(struct aio_engine *eng);
 
 /* Stop watching, stop workers, free.  Nothing may be in flight. */
 void aio_engine_destroy(struct aio_engine *eng);
+
+/* ftruncate(fd, len), synchronously, through the engine's system calls
+ * (so tests record size changes in order with the rest).  0 or -errno. */
+int aio_ftruncate(struct aio_engine *eng, int fd, uint64_t len);
+
+/* fdatasync(fd), synchronously, through the engine's system calls; for
+ * close paths.  0 or -errno. */
+int aio_fdatasync_now(struct aio_engine *eng, int fd);
+
+/* ---- For tests: the system calls behind the engines ---- */
+
+/* The calls an engine makes on files, each returning as the system call
+ * does (-1 and errno).  Tests replace them to record every write and
+ * flush (power-loss replay) or to fail chosen ones (injected faults). */
+struct aio_sys {
+	ssize_t (*preadv)(int fd, const struct iovec *iov, int cnt, off_t off);
+	ssize_t (*pwritev)(int fd, const struct iovec *iov, int cnt, off_t off);
+	int (*fdatasync)(int fd);
+	int (*fallocate)(int fd, int mode, off_t off, off_t len);
+	int (*ftruncate)(int fd, off_t len);
+};
+
+/* Engines created from now on in this copy of the library run every call
+ * through sys on worker threads, whatever engine was asked for; NULL
+ * restores the real calls.  Only tests that link vproxy_aio themselves
+ * can reach this (plugins keep it hidden); sys stays the caller's. */
+void aio_set_sys(const struct aio_sys *sys);
 
 /* ---- What the raw and sparse plugins share besides the engine ---- */
 

@@ -28,7 +28,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vproxy/plugin.h>
@@ -41,7 +40,9 @@
 #define MAX_DZ_CLUSTERS 4096u     /* ...and at most this many clusters */
 #define GROW_MIN_CLUSTERS 16u
 #define GROW_MAX_BYTES (1ull << 30)
-#define LOCK_WAIT_MS 1000u /* a crashed owner's lock lingers */
+#define LOCK_WAIT_MS 1000u    /* a crashed owner's lock lingers */
+#define MAP_PAGE_ENTRIES 512u /* map entries per cached page (4 KiB) */
+#define MAP_CACHE_PAGES 1024u /* cached pages per disk at most (4 MiB) */
 
 /* Freed host clusters waiting for a flush (and a drain) before reuse.
  * Each entry is index << 1 | dirty (may hold data: zero before reuse). */
@@ -62,6 +63,12 @@ struct sync {
 	struct batch *b;        /* frees it makes durable, or NULL */
 	uint64_t cover;         /* file clusters its completion makes durable */
 	struct vproxy_req *req; /* the guest's FLUSH, or NULL */
+};
+
+/* One cached page of the map: entries [page * MAP_PAGE_ENTRIES, ...). */
+struct map_slot {
+	uint64_t tag; /* page number + 1; 0: empty */
+	uint64_t *e;  /* MAP_PAGE_ENTRIES entries, host byte order */
 };
 
 /* A cluster this write allocated. */
@@ -104,6 +111,14 @@ struct sparse_disk {
 	uint64_t vsize;
 	struct aio_engine *eng;
 	char label[200];
+	bool broken; /* the image was cut from outside: fail every request */
+
+	/* The map, read with pread (never mmap: a file cut from outside
+	 * would raise SIGBUS and take every guest down) and kept here,
+	 * direct-mapped by page.  Write-through: our map writes update it
+	 * when they complete; a failed one drops the page. */
+	struct map_slot *mcache;
+	unsigned mcache_n;
 
 	/* Host clusters by index (0 is the one at data_offset). */
 	uint8_t *used;
@@ -229,6 +244,67 @@ static void bit_clear(struct sparse_disk *d, uint64_t i)
 	d->used[i / 8] &= (uint8_t) ~(1u << (i % 8));
 }
 
+/* ---- the map ---- */
+
+/* Stop serving: the file no longer holds what we know is in it. */
+static void disk_broken(struct sparse_disk *d, const char *what)
+{
+	if (d->broken)
+		return;
+	d->broken = true;
+	host->log(VPROXY_LOG_ERROR,
+	          "%s: %s: the image file was cut short from outside; failing "
+	          "every request to this disk from now on",
+	          d->label, what);
+}
+
+/* The map entry of virtual cluster vc: 0, or -EIO (-ENOMEM) and the
+ * request fails. */
+static int map_get(struct sparse_disk *d, uint64_t vc, uint64_t *e)
+{
+	uint64_t page = vc / MAP_PAGE_ENTRIES, first = page * MAP_PAGE_ENTRIES;
+	struct map_slot *s = &d->mcache[page % d->mcache_n];
+	uint64_t n = d->img.h.map_entries - first;
+	int r;
+
+	if (s->tag != page + 1) {
+		if (!s->e) {
+			s->e = malloc(MAP_PAGE_ENTRIES * sizeof(*s->e));
+			if (!s->e)
+				return -ENOMEM;
+		}
+		s->tag = 0;
+		r = sparse_map_read(&d->img, first,
+		                    n < MAP_PAGE_ENTRIES ? n : MAP_PAGE_ENTRIES, s->e);
+		if (r == -ENODATA)
+			disk_broken(d, "the file ends inside the map");
+		if (r < 0)
+			return r == -ENOMEM ? r : -EIO;
+		s->tag = page + 1;
+	}
+	*e = s->e[vc % MAP_PAGE_ENTRIES];
+	return 0;
+}
+
+/* A map write of entries [vc, vc + n) finished: le holds the values
+ * written (little-endian; NULL: zeros), or it failed (ok false) and what
+ * the file holds is unknown: drop those pages, to be read again. */
+static void map_note(struct sparse_disk *d, uint64_t vc, uint64_t n, const uint64_t *le,
+                     bool ok)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t page = (vc + i) / MAP_PAGE_ENTRIES;
+		struct map_slot *s = &d->mcache[page % d->mcache_n];
+
+		if (s->tag != page + 1)
+			continue;
+		if (!ok)
+			s->tag = 0;
+		else
+			s->e[(vc + i) % MAP_PAGE_ENTRIES] = le ? le64toh(le[i]) : 0;
+	}
+}
+
 /* ---- generations: what must finish before a freed cluster is reused ---- */
 
 static void gen_count(struct sparse_disk *d, struct sreq *r)
@@ -302,8 +378,9 @@ static int grow_file(struct sparse_disk *d, uint64_t need)
 	r = bitmap_reserve(d, want);
 	if (r < 0)
 		return r;
-	if (ftruncate(d->meta_fd, (off_t)host_offset(d, want)) < 0)
-		return -errno;
+	r = aio_ftruncate(d->eng, d->meta_fd, host_offset(d, want));
+	if (r < 0)
+		return r;
 	d->file_clusters = want;
 	return 0;
 }
@@ -625,6 +702,8 @@ static struct aio_op *sreq_op(struct sreq *r, enum aio_kind kind, int fd, uint64
 	op->len = len;
 	op->done = op_done;
 	op->arg = r;
+	/* Our clusters lie inside the file: its end there means it was cut. */
+	op->eof_error = kind == AIO_READV;
 	return op;
 }
 
@@ -680,8 +759,13 @@ static void do_read(struct sreq *r, uint64_t c0, uint64_t c1)
 	while (pos < end) {
 		uint64_t vc = pos >> d->cbits;
 		uint64_t n = ((vc + 1) << d->cbits) - pos;
-		uint64_t e = sparse_map_get(&d->img, vc);
+		uint64_t e;
+		int rc = map_get(d, vc, &e);
 
+		if (rc < 0) {
+			sreq_finish(r, rc);
+			return;
+		}
 		if (n > end - pos)
 			n = end - pos;
 		if (!e) {
@@ -712,8 +796,16 @@ static void do_write(struct sreq *r, uint64_t c0, uint64_t c1)
 	int last = -1, rc = 0;
 	unsigned need = 0;
 
-	for (uint64_t vc = c0; vc <= c1; vc++)
-		need += sparse_map_get(&d->img, vc) == 0;
+	for (uint64_t vc = c0; vc <= c1; vc++) {
+		uint64_t e;
+
+		rc = map_get(d, vc, &e);
+		if (rc < 0) {
+			sreq_finish(r, rc);
+			return;
+		}
+		need += e == 0;
+	}
 	if (sreq_reserve(r, req->iovcnt + (c1 - c0 + 1)) < 0 ||
 	    grow_u((void **)&r->allocs, &r->allocs_cap, need, sizeof(*r->allocs)) < 0) {
 		sreq_finish(r, -ENOMEM);
@@ -724,8 +816,11 @@ static void do_write(struct sreq *r, uint64_t c0, uint64_t c1)
 	while (pos < end) {
 		uint64_t vc = pos >> d->cbits;
 		uint64_t n = ((vc + 1) << d->cbits) - pos;
-		uint64_t e = sparse_map_get(&d->img, vc), idx;
+		uint64_t e, idx;
 
+		rc = map_get(d, vc, &e);
+		if (rc < 0)
+			break;
 		if (n > end - pos)
 			n = end - pos;
 		if (!e) {
@@ -869,10 +964,10 @@ static void do_zero(struct sreq *r, uint64_t c0, uint64_t c1)
 	bool unmap = discard || (req->flags & VPROXY_REQ_F_UNMAP);
 	uint64_t pos = req->offset, end = req->offset + req->len;
 	enum aio_kind kind = discard ? AIO_PUNCH : AIO_ZERO;
-	int last = -1;
+	int last = -1, rc = -ENOMEM;
 
 	if (grow_u((void **)&r->frees, &r->frees_cap, c1 - c0 + 1, sizeof(*r->frees)) < 0)
-		goto nomem;
+		goto fail;
 	/* A write in flight may still land in a cluster we free. */
 	r->dirty_risk = d->data_inflight > 0;
 	while (pos < end) {
@@ -880,10 +975,14 @@ static void do_zero(struct sreq *r, uint64_t c0, uint64_t c1)
 		uint64_t cstart = vc << d->cbits;
 		uint64_t cend = d->vsize - cstart > d->cs ? cstart + d->cs : d->vsize;
 		uint64_t n = (cend < end ? cend : end) - pos;
-		uint64_t e = sparse_map_get(&d->img, vc);
-		uint64_t at = e + (pos - cstart);
+		uint64_t e, at;
 		struct aio_op *op;
 
+		rc = map_get(d, vc, &e);
+		if (rc < 0)
+			goto fail;
+		rc = -ENOMEM;
+		at = e + (pos - cstart);
 		pos += n;
 		if (!e) {
 			last = -1; /* reads as zeros already */
@@ -903,7 +1002,7 @@ static void do_zero(struct sreq *r, uint64_t c0, uint64_t c1)
 		}
 		op = sreq_op(r, kind, d->data_fd, at, n);
 		if (!op)
-			goto nomem;
+			goto fail;
 		op->zero_mode = unmap ? AIO_ZERO_PUNCH : AIO_ZERO_ALLOC;
 		last = (int)(r->nops - 1);
 	}
@@ -921,7 +1020,7 @@ static void do_zero(struct sreq *r, uint64_t c0, uint64_t c1)
 			                     r->frees[k].vc * SPARSE_ENTRY_SIZE,
 			             (uint64_t)n * SPARSE_ENTRY_SIZE);
 			if (!op)
-				goto nomem;
+				goto fail;
 			op->zero_mode = AIO_ZERO_WRITE;
 		}
 		/* ...and one punch per run of host clusters. */
@@ -933,7 +1032,7 @@ static void do_zero(struct sreq *r, uint64_t c0, uint64_t c1)
 				r->ops[last].len += d->cs;
 			} else {
 				if (!sreq_op(r, AIO_PUNCH, d->data_fd, at, d->cs))
-					goto nomem;
+					goto fail;
 				last = (int)(r->nops - 1);
 			}
 		}
@@ -945,9 +1044,9 @@ static void do_zero(struct sreq *r, uint64_t c0, uint64_t c1)
 	gen_count(d, r);
 	sreq_submit_ops(r);
 	return;
-nomem:
+fail:
 	r->nfrees = 0;
-	sreq_finish(r, -ENOMEM);
+	sreq_finish(r, rc);
 }
 
 /* All operations of a request's current phase are done. */
@@ -966,22 +1065,39 @@ static void phase_done(struct sreq *r)
 			free_later(d, r->allocs[k].idx, true);
 	} else if (r->nalloc) {
 		/* A failed map write may have left an entry unwritten. */
-		for (unsigned k = 0; k < r->nalloc; k++)
-			if (sparse_map_get(&d->img, r->allocs[k].vc) !=
-			    host_offset(d, r->allocs[k].idx))
+		/* (When the map cannot be read, the cluster stays in use:
+		 * leaked until the next open rather than maybe shared.) */
+		for (unsigned k = 0; k < r->nalloc; k++) {
+			uint64_t e;
+
+			if (map_get(d, r->allocs[k].vc, &e) == 0 &&
+			    e != host_offset(d, r->allocs[k].idx))
 				free_later(d, r->allocs[k].idx, true);
+		}
 	}
 	/* Whatever the map now says is unallocated is free. */
-	for (unsigned k = 0; k < r->nfrees; k++)
-		if (sparse_map_get(&d->img, r->frees[k].vc) == 0)
+	for (unsigned k = 0; k < r->nfrees; k++) {
+		uint64_t e;
+
+		if (map_get(d, r->frees[k].vc, &e) == 0 && e == 0)
 			free_later(d, r->frees[k].idx, r->dirty_risk || r->punch_failed);
+	}
 	sreq_finish(r, r->status);
 }
 
 static void op_done(struct aio_op *op, int res)
 {
 	struct sreq *r = op->arg;
+	struct sparse_disk *d = r->d;
 
+	if (op->fd == d->meta_fd && op->offset < d->img.h.data_offset)
+		map_note(d, (op->offset - d->img.h.map_offset) / SPARSE_ENTRY_SIZE,
+		         op->len / SPARSE_ENTRY_SIZE,
+		         op->kind == AIO_WRITEV ? op->iov[0].iov_base : NULL, res == 0);
+	if (res == -ENODATA) {
+		disk_broken(d, "a data cluster lies past the end of the file");
+		res = -EIO;
+	}
 	if (res < 0) {
 		if (op->kind == AIO_PUNCH) {
 			/* The guest only asked for a hint (DISCARD) or the
@@ -1028,6 +1144,8 @@ static int sparse_submit(void *disk, struct vproxy_req *req)
 
 	if (rc < 0)
 		return rc;
+	if (d->broken)
+		return -EIO;
 	if (req->op == VPROXY_REQ_FLUSH) {
 		if (d->read_only)
 			host->complete(req, 0);
@@ -1043,7 +1161,10 @@ static int sparse_submit(void *disk, struct vproxy_req *req)
 	if (req->op == VPROXY_REQ_READ || req->op == VPROXY_REQ_WRITE) {
 		uint64_t c0 = req->offset >> d->cbits;
 		uint64_t c1 = (req->offset + req->len - 1) >> d->cbits;
-		uint64_t e = c0 == c1 ? sparse_map_get(&d->img, c0) : 0;
+		uint64_t e = 0;
+
+		if (c0 == c1 && map_get(d, c0, &e) < 0)
+			e = 0; /* the slow path fails it */
 
 		if (e && !(d->busy && overlaps_busy(d, c0, c1 + 1))) {
 			struct aio_op *op;
@@ -1093,6 +1214,9 @@ static void sparse_free(struct sparse_disk *d)
 	}
 	if (d->eng)
 		aio_engine_destroy(d->eng);
+	for (unsigned i = 0; d->mcache && i < d->mcache_n; i++)
+		free(d->mcache[i].e);
+	free(d->mcache);
 	sparse_close(&d->img);
 	if (d->data_fd >= 0 && d->data_fd != d->meta_fd)
 		close(d->data_fd);
@@ -1160,8 +1284,16 @@ static int sparse_open_disk(const struct vproxy_params *params, int read_only,
 	d->cs = d->img.cluster_size;
 	d->cbits = d->img.h.cluster_bits;
 	d->vsize = d->img.h.virtual_size;
-	/* Fetch the map in the background: lookups should not wait. */
-	madvise((void *)d->img.base, d->img.base_len, MADV_WILLNEED);
+	d->mcache_n = (unsigned)((d->img.h.map_entries + MAP_PAGE_ENTRIES - 1) /
+	                         MAP_PAGE_ENTRIES);
+	if (d->img.h.map_entries > (uint64_t)MAP_CACHE_PAGES * MAP_PAGE_ENTRIES)
+		d->mcache_n = MAP_CACHE_PAGES;
+	d->mcache = calloc(d->mcache_n, sizeof(*d->mcache));
+	if (!d->mcache) {
+		snprintf(err, errlen, "out of memory");
+		r = -ENOMEM;
+		goto fail;
+	}
 	r = sparse_scan(&d->img, &scan);
 	if (r != 0) {
 		char first[200] = "";
@@ -1250,9 +1382,13 @@ static void sparse_close_disk(void *disk)
 		return;
 	/* Our own flushes and zeroing may still run. */
 	aio_drain(d->eng);
-	if (!d->read_only && fdatasync(d->data_fd) < 0)
-		host->log(VPROXY_LOG_WARN, "%s: fdatasync at close: %s", d->label,
-		          strerror(errno));
+	if (!d->read_only && !d->broken) {
+		int r = aio_fdatasync_now(d->eng, d->data_fd);
+
+		if (r < 0)
+			host->log(VPROXY_LOG_WARN, "%s: fdatasync at close: %s", d->label,
+			          strerror(-r));
+	}
 	sparse_free(d);
 }
 

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -265,7 +264,6 @@ int sparse_open(struct sparse_image *img, int fd, char *why, size_t whylen)
 	uint8_t buf[SPARSE_HEADER_SIZE];
 	struct stat st;
 	ssize_t n;
-	void *base;
 	int r;
 
 	memset(img, 0, sizeof(*img));
@@ -297,33 +295,35 @@ int sparse_open(struct sparse_image *img, int fd, char *why, size_t whylen)
 		    (unsigned long long)img->h.data_offset);
 		return -EINVAL;
 	}
-	if (img->h.data_offset > SIZE_MAX) {
-		say(why, whylen, "the map does not fit in the address space");
-		return -EFBIG;
-	}
-	/* Shared, so map writes through the fd show here at once; holes
-	 * cost nothing until touched. */
-	img->base_len = (size_t)img->h.data_offset;
-	base = mmap(NULL, img->base_len, PROT_READ, MAP_SHARED, fd, 0);
-	if (base == MAP_FAILED) {
-		r = -errno;
-		say(why, whylen, "cannot map the cluster map: %s", strerror(errno));
-		return r;
-	}
-	img->base = base;
 	return 0;
 }
 
 void sparse_close(struct sparse_image *img)
 {
-	if (img->base)
-		munmap((void *)img->base, img->base_len);
-	img->base = NULL;
+	img->fd = -1;
 }
 
-uint64_t sparse_map_get(const struct sparse_image *img, uint64_t vc)
+int sparse_map_read(const struct sparse_image *img, uint64_t vc, uint64_t n,
+                    uint64_t *out)
 {
-	return get64(img->base + img->h.map_offset + vc * SPARSE_ENTRY_SIZE);
+	uint64_t off = img->h.map_offset + vc * SPARSE_ENTRY_SIZE;
+	size_t len = (size_t)n * SPARSE_ENTRY_SIZE, done = 0;
+
+	while (done < len) {
+		ssize_t got = pread(img->fd, (char *)out + done, len - done,
+		                    (off_t)(off + done));
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			return -errno;
+		if (got == 0)
+			return -ENODATA; /* the file ends inside the map */
+		done += (size_t)got;
+	}
+	for (uint64_t i = 0; i < n; i++)
+		out[i] = le64toh(out[i]);
+	return 0;
 }
 
 const char *sparse_entry_problem(const struct sparse_image *img, uint64_t entry,
@@ -394,15 +394,87 @@ static bool next_data(int fd, uint64_t from, uint64_t limit, uint64_t *start,
 	return true;
 }
 
-int sparse_scan(const struct sparse_image *img, struct sparse_scan *s)
+#define WALK_CHUNK 4096u /* map entries read per pread */
+
+int sparse_map_walk(const struct sparse_image *img,
+                    int (*fn)(void *arg, uint64_t vc, uint64_t entry), void *arg)
 {
 	const struct sparse_header *h = &img->h;
 	uint64_t map_end = h->map_offset + h->map_entries * SPARSE_ENTRY_SIZE;
 	uint64_t pos = h->map_offset, start, end;
-	uint64_t data_bytes = img->file_size - h->data_offset;
+	uint64_t *buf = malloc(WALK_CHUNK * sizeof(*buf));
+	int r = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	/* Only the parts of the map that hold data can hold entries. */
+	while (r == 0 && next_data(img->fd, pos, map_end, &start, &end)) {
+		uint64_t vc = (start - h->map_offset) / SPARSE_ENTRY_SIZE;
+		uint64_t last =
+		        (end - h->map_offset + SPARSE_ENTRY_SIZE - 1) / SPARSE_ENTRY_SIZE;
+
+		if (last > h->map_entries)
+			last = h->map_entries;
+		while (r == 0 && vc < last) {
+			uint64_t n = last - vc < WALK_CHUNK ? last - vc : WALK_CHUNK;
+
+			r = sparse_map_read(img, vc, n, buf);
+			for (uint64_t i = 0; r == 0 && i < n; i++)
+				if (buf[i])
+					r = fn(arg, vc + i, buf[i]);
+			vc += n;
+		}
+		pos = last * SPARSE_ENTRY_SIZE + h->map_offset;
+		if (end > pos)
+			pos = end;
+	}
+	free(buf);
+	return r;
+}
+
+struct scan_walk {
+	const struct sparse_image *img;
+	struct sparse_scan *s;
+};
+
+static int scan_entry(void *arg, uint64_t vc, uint64_t e)
+{
+	const struct sparse_image *img = ((struct scan_walk *)arg)->img;
+	struct sparse_scan *s = ((struct scan_walk *)arg)->s;
+	unsigned bits = img->h.cluster_bits;
+	const char *bad = sparse_entry_problem(img, e, img->file_size);
+	uint64_t i;
+
+	if (bad) {
+		report(s, "map entry %llu (virtual offset %llu): %#llx %s",
+		       (unsigned long long)vc, (unsigned long long)(vc << bits),
+		       (unsigned long long)e, bad);
+		return 0;
+	}
+	i = sparse_entry_index(img, e);
+	if (s->used[i / 8] & (1u << (i % 8))) {
+		report(s,
+		       "map entry %llu (virtual offset %llu): host offset %#llx is "
+		       "used by another entry too",
+		       (unsigned long long)vc, (unsigned long long)(vc << bits),
+		       (unsigned long long)e);
+		return 0;
+	}
+	s->used[i / 8] |= (uint8_t)(1u << (i % 8));
+	s->allocated++;
+	if (i + 1 > s->alloc_end)
+		s->alloc_end = i + 1;
+	return 0;
+}
+
+int sparse_scan(const struct sparse_image *img, struct sparse_scan *s)
+{
+	uint64_t data_bytes = img->file_size - img->h.data_offset;
+	struct scan_walk w = {.img = img, .s = s};
+	int r;
 
 	memset(s, 0, sizeof(*s));
-	s->host_clusters = (data_bytes + img->cluster_size - 1) >> h->cluster_bits;
+	s->host_clusters = (data_bytes + img->cluster_size - 1) >> img->h.cluster_bits;
 	s->used = calloc(s->host_clusters / 8 + 1, 1);
 	if (!s->used) {
 		snprintf(s->report, sizeof(s->report),
@@ -410,47 +482,11 @@ int sparse_scan(const struct sparse_image *img, struct sparse_scan *s)
 		         (unsigned long long)s->host_clusters);
 		return -ENOMEM;
 	}
-	/* Only the parts of the map that hold data can hold entries. */
-	while (next_data(img->fd, pos, map_end, &start, &end)) {
-		uint64_t first = (start - h->map_offset) / SPARSE_ENTRY_SIZE;
-		uint64_t last =
-		        (end - h->map_offset + SPARSE_ENTRY_SIZE - 1) / SPARSE_ENTRY_SIZE;
-
-		if (last > h->map_entries)
-			last = h->map_entries;
-		for (uint64_t vc = first; vc < last; vc++) {
-			uint64_t e = sparse_map_get(img, vc), i;
-			const char *bad;
-
-			if (!e)
-				continue;
-			bad = sparse_entry_problem(img, e, img->file_size);
-			if (bad) {
-				report(s,
-				       "map entry %llu (virtual offset %llu): %#llx %s",
-				       (unsigned long long)vc,
-				       (unsigned long long)(vc << h->cluster_bits),
-				       (unsigned long long)e, bad);
-				continue;
-			}
-			i = sparse_entry_index(img, e);
-			if (s->used[i / 8] & (1u << (i % 8))) {
-				report(s,
-				       "map entry %llu (virtual offset %llu): host "
-				       "offset %#llx is used by another entry too",
-				       (unsigned long long)vc,
-				       (unsigned long long)(vc << h->cluster_bits),
-				       (unsigned long long)e);
-				continue;
-			}
-			s->used[i / 8] |= (uint8_t)(1u << (i % 8));
-			s->allocated++;
-			if (i + 1 > s->alloc_end)
-				s->alloc_end = i + 1;
-		}
-		pos = last * SPARSE_ENTRY_SIZE + h->map_offset;
-		if (end > pos)
-			pos = end;
+	r = sparse_map_walk(img, scan_entry, &w);
+	if (r < 0) {
+		snprintf(s->report, sizeof(s->report), "cannot read the map: %s\n",
+		         strerror(-r));
+		return r;
 	}
 	return s->problems ? 1 : 0;
 }

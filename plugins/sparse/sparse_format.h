@@ -35,14 +35,13 @@ struct sparse_header {
 	uint64_t data_offset;    /* first byte data clusters may use */
 };
 
-/* An open image: the header, and header + map mapped read-only. */
+/* An open image: the header, checked.  The map is read with pread, never
+ * mapped: a file cut from outside must fail a read, not raise SIGBUS. */
 struct sparse_image {
 	int fd; /* the caller's; not closed here */
 	struct sparse_header h;
 	uint64_t cluster_size;
-	uint64_t file_size;  /* at open */
-	const uint8_t *base; /* mmap of [0, data_offset) */
-	size_t base_len;
+	uint64_t file_size; /* at open */
 };
 
 /* What a scan of the map found. */
@@ -76,15 +75,26 @@ int sparse_header_decode(const uint8_t *buf, size_t len, struct sparse_header *h
 int sparse_create(const char *path, uint64_t virtual_size, uint64_t cluster_size,
                   bool overwrite, char *why, size_t whylen);
 
-/* Read and check the header of fd and map the map.  0 or a negative
- * errno with a reason; on success sparse_close() undoes it. */
+/* Read and check the header of fd.  0 or a negative errno with a
+ * reason; on success sparse_close() undoes it. */
 int sparse_open(struct sparse_image *img, int fd, char *why, size_t whylen);
 
-/* Unmap; the fd stays the caller's. */
+/* Forget the image; the fd stays the caller's. */
 void sparse_close(struct sparse_image *img);
 
-/* The raw map entry of virtual cluster vc (< map_entries). */
-uint64_t sparse_map_get(const struct sparse_image *img, uint64_t vc);
+/* Read the raw map entries of virtual clusters [vc, vc + n) into out
+ * (host byte order; vc + n <= map_entries).  0, or -ENODATA when the
+ * file ends inside the map (cut since it was opened), or another -errno. */
+int sparse_map_read(const struct sparse_image *img, uint64_t vc, uint64_t n,
+                    uint64_t *out);
+
+/* Call fn(arg, vc, entry) for every non-zero map entry in increasing vc,
+ * reading only the parts of the map that hold data (SEEK_DATA), so the
+ * time is proportional to the allocated part, not the virtual size.
+ * Stops when fn returns non-zero and returns that; else 0, or -errno
+ * when the map cannot be read. */
+int sparse_map_walk(const struct sparse_image *img,
+                    int (*fn)(void *arg, uint64_t vc, uint64_t entry), void *arg);
 
 /* NULL if entry (non-zero) is a valid data cluster reference for an
  * image file of file_size bytes, else what is wrong with it. */

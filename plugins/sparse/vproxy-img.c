@@ -474,56 +474,79 @@ static int cmd_check(int argc, char **argv)
 
 /* ---- map ---- */
 
+/* Extents being merged and printed by cmd_map. */
+struct map_out {
+	const struct sparse_image *sp;
+	uint64_t size; /* virtual size */
+	bool json, first;
+	uint64_t run_v, run_len, run_h;
+};
+
+static void map_flush(struct map_out *m)
+{
+	if (!m->run_len)
+		return;
+	if (m->json)
+		printf("%s{\"start\": %" PRIu64 ", \"length\": %" PRIu64
+		       ", \"offset\": %" PRIu64 "}",
+		       m->first ? "" : ", ", m->run_v, m->run_len, m->run_h);
+	else
+		printf("%#-20" PRIx64 " %#-20" PRIx64 " %#" PRIx64 "\n", m->run_v,
+		       m->run_len, m->run_h);
+	m->first = false;
+	m->run_len = 0;
+}
+
+static int map_entry(void *arg, uint64_t vc, uint64_t e)
+{
+	struct map_out *m = arg;
+	uint64_t v = vc << m->sp->h.cluster_bits;
+	uint64_t len =
+	        m->size - v < m->sp->cluster_size ? m->size - v : m->sp->cluster_size;
+
+	if (sparse_entry_problem(m->sp, e, m->sp->file_size))
+		return 0; /* check reports these */
+	if (m->run_len && m->run_v + m->run_len == v && m->run_h + m->run_len == e) {
+		m->run_len += len;
+		return 0;
+	}
+	map_flush(m);
+	m->run_v = v;
+	m->run_len = len;
+	m->run_h = e;
+	return 0;
+}
+
 static int cmd_map(int argc, char **argv)
 {
 	static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
 	                                     {NULL, 0, NULL, 0}};
-	bool json = false, first = true;
+	struct map_out m = {.first = true};
 	struct image img;
-	uint64_t run_v = 0, run_len = 0, run_h = 0;
-	int c;
+	int c, r;
 
 	if (wants_help(argc, argv, usage_map))
 		return 0;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		if (c != 'j')
 			usage_error(usage_map, "bad option");
-		json = true;
+		m.json = true;
 	}
 	if (argc - optind != 1)
 		usage_error(usage_map, "map needs FILE");
 	img = open_sparse_or_die(argv[optind], false, false);
-	if (json)
+	m.sp = &img.sp;
+	m.size = img.size;
+	if (m.json)
 		printf("[");
 	else
 		printf("%-20s %-20s %s\n", "virtual-offset", "length", "file-offset");
-	for (uint64_t vc = 0; vc <= img.sp.h.map_entries; vc++) {
-		uint64_t e = vc < img.sp.h.map_entries ? sparse_map_get(&img.sp, vc) : 0;
-		uint64_t v = vc << img.sp.h.cluster_bits;
-		uint64_t len = img.size - v < img.sp.cluster_size ? img.size - v
-		                                                  : img.sp.cluster_size;
-
-		if (e && sparse_entry_problem(&img.sp, e, img.sp.file_size))
-			e = 0; /* check reports these */
-		if (e && run_len && run_v + run_len == v && run_h + run_len == e) {
-			run_len += len;
-			continue;
-		}
-		if (run_len) {
-			if (json)
-				printf("%s{\"start\": %" PRIu64 ", \"length\": %" PRIu64
-				       ", \"offset\": %" PRIu64 "}",
-				       first ? "" : ", ", run_v, run_len, run_h);
-			else
-				printf("%#-20" PRIx64 " %#-20" PRIx64 " %#" PRIx64 "\n",
-				       run_v, run_len, run_h);
-			first = false;
-		}
-		run_len = e ? len : 0;
-		run_v = v;
-		run_h = e;
-	}
-	if (json)
+	/* Only the allocated parts of the map, as check reads it. */
+	r = sparse_map_walk(&img.sp, map_entry, &m);
+	if (r < 0)
+		die("%s: cannot read the map: %s", img.path, strerror(-r));
+	map_flush(&m);
+	if (m.json)
 		printf("]\n");
 	image_close(&img);
 	return 0;
@@ -629,11 +652,17 @@ static bool src_read(struct image *src, uint64_t off, uint8_t *buf, size_t len)
 		uint64_t pos = off + done, vc = pos >> src->sp.h.cluster_bits;
 		uint64_t in = pos & (src->sp.cluster_size - 1);
 		size_t n = (size_t)(src->sp.cluster_size - in);
-		uint64_t e =
-		        vc < src->sp.h.map_entries ? sparse_map_get(&src->sp, vc) : 0;
+		uint64_t e = 0;
 
 		if (n > len - done)
 			n = len - done;
+		if (vc < src->sp.h.map_entries) {
+			int r = sparse_map_read(&src->sp, vc, 1, &e);
+
+			if (r < 0)
+				die("%s: cannot read the map: %s", src->path,
+				    strerror(-r));
+		}
 		if (e && !sparse_entry_problem(&src->sp, e, src->sp.file_size)) {
 			read_full(src->fd, buf + done, n, e + in, src->path);
 			any = true;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -122,7 +123,7 @@ static uint64_t entry_of(uint64_t vc)
 
 	ck_assert_int_ge(fd, 0);
 	ck_assert_msg(sparse_open(&img, fd, why, sizeof(why)) == 0, "%s", why);
-	e = sparse_map_get(&img, vc);
+	ck_assert_int_eq(sparse_map_read(&img, vc, 1, &e), 0);
 	sparse_close(&img);
 	close(fd);
 	return e;
@@ -427,6 +428,129 @@ START_TEST(image_over_2tib)
 }
 END_TEST
 
+/* Run "vproxy-img ARGS" (30 s at most); its stdout in out, exit status
+ * returned, seconds taken in *secs. */
+static int img_tool(const char *args, char *out, size_t outlen, double *secs)
+{
+	char cmd[512];
+	struct timespec t0, t1;
+	size_t n = 0;
+	FILE *f;
+	int st;
+
+	snprintf(cmd, sizeof(cmd), "timeout 30 %s/plugins/sparse/vproxy-img %s",
+	         VP_TEST_BIN_DIR, args);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	while (n + 1 < outlen && fgets(out + n, (int)(outlen - n), f))
+		n += strlen(out + n);
+	out[n] = '\0';
+	st = pclose(f);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	*secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* A 1 PiB image has 2^34 map entries (a 128 GiB map, nearly all hole):
+ * opening, checking and mapping it must look only at the allocated parts
+ * of the map, as an untrusted image could otherwise make them spin. */
+START_TEST(petabyte_image_is_walked_by_allocation)
+{
+	const uint64_t size = 1024 * TiB;
+	char args[256], out[4096];
+	double secs;
+	void *disk;
+
+	make_image(size, 64 * KiB);
+	disk = open_ok(0);
+	write_pattern(disk, 0, 4096, 21);
+	write_pattern(disk, 64 * KiB, 4096, 22); /* merges with the first */
+	write_pattern(disk, size / 2, 4096, 23);
+	write_pattern(disk, size - 4096, 4096, 24);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
+	check_data(disk, size / 2, 4096, 23);
+	plugin->close(disk);
+
+	snprintf(args, sizeof(args), "map '%s'", path);
+	ck_assert_int_eq(img_tool(args, out, sizeof(out), &secs), 0);
+	ck_assert_msg(secs < 10, "map took %.1f s", secs);
+	/* A header line and three extents. */
+	ck_assert_msg(strstr(out, "0x2000000000000 ") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "0x20000 ") != NULL, "%s", out); /* 2 clusters */
+	ck_assert_msg(strstr(out, "0x3ffffffff0000 ") != NULL, "%s", out);
+	{
+		int lines = 0;
+
+		for (const char *c = out; *c; c++)
+			lines += *c == '\n';
+		ck_assert_msg(lines == 4, "%s", out);
+	}
+	snprintf(args, sizeof(args), "check '%s'", path);
+	ck_assert_int_eq(img_tool(args, out, sizeof(out), &secs), 0);
+	ck_assert_msg(secs < 10, "check took %.1f s", secs);
+	ck_assert_uint_eq(scan_clean(), 4);
+}
+END_TEST
+
+/* Submit one request and wait: its status, or submit's error. */
+static int try_run(void *disk, uint32_t op, uint64_t offset, uint64_t len, void *buf)
+{
+	struct treq t, *tp = &t;
+	int rc;
+
+	memset(&t, 0, sizeof(t));
+	t.owner.complete = treq_complete;
+	t.req.op = op;
+	t.req.offset = offset;
+	t.req.len = len;
+	t.req.host_priv = &t;
+	t.iov[0].iov_base = buf;
+	t.iov[0].iov_len = (size_t)len;
+	t.req.iov = buf ? t.iov : NULL;
+	t.req.iovcnt = buf ? 1 : 0;
+	rc = plugin->submit(disk, &t.req);
+	if (rc < 0)
+		return rc;
+	wait_all(&tp, 1);
+	return t.status;
+}
+
+/* An operator cuts a served image short (truncate, a copy over it):
+ * with the map mmapped this raised SIGBUS and killed the server for every
+ * guest.  Now the disk fails its requests with an error, and only it. */
+START_TEST(image_cut_from_outside_fails_only_that_disk)
+{
+	uint8_t buf[4096];
+	void *disk;
+
+	/* The data cut off: the map still in the cache. */
+	make_image(64 * MiB, 4 * KiB);
+	disk = open_ok(0);
+	for (unsigned i = 0; i < 8; i++)
+		write_pattern(disk, i * 64 * KiB, 4096, 30 + i);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
+	/* Clusters were handed out in order: keep the first four. */
+	ck_assert_int_eq(truncate(path, (off_t)(entry_of(0) + 4 * 4 * KiB)), 0);
+	check_data(disk, 0, 4096, 30); /* still in the file */
+	ck_assert_int_eq(try_run(disk, VPROXY_REQ_READ, 7 * 64 * KiB, 4096, buf), -EIO);
+	/* Once cut, the disk fails everything rather than write into it. */
+	ck_assert_int_eq(try_run(disk, VPROXY_REQ_READ, 0, 4096, buf), -EIO);
+	ck_assert_int_eq(try_run(disk, VPROXY_REQ_WRITE, 0, 4096, buf), -EIO);
+	ck_assert_int_eq(try_run(disk, VPROXY_REQ_FLUSH, 0, 0, NULL), -EIO);
+	plugin->close(disk);
+
+	/* The map cut off, in parts never read yet: pread, not SIGBUS. */
+	make_image(64 * MiB, 4 * KiB);
+	disk = open_ok(0);
+	write_pattern(disk, 0, 4096, 40);
+	ck_assert_int_eq(truncate(path, 4096), 0);
+	ck_assert_int_eq(try_run(disk, VPROXY_REQ_READ, 32 * MiB, 4096, buf), -EIO);
+	ck_assert_int_eq(try_run(disk, VPROXY_REQ_WRITE, 48 * MiB, 4096, buf), -EIO);
+	plugin->close(disk);
+}
+END_TEST
+
 START_TEST(read_only_refuses_writes)
 {
 	struct vproxy_disk_info info;
@@ -698,6 +822,8 @@ static Suite *sparse_suite(void)
 	tcase_add_test(tc, freed_cluster_reused_after_flush);
 	tcase_add_test(tc, last_cluster_of_odd_sized_disk);
 	tcase_add_test(tc, image_over_2tib);
+	tcase_add_test(tc, petabyte_image_is_walked_by_allocation);
+	tcase_add_test(tc, image_cut_from_outside_fails_only_that_disk);
 	tcase_add_test(tc, read_only_refuses_writes);
 	tcase_add_test(tc, concurrent_writes_into_one_new_cluster);
 	tcase_add_test(tc, mixed_concurrent_load_stays_consistent);

@@ -196,6 +196,14 @@ static int open_image(struct sparse_image *img, int flags)
 	return fd;
 }
 
+static uint64_t get_entry(const struct sparse_image *img, uint64_t vc)
+{
+	uint64_t e = ~0ull;
+
+	ck_assert_int_eq(sparse_map_read(img, vc, 1, &e), 0);
+	return e;
+}
+
 static void put_entry(int fd, const struct sparse_image *img, uint64_t vc, uint64_t e)
 {
 	uint64_t le = htole64(e);
@@ -218,12 +226,12 @@ START_TEST(create_open_and_map_boundaries)
 	fd = open_image(&img, O_RDWR);
 	ck_assert_uint_eq(img.file_size, 64 * KiB);
 	for (uint64_t vc = 0; vc < img.h.map_entries; vc++)
-		ck_assert_uint_eq(sparse_map_get(&img, vc), 0);
+		ck_assert_uint_eq(get_entry(&img, vc), 0);
 	/* First and last entries, each pointing at a real cluster. */
 	ck_assert_int_eq(ftruncate(fd, (off_t)(64 * KiB * 3)), 0);
 	put_entry(fd, &img, 0, 2 * 64 * KiB);
 	put_entry(fd, &img, 16, 1 * 64 * KiB);
-	ck_assert_uint_eq(sparse_map_get(&img, 16), 64 * KiB); /* shared mapping */
+	ck_assert_uint_eq(get_entry(&img, 16), 64 * KiB); /* read, not cached */
 	img.file_size = 3 * 64 * KiB;
 	ck_assert_int_eq(sparse_scan(&img, &s), 0);
 	ck_assert_uint_eq(s.allocated, 2);
