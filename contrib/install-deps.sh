@@ -19,9 +19,10 @@ set -euo pipefail
 # liburing-dev: the raw and sparse plugins. fio, qemu-system-common
 # (qemu-storage-daemon), gnuplot-nox: the bench's baseline, peer and plots.
 # qemu-system-x86, cpio: booting a real Xen for the end-to-end test.
+# clang, libclang-rt-dev (libFuzzer), llvm (llvm-cov): the fuzzers.
 readonly required=(build-essential cmake pkg-config libevent-dev libxen-dev
 	libinih-dev check procps xenstore-utils liburing-dev fio qemu-system-common
-	gnuplot-nox qemu-system-x86 cpio xz-utils)
+	gnuplot-nox qemu-system-x86 cpio xz-utils clang libclang-rt-dev llvm)
 readonly optional=()
 readonly xen_utils_pkg=xen-utils-4.17
 readonly cache_dir=${VPROXY_XEN_UTILS_DIR:-/var/cache/vproxy/xen-utils}

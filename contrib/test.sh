@@ -13,3 +13,9 @@ cmake --build "$build" -j"$(nproc)"
 export VPROXY_REQUIRE_XENSTORED=1
 cd "$build"
 ctest --output-on-failure -j2 --timeout 600
+
+# Fuzzing (tests/fuzz/, docs/TESTING.md): a separate clang build replays
+# every seed corpus and fuzzes each harness for 15 s.  Found inputs go to
+# a scratch directory; a crash leaves its input in <build>-fuzz/tests/fuzz.
+VPROXY_FUZZ_BUILD_DIR=${build}-fuzz VPROXY_FUZZ_WORK_DIR= \
+	bash "$src/contrib/fuzz.sh" 15

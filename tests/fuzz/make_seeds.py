@@ -193,6 +193,94 @@ def blk_seeds():
          u8(6) + u16(0x70) + u8(2) + u64(0) + u8(9) + HARVEST)
 
 
+# ---- transport ----
+
+def raw(op, size, off, value=0):
+    return u8(0) + u8(op) + u8(size) + u16(off) + u64(value)
+
+
+def tr_req(*a, **k):
+    return u8(3) + blk_req(*a, **k)[1:]
+
+
+def transport_seeds():
+    setup = u8(2) + u64(ALL_FEATURES) + u8(3)
+    for cfg, name in ((0, "gfn"), (1, "grant"), (5, "grant-cached")):
+        save("transport", f"{name}-io",
+             u8(cfg) + u8(0x0d) + setup + tr_req(T_OUT, 8, 1024) +
+             tr_req(T_IN, 8, in_len=1025) + tr_req(T_FLUSH) + u8(1) + u8(4))
+    save("transport", "raw-registers",
+         u8(0) + u8(0x0c) + raw(1, 4, 0x000) + raw(1, 4, 0x008) + raw(1, 4, 0x010) +
+         raw(2, 4, 0x014, 1) + raw(1, 4, 0x010) + raw(1, 8, 0x100) + raw(1, 2, 0x103) +
+         raw(3, 4, 0x070) + raw(1, 4, 0x060) + raw(2, 4, 0x064, 3) + raw(1, 4, 0x1000) +
+         raw(2, 4, 0x070, 0) + u8(1))
+    save("transport", "ring-overflow",
+         u8(0) + u8(0x0c) + raw(1, 4, 0x000) + u8(5) + u8(0) + u32(300) + u8(1) +
+         raw(1, 4, 0x000) + u8(1))
+    save("transport", "many-requests",
+         u8(0) + u8(0x0c) + b"".join(raw(1, 4, 0x70) for _ in range(300)) + u8(1) +
+         u8(5) + u8(1) + u32(5) + raw(1, 4, 0) + u8(1))
+    save("transport", "bad-magic", u8(2) + u8(0))
+
+
+# ---- sparse images ----
+
+def sparse_header(vsize, cbits, map_offset, data_offset, entries=None, incompat=0):
+    cs = 1 << cbits
+    if entries is None:
+        entries = (vsize + cs - 1) // cs
+    h = bytearray(128)
+    h[0:8] = b"VPXSPARS"
+    struct.pack_into("<IIQIIQQQI", h, 8, 1, 128, vsize, cbits, incompat, map_offset,
+                     entries, data_offset, 0)
+    return bytes(h)  # checksum left to the harness
+
+
+def sparse_image(vsize, entries_at, clusters, cbits=12, map_offset=128, data_offset=4096,
+                 tail=b"", **kw):
+    """entries_at: {vc: entry}; clusters: {file offset: byte}."""
+    f = bytearray(sparse_header(vsize, cbits, map_offset, data_offset, **kw))
+    end = max([data_offset] + [o + (1 << cbits) for o in clusters])
+    f.extend(b"\0" * (end - len(f)))
+    for vc, e in entries_at.items():
+        struct.pack_into("<Q", f, map_offset + 8 * vc, e)
+    for off, b in clusters.items():
+        f[off:off + 16] = bytes([b]) * 16
+    return bytes(f) + tail
+
+
+def sparse_seeds():
+    images = {
+        "clean": (0, 0, sparse_image(65536, {0: 4096, 3: 8192}, {4096: 1, 8192: 2})),
+        "leaked": (2, 0, sparse_image(65536, {1: 4096}, {4096: 1, 8192: 2, 16384: 3})),
+        "hole-tail": (2, 3, sparse_image(65536, {1: 8192}, {8192: 9})),
+        "double-ref": (2, 0, sparse_image(65536, {0: 4096, 1: 4096}, {4096: 1})),
+        "bad-entries": (0, 0, sparse_image(65536, {0: 4097, 1: 0x0100000000001000,
+                                                   2: 4096 * 40, 3: 0}, {4096: 5})),
+        "bad-geometry": (0, 0, sparse_image(65536, {}, {}, entries=7)),
+        "incompat": (0, 0, sparse_image(65536, {}, {}, incompat=1)),
+        "keep-crc": (1, 0, sparse_image(65536, {0: 4096}, {4096: 1})),
+        "odd-size": (2, 0, sparse_image(5 * 4096 + 512, {5: 4096}, {4096: 7, 8192: 8})),
+        "big-clusters": (0, 1, sparse_image(1 << 22, {0: 1 << 21}, {},
+                                            cbits=21, map_offset=4096,
+                                            data_offset=1 << 21)[:8192]),
+    }
+    for name, (flags, hole, img) in images.items():
+        save("sparse", name, u8(flags) + u8(hole) + img)
+    # vproxy-img: flags bits 1-3 pick the command (0 info, 1 map, 2 check,
+    # 3 check --repair, 4 convert -O sparse, 5 and back to raw, 6-7 to raw).
+    for name, (flags, hole, img) in images.items():
+        cmds = {"clean": range(8), "leaked": (1, 3, 5)}.get(name, (2,))
+        for cmd in cmds:
+            save("img", f"{name}-{cmd}", u8((flags & 1) | cmd << 1) + u8(hole) + img)
+    raw = bytes(range(256)) * 8 + b"\0" * 4096 + b"tail"
+    for cmd in (0, 4, 5, 6):
+        save("img", f"raw-disk-{cmd}", u8(cmd << 1) + u8(0) + raw)
+    save("img", "raw-disk-big-cluster", u8(5 << 1 | 0x30) + u8(2) + raw)
+
+
 if __name__ == "__main__":
+    sparse_seeds()
     vq_seeds()
     blk_seeds()
+    transport_seeds()

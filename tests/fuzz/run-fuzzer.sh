@@ -1,14 +1,25 @@
 #!/bin/bash
-# Runs one fuzzer: every file of its corpus first, then new inputs for
-# SECONDS.  New inputs go to a scratch directory (not the tree); a crash
-# leaves its input as crash-* in the current directory.
+# Runs one fuzzer: every file of its seed corpus first, then new inputs
+# for SECONDS.  Without VPROXY_FUZZ_WORK_DIR, new inputs go to a scratch
+# directory that is removed and a crash leaves its input as crash-* in the
+# current directory; with it, <work>/<name>/corpus keeps what the fuzzer
+# found (for the next run) and crashes land in <work>/<name>/.
 #   run-fuzzer.sh FUZZER CORPUS_DIR SECONDS [libFuzzer options...]
 set -euo pipefail
 fuzzer=$1 corpus=$2 seconds=$3
 shift 3
-scratch=$(mktemp -d)
-trap 'rm -rf -- "$scratch"' EXIT
-# -timeout: no single input may take a second; -rss_limit_mb: the guest
+name=$(basename -- "$corpus")
+if [[ -n ${VPROXY_FUZZ_WORK_DIR:-} ]]; then
+	work=$VPROXY_FUZZ_WORK_DIR/$name
+	mkdir -p -- "$work/corpus"
+	found=$work/corpus
+	artifacts=$work/
+else
+	found=$(mktemp -d)
+	trap 'rm -rf -- "$found"' EXIT
+	artifacts=./
+fi
+# -timeout: an input that takes 10 s is a hang; -rss_limit_mb: the guest
 # RAM and mappings of a harness stay far below it.
-"$fuzzer" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-	-print_final_stats=1 -close_fd_mask=1 "$@" "$scratch" "$corpus"
+exec "$fuzzer" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+	-print_final_stats=1 -artifact_prefix="$artifacts" "$@" "$found" "$corpus"
