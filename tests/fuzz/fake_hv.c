@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -42,6 +43,9 @@ struct fake_hv {
 	unsigned nmaps;
 	unsigned ports_bound;
 	unsigned notifies;
+	int evfd; /* readable while ports are pending */
+	int pending[64];
+	unsigned npending;
 };
 
 static struct fake_hv *to_fake(struct vp_hv *hv)
@@ -57,8 +61,7 @@ static void fatal(const char *what)
 
 static int fake_evtchn_fd(struct vp_hv *hv)
 {
-	(void)hv;
-	return -1;
+	return to_fake(hv)->evfd;
 }
 
 static int fake_evtchn_bind(struct vp_hv *hv, uint16_t dom, uint32_t remote_port)
@@ -78,8 +81,15 @@ static int fake_evtchn_notify(struct vp_hv *hv, int port)
 
 static int fake_evtchn_pending(struct vp_hv *hv)
 {
-	(void)hv;
-	return -1;
+	struct fake_hv *f = to_fake(hv);
+	uint64_t v;
+
+	if (f->npending == 0) {
+		if (read(f->evfd, &v, sizeof(v)) < 0)
+			v = 0; /* already drained */
+		return -1;
+	}
+	return f->pending[--f->npending];
 }
 
 static int fake_evtchn_unmask(struct vp_hv *hv, int port)
@@ -257,7 +267,8 @@ struct vp_hv *fake_hv_new(unsigned pages)
 	f->ram = mmap(NULL, (size_t)pages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED,
 	              f->fd, 0);
 	f->hole = calloc(pages, 1);
-	if (f->ram == MAP_FAILED || !f->hole)
+	f->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (f->ram == MAP_FAILED || !f->hole || f->evfd < 0)
 		fatal("cannot map guest RAM");
 	return &f->hv;
 }
@@ -299,6 +310,7 @@ void fake_hv_reset(struct vp_hv *hv)
 	memset(f->hole, 0, f->pages);
 	memset(f->grants, 0, sizeof(f->grants));
 	f->notifies = 0;
+	f->npending = 0;
 }
 
 void fake_hv_set_hole(struct vp_hv *hv, uint64_t gfn)
@@ -321,6 +333,17 @@ void fake_hv_grant(struct vp_hv *hv, uint32_t ref, uint64_t gfn, bool writable)
 unsigned fake_hv_live_mappings(struct vp_hv *hv)
 {
 	return to_fake(hv)->nmaps;
+}
+
+void fake_hv_kick(struct vp_hv *hv, int port)
+{
+	struct fake_hv *f = to_fake(hv);
+	uint64_t one = 1;
+
+	if (f->npending < sizeof(f->pending) / sizeof(f->pending[0]))
+		f->pending[f->npending++] = port;
+	if (write(f->evfd, &one, sizeof(one)) < 0)
+		fatal("cannot signal the event channel fd");
 }
 
 unsigned fake_hv_notifies(struct vp_hv *hv)

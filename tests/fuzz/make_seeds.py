@@ -279,7 +279,49 @@ def sparse_seeds():
     save("img", "raw-disk-big-cluster", u8(5 << 1 | 0x30) + u8(2) + raw)
 
 
+# ---- xsbus ----
+
+def xs_connect(dev, how=0):
+    return u8(6) + u8(dev) + u8(how)
+
+
+def xs_state(dev, st):
+    return u8(3) + u8(dev) + u8(st)
+
+
+def xs_regs(dev, msgs, port=1):
+    out = u8(7) + u8(dev) + u8(len(msgs))
+    for op, off, val in msgs:
+        out += u8(op) + u16(off) + u32(val)
+    return out + u8(port - 1)
+
+
+def xs_write(dev, key, value):
+    return u8(2) + u8(dev) + u8(key) + u8(value)
+
+
+def xsbus_seeds():
+    init = [(2, 0x000, 0), (2, 0x070, 0), (2, 0x070, 3), (1, 0x010, 0), (2, 0x070, 0xb)]
+    save("xsbus", "lifecycle",
+         u8(0x0f) + xs_connect(0) + xs_regs(0, init) + xs_state(0, 5) + xs_state(0, 6) +
+         xs_state(0, 1) + xs_connect(0, 1) + xs_regs(0, init, port=2) + u8(1) + u8(0))
+    save("xsbus", "garbage-values",
+         u8(0x01) + xs_write(0, 1, 8) + xs_write(0, 2, 13) + xs_write(0, 3, 19) +
+         xs_write(0, 4, 9) + xs_state(0, 3) + xs_write(0, 1, 10) + xs_write(0, 0, 19) +
+         xs_write(0, 0, 0x80 + 3) + b"abc" + xs_state(0, 1) + xs_state(0, 3))
+    save("xsbus", "node-removal",
+         u8(0x03) + xs_connect(0) + xs_connect(2, 3) + u8(4) + u8(0) + u8(5) + u8(2) +
+         u8(4) + u8(0x80 | 2 << 2 | 1) + xs_state(1, 3))
+    save("xsbus", "shutdown-connected",
+         u8(0x0f) + xs_connect(0) + xs_connect(1, 5) + xs_state(1, 5) + xs_write(0, 0, 19) +
+         u8(9))
+    save("xsbus", "late-introduction",
+         u8(0) + u8(0) + u8(1) + u8(0) + u8(2) + xs_connect(2, 2) + xs_connect(3) +
+         u8(0) + u8(2) + u8(1) + u8(1) + u8(1) + u8(0))
+
+
 if __name__ == "__main__":
+    xsbus_seeds()
     sparse_seeds()
     vq_seeds()
     blk_seeds()
