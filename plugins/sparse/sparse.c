@@ -12,7 +12,9 @@
  *  3. A freed cluster is reused only after a flush made its map entry's
  *     zeroing durable and every I/O issued before the free has finished,
  *     so no two entries can ever point at one cluster, not even after a
- *     power loss in the middle of a flush.
+ *     power loss in the middle of a flush.  One such I/O may have written
+ *     into it after the free: it is punched again, and reused only after
+ *     yet another flush made that punch durable.
  *  4. Free clusters and everything past the last used cluster read as
  *     zeros, so a new cluster needs only the guest's bytes written.
  * FLUSH is fdatasync, which covers data and map alike.
@@ -453,9 +455,12 @@ static void zero_done(struct aio_op *op, int res)
 	struct sparse_disk *d = z->d;
 
 	d->zeroing--;
-	/* Could not zero it: keep it out of use until the next open. */
+	/* Zeroed, but not durably: handed out now, its new map entry could
+	 * reach the disk before the punch, and a power cut would show the
+	 * old data in the new place.  So it waits for one more flush, as a
+	 * clean free.  Could not zero it: out of use until the next open. */
 	if (res == 0)
-		free_clean(d, z->idx);
+		free_later(d, z->idx, false);
 	else
 		host->log(VPROXY_LOG_WARN, "%s: cannot zero freed cluster %llu: %s",
 		          d->label, (unsigned long long)z->idx, strerror(-res));

@@ -38,7 +38,7 @@ static void treq_complete(struct vproxy_req *req, int status)
 }
 
 /* Load plugin name; path becomes <a new /tmp/vproxy-test-<name>.XXXXXX>/file. */
-static void plugin_test_setup(const char *name, const char *file)
+static __attribute__((unused)) void plugin_test_setup(const char *name, const char *file)
 {
 	base = event_base_new();
 	ck_assert_ptr_nonnull(base);
