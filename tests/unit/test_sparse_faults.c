@@ -1,0 +1,365 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The sparse plugin when its file fails: EIO injected on data reads, data
+ * writes, map writes, size changes, punches and fdatasync (through the
+ * test engine, aio_test_sys.h), and a real ENOSPC when the image grows on
+ * a small tmpfs mounted for the test.  Every time: the request that met
+ * the fault fails with that error and only it, the disk goes on serving,
+ * what was written before reads back, and the image passes
+ * `vproxy-img check` afterwards.
+ */
+#include <check.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "aio_test_sys.h"
+#include "plugin_test_util.h"
+
+/* The plugin itself, compiled in, so the test engine reaches it. */
+#include "../../plugins/sparse/sparse.c"
+
+#define KiB 1024ull
+#define MiB (1024ull * KiB)
+#define CS (64 * KiB)
+
+/* The fault: calls of this kind touching [lo, hi) fail with err, count
+ * times at most. */
+static enum tsys_call fault_call;
+static uint64_t fault_lo, fault_hi;
+static int fault_err, fault_left;
+
+static int fault_rule(enum tsys_call call, int fd, uint64_t off, uint64_t len)
+{
+	(void)fd;
+	if (call != fault_call || fault_left <= 0)
+		return 0;
+	if (call != TSYS_SYNC && (off >= fault_hi || off + (len ? len : 1) <= fault_lo))
+		return 0;
+	fault_left--;
+	return fault_err;
+}
+
+static void fail_next(enum tsys_call call, uint64_t lo, uint64_t hi, int err_no,
+                      int count)
+{
+	pthread_mutex_lock(&tsys_lock);
+	fault_call = call;
+	fault_lo = lo;
+	fault_hi = hi;
+	fault_err = err_no;
+	fault_left = count;
+	pthread_mutex_unlock(&tsys_lock);
+	tsys_set_fault(fault_rule);
+}
+
+static void start(void *disk, struct treq *t, uint32_t op, uint32_t flags,
+                  uint64_t offset, uint64_t len, void *buf)
+{
+	memset(t, 0, sizeof(*t));
+	t->owner.complete = treq_complete;
+	t->req.op = op;
+	t->req.flags = flags;
+	t->req.offset = offset;
+	t->req.len = len;
+	t->req.host_priv = t;
+	if (buf) {
+		t->iov[0].iov_base = buf;
+		t->iov[0].iov_len = (size_t)len;
+		t->req.iov = t->iov;
+		t->req.iovcnt = 1;
+	}
+	ck_assert_int_eq(plugin->submit(disk, &t->req), 0);
+}
+
+static void fill(uint8_t *buf, size_t len, unsigned seed)
+{
+	for (size_t i = 0; i < len; i++)
+		buf[i] = (uint8_t)(seed * 37 + i * 11 + (i >> 9) + 1);
+}
+
+static int write_pattern(void *disk, uint64_t off, size_t len, unsigned seed)
+{
+	uint8_t *buf = malloc(len);
+	int st;
+
+	fill(buf, len, seed);
+	st = run(disk, VPROXY_REQ_WRITE, 0, off, len, buf);
+	free(buf);
+	return st;
+}
+
+static void check_data(void *disk, uint64_t off, size_t len, unsigned seed)
+{
+	uint8_t *want = malloc(len), *got = malloc(len);
+
+	fill(want, len, seed);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_READ, 0, off, len, got), 0);
+	ck_assert_msg(memcmp(want, got, len) == 0, "data at %llu differs",
+	              (unsigned long long)off);
+	free(want);
+	free(got);
+}
+
+/* vproxy-img check FILE: its exit status (0 clean, 1 corrupt). */
+static int img_check(const char *file)
+{
+	char cmd[512];
+	int st;
+
+	snprintf(cmd, sizeof(cmd), "timeout 30 %s/plugins/sparse/vproxy-img check '%s'",
+	         VP_TEST_BIN_DIR, file);
+	st = system(cmd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void *open_image(const char *file, uint64_t size)
+{
+	struct vproxy_disk_info info;
+	void *disk = NULL;
+	char why[300];
+
+	ck_assert_msg(sparse_create(file, size, CS, true, why, sizeof(why)) == 0, "%s",
+	              why);
+	ck_assert_msg(open_disk(file, NULL, NULL, 0, &info, &disk) == 0, "%s", err);
+	return disk;
+}
+
+static uint64_t data_offset(void *disk)
+{
+	return ((struct sparse_disk *)disk)->img.h.data_offset;
+}
+
+static void setup(void)
+{
+	base = event_base_new();
+	ck_assert_ptr_nonnull(base);
+	vp_plugin_set_event_base(base);
+	plugin = vproxy_plugin_init(vp_plugin_host());
+	ck_assert_ptr_nonnull(plugin);
+	snprintf(dir, sizeof(dir), "/tmp/vproxy-test-sparse-faults.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/disk.img", dir);
+	tsys_install();
+}
+
+static void faults_teardown(void)
+{
+	tsys_uninstall();
+	teardown();
+}
+
+START_TEST(eio_on_reads_fails_only_those_reads)
+{
+	uint8_t buf[8192];
+	void *disk = open_image(path, 16 * MiB);
+	uint64_t d0 = data_offset(disk);
+
+	ck_assert_int_eq(write_pattern(disk, 0, 8192, 1), 0);
+	ck_assert_int_eq(write_pattern(disk, 4 * CS, 8192, 2), 0);
+	/* Cluster 0 (virtual 0) is the first allocated. */
+	fail_next(TSYS_READ, d0, d0 + CS, EIO, 1);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_READ, 0, 0, 8192, buf), -EIO);
+	check_data(disk, 4 * CS, 8192, 2);
+	check_data(disk, 0, 8192, 1); /* the fault was one read */
+	ck_assert_uint_eq(tsys_faults, 1);
+	plugin->close(disk);
+	ck_assert_int_eq(img_check(path), 0);
+}
+END_TEST
+
+START_TEST(eio_on_a_new_clusters_data_leaves_the_map_alone)
+{
+	uint8_t buf[4096];
+	void *disk = open_image(path, 16 * MiB);
+	uint64_t d0 = data_offset(disk);
+
+	ck_assert_int_eq(write_pattern(disk, 0, 4096, 1), 0);
+	/* The next cluster handed out is index 1. */
+	fail_next(TSYS_WRITE, d0 + CS, d0 + 2 * CS, EIO, 1);
+	ck_assert_int_eq(write_pattern(disk, 3 * CS, 4096, 2), -EIO);
+	/* Nothing points at the cluster the failed write had. */
+	ck_assert_int_eq(run(disk, VPROXY_REQ_READ, 0, 3 * CS, 4096, buf), 0);
+	ck_assert_uint_eq(count_nonzero(buf, sizeof(buf)), 0);
+	/* The disk goes on: the same write again, others, a flush. */
+	ck_assert_int_eq(write_pattern(disk, 3 * CS, 4096, 3), 0);
+	ck_assert_int_eq(write_pattern(disk, 5 * CS, 4096, 4), 0);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
+	check_data(disk, 0, 4096, 1);
+	check_data(disk, 3 * CS, 4096, 3);
+	check_data(disk, 5 * CS, 4096, 4);
+	plugin->close(disk);
+	ck_assert_int_eq(img_check(path), 0);
+}
+END_TEST
+
+START_TEST(eio_on_a_map_write_keeps_the_image_consistent)
+{
+	void *disk = open_image(path, 16 * MiB);
+	uint64_t d0 = data_offset(disk);
+
+	ck_assert_int_eq(write_pattern(disk, 0, 4096, 1), 0);
+	/* The map: everything before the data area. */
+	fail_next(TSYS_WRITE, 0, d0, EIO, 1);
+	ck_assert_int_eq(write_pattern(disk, 7 * CS, 4096, 2), -EIO);
+	ck_assert_int_eq(write_pattern(disk, 7 * CS, 4096, 3), 0);
+	ck_assert_int_eq(write_pattern(disk, 9 * CS, 4096, 4), 0);
+	/* A discard whose map write fails: an error, nothing freed twice. */
+	fail_next(TSYS_WRITE, 0, d0, EIO, 1);
+	ck_assert_int_ne(run(disk, VPROXY_REQ_DISCARD, 0, 9 * CS, CS, NULL), 0);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
+	check_data(disk, 0, 4096, 1);
+	check_data(disk, 7 * CS, 4096, 3);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_DISCARD, 0, 9 * CS, CS, NULL), 0);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
+	for (unsigned i = 0; i < 8; i++)
+		ck_assert_int_eq(write_pattern(disk, (20 + i) * CS, 4096, 10 + i), 0);
+	for (unsigned i = 0; i < 8; i++)
+		check_data(disk, (20 + i) * CS, 4096, 10 + i);
+	plugin->close(disk);
+	ck_assert_int_eq(img_check(path), 0);
+}
+END_TEST
+
+START_TEST(eio_on_flush_punch_and_growth)
+{
+	void *disk = open_image(path, 64 * MiB);
+	uint64_t d0 = data_offset(disk);
+
+	ck_assert_int_eq(write_pattern(disk, 0, 4096, 1), 0);
+	/* fdatasync: the FLUSH fails, the next one works. */
+	fail_next(TSYS_SYNC, 0, 0, EIO, 1);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), -EIO);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
+	/* A punch refused: DISCARD is a hint; the cluster is zeroed again
+	 * before it is reused. */
+	fail_next(TSYS_FALLOCATE, d0, d0 + CS, EIO, 1);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_DISCARD, 0, 0, CS, NULL), 0);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
+	/* Growing the file fails (a full file system): that write only. */
+	fail_next(TSYS_TRUNCATE, 0, UINT64_MAX, ENOSPC, 1);
+	for (unsigned i = 0, nospc = 0; i < 40; i++) {
+		int st = write_pattern(disk, (uint64_t)i * CS, 4096, 20 + i);
+
+		ck_assert_msg(st == 0 || (st == -ENOSPC && ++nospc == 1), "write %u: %s",
+		              i, strerror(-st));
+		if (st == 0)
+			check_data(disk, (uint64_t)i * CS, 4096, 20 + i);
+	}
+	ck_assert_uint_eq(tsys_faults, 3);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
+	plugin->close(disk);
+	ck_assert_int_eq(img_check(path), 0);
+}
+END_TEST
+
+/* ---- a real full file system ---- */
+
+static char mnt[64];
+static bool mounted;
+static char mount_err[200];
+
+/* Unchecked fixture (in the parent): the mount goes even if a test dies. */
+static void tmpfs_setup(void)
+{
+	snprintf(mnt, sizeof(mnt), "/tmp/vproxy-test-enospc.XXXXXX");
+	if (!mkdtemp(mnt)) {
+		snprintf(mount_err, sizeof(mount_err), "mkdtemp: %s", strerror(errno));
+		return;
+	}
+	if (mount("tmpfs", mnt, "tmpfs", 0, "size=3m") < 0) {
+		snprintf(mount_err, sizeof(mount_err), "mount -t tmpfs: %s",
+		         strerror(errno));
+		return;
+	}
+	mounted = true;
+}
+
+static void tmpfs_teardown(void)
+{
+	if (mounted && umount2(mnt, MNT_DETACH) < 0)
+		fprintf(stderr, "umount %s: %s\n", mnt, strerror(errno));
+	mounted = false;
+	if (mnt[0])
+		rmdir(mnt);
+}
+
+START_TEST(enospc_when_growing_on_a_full_file_system)
+{
+	char file[128];
+	void *disk;
+	unsigned ok = 0, full = 0, i;
+	int st;
+
+	if (!mounted) {
+		fprintf(stderr, "enospc test skipped: %s\n", mount_err);
+		return;
+	}
+	tsys_uninstall(); /* the real engines, on a real full disk */
+	snprintf(file, sizeof(file), "%s/disk.img", mnt);
+	disk = open_image(file, 64 * MiB);
+	/* 3 MiB hold the map and about 45 whole clusters: write until full. */
+	for (i = 0; i < 200 && full < 3; i++) {
+		st = write_pattern(disk, (uint64_t)i * CS, CS, 100 + i);
+		ck_assert_msg(st == 0 || st == -ENOSPC, "write %u: %s", i, strerror(-st));
+		if (st == 0)
+			ok++;
+		else
+			full++;
+	}
+	ck_assert_uint_gt(ok, 4);
+	ck_assert_uint_eq(full, 3);
+	/* Still serving: what fitted reads back, FLUSH works. */
+	for (unsigned j = 0; j < i; j++) {
+		uint8_t buf[8192];
+
+		ck_assert_int_eq(
+		        run(disk, VPROXY_REQ_READ, 0, (uint64_t)j * CS, 8192, buf), 0);
+	}
+	check_data(disk, 0, 8192, 100);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
+	/* Freeing space lets writes succeed again. */
+	ck_assert_int_eq(run(disk, VPROXY_REQ_DISCARD, 0, 0, 16 * CS, NULL), 0);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
+	ck_assert_int_eq(write_pattern(disk, 63 * CS, 8192, 7), 0);
+	check_data(disk, 63 * CS, 8192, 7);
+	plugin->close(disk);
+	ck_assert_int_eq(img_check(file), 0);
+	unlink(file);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("sparse_faults");
+	TCase *tc = tcase_create("core");
+	TCase *full = tcase_create("full");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, faults_teardown);
+	tcase_add_test(tc, eio_on_reads_fails_only_those_reads);
+	tcase_add_test(tc, eio_on_a_new_clusters_data_leaves_the_map_alone);
+	tcase_add_test(tc, eio_on_a_map_write_keeps_the_image_consistent);
+	tcase_add_test(tc, eio_on_flush_punch_and_growth);
+	suite_add_tcase(s, tc);
+	tcase_add_unchecked_fixture(full, tmpfs_setup, tmpfs_teardown);
+	tcase_add_checked_fixture(full, setup, faults_teardown);
+	tcase_add_test(full, enospc_when_growing_on_a_full_file_system);
+	suite_add_tcase(s, full);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
