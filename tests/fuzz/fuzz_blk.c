@@ -124,6 +124,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	while (fz_more(&in)) {
 		uint8_t op = fz_u8(&in);
 
+		fuzz_disk_expect_pattern(!g.tainted);
+
 		switch (op % 10) {
 		case 0:
 		case 1: fg_request(&g, &in); break;
@@ -167,6 +169,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			              fz_u32(&in) % (RAM_PAGES * 4096 - FG_HEAP_START);
 
 			fake_hv_ram(hv)[at] = fz_u8(&in);
+			g.tainted = true;
 			break;
 		}
 		case 9: vp_vdev_poll(d); break;

@@ -15,6 +15,7 @@ static struct {
 	uint8_t data[FUZZ_DISK_MAX_BYTES];
 	struct vproxy_req *pending[MAX_PENDING];
 	unsigned npending;
+	bool pattern;
 } disk;
 
 static void violation(const struct vproxy_req *req, const char *what)
@@ -80,6 +81,20 @@ static void check(const struct vproxy_req *req)
 		violation(req, "beyond the disk's capacity");
 }
 
+/* A write's data as fuzz_guest.c built it. */
+static void check_pattern(const struct vproxy_req *req)
+{
+	uint64_t k = 0, sector = req->offset / 512;
+
+	for (unsigned i = 0; i < req->iovcnt; i++) {
+		const uint8_t *p = req->iov[i].iov_base;
+
+		for (size_t j = 0; j < req->iov[i].iov_len; j++, k++)
+			if (p[j] != (uint8_t)(k * 7 + sector))
+				violation(req, "write data is not what the guest wrote");
+	}
+}
+
 /* Do what req asks, touching every byte of its buffers. */
 static void execute(const struct vproxy_req *req)
 {
@@ -88,6 +103,8 @@ static void execute(const struct vproxy_req *req)
 	switch (req->op) {
 	case VPROXY_REQ_READ:
 	case VPROXY_REQ_WRITE:
+		if (req->op == VPROXY_REQ_WRITE && disk.pattern)
+			check_pattern(req);
 		for (unsigned i = 0; i < req->iovcnt; i++) {
 			if (req->op == VPROXY_REQ_READ)
 				memcpy(req->iov[i].iov_base, disk.data + off,
@@ -147,7 +164,13 @@ void *fuzz_disk_open(const struct vproxy_disk_info *info)
 		abort();
 	disk.info = *info;
 	disk.mode = (struct fuzz_disk_mode){0};
+	disk.pattern = false;
 	return &disk;
+}
+
+void fuzz_disk_expect_pattern(bool on)
+{
+	disk.pattern = on;
 }
 
 void fuzz_disk_set_mode(const struct fuzz_disk_mode *mode)

@@ -33,6 +33,11 @@ void fuzz_disk_set_mode(const struct fuzz_disk_mode *mode);
 /* Complete up to n held requests, the one at index pick (mod pending)
  * first; returns how many were completed. */
 unsigned fuzz_disk_complete(unsigned n, unsigned pick, int status);
+/* Check that every write carries the data fuzz_guest.c put in its
+ * buffers (byte i of a write at sector s is (uint8_t)(i * 7 + s)): a
+ * mapping of the wrong guest page shows.  Off once the guest has done
+ * something that legitimately changes that data. */
+void fuzz_disk_expect_pattern(bool on);
 /* Requests held. */
 unsigned fuzz_disk_pending(void);
 

@@ -112,8 +112,10 @@ static uint64_t heap_alloc(struct fg *g, uint64_t len)
 {
 	uint64_t a;
 
-	if (g->heap + len > g->ram_bytes)
+	if (g->heap + len > g->ram_bytes) {
 		g->heap = FG_HEAP_START;
+		g->tainted = true;
+	}
 	a = g->heap;
 	g->heap = (g->heap + len + 15) & ~15ull;
 	return a;
@@ -213,8 +215,10 @@ void fg_request(struct fg *g, struct fz *in)
 		};
 		unsigned slot = dt ? i : (unsigned)(head + i) % q->num;
 
-		if (w && i == nout && (flags & 4))
+		if (w && i == nout && (flags & 4)) {
 			d.flags &= (uint16_t)~VRING_DESC_F_WRITE;
+			g->tainted = true;
+		}
 		d.next = (uint16_t)(dt ? i + 1 : (head + i + 1) % q->num);
 		if (w)
 			in_at += len;

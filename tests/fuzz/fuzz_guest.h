@@ -43,6 +43,10 @@ struct fg {
 	uint64_t heap;
 	fg_reg_fn reg;
 	void *opaque;
+	/* The guest did something that changes the data of writes after the
+	 * fact (reused a buffer in flight, scribbled, mislabelled a buffer):
+	 * fuzz_disk_expect_pattern() must be off. */
+	bool tainted;
 };
 
 /* Set up the driver over hv's RAM; grant mode grants every page to the

@@ -211,6 +211,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	while (fz_more(&in)) {
 		uint8_t op = fz_u8(&in);
 
+		fuzz_disk_expect_pattern(!g.tainted);
+
 		switch (op % 8) {
 		case 0: {
 			/* A raw message: any op, size, offset, value. */
