@@ -50,7 +50,7 @@ static __attribute__((unused)) void plugin_test_setup(const char *name, const ch
 	snprintf(path, sizeof(path), "%s/%s", dir, file);
 }
 
-static void teardown(void)
+static __attribute__((unused)) void teardown(void)
 {
 	char cmd[128];
 

@@ -146,16 +146,16 @@ static void setup(void)
 	vp_plugin_set_event_base(base);
 	plugin = vproxy_plugin_init(vp_plugin_host());
 	ck_assert_ptr_nonnull(plugin);
-	snprintf(dir, sizeof(dir), "/tmp/vproxy-test-sparse-faults.XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/disk.img", dir);
 	tsys_install();
 }
 
+/* dir itself is main()'s: removed there even when a test failed. */
 static void faults_teardown(void)
 {
 	tsys_uninstall();
-	teardown();
+	vp_plugin_set_event_base(NULL);
+	event_base_free(base);
 }
 
 START_TEST(eio_on_reads_fails_only_those_reads)
@@ -345,7 +345,14 @@ int main(void)
 	TCase *tc = tcase_create("core");
 	TCase *full = tcase_create("full");
 	SRunner *sr;
+	char cmd[128];
 	int failed;
+
+	snprintf(dir, sizeof(dir), "/tmp/vproxy-test-sparse-faults.XXXXXX");
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return EXIT_FAILURE;
+	}
 
 	tcase_add_checked_fixture(tc, setup, faults_teardown);
 	tcase_add_test(tc, eio_on_reads_fails_only_those_reads);
@@ -361,5 +368,8 @@ int main(void)
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
+	snprintf(cmd, sizeof(cmd), "rm -rf -- '%s'", dir);
+	if (system(cmd) != 0)
+		failed++;
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -758,17 +758,15 @@ static void setup(void)
 	vp_plugin_set_event_base(base);
 	plugin = vproxy_plugin_init(vp_plugin_host());
 	ck_assert_ptr_nonnull(plugin);
-	/* tmpfs where there is one: fdatasync costs nothing there. */
-	snprintf(dir, sizeof(dir), "%s/vproxy-test-powerloss.XXXXXX",
-	         access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/disk.img", dir);
 }
 
+/* dir itself is main()'s: removed there even when a test failed. */
 static void powerloss_teardown(void)
 {
 	tsys_uninstall();
-	teardown();
+	vp_plugin_set_event_base(NULL);
+	event_base_free(base);
 }
 
 int main(void)
@@ -776,7 +774,16 @@ int main(void)
 	Suite *s = suite_create("sparse_powerloss");
 	TCase *tc = tcase_create("core");
 	SRunner *sr;
+	char cmd[128];
 	int failed;
+
+	/* tmpfs where there is one: fdatasync costs nothing there. */
+	snprintf(dir, sizeof(dir), "%s/vproxy-test-powerloss.XXXXXX",
+	         access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return EXIT_FAILURE;
+	}
 
 	tcase_add_checked_fixture(tc, setup, powerloss_teardown);
 	tcase_set_timeout(tc, 120);
@@ -787,5 +794,8 @@ int main(void)
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
+	snprintf(cmd, sizeof(cmd), "rm -rf -- '%s'", dir);
+	if (system(cmd) != 0)
+		failed++;
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
