@@ -12,8 +12,8 @@
  * xenbus state, every guest mapping and port is released after shutdown,
  * and no device node is left behind.
  *
- * Input: initial domains u8 (a bit each), then operations (op u8 +
- * arguments) to the end.
+ * Input: initial domains u8 (bits 0-3 a domain each, bit 4 poll-us on),
+ * then operations (op u8 + arguments) to the end.
  */
 #include <errno.h>
 #include <event2/event.h>
@@ -264,6 +264,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fake_xs_set("/local/domain/7/name", "seven");
 	fake_xs_set("/local/domain/8/name", "eight");
 	initial = fz_u8(&in);
+	/* Bit 4: poll-us set, so kicks put devices in polled mode. */
+	opts.poll_us = initial & 0x10 ? 50 : 0;
 	for (unsigned i = 0; i < 4; i++)
 		if (initial & (1u << i))
 			fake_xs_domain(doms[i], true);

@@ -313,14 +313,35 @@ def xsbus_seeds():
          u8(0x03) + xs_connect(0) + xs_connect(2, 3) + u8(4) + u8(0) + u8(5) + u8(2) +
          u8(4) + u8(0x80 | 2 << 2 | 1) + xs_state(1, 3))
     save("xsbus", "shutdown-connected",
-         u8(0x0f) + xs_connect(0) + xs_connect(1, 5) + xs_state(1, 5) + xs_write(0, 0, 19) +
+         u8(0x1f) + xs_connect(0) + xs_connect(1, 5) + xs_state(1, 5) + xs_write(0, 0, 19) +
          u8(9))
     save("xsbus", "late-introduction",
          u8(0) + u8(0) + u8(1) + u8(0) + u8(2) + xs_connect(2, 2) + xs_connect(3) +
          u8(0) + u8(2) + u8(1) + u8(1) + u8(1) + u8(0))
 
 
+# ---- config ----
+
+CONFIGS = {
+    "bad-numbers.ini": b'[device x]\nguest = 1\nid = 0x10\nplugin = mem\nqueues = 17\nqueue-size = 3\nsize = 99999999999999999999T\n',
+    "bom-indent.ini": b'\xef\xbb\xbf[vproxyd]\n  hypervisor = sim ; comment\n[device y]\nguest = a.b-c_d\nplugin = mem\n  size = 1M\n    continued\nserial = 012345678901234567890\n',
+    "duplicate-id.ini": b'[device a]\nguest = 5\nplugin = mem\nsize = 1G\n[device b]\nguest = 5\nplugin = mem\nsize = 1G\n',
+    "from-file.ini": b'\x00[vproxyd]\nhypervisor = sim\n',
+    "full.ini": b'; every key once\n[vproxyd]\nhypervisor = xen\nrun-dir = /run/vp\nplugin-dir = /usr/lib/vp\nlog-level = debug\nbackend-domid = 0\npoll-us = 50\n\n[device a]\nguest = web1\nid = 3\nplugin = mem\nsize = 64M\nblock-size = 4096\nread-only = yes\nqueues = 4\nqueue-size = 1024\nserial = ABCDEFGHIJ0123456789\n\n[device b]\nguest = 7\nid = 0\nplugin = raw\nfile = /tmp/x.img\n',
+    "nul-byte.ini": b'\x00[device n]\nguest = 3\nplugin = mem\x00size = 1M\n',
+    "poll-us-range.ini": b'[vproxyd]\npoll-us = 1000001\n',
+    "sections.ini": b'[vproxyd]\nlog-level = info\n[vproxyd]\n[device]\n[device  z ]\nkey\n=value\n[unterminated\n',
+}
+
+
+def config_seeds():
+    # An input starting with a NUL byte is read from a file (fuzz_config.c).
+    for name, text in CONFIGS.items():
+        save("config", name, text)
+
+
 if __name__ == "__main__":
+    config_seeds()
     xsbus_seeds()
     sparse_seeds()
     vq_seeds()
