@@ -24,6 +24,7 @@ struct mapping {
 	uint8_t *base; /* the reservation, guard page first */
 	unsigned n;    /* guest pages, between the two guards */
 	bool grant;
+	int prot; /* as mapped */
 };
 
 struct grant {
@@ -46,6 +47,7 @@ struct fake_hv {
 	int evfd; /* readable while ports are pending */
 	int pending[64];
 	unsigned npending;
+	bool frozen; /* every mapping read-only (fake_hv_freeze) */
 };
 
 static struct fake_hv *to_fake(struct vp_hv *hv)
@@ -140,7 +142,10 @@ static void *map_pages(struct fake_hv *f, const uint64_t *gfns, unsigned n, int 
 			fatal("cannot map guest RAM");
 		i += run;
 	}
-	f->maps[f->nmaps++] = (struct mapping){.base = base, .n = n, .grant = grant};
+	f->maps[f->nmaps++] =
+	        (struct mapping){.base = base, .n = n, .grant = grant, .prot = prot};
+	if (f->frozen && mprotect(base + PAGE, (size_t)n * PAGE, PROT_READ) < 0)
+		fatal("cannot freeze a mapping");
 	return base + PAGE;
 }
 
@@ -310,6 +315,7 @@ void fake_hv_reset(struct vp_hv *hv)
 	memset(f->hole, 0, f->pages);
 	memset(f->grants, 0, sizeof(f->grants));
 	f->notifies = 0;
+	f->frozen = false;
 	f->npending = 0;
 }
 
@@ -333,6 +339,17 @@ void fake_hv_grant(struct vp_hv *hv, uint32_t ref, uint64_t gfn, bool writable)
 unsigned fake_hv_live_mappings(struct vp_hv *hv)
 {
 	return to_fake(hv)->nmaps;
+}
+
+void fake_hv_freeze(struct vp_hv *hv, bool on)
+{
+	struct fake_hv *f = to_fake(hv);
+
+	f->frozen = on;
+	for (unsigned i = 0; i < f->nmaps; i++)
+		if (mprotect(f->maps[i].base + PAGE, (size_t)f->maps[i].n * PAGE,
+		             on ? PROT_READ : f->maps[i].prot) < 0)
+			fatal("cannot change a mapping's protection");
 }
 
 void fake_hv_kick(struct vp_hv *hv, int port)

@@ -37,6 +37,9 @@ void fake_hv_grant(struct vp_hv *hv, uint32_t ref, uint64_t gfn, bool writable);
 void fake_hv_check_released(struct vp_hv *hv);
 /* Mappings currently held. */
 unsigned fake_hv_live_mappings(struct vp_hv *hv);
+/* While on, every mapping (those held and those made) is read-only: the
+ * backend must not write guest memory (after a reset, say). */
+void fake_hv_freeze(struct vp_hv *hv, bool on);
 /* The guest notifies local port: the event channel fd becomes readable
  * and pending() returns the port. */
 void fake_hv_kick(struct vp_hv *hv, int port);

@@ -180,6 +180,12 @@ def blk_seeds():
          blk_req(T_OUT, 0, 4096, q=1) + blk_req(T_IN, 4, in_len=513) +
          u8(3) + u8(1) + u8(1) + u8(0) + u8(7) + u64(ALL_FEATURES) + u8(3) +
          u8(3) + u8(5) + u8(0) + u8(1) + HARVEST)
+    # Reset with requests in flight, wait for Status 0, then finish them.
+    save("blk", "reset-wait",
+         blk_header(dev=0x0d) + deferred + blk_req(T_IN, 0, in_len=4097) +
+         blk_req(T_IN, 8, in_len=513, q=1) + blk_req(T_OUT, 16, 512) +
+         u8(10) + u8(1) + u8(3) + u8(9) + u8(0) + u8(0) +
+         u8(7) + u64(ALL_FEATURES) + u8(3) + blk_req(T_IN, 0, in_len=513) + HARVEST)
     save("blk", "failures",
          blk_header(dflags=0x01) + u8(4) + u8(6) + blk_req(T_OUT, 0, 512) +
          u8(4) + u8(4) + blk_req(T_IN, 0, in_len=513) +
