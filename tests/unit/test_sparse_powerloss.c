@@ -10,8 +10,8 @@
  * Then the image is rebuilt as it could be on disk after a power cut at
  * every point of that log: everything before the last fdatasync that
  * returned, plus a subset of what came after it (every subset when there
- * are few, random ones otherwise, from a fixed seed), writes split into
- * 4 KiB pages that persist independently.  Each image must pass the
+ * are few, random ones otherwise, from a fixed seed), writes and punches
+ * split into 4 KiB pages that persist independently.  Each image must pass the
  * checks of `vproxy-img check` (no corruption; leaks are allowed and
  * repaired), and every block must read back as one of the versions the
  * guest may see: the one it wrote last before submitting its last
@@ -330,8 +330,9 @@ static void split_pieces(void)
 		if (r->kind == TREC_SYNC || r->kind == TREC_MARK)
 			continue;
 		do {
+			/* A size change is one; writes and punches go by page. */
 			uint64_t stop =
-			        r->kind == TREC_WRITE ? (pos / PIECE + 1) * PIECE : end;
+			        r->kind != TREC_TRUNC ? (pos / PIECE + 1) * PIECE : end;
 
 			if (stop > end)
 				stop = end;
