@@ -674,6 +674,50 @@ static bool src_read(struct image *src, uint64_t off, uint8_t *buf, size_t len)
 	return any;
 }
 
+/* The first offset at or after off where the source may hold data, or
+ * vsize when none does: convert skips what lies between, so its time
+ * follows the data, not the virtual size (an empty 1 PiB image would
+ * otherwise take hours, and an untrusted one could make it spin). */
+static uint64_t src_next_data(struct image *src, uint64_t off, uint64_t vsize)
+{
+	const struct sparse_header *h = &src->sp.h;
+	uint64_t vc, entries[512];
+	off_t d;
+
+	if (off >= src->size)
+		return vsize;
+	if (src->fmt == FMT_RAW) {
+		if (!S_ISREG(src->st.st_mode))
+			return off;
+		d = lseek(src->fd, (off_t)off, SEEK_DATA);
+		if (d < 0)
+			return errno == ENXIO ? vsize : off;
+		return (uint64_t)d;
+	}
+	for (vc = off >> h->cluster_bits; vc < h->map_entries;) {
+		uint64_t pos = h->map_offset + vc * SPARSE_ENTRY_SIZE, n;
+
+		/* Holes in the map hold no entries. */
+		d = lseek(src->fd, (off_t)pos, SEEK_DATA);
+		if (d < 0 && errno == ENXIO)
+			return vsize;
+		if (d > (off_t)pos) {
+			vc = ((uint64_t)d - h->map_offset) / SPARSE_ENTRY_SIZE;
+			continue;
+		}
+		n = h->map_entries - vc < 512 ? h->map_entries - vc : 512;
+		if (sparse_map_read(&src->sp, vc, n, entries) < 0)
+			return off; /* src_read() reports it */
+		for (uint64_t i = 0; i < n; i++)
+			if (entries[i])
+				return (vc + i) << h->cluster_bits > off
+				               ? (vc + i) << h->cluster_bits
+				               : off;
+		vc += n;
+	}
+	return vsize;
+}
+
 static int cmd_convert(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -748,8 +792,13 @@ static int cmd_convert(int argc, char **argv)
 	prog.shown = -1;
 	next_host = to_sparse ? dst.sp.h.data_offset : 0;
 	for (uint64_t off = 0; off < vsize; off += chunk) {
-		size_t n = vsize - off < chunk ? (size_t)(vsize - off) : chunk;
+		size_t n;
 
+		/* Never backwards: off is a multiple of chunk. */
+		off = src_next_data(&src, off, vsize) / chunk * chunk;
+		if (off >= vsize)
+			break;
+		n = vsize - off < chunk ? (size_t)(vsize - off) : chunk;
 		progress_show(&prog, off);
 		if (!src_read(&src, off, buf, n) || all_zero(buf, n))
 			continue;

@@ -8,7 +8,7 @@
  * for byte (zero-padded to whole sectors).
  *
  * Input: flags u8 (bit 0 keep the checksum, bits 1-3 which command,
- * bits 4-7 the cluster size for convert -O sparse), hole pages u8, file.
+ * bits 4-7 the cluster size for convert -O sparse), hole pages u16, file.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,7 +22,8 @@
 
 #include "fuzz_sparse.h"
 
-#define MAX_CONVERT_BYTES (64ull << 20) /* convert walks the virtual size */
+/* The raw round trip compares whole files: only for small disks. */
+#define MAX_ROUND_TRIP_BYTES (64ull << 20)
 
 int vproxy_img_main(int argc, char **argv);
 void vproxy_img_exit(int status) __attribute__((noreturn));
@@ -70,7 +71,7 @@ static int run(int argc, const char **argv)
 }
 
 /* The virtual size vproxy-img would give img (0 when it is not an
- * image it reads, or too large to convert here). */
+ * image it reads). */
 static uint64_t virtual_size(void)
 {
 	struct sparse_image si;
@@ -91,7 +92,7 @@ static uint64_t virtual_size(void)
 			v = (uint64_t)st.st_size;
 	}
 	close(fd);
-	return v <= MAX_CONVERT_BYTES ? v : 0;
+	return v;
 }
 
 static bool same_padded(const char *a, const char *b)
@@ -195,7 +196,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		if (run(3, b) != 0)
 			fail("convert -O sparse wrote an image that fails check");
-		if ((flags >> 1 & 7) == 5 && run(7, c) == 0) {
+		if ((flags >> 1 & 7) == 5 && v <= MAX_ROUND_TRIP_BYTES && run(7, c) == 0) {
 			char magic[8] = {0};
 			int in = open(img, O_RDONLY | O_CLOEXEC);
 

@@ -7,8 +7,8 @@
  * every referenced cluster unchanged; and a layout made from the input's
  * size and cluster size must survive encode and decode unchanged.
  *
- * Input: flags u8 (bit 0 keep the checksum, bit 1 repair), hole pages u8,
- * then the file.  The last 9 bytes also give a layout to round-trip.
+ * Input: flags u8 (bit 0 keep the checksum, bit 1 repair), hole pages
+ * u16, then the file.  The last 9 bytes also give a layout to round-trip.
  */
 #include <errno.h>
 #include <stdbool.h>

@@ -1,9 +1,10 @@
 /*
- * The image file the sparse harnesses build from their input: the input
- * after its first two bytes is the file's start, the header checksum
- * recomputed (so the fuzzer need not learn CRC-32C) unless flags bit 0
- * says to keep it as given, and the file extended with a hole of as many
- * 4 KiB pages as the second byte says.
+ * The image file the sparse harnesses build from their input: a flags
+ * byte, a little-endian u16 of hole pages, then the file's start.  The
+ * header checksum is recomputed (so the fuzzer need not learn CRC-32C)
+ * unless flags bit 0 says to keep it as given, and the file is extended
+ * with a hole of that many 4 KiB pages (up to 256 MiB: room for the map
+ * of a large virtual disk without a large input).
  */
 #ifndef VP_FUZZ_SPARSE_H
 #define VP_FUZZ_SPARSE_H
@@ -24,10 +25,10 @@ static inline int fuzz_sparse_build(int fd, const uint8_t *data, size_t size)
 {
 	uint8_t head[SPARSE_HEADER_SIZE];
 	uint8_t flags = size > 0 ? data[0] : 0;
-	size_t extra = size > 1 ? (size_t)data[1] * 4096 : 0;
-	size_t len = size > 2 ? size - 2 : 0;
+	size_t extra = size > 2 ? ((size_t)data[1] | (size_t)data[2] << 8) * 4096 : 0;
+	size_t len = size > 3 ? size - 3 : 0;
 
-	data += size > 2 ? 2 : size;
+	data += size > 3 ? 3 : size;
 	if (ftruncate(fd, 0) < 0 || (len && pwrite(fd, data, len, 0) != (ssize_t)len))
 		return -1;
 	if (!(flags & FUZZ_SPARSE_KEEP_CRC) && len >= SPARSE_HEADER_SIZE) {

@@ -272,17 +272,22 @@ def sparse_seeds():
                                             data_offset=1 << 21)[:8192]),
     }
     for name, (flags, hole, img) in images.items():
-        save("sparse", name, u8(flags) + u8(hole) + img)
+        save("sparse", name, u8(flags) + u16(hole) + img)
     # vproxy-img: flags bits 1-3 pick the command (0 info, 1 map, 2 check,
     # 3 check --repair, 4 convert -O sparse, 5 and back to raw, 6-7 to raw).
     for name, (flags, hole, img) in images.items():
         cmds = {"clean": range(8), "leaked": (1, 3, 5)}.get(name, (2,))
         for cmd in cmds:
-            save("img", f"{name}-{cmd}", u8((flags & 1) | cmd << 1) + u8(hole) + img)
+            save("img", f"{name}-{cmd}", u8((flags & 1) | cmd << 1) + u16(hole) + img)
     raw = bytes(range(256)) * 8 + b"\0" * 4096 + b"tail"
     for cmd in (0, 4, 5, 6):
-        save("img", f"raw-disk-{cmd}", u8(cmd << 1) + u8(0) + raw)
-    save("img", "raw-disk-big-cluster", u8(5 << 1 | 0x30) + u8(2) + raw)
+        save("img", f"raw-disk-{cmd}", u8(cmd << 1) + u16(0) + raw)
+    save("img", "raw-disk-big-cluster", u8(5 << 1 | 0x30) + u16(2) + raw)
+    # An empty 32 TiB image (2 MiB clusters, its 128 MiB map all hole):
+    # convert used to visit every cluster of the virtual size (hours).
+    huge = sparse_header(32 << 40, 21, 4096, (128 << 20) + (2 << 20))
+    for cmd in (1, 4, 6):
+        save("img", f"huge-empty-{cmd}", u8(cmd << 1) + u16(((128 + 2) << 20) // 4096) + huge)
 
 
 # ---- xsbus ----
