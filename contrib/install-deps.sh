@@ -20,10 +20,20 @@ set -euo pipefail
 # (qemu-storage-daemon), gnuplot-nox: the bench's baseline, peer and plots.
 # qemu-system-x86, cpio: booting a real Xen for the end-to-end test.
 # clang, libclang-rt-dev (libFuzzer), llvm (llvm-cov): the fuzzers.
+# libelf1, e2fsprogs: building virtio_vproxy.ko (the guest kernel's objtool)
+# and mkfs.ext4 in the real-Xen test's domU.
 readonly required=(build-essential cmake pkg-config libevent-dev libxen-dev
 	libinih-dev check procps xenstore-utils liburing-dev fio qemu-system-common
-	gnuplot-nox qemu-system-x86 cpio xz-utils clang libclang-rt-dev llvm)
-readonly optional=()
+	gnuplot-nox qemu-system-x86 cpio xz-utils clang libclang-rt-dev llvm
+	libelf1 e2fsprogs)
+# The guest kernel of the real-Xen test, pinned (tests/xen/fetch-xen-boot.sh
+# has the same pin and fetches image and headers by it): its headers, to
+# build virtio_vproxy.ko by hand with
+#   make -C /usr/src/linux-headers-$guest_kernel_abi-amd64 M=$PWD/proxy-stub/linux-kmod
+# Installed when the archive still has that version (it may move on).
+readonly guest_kernel_abi=6.1.0-57
+readonly guest_kernel_version=6.1.192-3
+readonly optional=("linux-headers-$guest_kernel_abi-amd64=$guest_kernel_version")
 readonly xen_utils_pkg=xen-utils-4.17
 readonly cache_dir=${VPROXY_XEN_UTILS_DIR:-/var/cache/vproxy/xen-utils}
 readonly xenstored=$cache_dir/usr/lib/xen-4.17/bin/xenstored
@@ -44,8 +54,12 @@ trap cleanup EXIT
 
 is_root() { [[ $(id -u) -eq 0 ]]; }
 
+# PKG or PKG=VERSION (then that version exactly).
 is_installed() {
-	[[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
+	local name=${1%%=*} st
+	st=$(dpkg-query -W -f='${Status} ${Version}' "$name" 2>/dev/null) || return 1
+	[[ $st == "install ok installed "* ]] || return 1
+	[[ $1 != *=* || ${st##* } == "${1#*=}" ]]
 }
 
 # Whether the package index knows the package (apt-cache needs `apt-get update`

@@ -3,12 +3,16 @@
 # /init of dom0 in the real-Xen test (tests/xen/xen_e2e.sh boots it).  It
 # brings up the Xen tools and vproxyd (hypervisor = xen), then twice:
 # creates the PV domU "vpguest" (its devices are declared in
-# /etc/vproxy/vproxyd.ini), waits for its guest driver to finish its
-# workloads and stay connected, destroys it and checks that vproxyd let go
-# of everything the domain had: backend nodes, event channels, grant and
-# foreign mappings.  Facts go to the serial console as "XENTEST: ..."
-# lines, the domU's console and vproxyd's log prefixed; the host asserts
-# on them.  Ends with poweroff, which ends QEMU.
+# /etc/vproxy/vproxyd.ini), waits for its guest to finish its workloads and
+# stay connected, destroys it and checks that vproxyd let go of everything
+# the domain had: backend nodes, event channels, grant and foreign
+# mappings.  Round 1's guest is the userspace stub (vproxy-guest); round
+# 2's is the kernel (virtio_vproxy.ko, domU-kmod-init.sh), which also gets
+# a blkback disk (xl block-attach, phy: on a loop device of a file like the
+# raw plugin's) to compare with, and is destroyed with a filesystem
+# mounted.  Facts go to the serial console as "XENTEST: ..." lines, the
+# domU's console and vproxyd's log prefixed; the host asserts on them.
+# Ends with poweroff, which ends QEMU.
 /bin/busybox --install -s /bin
 export PATH=/usr/lib/xen-4.17/bin:/bin LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
 export ASAN_OPTIONS=detect_leaks=1
@@ -73,6 +77,13 @@ xenconsoled --pid-file=/run/xenconsoled.pid --log=guest \
 say "tools up at $(cut -d' ' -f1 /proc/uptime) s"
 
 [ ! -f /lib/vproxy/plugins/raw.so ] || truncate -s 64M /var/lib/vproxy/disk1.img
+# The blkback peer's disk: a file like disk1.img, on a loop device.
+for m in $(cat /lib/modules/extra/dom0.order); do
+	insmod /lib/modules/extra/$m.ko || fail "insmod $m"
+done
+truncate -s 64M /var/lib/vproxy/disk2.img
+wait_for 10 test -b /dev/loop0 || fail "no /dev/loop0"
+losetup /dev/loop0 /var/lib/vproxy/disk2.img || fail "losetup"
 vproxyd --foreground --config /etc/vproxy/vproxyd.ini >/var/log/vproxyd.log 2>&1 &
 vpd=$!
 tail -f /var/log/vproxyd.log | awk '{ print "[vproxyd] " $0; fflush() }' &
@@ -81,14 +92,22 @@ base_maps=$(maps_of $vpd)
 say "vproxyd pid $vpd serving, $base_maps Xen mappings"
 
 for round in 1 2; do
-	xl create -q /etc/xen/vpguest.cfg || fail "xl create (round $round)"
+	cfg=/etc/xen/vpguest.cfg guest_secs=150
+	[ $round = 1 ] || cfg=/etc/xen/vpguest-kmod.cfg guest_secs=600
+	xl create -q $cfg || fail "xl create (round $round)"
 	dom=$(xl domid vpguest)
 	log=/var/log/xen/console/guest-vpguest.log
 	say "round $round: domU vpguest is domain $dom"
 	wait_for 10 test -f $log || fail "no console log for domain $dom"
 	tail -f $log | awk -v p="[domU $dom] " '{ print p $0; fflush() }' &
 	tailpid=$!
-	wait_for 150 grep -q "XENTEST-GUEST: idle" $log || fail "domain $dom did not finish"
+	if [ $round = 2 ]; then
+		xl block-attach vpguest "format=raw,vdev=xvda,access=rw,backendtype=phy,script=/etc/xen/scripts/vp-block,target=/dev/loop0" ||
+			fail "xl block-attach"
+		say "round $round: blkback disk attached to dom $dom"
+	fi
+	wait_for $guest_secs grep -q "XENTEST-GUEST: idle" $log || fail "domain $dom did not finish"
+	! grep -q "XENTEST-GUEST: FAIL" $log || fail "domain $dom: $(grep 'XENTEST-GUEST: FAIL' $log)"
 	be=/local/domain/0/backend/vproxy/$dom
 	for id in 0 1; do
 		wait_for 30 sh -c "[ \"\$(xenstore-read $be/$id/state)\" = 4 ]" ||
@@ -108,6 +127,7 @@ for round in 1 2; do
 	kill $tailpid
 	rm -f $log
 done
+losetup -d /dev/loop0
 
 kill -TERM $vpd
 n=0

@@ -1,10 +1,13 @@
 #!/bin/bash
-# Builds the two initramfs images of the real-Xen test from this machine's
-# binaries: the domU's (busybox, vproxy-guest, the Xen guest modules) and
-# dom0's (busybox, the Xen tools, vproxyd and its plugins, the domU's kernel
-# and image, the test's scripts).  Libraries come from ldd, so a build with
-# sanitizers carries its runtimes along; libgcc_s.so.1 is added by hand
-# (glibc dlopens it for thread cancellation and xl aborts without it).
+# Builds the initramfs images of the real-Xen test from this machine's
+# binaries: two for domUs, the userspace stub's (busybox, vproxy-guest, the
+# Xen guest modules) and the kernel module's (busybox, virtio_vproxy.ko
+# built here against the guest kernel's headers, virtio, ext4 and
+# xen-blkfront from the same kernel, mke2fs, fio), and dom0's (busybox, the
+# Xen tools, vproxyd and its plugins, loop and xen-blkback, the domU kernel
+# and images, the test's scripts).  Libraries come from ldd, so a build
+# with sanitizers carries its runtimes along; libgcc_s.so.1 is added by
+# hand (glibc dlopens it for thread cancellation and xl aborts without it).
 # Archives are uncompressed: under TCG, decompressing costs more than
 # reading.
 #
@@ -12,7 +15,9 @@
 #
 # Environment: VPROXY_BUILD_DIR (the CMake build tree, required),
 # XEN_BOOT_DIR (fetch-xen-boot.sh's output), XEN_UTILS_DIR (the unpacked
-# xen-utils-4.17).  Writes OUT_DIR/dom0.cpio and OUT_DIR/domU.cpio.
+# xen-utils-4.17), VPROXY_XEN_KMOD_GFN (1: the kernel module's domU also
+# runs in gfn mode).  Writes OUT_DIR/dom0.cpio, OUT_DIR/domU.cpio,
+# OUT_DIR/domU-kmod.cpio and OUT_DIR/kmod/ (the module's build).
 set -euo pipefail
 
 out=${1:?usage: mkimages.sh OUT_DIR}
@@ -80,15 +85,27 @@ cpio_of() {
 		cpio --null -o -H newc --owner=0:0 --quiet) >"$2"
 }
 
+kver=$(sed -n 's/^kernel //p' "$boot/VERSIONS")
+kdir=$boot/headers/usr/src/linux-headers-$kver
+fio=$(command -v fio) || die "fio is not installed (contrib/install-deps.sh installs it)"
+mke2fs=$(command -v mke2fs || echo /sbin/mke2fs)
 for f in "$build/core/vproxyd" "$build/proxy-stub/vproxy-guest" "$build/plugins/mem.so" \
 	"$build/tests/xen/xen-gfncheck" \
 	"$boot/xen" "$boot/vmlinux" "$boot/busybox" "$utils$xenbin/xl" \
-	"$utils$xenbin/xenstored"; do
+	"$utils$xenbin/xenstored" "$kdir/Makefile" "$boot/kmods/domU.order" "$mke2fs"; do
 	[[ -e $f ]] || die "missing $f"
 done
 
 rm -rf -- "$out"
 mkdir -p -- "$out"
+
+# --- the guest kernel module, for exactly the kernel the domU boots ---
+cp -r -- "$here/../../proxy-stub/linux-kmod" "$out/kmod"
+make -s -C "$kdir" M="$out/kmod" modules >"$out/kmod/build.log" 2>&1 ||
+	die "building virtio_vproxy.ko against $kdir failed: $(tail -n 20 "$out/kmod/build.log")"
+! grep -q 'warning:' "$out/kmod/build.log" ||
+	die "virtio_vproxy.ko builds with warnings: $(grep 'warning:' "$out/kmod/build.log")"
+[[ -f $out/kmod/virtio_vproxy.ko ]] || die "no virtio_vproxy.ko"
 
 # --- the domU ---
 u=$out/domU.root
@@ -98,6 +115,22 @@ add_bin "$u" "$build/tests/xen/xen-gfncheck" /bin/xen-gfncheck
 add_file "$u" "$here/domU-init.sh" /init
 chmod 755 -- "$u/init"
 cpio_of "$u" "$out/domU.cpio"
+
+# --- the domU of the kernel module ---
+k=$out/domU-kmod.root
+base "$k"
+rm -f -- "$k"/lib/modules/*.ko # the driver needs none of the Xen device modules
+add_file "$k" "$out/kmod/virtio_vproxy.ko" /lib/modules/virtio_vproxy.ko
+add_file "$k" "$boot/kmods/domU.order" /lib/modules/domU.order
+while read -r m; do
+	add_file "$k" "$boot/kmods/$m.ko" "/lib/modules/$m.ko"
+done <"$boot/kmods/domU.order"
+add_bin "$k" "$mke2fs" /sbin/mke2fs
+[[ ! -f /etc/mke2fs.conf ]] || add_file "$k" /etc/mke2fs.conf
+add_bin "$k" "$fio" /bin/fio
+add_file "$k" "$here/domU-kmod-init.sh" /init
+chmod 755 -- "$k/init"
+cpio_of "$k" "$out/domU-kmod.cpio"
 
 # --- dom0 ---
 d=$out/dom0.root
@@ -116,6 +149,13 @@ for t in xenstore-read xenstore-ls xenstore-write; do
 done
 add_file "$d" "$boot/vmlinux" /boot/vmlinux
 cp -- "$out/domU.cpio" "$d/boot/domU.cpio"
+cp -- "$out/domU-kmod.cpio" "$d/boot/domU-kmod.cpio"
+add_file "$d" "$boot/kmods/dom0.order" /lib/modules/extra/dom0.order
+while read -r m; do
+	add_file "$d" "$boot/kmods/$m.ko" "/lib/modules/extra/$m.ko"
+done <"$boot/kmods/dom0.order"
+add_file "$d" "$here/vp-block.sh" /etc/xen/scripts/vp-block
+chmod 755 -- "$d/etc/xen/scripts/vp-block"
 add_file "$d" "$here/dom0-init.sh" /init
 chmod 755 -- "$d/init"
 mkdir -p -- "$d/var/lib/xen" "$d/var/lib/xenstored" "$d/var/log/xen/console" \
@@ -157,6 +197,19 @@ vcpus = 1
 on_poweroff = "destroy"
 on_crash = "destroy"
 CFG
+gfn_arg=
+[[ ${VPROXY_XEN_KMOD_GFN:-0} != 1 ]] || gfn_arg=" vptest_gfn=1"
+cat >"$d/etc/xen/vpguest-kmod.cfg" <<CFG
+name = "vpguest"
+type = "pv"
+kernel = "/boot/vmlinux"
+ramdisk = "/boot/domU-kmod.cpio"
+extra = "console=hvc0 quiet$gfn_arg"
+memory = 448
+vcpus = 1
+on_poweroff = "destroy"
+on_crash = "destroy"
+CFG
 cpio_of "$d" "$out/dom0.cpio"
-rm -rf -- "$u" "$d"
+rm -rf -- "$u" "$k" "$d"
 ls -l -- "$out"

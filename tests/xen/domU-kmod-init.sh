@@ -1,0 +1,187 @@
+#!/bin/sh
+# shellcheck disable=SC2086 # unquoted expansions hold numbers or lists split on purpose
+# /init of the test's second PV domU: the guest kernel itself drives the
+# vproxy disks through virtio_vproxy.ko and Linux's own virtio_blk.
+#   1. grant mode: the disks of vproxy-0 (mem plugin) and vproxy-1 (raw
+#      plugin), /dev/vda and /dev/vdb in probe order, get ext4; files
+#      written, synced, unmounted, remounted and checked; vproxy-0 unbound
+#      and bound again; the module removed and loaded again; checked again.
+#   2. gfn mode (module reloaded with addr_mode=gfn), when the kernel
+#      command line has vptest_gfn=1: checked again, then fio 4 KiB
+#      randread/randwrite at QD 1 and 32 on the raw disk.
+#   3. grant mode again: the same fio; then the same fio on /dev/xvda, a
+#      blkback disk dom0 attached (xl block-attach, phy: on a loop device of
+#      a file like the raw disk's): Linux's own Xen block backend as the
+#      peer.
+#   4. the mem disk mounted and written to, then idle until dom0 destroys
+#      the domain with the filesystem mounted.
+# Lines for the host start with XENTEST-GUEST: or XENTEST-FIO:.  Every wait
+# is bounded; a failure prints XENTEST-GUEST: FAIL and the domain idles.
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /mnt/0 /mnt/1 /tmp
+
+say() { echo "XENTEST-GUEST: $*"; }
+idle() {
+	say idle
+	while :; do sleep 3600; done
+}
+fail() {
+	say "FAIL: $*"
+	dmesg | tail -n 30
+	idle
+}
+# wait_for SECONDS COMMAND...: run COMMAND every 0.2 s until it succeeds.
+wait_for() {
+	n=$(($1 * 5))
+	shift
+	while ! "$@" >/dev/null 2>&1; do
+		n=$((n - 1))
+		[ $n -gt 0 ] || return 1
+		sleep 0.2
+	done
+}
+drv=/sys/bus/xen/drivers/vproxy
+kmod=/lib/modules/virtio_vproxy.ko
+
+# dev_of ID: the block device virtio_blk made of vproxy-ID (vdX); which
+# letter a device gets depends on probe order, so never assume it.
+dev_of() {
+	ls /sys/bus/xen/devices/vproxy-$1/virtio*/block 2>/dev/null
+}
+load() {
+	insmod $kmod "$@" || fail "insmod virtio_vproxy $*"
+	wait_for 60 test -n "$(dev_of 0)" -a -n "$(dev_of 1)" || fail "no disks after insmod $*"
+	wait_for 10 test -b /dev/$(dev_of 0) -a -b /dev/$(dev_of 1) || fail "no /dev nodes after insmod $*"
+}
+# xenbus holds a module reference per bound device: unbind them first.
+unload() {
+	for d in $drv/vproxy-*; do
+		echo ${d##*/} >$drv/unbind || fail "unbind ${d##*/}"
+	done
+	rmmod virtio_vproxy || fail "rmmod virtio_vproxy"
+	[ ! -b /dev/vda ] && [ ! -b /dev/vdb ] || fail "/dev/vd* left after rmmod"
+}
+# fill ID: ext4 on vproxy-ID with a few files, checksums in /tmp/ID.sum.
+fill() {
+	d=$(dev_of $1)
+	/sbin/mke2fs -q -F -t ext4 /dev/$d || fail "mkfs.ext4 /dev/$d"
+	mount -t ext4 /dev/$d /mnt/$1 || fail "mount /dev/$d"
+	dd if=/dev/urandom of=/mnt/$1/big bs=64k count=48 2>/dev/null || fail "write /mnt/$1/big"
+	mkdir -p /mnt/$1/dir
+	for i in 1 2 3 4 5 6 7 8; do
+		dd if=/dev/urandom of=/mnt/$1/dir/small$i bs=1k count=$((i * 3)) 2>/dev/null
+	done
+	(cd /mnt/$1 && sha256sum big dir/*) >/tmp/$1.sum
+	sync
+	umount /mnt/$1 || fail "umount /dev/$d"
+}
+# check ID WHEN: mount vproxy-ID's disk, compare checksums, unmount.
+check() {
+	d=$(dev_of $1)
+	mount -t ext4 /dev/$d /mnt/$1 || fail "mount /dev/$d of vproxy-$1 ($2)"
+	(cd /mnt/$1 && sha256sum -c /tmp/$1.sum >/dev/null) ||
+		fail "/dev/$d of vproxy-$1: checksums differ ($2)"
+	umount /mnt/$1 || fail "umount /dev/$d ($2)"
+	say "fs vproxy-$1 ($d, $(cat /sys/block/$d/size) sectors) $2 OK"
+}
+# stat_of DEV FIELD: a counter from the vproxy device's sysfs stats.
+stat_of() {
+	tr ' ' '\n' <$1 | awk -v f=$2 'p { print; exit } $0 == f { p = 1 }'
+}
+# irqs_of NAME: interrupts of the Xen event channel handler NAME.
+irqs_of() {
+	awk -v n=$1 '$NF == n { s = 0; for (i = 2; i < NF; i++) if ($i ~ /^[0-9]+$/) s += $i; print s; exit }' /proc/interrupts
+}
+# fio_run LABEL DEV IRQNAME [STATS]: 4 KiB randread and randwrite, QD 1 and
+# 32, one line each with IOPS, mean latency and, per I/O, interrupts (and
+# for vproxy kicks, i.e. QueueNotify writes).
+fio_run() {
+	for rw in randread randwrite; do
+		for qd in 1 32; do
+			i0=$(irqs_of $3)
+			k0=0
+			[ -z "$4" ] || k0=$(stat_of $4 kicks)
+			out=$(timeout 120 fio --name=t --filename=/dev/$2 --direct=1 \
+				--ioengine=libaio --rw=$rw --bs=4k --iodepth=$qd \
+				--time_based --runtime=$fio_secs \
+				--norandommap --randrepeat=0 --minimal 2>&1) ||
+				fail "fio $1 $rw qd $qd: $out"
+			i1=$(irqs_of $3)
+			k1=0
+			[ -z "$4" ] || k1=$(stat_of $4 kicks)
+			echo "$out" | awk -F';' -v l=$1 -v rw=$rw -v qd=$qd \
+				-v irqs=$((i1 - i0)) -v kicks=$((k1 - k0)) '
+				NF > 80 {
+					if (rw == "randread") { iops = $8; lat = $40; n = $6 / 4 }
+					else { iops = $49; lat = $81; n = $47 / 4 }
+					printf "XENTEST-FIO: %s %s qd%d iops %d lat_us %d irqs_per_io %.2f kicks_per_io %.2f\n",
+						l, rw, qd, iops, lat, irqs / (n ? n : 1), kicks / (n ? n : 1)
+					found = 1
+				}
+				END { if (!found) print "XENTEST-FIO: " l " " rw " qd" qd " unparsed" }'
+		done
+	done
+}
+fio_secs=${fio_secs:-5}
+
+for m in $(cat /lib/modules/domU.order); do
+	insmod /lib/modules/$m.ko || fail "insmod $m"
+done
+say "up"
+
+# --- 1. grant mode: filesystems, unbind/bind, module reload ---
+# vproxy-0 is the mem plugin's disk, vproxy-1 the raw plugin's.
+load
+for id in 0 1; do
+	fill $id
+	check $id remount
+done
+echo vproxy-0 >$drv/unbind || fail "unbind vproxy-0"
+wait_for 10 test -z "$(dev_of 0)" || fail "vproxy-0 still has a disk after unbind"
+echo vproxy-0 >$drv/bind || fail "bind vproxy-0"
+wait_for 60 test -n "$(dev_of 0)" || fail "no disk after bind"
+wait_for 10 test -b /dev/$(dev_of 0) || fail "no /dev node after bind"
+check 0 rebind
+unload
+load
+for id in 0 1; do
+	check $id reload
+done
+stats=/sys/bus/xen/devices/vproxy-1/stats
+say "stats grant: $(cat $stats)"
+
+# --- 2. gfn mode (when dom0 asks for it: vptest_gfn=1) ---
+if grep -qw vptest_gfn=1 /proc/cmdline; then
+	unload
+	load addr_mode=gfn
+	check 0 gfn
+	mode=$(stat_of $stats mode)
+	[ "$mode" = gfn ] || fail "vproxy-1 in mode $mode, not gfn"
+	fio_run vproxy-gfn $(dev_of 1) vproxy-1 $stats
+	say "stats gfn: $(cat $stats)"
+else
+	say "gfn mode skipped"
+fi
+
+# --- 3. grant mode and blkback ---
+unload
+load
+fio_run vproxy-grant $(dev_of 1) vproxy-1 $stats
+say "stats grant: $(cat $stats)"
+wait_for 60 test -b /dev/xvda || fail "no blkback disk /dev/xvda"
+say "blkback disk xvda: $(cat /sys/block/xvda/size) sectors"
+fio_run blkback xvda blkif
+say "fio done"
+
+# --- 4. destroyed with a mounted filesystem ---
+d=$(dev_of 0)
+mount -t ext4 /dev/$d /mnt/0 || fail "mount /dev/$d (final)"
+(cd /mnt/0 && sha256sum -c /tmp/0.sum >/dev/null) || fail "/dev/$d: checksums differ (final)"
+dd if=/dev/urandom of=/mnt/0/late bs=64k count=16 2>/dev/null
+sync
+say "mem disk mounted"
+idle
