@@ -50,9 +50,11 @@ struct blk_req {
 	unsigned nsubs; /* plugin requests this request needs */
 	unsigned next_sub;
 	bool in_submit;   /* inside plugin->submit() */
+	bool in_plugin;   /* preq is with the plugin (submitted, not completed) */
 	bool done_inline; /* the plugin completed inside submit() */
 	int inline_status;
 	struct blk_req *next_free;
+	struct blk_req *prev, *next; /* the device's requests in flight */
 };
 
 struct blk_queue {
@@ -79,6 +81,8 @@ struct blk_dev {
 	/* Pop target, moved into a right-sized blk_req at once. */
 	struct vp_vq_elem scratch;
 	struct blk_req *free_reqs;
+	struct blk_req *inflight; /* every request from pop to finish */
+	bool can_cancel;          /* the plugin has cancel() */
 };
 
 static void blk_process(struct blk_dev *blk, unsigned q);
@@ -114,6 +118,32 @@ static struct blk_req *req_get(struct blk_dev *blk, unsigned n)
 		req->elem.max = n;
 	}
 	return req;
+}
+
+static void inflight_add(struct blk_dev *blk, struct blk_req *req)
+{
+	req->prev = NULL;
+	req->next = blk->inflight;
+	if (blk->inflight)
+		blk->inflight->prev = req;
+	blk->inflight = req;
+}
+
+static void inflight_del(struct blk_dev *blk, struct blk_req *req)
+{
+	if (req->prev)
+		req->prev->next = req->next;
+	else
+		blk->inflight = req->next;
+	if (req->next)
+		req->next->prev = req->prev;
+}
+
+/* Does the guest still want req?  Not once its queue was reset or the
+ * device destroyed: then its buffers are no longer ours to write. */
+static bool req_wanted(const struct blk_req *req)
+{
+	return vp_vq_elem_current(vp_vdev_vq(req->blk->vdev, req->q), &req->elem);
 }
 
 static void req_put(struct blk_dev *blk, struct blk_req *req)
@@ -212,8 +242,7 @@ static void blk_finish(struct blk_req *req, int st)
 	unsigned q = req->q;
 	struct blk_queue *bq = &blk->queues[q];
 	struct vp_vq *vq = vp_vdev_vq(d, q);
-	/* After a reset or destroy the buffers are no longer ours to write. */
-	bool publish = st >= 0 && vp_vq_elem_current(vq, &req->elem);
+	bool publish = st >= 0 && req_wanted(req);
 	uint64_t written = req->elem.in_len;
 
 	if (publish)
@@ -221,6 +250,7 @@ static void blk_finish(struct blk_req *req, int st)
 	/* Unmap before publishing: a frontend may end its grants as soon as
 	 * it sees the used entry, and must then find them unmapped. */
 	vp_vq_elem_release(vp_vdev_host(d)->gm, &req->elem);
+	inflight_del(blk, req);
 	if (publish) {
 		vp_vq_push(vq, &req->elem,
 		           written > UINT32_MAX ? UINT32_MAX : (uint32_t)written);
@@ -290,15 +320,22 @@ static void blk_submit(struct blk_req *req)
 	int r;
 
 	while (req->next_sub < req->nsubs) {
+		/* Reset or detached between two segments: issue no more. */
+		if (!req_wanted(req)) {
+			blk_finish(req, -1);
+			return;
+		}
 		blk_fill_sub(req, req->next_sub++);
 		req->in_submit = true;
 		req->done_inline = false;
 		r = blk->plugin->submit(blk->disk, &req->preq);
 		req->in_submit = false;
-		if (r == 0 && req->done_inline)
+		if (r == 0 && req->done_inline) {
 			r = req->inline_status;
-		else if (r == 0)
+		} else if (r == 0) {
+			req->in_plugin = true;
 			return; /* blk_plugin_done() carries on */
+		}
 		if (r < 0) {
 			blk_plugin_failed(req, r);
 			return;
@@ -316,11 +353,30 @@ static void blk_plugin_done(struct vproxy_req *preq, int status)
 		req->inline_status = status;
 		return;
 	}
+	req->in_plugin = false;
+	if (status < 0 && !req_wanted(req)) {
+		blk_finish(req, -1); /* cancelled or stale: nothing to report */
+		return;
+	}
 	if (status < 0) {
 		blk_plugin_failed(req, status);
 		return;
 	}
 	blk_submit(req);
+}
+
+/* The device is being reset or destroyed: have the plugin drop what it
+ * has not started.  cancel() never completes inline, so the list holds
+ * still while we walk it. */
+static void blk_cancel(struct vp_vdev *d)
+{
+	struct blk_dev *blk = vp_vdev_priv(d);
+
+	if (!blk->can_cancel)
+		return;
+	for (struct blk_req *req = blk->inflight; req; req = req->next)
+		if (req->in_plugin)
+			blk->plugin->cancel(blk->disk, &req->preq);
 }
 
 /* Read/write: data follows the header (OUT) or precedes the status byte
@@ -520,6 +576,8 @@ static void blk_take(struct blk_dev *blk, unsigned q)
 	e->in_len = s->in_len;
 	s->out_num = s->in_num = 0;
 	req->q = q;
+	req->in_plugin = false;
+	inflight_add(blk, req);
 	blk->queues[q].inflight++;
 	vp_vdev_req_begin(blk->vdev);
 	blk_start(req);
@@ -592,7 +650,7 @@ static void blk_reset(struct vp_vdev *d)
 {
 	struct blk_dev *blk = vp_vdev_priv(d);
 
-	/* Requests in flight stay counted until the plugin returns them. */
+	/* The reset waited for every request in flight to finish. */
 	for (unsigned q = 0; q < VP_BLK_MAX_QUEUES; q++) {
 		blk->queues[q].throttled = false;
 		blk->queues[q].irq_pending = false;
@@ -621,6 +679,7 @@ static const struct vp_vdev_type blk_type = {
         .device_id = VIRTIO_ID_BLOCK,
         .config_read = blk_config_read,
         .queue_notify = blk_queue_notify,
+        .cancel = blk_cancel,
         .reset = blk_reset,
         .free = blk_free,
 };
@@ -703,6 +762,7 @@ struct vp_vdev *vp_blk_create(const struct vp_blk_params *params,
 	if (!blk)
 		return NULL;
 	blk->plugin = plugin;
+	blk->can_cancel = VPROXY_PLUGIN_HAS(plugin, cancel);
 	blk->disk = disk;
 	blk->info = *info;
 	blk->sectors = info->capacity >> SECTOR_SHIFT;

@@ -166,10 +166,10 @@ static int check_table(const char *name, const struct vproxy_plugin *p, char *er
 			 name, p->abi_version, VPROXY_PLUGIN_ABI_VERSION);
 		return -EINVAL;
 	}
-	if (p->size < sizeof(struct vproxy_plugin)) {
+	if (p->size < VPROXY_PLUGIN_SIZE_V1) {
 		snprintf(err, errlen,
 			 "plugin \"%s\": plugin table is %u bytes, this server needs at least %zu",
-			 name, p->size, sizeof(struct vproxy_plugin));
+			 name, p->size, (size_t)VPROXY_PLUGIN_SIZE_V1);
 		return -EINVAL;
 	}
 	if (!p->name)

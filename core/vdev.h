@@ -89,8 +89,12 @@ struct vp_vdev_type {
 	/* Take and handle the buffers of ready queue q.  Only called while
 	 * the device runs (DRIVER_OK, not broken, not destroyed). */
 	void (*queue_notify)(struct vp_vdev *d, unsigned q);
-	/* The driver reset the device; its queues are already torn down.
-	 * May be NULL. */
+	/* The device is being reset or destroyed with requests in flight:
+	 * ask their plugin to give them up early.  Must not finish a request
+	 * from inside (completions come later).  May be NULL. */
+	void (*cancel)(struct vp_vdev *d);
+	/* The driver reset the device; its queues are already torn down and
+	 * no request is in flight any more.  May be NULL. */
 	void (*reset)(struct vp_vdev *d);
 	/* Free the type's private data: once, after vp_vdev_destroy(), when
 	 * no request is in flight.  May be NULL. */
@@ -129,7 +133,7 @@ uint64_t vp_vdev_features(const struct vp_vdev *d);
 /* The device/driver status byte (virtio_config.h VIRTIO_CONFIG_S_*). */
 uint8_t vp_vdev_status(const struct vp_vdev *d);
 /* True while queues may be processed: FEATURES_OK and DRIVER_OK set, not
- * FAILED, not broken, not being destroyed. */
+ * FAILED, not broken, not being reset or destroyed. */
 bool vp_vdev_running(const struct vp_vdev *d);
 /* Set bits in the interrupt status shadow and have the host notify. */
 void vp_vdev_raise_irq(struct vp_vdev *d, uint32_t bits);

@@ -58,6 +58,9 @@ struct vp_vdev {
 
 	bool destroying;
 	bool finished;
+	/* The driver wrote 0 to Status with requests in flight: the rings are
+	 * gone, Status keeps reading non-zero until the last one finished. */
+	bool resetting;
 	bool polled;       /* see vp_vdev_set_polled */
 	uint64_t started;  /* vp_vdev_req_begin calls */
 	unsigned inflight; /* requests in a plugin, see vp_vdev_req_begin */
@@ -167,12 +170,14 @@ bool vp_vdev_running(const struct vp_vdev *d)
 	const uint8_t need = VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK;
 	const uint8_t stop = VIRTIO_CONFIG_S_FAILED | VIRTIO_CONFIG_S_NEEDS_RESET;
 
-	return !d->destroying && (d->status & need) == need && !(d->status & stop);
+	return !d->destroying && !d->resetting && (d->status & need) == need &&
+	       !(d->status & stop);
 }
 
 void vp_vdev_raise_irq(struct vp_vdev *d, uint32_t bits)
 {
-	if (d->destroying)
+	/* A device being reset says nothing until the driver set it up again. */
+	if (d->destroying || d->resetting)
 		return;
 	d->isr |= bits;
 	if (d->host.raise_irq)
@@ -181,7 +186,7 @@ void vp_vdev_raise_irq(struct vp_vdev *d, uint32_t bits)
 
 void vp_vdev_set_broken(struct vp_vdev *d, const char *why)
 {
-	if (d->destroying || vp_vdev_is_broken(d))
+	if (d->destroying || d->resetting || vp_vdev_is_broken(d))
 		return;
 	d->status |= VIRTIO_CONFIG_S_NEEDS_RESET;
 	vp_vdev_log(d, VPROXY_LOG_WARN, "device needs reset: %s", why);
@@ -226,6 +231,17 @@ void vp_vdev_poll(struct vp_vdev *d)
 	vdev_maybe_finish(d);
 }
 
+/* Requests still in flight are no longer wanted: ask the type to have
+ * their plugin give them up early. */
+static void vdev_cancel_inflight(struct vp_vdev *d)
+{
+	if (!d->inflight || !d->type->cancel)
+		return;
+	d->busy++;
+	d->type->cancel(d);
+	d->busy--;
+}
+
 void vp_vdev_destroy(struct vp_vdev *d, void (*done)(void *arg), void *arg)
 {
 	if (d->destroying)
@@ -237,6 +253,7 @@ void vp_vdev_destroy(struct vp_vdev *d, void (*done)(void *arg), void *arg)
 	 * rings go now, so nothing can be pushed to the guest any more. */
 	for (unsigned q = 0; q < d->num_queues; q++)
 		vp_vq_teardown(&d->vqs[q]);
+	vdev_cancel_inflight(d);
 	vdev_maybe_finish(d);
 }
 
@@ -266,9 +283,21 @@ uint64_t vp_vdev_reqs_started(const struct vp_vdev *d)
 	return d->started;
 }
 
+static void vdev_reset(struct vp_vdev *d);
+
+/* The last request of a reset finished: the reset is done. */
+static void vdev_maybe_finish_reset(struct vp_vdev *d)
+{
+	if (!d->resetting || d->inflight || d->destroying)
+		return;
+	d->resetting = false;
+	vdev_reset(d);
+}
+
 void vp_vdev_req_end(struct vp_vdev *d)
 {
 	d->inflight--;
+	vdev_maybe_finish_reset(d);
 	vdev_maybe_finish(d);
 }
 
@@ -316,13 +345,33 @@ static bool vdev_features_ok(struct vp_vdev *d)
 	return true;
 }
 
+/* Virtio 1.2 2.4: stop consuming the rings at once, but let Status read
+ * 0 only once no request can touch guest memory any more: plugins may
+ * still be writing into buffers they were given.  Until then Status keeps
+ * its value and the driver keeps polling it. */
+static void vdev_begin_reset(struct vp_vdev *d)
+{
+	if (d->resetting)
+		return;
+	for (unsigned q = 0; q < d->num_queues; q++)
+		vp_vq_teardown(&d->vqs[q]);
+	d->resetting = true;
+	vdev_cancel_inflight(d);
+	vdev_maybe_finish_reset(d);
+}
+
 static void vdev_write_status(struct vp_vdev *d, uint32_t value)
 {
 	bool was_running = vp_vdev_running(d);
 	uint8_t next;
 
 	if (value == 0) {
-		vdev_reset(d);
+		vdev_begin_reset(d);
+		return;
+	}
+	if (d->resetting) {
+		vp_vdev_log(d, VPROXY_LOG_WARN,
+		            "status %#x ignored: reset still in progress", value);
 		return;
 	}
 	/* NEEDS_RESET is the device's; the driver cannot clear a bit except
@@ -539,6 +588,13 @@ enum vp_mmio_status vp_vdev_mmio_write(struct vp_vdev *d, uint32_t offset, unsig
 		return config_access(d, offset, size, &value, true);
 	if (size != 4 || offset % 4)
 		return bad_access(d, "register write", offset, size);
+	/* The driver must wait for Status 0 before touching the device. */
+	if (d->resetting && offset != VIRTIO_MMIO_STATUS &&
+	    offset != VIRTIO_MMIO_INTERRUPT_ACK) {
+		vp_vdev_log(d, VPROXY_LOG_WARN,
+		            "register write %#x ignored: reset still in progress", offset);
+		return VP_MMIO_OK;
+	}
 	switch (offset) {
 	case VIRTIO_MMIO_DEVICE_FEATURES_SEL: d->device_features_sel = v; break;
 	case VIRTIO_MMIO_DRIVER_FEATURES:

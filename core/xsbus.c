@@ -51,6 +51,7 @@ struct vp_device {
 	bool destroying;     /* vp_vdev_destroy() pending, or its reap */
 	bool reap_pending;   /* virtio device gone; reap_cb() finishes */
 	bool remove_pending; /* free once the device is destroyed */
+	bool close_pending;  /* write Closed once the device is destroyed */
 	void *disk;
 	struct vproxy_disk_info info;
 	struct vp_transport *t;
@@ -248,6 +249,16 @@ static void release_domain_if_idle(struct vp_xsbus *bus, unsigned dom)
 	hv->ops->forget_domain(hv, (uint16_t)dom);
 }
 
+/* A frontend starting over after Closed: offer the device again. */
+static void reoffer(struct vp_device *dev)
+{
+	if (dev->be_state == XenbusStateClosed && !dev->failed && !dev->t &&
+	    !dev->destroying && !dev->bus->shutting_down) {
+		xs_rm_at(dev->bus, dev->be_path, "error");
+		set_state(dev, XenbusStateInitWait);
+	}
+}
+
 /* Close the transport of a device whose virtio device is gone. */
 static void finish_disconnect(struct vp_device *dev)
 {
@@ -284,10 +295,24 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
 		if (!dev->reap_pending)
 			continue;
 		finish_disconnect(dev);
-		if (dev->remove_pending)
+		if (dev->remove_pending) {
 			free_device(dev, true); /* leaves the rest of the list be */
-		else
-			release_domain_if_idle(bus, dev->dom);
+			continue;
+		}
+		/* The frontend may take its buffers back only now: every
+		 * request that used them has finished. */
+		if (dev->close_pending) {
+			unsigned long long st;
+
+			dev->close_pending = false;
+			set_state(dev, XenbusStateClosed);
+			dev_log(dev, VPROXY_LOG_INFO, "disconnected (frontend closed)");
+			/* It may have started over while we waited. */
+			if (xs_read_ull(bus, dev->fe_path, "state", &st) == 0 &&
+			    st <= XenbusStateInitWait)
+				reoffer(dev);
+		}
+		release_domain_if_idle(bus, dev->dom);
 	}
 	/* Only after the walk: finishing the bus frees every device. */
 	check_shutdown(bus);
@@ -468,12 +493,7 @@ static void frontend_changed(struct vp_device *dev)
 	switch (st) {
 	case XenbusStateInitialising:
 	case XenbusStateInitWait:
-		/* A frontend starting over after Closed: offer the device again. */
-		if (dev->be_state == XenbusStateClosed && !dev->failed && !dev->t &&
-		    !dev->destroying && !bus->shutting_down) {
-			xs_rm_at(bus, dev->be_path, "error");
-			set_state(dev, XenbusStateInitWait);
-		}
+		reoffer(dev);
 		break;
 	case XenbusStateInitialised:
 	case XenbusStateConnected:
@@ -482,8 +502,13 @@ static void frontend_changed(struct vp_device *dev)
 		break;
 	case XenbusStateClosing:
 	case XenbusStateClosed:
-		if (dev->be_state != XenbusStateClosed) {
+		if (dev->be_state == XenbusStateClosed || dev->close_pending)
+			break;
+		if (dev->t || dev->destroying) {
+			/* Closed once requests in flight have finished. */
+			dev->close_pending = true;
 			disconnect(dev);
+		} else {
 			set_state(dev, XenbusStateClosed);
 			dev_log(dev, VPROXY_LOG_INFO, "disconnected (frontend %s)",
 			        state_name((int)st));

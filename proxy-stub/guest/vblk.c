@@ -189,23 +189,30 @@ static uint64_t now_ns(struct vblk_dev *d)
 /* Write 0 and wait for the device to read back 0 (virtio 1.x 4.2.3.1). */
 static int reset_device(struct vblk_dev *d)
 {
-	uint64_t deadline = now_ns(d) + d->timeout_ns;
+	uint64_t start = now_ns(d), deadline = start + d->timeout_ns;
 	uint32_t st;
 	int r;
 
 	d->status = 0;
+	d->stats.reset_polls = 0;
 	r = wr(d, VIRTIO_MMIO_STATUS, 0);
+	/* The device may take its time: requests it had in flight may still
+	 * be using our buffers until Status reads 0. */
 	for (;;) {
 		if (r < 0)
 			return r;
 		r = rd(d, VIRTIO_MMIO_STATUS, 4, &st);
 		if (r < 0)
 			return r;
+		d->stats.reset_wait_ns = now_ns(d) - start;
 		if (st == 0)
 			break;
-		if (now_ns(d) >= deadline)
+		d->stats.reset_polls++;
+		if (now_ns(d) >= deadline) {
+			d->stats.reset_timeouts++;
 			return fail(d, -ETIMEDOUT, "device did not reset (status 0x%x)",
 			            st);
+		}
 		/* Interrupts raised before the reset mean nothing now. */
 		r = vps_write(d->vps, VPS_REG_INTERRUPT_ACK, 4, UINT32_MAX);
 		if (r == 0)

@@ -114,6 +114,9 @@ struct vblk_stats {
 	uint64_t kicks;       /* QueueNotify writes */
 	uint64_t kicks_saved; /* notifications suppressed by the device */
 	uint64_t waits, irqs;
+	/* The last reset: Status reads that were not yet 0, how long until
+	 * it read 0, and resets that gave up waiting (timeout_ns). */
+	uint64_t reset_polls, reset_wait_ns, reset_timeouts;
 };
 
 /* Fill o with the defaults. */

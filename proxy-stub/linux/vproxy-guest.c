@@ -50,7 +50,7 @@
 #define LAT_LINEAR 1024u
 #define LAT_BUCKETS (LAT_LINEAR + 54u * 64u)
 
-enum workload { WL_MIXED, WL_READ, WL_WRITE, WL_VERIFY, WL_IDLE };
+enum workload { WL_MIXED, WL_READ, WL_WRITE, WL_VERIFY, WL_IDLE, WL_RESET };
 enum rc { RC_OK = 0, RC_MISMATCH = 1, RC_ERROR = 2 };
 
 struct config {
@@ -170,7 +170,10 @@ static void usage(FILE *f)
 	        "  --bs BYTES            block size, K/M suffixes (default 4096)\n"
 	        "  --queues Q            virtqueues per device (default 1)\n"
 	        "  --queue-size N        entries per virtqueue (default min(max, 256))\n"
-	        "  --workload W          mixed|read|write|verify|idle (default mixed)\n"
+	        "  --workload W          mixed|read|write|verify|idle|reset (default\n"
+	        "                        mixed; reset: --iodepth reads in flight, then\n"
+	        "                        a device reset; the buffers must stay as\n"
+	        "                        refilled after Status reads 0, for --seconds)\n"
 	        "  --span BLOCKS         blocks the workload touches (default: mixed "
 	        "2048,\n"
 	        "                        verify 4096, read/write the whole device)\n"
@@ -409,6 +412,8 @@ static int parse_args(int argc, char **argv, struct config *c)
 				c->wl = WL_VERIFY;
 			else if (strcmp(optarg, "idle") == 0)
 				c->wl = WL_IDLE;
+			else if (strcmp(optarg, "reset") == 0)
+				c->wl = WL_RESET;
 			else
 				bad = 1;
 			break;
@@ -737,7 +742,8 @@ static bool plan_op(struct gdev *g, struct op *o)
 		else
 			o->type = VBLK_T_READ;
 		break;
-	case WL_IDLE: return false;
+	case WL_IDLE:
+	case WL_RESET: return false;
 	}
 	if (!pick_block(g, &o->block))
 		return false;
@@ -975,6 +981,73 @@ static void run_idle(struct gdev *g)
 		}
 	}
 	g->t_end = mono_ns();
+}
+
+/* Reset the device with a queue's worth of reads in flight.  Status must
+ * read 0 only once the device no longer touches our buffers (virtio 1.2
+ * 2.4): refill them afterwards and check, for --seconds, that nothing
+ * writes them any more. */
+static void run_reset(struct gdev *g)
+{
+	const struct config *c = g->cfg;
+	struct vblk_queue *q = vblk_queue(g->blk, 0);
+	struct vblk_stats st;
+	unsigned n = 0;
+	uint64_t hold_ns = (uint64_t)(c->seconds * (double)NSEC);
+	int r;
+
+	g->t_start = mono_ns();
+	for (; n < g->nops; n++) {
+		struct vblk_req req = {.type = VBLK_T_READ,
+		                       .sector = n * bs_sectors(g) % g->info->capacity,
+		                       .buf = &g->ops[n].buf,
+		                       .len = c->bs,
+		                       .tag = n};
+
+		memset(g->ops[n].buf.ptr, 0, c->bs);
+		r = vblk_submit(q, &req);
+		if (r == -EAGAIN)
+			break;
+		if (r < 0) {
+			health_error(g, r);
+			return;
+		}
+	}
+	r = vblk_kick(q);
+	if (r < 0) {
+		health_error(g, r);
+		return;
+	}
+	vblk_stop(g->blk);
+	vblk_get_stats(g->blk, &st);
+	if (st.reset_timeouts) {
+		dev_error(g, "the device did not reset in time");
+		return;
+	}
+	for (unsigned i = 0; i < n; i++)
+		memset(g->ops[i].buf.ptr, 0xa5, c->bs);
+	while (!stopping() && mono_ns() - g->t_start < hold_ns)
+		usleep(10000);
+	for (unsigned i = 0; i < n; i++) {
+		const uint8_t *p = g->ops[i].buf.ptr;
+
+		for (size_t k = 0; k < c->bs; k++) {
+			if (p[k] != 0xa5) {
+				g->rc = RC_MISMATCH;
+				add_detail(g,
+				           "guest %u dev %u: buffer %u written at byte %zu "
+				           "after Status read 0\n",
+				           c->domid, g->devid, i, k);
+				break;
+			}
+		}
+	}
+	g->t_end = mono_ns();
+	add_detail(g,
+	           "guest %u dev %u: reset with %u reads in flight: Status read "
+	           "non-zero %" PRIu64 " times over %" PRIu64 " ms, buffers %s\n",
+	           c->domid, g->devid, n, st.reset_polls, (uint64_t)(st.reset_wait_ns / MSEC),
+	           g->rc == RC_OK ? "untouched afterwards" : "WRITTEN afterwards");
 }
 
 /* GET_ID: answered with a printable, NUL-padded id, or UNSUPP. */
@@ -1222,6 +1295,8 @@ static void *device_thread(void *arg)
 		run_hostile(g);
 	else if (c->wl == WL_IDLE)
 		run_idle(g);
+	else if (c->wl == WL_RESET)
+		run_reset(g);
 	else {
 		check_get_id(g);
 		if (g->rc == RC_OK)

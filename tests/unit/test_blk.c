@@ -40,6 +40,10 @@ struct fake_disk {
 	unsigned max_pending;
 	struct vproxy_req log[MAX_LOG]; /* copies of submitted requests */
 	unsigned nlog;
+	/* cancel(): taken off pending, completed by fake_complete_dropped() */
+	struct vproxy_req *dropped[MAX_PENDING];
+	unsigned ndropped;
+	unsigned cancels;
 };
 
 static struct fake_disk *disk;
@@ -118,6 +122,48 @@ static unsigned fake_complete_all(void)
 	return n;
 }
 
+/* Finish the oldest pending request (as a slow disk would). */
+static void fake_complete_one(void)
+{
+	struct vproxy_req *req;
+
+	ck_assert_uint_gt(disk->npending, 0);
+	req = disk->pending[0];
+	memmove(disk->pending, disk->pending + 1,
+	        --disk->npending * sizeof(disk->pending[0]));
+	fake_finish(req);
+}
+
+/* Drops a pending request without touching its buffers, as a plugin can
+ * before it started the I/O; complete() follows later, not from here. */
+static void fake_cancel(void *d, struct vproxy_req *req)
+{
+	ck_assert_ptr_eq(d, disk);
+	disk->cancels++;
+	for (unsigned i = 0; i < disk->npending; i++) {
+		if (disk->pending[i] != req)
+			continue;
+		memmove(disk->pending + i, disk->pending + i + 1,
+		        (--disk->npending - i) * sizeof(disk->pending[0]));
+		disk->dropped[disk->ndropped++] = req;
+		return;
+	}
+}
+
+static unsigned fake_complete_dropped(void)
+{
+	unsigned n = disk->ndropped;
+
+	for (unsigned i = 0; i < n; i++) {
+		struct vproxy_req *req = disk->dropped[i];
+		struct vp_req_owner *owner = req->host_priv;
+
+		owner->complete(req, -ECANCELED);
+	}
+	disk->ndropped = 0;
+	return n;
+}
+
 static const char *const fake_keys[] = {NULL};
 
 static const struct vproxy_plugin fake_plugin = {
@@ -127,6 +173,16 @@ static const struct vproxy_plugin fake_plugin = {
         .description = "in-test disk",
         .param_keys = fake_keys,
         .submit = fake_submit,
+};
+
+static const struct vproxy_plugin fake_plugin_cancel = {
+        .abi_version = VPROXY_PLUGIN_ABI_VERSION,
+        .size = sizeof(struct vproxy_plugin),
+        .name = "fake",
+        .description = "in-test disk that can cancel",
+        .param_keys = fake_keys,
+        .submit = fake_submit,
+        .cancel = fake_cancel,
 };
 
 /* ---- the guest ---- */
@@ -146,6 +202,7 @@ struct guest {
 	uint64_t brk;
 	unsigned irqs;
 	size_t held_at_irq; /* guest mappings held when the last irq was raised */
+	const struct vproxy_plugin *plugin; /* NULL: fake_plugin */
 	unsigned broken;
 	unsigned done_calls;
 	struct vproxy_disk_info info;
@@ -235,7 +292,8 @@ static void create(void)
 	        .broken = host_broken,
 	};
 
-	g.d = vp_blk_create(&g.params, &fake_plugin, disk, &g.info, &host);
+	g.d = vp_blk_create(&g.params, g.plugin ? g.plugin : &fake_plugin, disk, &g.info,
+	                    &host);
 	ck_assert_ptr_nonnull(g.d);
 }
 
@@ -1239,24 +1297,95 @@ START_TEST(destroy_idle)
 }
 END_TEST
 
+/* Virtio 2.4: Status reads 0 only once no request can touch guest memory
+ * any more; until then the rings are left alone, nothing is pushed and no
+ * interrupt is raised, and the device still works after a new setup. */
 START_TEST(reset_with_request_in_flight)
 {
-	struct req r;
+	enum { RESET_REQS = 5 }; /* three descriptors each: as many as fit */
+	struct req r[RESET_REQS];
+	uint8_t before[512];
 
 	start();
 	disk->deferred = true;
-	r = make_req(0, VIRTIO_BLK_T_IN, 0, 512);
-	ck_assert_uint_eq(run(0, &r), SENTINEL);
+	for (unsigned i = 0; i < RESET_REQS; i++) {
+		r[i] = make_req(0, VIRTIO_BLK_T_IN, i, 512);
+		post(0, r[i].head);
+	}
+	kick(0);
+	ck_assert_uint_eq(disk->npending, RESET_REQS);
+	g.irqs = 0;
 	wr(VIRTIO_MMIO_STATUS, 0);
-	driver_init(BIT64(VIRTIO_RING_F_EVENT_IDX), 1, QSIZE);
-	fake_complete_all();
-	/* Completed after the reset: dropped. */
-	ck_assert_uint_eq(status_of(&r), SENTINEL);
+	for (unsigned i = 0; i < RESET_REQS; i++) {
+		ck_assert_uint_ne(rd(VIRTIO_MMIO_STATUS), 0);
+		/* The driver must wait: other writes are ignored meanwhile. */
+		wr(VIRTIO_MMIO_QUEUE_READY, 0);
+		fake_complete_one();
+	}
+	ck_assert_uint_eq(rd(VIRTIO_MMIO_STATUS), 0);
+	for (unsigned i = 0; i < RESET_REQS; i++)
+		ck_assert_uint_eq(status_of(&r[i]), SENTINEL);
 	ck_assert_uint_eq(used_idx(0), 0);
+	ck_assert_uint_eq(g.irqs, 0);
+	/* After Status 0 nothing writes the old buffers. */
+	memcpy(before, gptr(r[0].data), sizeof(before));
+	fake_complete_all();
+	ck_assert_int_eq(memcmp(before, gptr(r[0].data), sizeof(before)), 0);
+
+	driver_init(BIT64(VIRTIO_RING_F_EVENT_IDX), 1, QSIZE);
 	disk->deferred = false;
-	r = make_req(0, VIRTIO_BLK_T_IN, 0, 512);
-	ck_assert_uint_eq(run(0, &r), VIRTIO_BLK_S_OK);
+	r[0] = make_req(0, VIRTIO_BLK_T_IN, 0, 512);
+	ck_assert_uint_eq(run(0, &r[0]), VIRTIO_BLK_S_OK);
 	ck_assert_uint_eq(used_idx(0), 1);
+}
+END_TEST
+
+/* A plugin that can cancel is asked to, for every request in flight; the
+ * cancelled ones end the reset without a warning or a guest write. */
+START_TEST(reset_cancels_in_plugin)
+{
+	struct req r[4];
+
+	g.plugin = &fake_plugin_cancel;
+	start();
+	disk->deferred = true;
+	for (unsigned i = 0; i < 4; i++) {
+		r[i] = make_req(0, VIRTIO_BLK_T_IN, i, 512);
+		post(0, r[i].head);
+	}
+	kick(0);
+	ck_assert_uint_eq(disk->npending, 4);
+	wr(VIRTIO_MMIO_STATUS, 0);
+	ck_assert_uint_eq(disk->cancels, 4);
+	ck_assert_uint_ne(rd(VIRTIO_MMIO_STATUS), 0);
+	ck_assert_uint_eq(fake_complete_dropped(), 4);
+	ck_assert_uint_eq(rd(VIRTIO_MMIO_STATUS), 0);
+	for (unsigned i = 0; i < 4; i++)
+		ck_assert_uint_eq(status_of(&r[i]), SENTINEL);
+	ck_assert_uint_eq(used_idx(0), 0);
+}
+END_TEST
+
+/* Destroying a device cancels what is in flight as well. */
+START_TEST(destroy_cancels_in_plugin)
+{
+	struct vp_vdev *d;
+	struct req r;
+
+	g.plugin = &fake_plugin_cancel;
+	start();
+	disk->deferred = true;
+	r = make_req(0, VIRTIO_BLK_T_IN, 0, 512);
+	post(0, r.head);
+	kick(0);
+	d = g.d;
+	g.d = NULL;
+	vp_vdev_destroy(d, on_done, &g);
+	ck_assert_uint_eq(disk->cancels, 1);
+	ck_assert_uint_eq(g.done_calls, 0);
+	fake_complete_dropped();
+	ck_assert_uint_eq(g.done_calls, 1);
+	ck_assert_uint_eq(status_of(&r), SENTINEL);
 }
 END_TEST
 
@@ -1369,6 +1498,8 @@ int main(void)
 	tcase_add_test(tc, destroy_with_request_in_flight);
 	tcase_add_test(tc, destroy_idle);
 	tcase_add_test(tc, reset_with_request_in_flight);
+	tcase_add_test(tc, reset_cancels_in_plugin);
+	tcase_add_test(tc, destroy_cancels_in_plugin);
 	tcase_add_test(tc, inflight_bounded_by_queue_size);
 	tcase_add_test(tc, event_idx_suppresses_interrupts);
 	tcase_add_test(tc, multiqueue);

@@ -50,6 +50,20 @@ START_TEST(load_valid_test_plugin)
 }
 END_TEST
 
+/* A plugin built against the first ABI table (before cancel() was
+ * appended) still loads, and the server sees no cancel() in it. */
+START_TEST(load_v1_table)
+{
+	const struct vproxy_plugin *p;
+
+	p = vp_plugin_load(VP_TEST_BAD_PLUGIN_DIR, "v1table", err, sizeof(err));
+	ck_assert_msg(p != NULL, "%s", err);
+	ck_assert_uint_eq(p->size, VPROXY_PLUGIN_SIZE_V1);
+	ck_assert(!VPROXY_PLUGIN_HAS(p, cancel));
+	vp_plugin_unload_all();
+}
+END_TEST
+
 START_TEST(load_missing_file)
 {
 	ck_assert_ptr_null(vp_plugin_load(VP_TEST_BAD_PLUGIN_DIR, "absent", err,
@@ -100,7 +114,7 @@ START_TEST(load_small_table)
 					  sizeof(err)));
 	snprintf(want, sizeof(want),
 		 "plugin \"badsize\": plugin table is %zu bytes, this server needs at least %zu",
-		 offsetof(struct vproxy_plugin, open), sizeof(struct vproxy_plugin));
+		 offsetof(struct vproxy_plugin, open), (size_t)VPROXY_PLUGIN_SIZE_V1);
 	ck_assert_str_eq(err, want);
 }
 END_TEST
@@ -443,6 +457,7 @@ static Suite *plugin_suite(void)
 
 	tcase_add_test(load, load_mem);
 	tcase_add_test(load, load_valid_test_plugin);
+	tcase_add_test(load, load_v1_table);
 	tcase_add_test(load, load_missing_file);
 	tcase_add_test(load, load_not_elf);
 	tcase_add_test(load, load_no_symbol);

@@ -123,7 +123,26 @@ struct vproxy_plugin {
 	 * or any other host call, so a plugin may free its engine here even
 	 * when the last completion came from that engine's dispatch loop. */
 	void (*close)(void *disk);
+
+	/* Optional (NULL, or absent in a table built before it existed: see
+	 * VPROXY_PLUGIN_HAS).  The device is being reset or detached: give up
+	 * req early if that is still possible.  Either way complete() is still
+	 * called exactly once for req, later, from the loop, never from inside
+	 * cancel(): with -ECANCELED if the request was dropped before it
+	 * touched its buffers, else with its real result.  Until then the
+	 * guest's buffers stay mapped and the guest waits. */
+	void (*cancel)(void *disk, struct vproxy_req *req);
 };
+
+/* Size of the first version of struct vproxy_plugin: the least a server
+ * accepts.  Later fields were appended; a server reads one only when the
+ * plugin's size says it is there. */
+#define VPROXY_PLUGIN_SIZE_V1 offsetof(struct vproxy_plugin, cancel)
+/* Does plugin table p have member (appended after version 1)? */
+#define VPROXY_PLUGIN_HAS(p, member)                                          \
+	((p)->size >= offsetof(struct vproxy_plugin, member) +                \
+	                      sizeof((p)->member) &&                          \
+	 (p)->member != NULL)
 
 /* The one symbol a plugin exports. */
 typedef const struct vproxy_plugin *(*vproxy_plugin_init_fn)(

@@ -36,6 +36,9 @@ static const struct vproxy_plugin bad_plugin = {
 #endif
 #ifdef BAD_SIZE
 	.size = offsetof(struct vproxy_plugin, open),
+#elif defined(V1_SIZE)
+	/* Built before cancel() was appended: still accepted. */
+	.size = VPROXY_PLUGIN_SIZE_V1,
 #else
 	.size = sizeof(struct vproxy_plugin),
 #endif
