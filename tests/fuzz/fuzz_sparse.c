@@ -2,10 +2,11 @@
  * Fuzzes the sparse image format code (plugins/sparse/sparse_format.c):
  * open (header decode, geometry), scan (every map entry, clusters
  * referenced twice), leak counting and repair, on an image file built from
- * the input (fuzz_sparse.h).  Beyond ASan/UBSan: a repair must leave an
- * image that opens, scans clean and has no leak left, with the data of
- * every referenced cluster unchanged; and a layout made from the input's
- * size and cluster size must survive encode and decode unchanged.
+ * the input (fuzz_sparse.h).  Beyond ASan/UBSan: a clean scan must agree
+ * with a plain read of the whole map (it skips the map's holes); a repair
+ * must leave an image that opens, scans clean and has no leak left, with
+ * the data of every referenced cluster unchanged; and a layout made from
+ * the input's size and cluster size must survive encode and decode.
  *
  * Input: flags u8 (bit 0 keep the checksum, bit 1 repair), hole pages
  * u16, then the file.  The last 9 bytes also give a layout to round-trip.
@@ -69,6 +70,44 @@ static uint64_t referenced_data_sum(const struct sparse_image *img)
 	return sum;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* A clean scan, checked against a plain read of the whole map: every
+ * non-zero entry valid, none used twice, as many as scan counted (the
+ * scan skips the map's holes; this shows if it skips an entry). */
+static void check_clean_scan(const struct sparse_image *img, const struct sparse_scan *s)
+{
+	uint64_t n = img->h.map_entries, count = 0;
+	uint64_t *seen;
+
+	if (n > MAX_CHECKED)
+		return;
+	seen = calloc(n, sizeof(*seen));
+	if (!seen)
+		fail("out of memory");
+	for (uint64_t vc = 0; vc < n; vc++) {
+		uint64_t e = entry_at(img, vc);
+
+		if (!e)
+			continue;
+		if (sparse_entry_problem(img, e, img->file_size))
+			fail("scan says clean but an entry is invalid");
+		seen[count++] = e;
+	}
+	qsort(seen, count, sizeof(*seen), cmp_u64);
+	for (uint64_t k = 1; k < count; k++)
+		if (seen[k] == seen[k - 1])
+			fail("scan says clean but a cluster is used twice");
+	free(seen);
+	if (count != s->allocated)
+		fail("scan counted another number of allocated clusters");
+}
+
 static void check_layout(const uint8_t *data, size_t size)
 {
 	struct sparse_header h, back;
@@ -121,6 +160,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (scan.allocated > img.h.map_entries)
 		fail("more clusters allocated than map entries");
+	check_clean_scan(&img, &scan);
 	if (sparse_count_leaks(&img, &scan, &leaked, &tail) < 0 || !(flags & FLAG_REPAIR) ||
 	    (!leaked && !tail)) {
 		sparse_scan_free(&scan);
