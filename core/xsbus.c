@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,19 +140,30 @@ static void xs_rm_at(struct vp_xsbus *bus, const char *dir, const char *key)
 	xs_rm(bus->xs, XBT_NULL, path);
 }
 
-/* Read dir/key as an unsigned number: 0, -ENOENT or -EINVAL. */
+/* Read dir/key as an unsigned decimal number, as docs/PROTOCOL.md says:
+ * digits only (no sign, space, "0x" or octal), no superfluous leading
+ * zero, within 64 bits.  0, -ENOENT or -EINVAL. */
 static int xs_read_ull(struct vp_xsbus *bus, const char *dir, const char *key,
                        unsigned long long *out)
 {
-	char *s = xs_read_at(bus, dir, key), *end;
+	char *s = xs_read_at(bus, dir, key);
+	unsigned long long v = 0;
 	int rc = 0;
 
 	if (!s)
 		return -ENOENT;
-	errno = 0;
-	*out = strtoull(s, &end, 0);
-	if (errno || end == s || *end != '\0' || s[0] == '-')
+	if (s[0] == '\0' || (s[0] == '0' && s[1] != '\0'))
 		rc = -EINVAL;
+	for (const char *p = s; !rc && *p; p++) {
+		unsigned d = (unsigned)(*p - '0');
+
+		if (d > 9 || v > (ULLONG_MAX - d) / 10)
+			rc = -EINVAL;
+		else
+			v = v * 10 + d;
+	}
+	if (!rc)
+		*out = v;
 	free(s);
 	return rc;
 }

@@ -48,6 +48,13 @@ xenstore-rm "$fe/ring-ref" 2>/dev/null || true
 try_frontend "missing ring-ref" event-channel=1
 try_frontend "ring-ref not a number" ring-ref=12abc event-channel=1
 try_frontend "negative ring-ref" ring-ref=-1 event-channel=1
+# Numbers are decimal, as documented: no hex, octal, sign or spaces.
+try_frontend "hex ring-ref" ring-ref=0x1 event-channel=1
+try_frontend "octal-looking event-channel" ring-ref=1 event-channel=010
+try_frontend "ring-ref with a space" "ring-ref= 1" event-channel=1
+try_frontend "ring-ref with a plus" ring-ref=+1 event-channel=1
+try_frontend "protocol-version 0x1" ring-ref=1 event-channel=1 protocol-version=0x1
+xenstore-rm "$fe/protocol-version" 2>/dev/null || true
 try_frontend "unknown addr-mode" ring-ref=1 event-channel=1 addr-mode=physical
 try_frontend "protocol version 2" ring-ref=1 event-channel=1 addr-mode=gfn protocol-version=2
 # No guest process behind the domain: nothing to map.
