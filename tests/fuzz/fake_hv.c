@@ -137,8 +137,8 @@ static void *map_pages(struct fake_hv *f, const uint64_t *gfns, unsigned n, int 
 		while (i + run < n && gfns[i + run] == gfns[i] + run)
 			run++;
 		if (mmap(base + (size_t)(i + 1) * PAGE, (size_t)run * PAGE, prot,
-		         MAP_SHARED | MAP_FIXED, f->fd, (off_t)(gfns[i] * PAGE)) ==
-		    MAP_FAILED)
+		         MAP_SHARED | MAP_FIXED, f->fd,
+		         (off_t)(gfns[i] * PAGE)) == MAP_FAILED)
 			fatal("cannot map guest RAM");
 		i += run;
 	}

@@ -240,7 +240,8 @@ int xs_fileno(struct xs_handle *h)
 	return xs.fd;
 }
 
-void *xs_read(struct xs_handle *h, xs_transaction_t t, const char *path, unsigned int *len)
+void *xs_read(struct xs_handle *h, xs_transaction_t t, const char *path,
+              unsigned int *len)
 {
 	struct node *n = find(path);
 
@@ -297,7 +298,8 @@ char **xs_directory(struct xs_handle *h, xs_transaction_t t, const char *path,
 	for (unsigned i = 0; i < xs.nnodes; i++) {
 		const char *p = xs.nodes[i].path;
 
-		if (strncmp(p, path, plen) == 0 && p[plen] == '/' && !strchr(p + plen + 1, '/')) {
+		if (strncmp(p, path, plen) == 0 && p[plen] == '/' &&
+		    !strchr(p + plen + 1, '/')) {
 			n++;
 			bytes += strlen(p + plen + 1) + 1;
 		}
@@ -310,7 +312,8 @@ char **xs_directory(struct xs_handle *h, xs_transaction_t t, const char *path,
 	for (unsigned i = 0; i < xs.nnodes; i++) {
 		const char *p = xs.nodes[i].path;
 
-		if (strncmp(p, path, plen) == 0 && p[plen] == '/' && !strchr(p + plen + 1, '/')) {
+		if (strncmp(p, path, plen) == 0 && p[plen] == '/' &&
+		    !strchr(p + plen + 1, '/')) {
 			out[n++] = strings;
 			strcpy(strings, p + plen + 1);
 			strings += strlen(p + plen + 1) + 1;

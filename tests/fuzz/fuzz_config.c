@@ -2,9 +2,9 @@
  * Fuzzes vproxyd's INI configuration parser (core/config.c, over inih):
  * the input is the file, parsed from memory as vp_config_load_string sees
  * it (up to the first NUL); an input that starts with a NUL byte is the
- * rest of it read from a file by vp_config_load (NUL bytes in lines).  Beyond ASan/UBSan: an accepted
- * configuration must satisfy every documented limit, a refused one must
- * come with a message naming the file.
+ * rest of it read from a file by vp_config_load (NUL bytes in lines).  Beyond ASan/UBSan:
+ * an accepted configuration must satisfy every documented limit, a refused one must come
+ * with a message naming the file.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -76,8 +76,7 @@ static void check_result(int rc, struct vp_config *c, const char *err, const cha
 			fail("accepted", "no configuration");
 		check_config(c);
 		if (vp_config_set_plugin_dir(c, "/nonexistent/vproxy-fuzz") == 0 &&
-		    c->n_devices &&
-		    vp_config_check_plugins(c, why, sizeof(why)) == 0)
+		    c->n_devices && vp_config_check_plugins(c, why, sizeof(why)) == 0)
 			fail("plugins", "loaded from a directory that does not exist");
 		vp_config_free(c);
 		return;
@@ -105,7 +104,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* vp_config_load allocates its 1 MiB limit per call: only for the
 	 * inputs that ask for it, or every input would be slow. */
 	if (size && data[0] == '\0') {
-		if (ftruncate(fd, 0) < 0 || pwrite(fd, data + 1, size - 1, 0) != (ssize_t)(size - 1))
+		if (ftruncate(fd, 0) < 0 ||
+		    pwrite(fd, data + 1, size - 1, 0) != (ssize_t)(size - 1))
 			abort();
 		rc = vp_config_load(path, &c, err, sizeof(err));
 		check_result(rc, c, err, path);

@@ -43,7 +43,8 @@ static void check(const struct vproxy_req *req)
 	switch (req->op) {
 	case VPROXY_REQ_READ:
 	case VPROXY_REQ_WRITE:
-		if (req->op == VPROXY_REQ_WRITE && (disk.info.flags & VPROXY_DISK_READONLY))
+		if (req->op == VPROXY_REQ_WRITE &&
+		    (disk.info.flags & VPROXY_DISK_READONLY))
 			violation(req, "write to a read-only disk");
 		if (req->iovcnt == 0 || req->len == 0)
 			violation(req, "empty read or write");
@@ -65,10 +66,11 @@ static void check(const struct vproxy_req *req)
 	case VPROXY_REQ_WRITE_ZEROES:
 		if (disk.info.flags & VPROXY_DISK_READONLY)
 			violation(req, "discard or write-zeroes on a read-only disk");
-		if (!(disk.info.flags & (req->op == VPROXY_REQ_DISCARD
-		                                 ? VPROXY_DISK_DISCARD
-		                                 : VPROXY_DISK_WRITE_ZEROES)))
-			violation(req, "discard or write-zeroes the disk does not support");
+		if (!(disk.info.flags &
+		      (req->op == VPROXY_REQ_DISCARD ? VPROXY_DISK_DISCARD
+		                                     : VPROXY_DISK_WRITE_ZEROES)))
+			violation(req,
+			          "discard or write-zeroes the disk does not support");
 		if (req->len == 0 || req->offset % 512 || req->len % 512)
 			violation(req, "discard or write-zeroes not in whole sectors");
 		if (req->flags & ~VPROXY_REQ_F_UNMAP ||

@@ -16,9 +16,9 @@
 #define FUZZ_DISK_MAX_BYTES (1u << 20)
 
 struct fuzz_disk_mode {
-	bool deferred;   /* hold requests until fuzz_disk_complete() */
-	int submit_ret;  /* non-zero: submit() refuses with it */
-	int status;      /* completion status (0 or a negative errno) */
+	bool deferred;  /* hold requests until fuzz_disk_complete() */
+	int submit_ret; /* non-zero: submit() refuses with it */
+	int status;     /* completion status (0 or a negative errno) */
 };
 
 /* The plugin table (submit only; the harness opens the disk itself). */

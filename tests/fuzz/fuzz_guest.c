@@ -18,8 +18,8 @@
 
 /* Request types the input picks by index; the last reads a raw type. */
 static const uint32_t types[] = {
-        VIRTIO_BLK_T_IN,      VIRTIO_BLK_T_OUT,          VIRTIO_BLK_T_FLUSH,
-        VIRTIO_BLK_T_GET_ID,  VIRTIO_BLK_T_DISCARD,      VIRTIO_BLK_T_WRITE_ZEROES,
+        VIRTIO_BLK_T_IN,           VIRTIO_BLK_T_OUT,     VIRTIO_BLK_T_FLUSH,
+        VIRTIO_BLK_T_GET_ID,       VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_WRITE_ZEROES,
         VIRTIO_BLK_T_SECURE_ERASE,
 };
 
@@ -64,7 +64,8 @@ void fg_setup(struct fg *g, uint64_t feature_mask, unsigned nq, unsigned num)
 	unsigned max;
 
 	fg_write(g, VIRTIO_MMIO_STATUS, 0);
-	fg_write(g, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+	fg_write(g, VIRTIO_MMIO_STATUS,
+	         VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
 	fg_write(g, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
 	offered = fg_read(g, VIRTIO_MMIO_DEVICE_FEATURES);
 	fg_write(g, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
@@ -74,8 +75,9 @@ void fg_setup(struct fg *g, uint64_t feature_mask, unsigned nq, unsigned num)
 	fg_write(g, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)want);
 	fg_write(g, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
 	fg_write(g, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(want >> 32));
-	fg_write(g, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER |
-	                                        VIRTIO_CONFIG_S_FEATURES_OK);
+	fg_write(g, VIRTIO_MMIO_STATUS,
+	         VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER |
+	                 VIRTIO_CONFIG_S_FEATURES_OK);
 	g->nq = nq < FG_MAX_QUEUES ? nq : FG_MAX_QUEUES;
 	for (unsigned q = 0; q < g->nq; q++) {
 		uint64_t base = (uint64_t)q * FG_QUEUE_BYTES;
@@ -92,18 +94,21 @@ void fg_setup(struct fg *g, uint64_t feature_mask, unsigned nq, unsigned num)
 		memset(g->ram + base, 0, FG_QUEUE_BYTES);
 		fg_write(g, VIRTIO_MMIO_QUEUE_NUM, fq->num);
 		fg_write(g, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)fg_addr(g, base));
-		fg_write(g, VIRTIO_MMIO_QUEUE_DESC_HIGH, (uint32_t)(fg_addr(g, base) >> 32));
-		fg_write(g, VIRTIO_MMIO_QUEUE_AVAIL_LOW, (uint32_t)fg_addr(g, base + 0x1000));
+		fg_write(g, VIRTIO_MMIO_QUEUE_DESC_HIGH,
+		         (uint32_t)(fg_addr(g, base) >> 32));
+		fg_write(g, VIRTIO_MMIO_QUEUE_AVAIL_LOW,
+		         (uint32_t)fg_addr(g, base + 0x1000));
 		fg_write(g, VIRTIO_MMIO_QUEUE_AVAIL_HIGH,
 		         (uint32_t)(fg_addr(g, base + 0x1000) >> 32));
-		fg_write(g, VIRTIO_MMIO_QUEUE_USED_LOW, (uint32_t)fg_addr(g, base + 0x2000));
+		fg_write(g, VIRTIO_MMIO_QUEUE_USED_LOW,
+		         (uint32_t)fg_addr(g, base + 0x2000));
 		fg_write(g, VIRTIO_MMIO_QUEUE_USED_HIGH,
 		         (uint32_t)(fg_addr(g, base + 0x2000) >> 32));
 		fg_write(g, VIRTIO_MMIO_QUEUE_READY, 1);
 	}
-	fg_write(g, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER |
-	                                        VIRTIO_CONFIG_S_FEATURES_OK |
-	                                        VIRTIO_CONFIG_S_DRIVER_OK);
+	fg_write(g, VIRTIO_MMIO_STATUS,
+	         VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER |
+	                 VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
 }
 
 /* Room for len bytes in the heap (wrapping: a guest may reuse buffers of
@@ -227,16 +232,17 @@ void fg_request(struct fg *g, struct fz *in)
 		if (dt)
 			dt[i] = d;
 		else
-			((struct vring_desc *)(void *)(g->ram + (qi % g->nq) * FG_QUEUE_BYTES))
-			        [slot] = d;
+			((struct vring_desc *)(void *)(g->ram +
+			                               (qi % g->nq) *
+			                                       FG_QUEUE_BYTES))[slot] = d;
 	}
 	if (dt) {
 		struct vring_desc d = {.addr = fg_addr(g, table),
 		                       .len = 16u * ndesc,
 		                       .flags = VRING_DESC_F_INDIRECT};
 
-		((struct vring_desc *)(void *)(g->ram + (qi % g->nq) * FG_QUEUE_BYTES))[head] =
-		        d;
+		((struct vring_desc *)(void *)(g->ram +
+		                               (qi % g->nq) * FG_QUEUE_BYTES))[head] = d;
 		ndesc = 1;
 	}
 	q->next_desc = (uint16_t)((head + ndesc) % q->num);
@@ -245,7 +251,7 @@ void fg_request(struct fg *g, struct fz *in)
 		q->busy[(head + i) % q->num] = true;
 	q->in_len[head] = in_len;
 	avail = (struct vring_avail *)(void *)(g->ram + (qi % g->nq) * FG_QUEUE_BYTES +
-	                                      0x1000);
+	                                       0x1000);
 	avail->ring[q->avail_idx % q->num] = head;
 	__atomic_store_n(&avail->idx, ++q->avail_idx, __ATOMIC_RELEASE);
 	if (flags & 2)
@@ -261,28 +267,35 @@ void fg_harvest(struct fg *g)
 
 		if (q->num == 0)
 			continue;
-		used = (struct vring_used *)(void *)(g->ram + qi * FG_QUEUE_BYTES + 0x2000);
+		used = (struct vring_used *)(void *)(g->ram + qi * FG_QUEUE_BYTES +
+		                                     0x2000);
 		idx = __atomic_load_n(&used->idx, __ATOMIC_ACQUIRE);
 		/* The device never returns more than was made available. */
-		if ((uint16_t)(idx - q->used_seen) > (uint16_t)(q->avail_idx - q->used_seen)) {
-			fprintf(stderr, "fuzz_guest: used idx %u ahead of avail idx %u\n", idx,
-			        q->avail_idx);
+		if ((uint16_t)(idx - q->used_seen) >
+		    (uint16_t)(q->avail_idx - q->used_seen)) {
+			fprintf(stderr, "fuzz_guest: used idx %u ahead of avail idx %u\n",
+			        idx, q->avail_idx);
 			abort();
 		}
 		for (; q->used_seen != idx; q->used_seen++) {
-			const struct vring_used_elem *u = &used->ring[q->used_seen % q->num];
+			const struct vring_used_elem *u =
+			        &used->ring[q->used_seen % q->num];
 
 			if (u->id >= q->num) {
-				fprintf(stderr, "fuzz_guest: used id %u out of range\n", u->id);
+				fprintf(stderr, "fuzz_guest: used id %u out of range\n",
+				        u->id);
 				abort();
 			}
 			if (!q->busy[u->id]) {
-				fprintf(stderr, "fuzz_guest: used id %u is not in flight\n", u->id);
+				fprintf(stderr,
+				        "fuzz_guest: used id %u is not in flight\n",
+				        u->id);
 				abort();
 			}
 			if (u->len > q->in_len[u->id]) {
 				fprintf(stderr,
-				        "fuzz_guest: used len %u beyond the %u writable bytes\n",
+				        "fuzz_guest: used len %u beyond the %u writable "
+				        "bytes\n",
 				        u->len, q->in_len[u->id]);
 				abort();
 			}

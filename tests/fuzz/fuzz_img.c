@@ -184,8 +184,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	case 4:
 	case 5: {
-		const char *a[] = {"vproxy-img", "convert", "-q", "-O", "sparse", "-c",
-		                   csize,        img,       out};
+		const char *a[] = {"vproxy-img", "convert", "-q", "-O", "sparse",
+		                   "-c",         csize,     img,  out};
 		const char *b[] = {"vproxy-img", "check", out};
 		const char *c[] = {"vproxy-img", "convert", "-q", "-O", "raw", out, out2};
 		uint64_t v = virtual_size();
@@ -196,12 +196,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		if (run(3, b) != 0)
 			fail("convert -O sparse wrote an image that fails check");
-		if ((flags >> 1 & 7) == 5 && v <= MAX_ROUND_TRIP_BYTES && run(7, c) == 0) {
+		if ((flags >> 1 & 7) == 5 && v <= MAX_ROUND_TRIP_BYTES &&
+		    run(7, c) == 0) {
 			char magic[8] = {0};
 			int in = open(img, O_RDONLY | O_CLOEXEC);
 
 			if (in >= 0 && pread(in, magic, 8, 0) >= 0 &&
-			    memcmp(magic, SPARSE_MAGIC, 8) != 0 && !same_padded(img, out2))
+			    memcmp(magic, SPARSE_MAGIC, 8) != 0 &&
+			    !same_padded(img, out2))
 				fail("raw -> sparse -> raw changed the data");
 			if (in >= 0)
 				close(in);

@@ -50,8 +50,8 @@ static uint64_t entry_at(const struct sparse_image *img, uint64_t vc)
 /* A checksum of every referenced cluster's data, map order. */
 static uint64_t referenced_data_sum(const struct sparse_image *img)
 {
-	uint64_t sum = 0, n = img->h.map_entries < MAX_CHECKED ? img->h.map_entries
-	                                                      : MAX_CHECKED;
+	uint64_t sum = 0,
+	         n = img->h.map_entries < MAX_CHECKED ? img->h.map_entries : MAX_CHECKED;
 	uint8_t *buf = malloc(img->cluster_size);
 
 	if (!buf)
@@ -161,8 +161,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (scan.allocated > img.h.map_entries)
 		fail("more clusters allocated than map entries");
 	check_clean_scan(&img, &scan);
-	if (sparse_count_leaks(&img, &scan, &leaked, &tail) < 0 || !(flags & FLAG_REPAIR) ||
-	    (!leaked && !tail)) {
+	if (sparse_count_leaks(&img, &scan, &leaked, &tail) < 0 ||
+	    !(flags & FLAG_REPAIR) || (!leaked && !tail)) {
 		sparse_scan_free(&scan);
 		sparse_close(&img);
 		return 0;

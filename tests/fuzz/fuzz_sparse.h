@@ -38,7 +38,8 @@ static inline int fuzz_sparse_build(int fd, const uint8_t *data, size_t size)
 		crc = sparse_crc32c(0, head, FUZZ_SPARSE_CRC_OFFSET);
 		for (unsigned i = 0; i < 4; i++)
 			head[FUZZ_SPARSE_CRC_OFFSET + i] = (uint8_t)(crc >> (8 * i));
-		if (pwrite(fd, head + FUZZ_SPARSE_CRC_OFFSET, 4, FUZZ_SPARSE_CRC_OFFSET) != 4)
+		if (pwrite(fd, head + FUZZ_SPARSE_CRC_OFFSET, 4,
+		           FUZZ_SPARSE_CRC_OFFSET) != 4)
 			return -1;
 	}
 	if (extra && ftruncate(fd, (off_t)(len + extra)) < 0)

@@ -127,8 +127,7 @@ static void post(struct stub *s, uint8_t op, uint8_t size, uint32_t offset,
 }
 
 /* fuzz_guest's register access: a read waits for its answer. */
-static void reg(void *opaque, uint32_t offset, unsigned size, bool write,
-                uint64_t *value)
+static void reg(void *opaque, uint32_t offset, unsigned size, bool write, uint64_t *value)
 {
 	struct stub *s = opaque;
 
@@ -202,7 +201,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	                             .gm = vp_transport_gmem(s.t),
 	                             .raise_irq = vp_transport_raise_irq,
 	                             .opaque = s.t};
-	d = vp_blk_create(&params, &fuzz_disk_plugin, fuzz_disk_open(&info), &info, &host);
+	d = vp_blk_create(&params, &fuzz_disk_plugin, fuzz_disk_open(&info), &info,
+	                  &host);
 	if (!d)
 		abort();
 	vp_transport_attach(s.t, d);
@@ -223,7 +223,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		}
 		case 1: kick(&s); break;
-		case 2: fg_setup(&g, fz_u64(&in), params.num_queues, 2u << (fz_u8(&in) % 8)); break;
+		case 2:
+			fg_setup(&g, fz_u64(&in), params.num_queues,
+			         2u << (fz_u8(&in) % 8));
+			break;
 		case 3: fg_request(&g, &in); break;
 		case 4: fg_harvest(&g); break;
 		case 5: {

@@ -63,11 +63,11 @@ static int good_open(const struct vproxy_params *params, int read_only,
 	(void)params;
 	(void)err;
 	(void)errlen;
-	*info = (struct vproxy_disk_info){.capacity = 256 * 512,
-	                                  .logical_block = 512,
-	                                  .physical_block = 512,
-	                                  .flags = VPROXY_DISK_FLUSH |
-	                                           (read_only ? VPROXY_DISK_READONLY : 0)};
+	*info = (struct vproxy_disk_info){
+	        .capacity = 256 * 512,
+	        .logical_block = 512,
+	        .physical_block = 512,
+	        .flags = VPROXY_DISK_FLUSH | (read_only ? VPROXY_DISK_READONLY : 0)};
 	*disk = fuzz_disk_open(info);
 	return 0;
 }
@@ -116,16 +116,43 @@ static const struct vproxy_plugin bad_plugin = {
 };
 
 static const struct vp_devdecl decls[] = {
-        {.label = "a", .guest = "5", .guest_domid = 5, .devid = 0, .plugin = &good_plugin,
-         .queues = 1, .queue_size = 16},
-        {.label = "b", .guest = "5", .guest_domid = 5, .devid = 1, .plugin = &good_plugin,
-         .read_only = true, .queues = 2, .queue_size = 8, .serial = "serial-b"},
-        {.label = "c", .guest = "web", .guest_domid = -1, .devid = 0,
-         .plugin = &good_plugin, .queues = 1, .queue_size = 4},
-        {.label = "d", .guest = "7", .guest_domid = 7, .devid = 3, .plugin = &bad_plugin,
-         .queues = 1, .queue_size = 16},
-        {.label = "e", .guest = "5", .guest_domid = 5, .devid = 0, .plugin = &good_plugin,
-         .queues = 1, .queue_size = 16}, /* the same device twice: ignored */
+        {.label = "a",
+         .guest = "5",
+         .guest_domid = 5,
+         .devid = 0,
+         .plugin = &good_plugin,
+         .queues = 1,
+         .queue_size = 16},
+        {.label = "b",
+         .guest = "5",
+         .guest_domid = 5,
+         .devid = 1,
+         .plugin = &good_plugin,
+         .read_only = true,
+         .queues = 2,
+         .queue_size = 8,
+         .serial = "serial-b"},
+        {.label = "c",
+         .guest = "web",
+         .guest_domid = -1,
+         .devid = 0,
+         .plugin = &good_plugin,
+         .queues = 1,
+         .queue_size = 4},
+        {.label = "d",
+         .guest = "7",
+         .guest_domid = 7,
+         .devid = 3,
+         .plugin = &bad_plugin,
+         .queues = 1,
+         .queue_size = 16},
+        {.label = "e",
+         .guest = "5",
+         .guest_domid = 5,
+         .devid = 0,
+         .plugin = &good_plugin,
+         .queues = 1,
+         .queue_size = 16}, /* the same device twice: ignored */
 };
 
 /* The devices the frontends below talk to: domain, device id, page. */
@@ -135,14 +162,37 @@ static const struct {
 
 static const unsigned doms[] = {5, 6, 7, 8};
 
-static const char *const keys[] = {"state", "ring-ref", "event-channel", "addr-mode",
-                                   "protocol-version", "feature-persistent", "backend",
-                                   "unknown-key"};
+static const char *const keys[] = {"state",     "ring-ref",         "event-channel",
+                                   "addr-mode", "protocol-version", "feature-persistent",
+                                   "backend",   "unknown-key"};
 
 static const char *const values[] = {
-        "1", "2", "3", "4", "5", "6", "0", "7", "-1", "0x3", " 1", "010", "1 ",
-        "4294967296", "18446744073709551615", "18446744073709551616", "gfn", "grant",
-        "", "x", "200", "201", "202", "203", "255", "256",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+        "0",
+        "7",
+        "-1",
+        "0x3",
+        " 1",
+        "010",
+        "1 ",
+        "4294967296",
+        "18446744073709551615",
+        "18446744073709551616",
+        "gfn",
+        "grant",
+        "",
+        "x",
+        "200",
+        "201",
+        "202",
+        "203",
+        "255",
+        "256",
 };
 
 static void fe_path(char *buf, size_t len, unsigned d, const char *key)
@@ -291,7 +341,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 			fe_path(path, sizeof(path), d, keys[k % 8]);
 			if (v < 0x80) {
-				fake_xs_set(path, values[v % (sizeof(values) / sizeof(values[0]))]);
+				fake_xs_set(
+				        path,
+				        values[v % (sizeof(values) / sizeof(values[0]))]);
 			} else {
 				size_t len = v % 25;
 
@@ -312,13 +364,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 4: {
 			uint8_t w = fz_u8(&in);
 
-			fe_path(path, sizeof(path), w % NDEVS, w & 0x80 ? keys[(w >> 2) % 8] : NULL);
+			fe_path(path, sizeof(path), w % NDEVS,
+			        w & 0x80 ? keys[(w >> 2) % 8] : NULL);
 			fake_xs_remove(path);
 			break;
 		}
 		case 5:
-			snprintf(path, sizeof(path), BE_ROOT "/%u/%u", devs[fz_u8(&in) % NDEVS].dom,
-			         devs[0].devid);
+			snprintf(path, sizeof(path), BE_ROOT "/%u/%u",
+			         devs[fz_u8(&in) % NDEVS].dom, devs[0].devid);
 			fake_xs_remove(path);
 			break;
 		case 6: fe_connect(&in); break;
