@@ -19,7 +19,8 @@
  * sample also goes through the vproxy-img binary (check, check --repair)
  * and is read back through the plugin.
  *
- * VPROXY_POWERLOSS_SEED changes the seed.
+ * The same with direct=on (data through O_DIRECT, the map buffered).
+ * VPROXY_POWERLOSS_SEED changes the seed of the first workload.
  */
 #include <check.h>
 #include <errno.h>
@@ -64,7 +65,7 @@ struct gflush {
 };
 
 static struct gop gops[GUEST_OPS + 1];
-static unsigned ngops;
+static unsigned ngops, ops_limit = GUEST_OPS;
 static struct gflush gflushes[GUEST_OPS + 1];
 static unsigned nflushes;
 static uint64_t rng;
@@ -286,7 +287,7 @@ static void live_run(void *disk)
 			if (slots[i].busy && slots[i].req.op == VPROXY_REQ_FLUSH)
 				flushes_out++;
 		for (unsigned i = 0; i < QD; i++) {
-			if (!slots[i].busy && ngops < GUEST_OPS &&
+			if (!slots[i].busy && ngops < ops_limit &&
 			    slot_start(disk, &slots[i], flushes_out) &&
 			    slots[i].req.op == VPROXY_REQ_FLUSH)
 				flushes_out++;
@@ -648,9 +649,10 @@ static void replay_all(uint64_t seed, const uint8_t *initial, size_t initial_len
 	free(undos);
 }
 
-/* Open the image through the test engine; *initial gets what is on disk
- * when recording starts (open syncs whatever it changes). */
-static void *open_recorded(uint8_t **initial, size_t *len)
+/* Open the image through the test engine (direct: "on" or NULL);
+ * *initial gets what is on disk when recording starts (open syncs
+ * whatever it changes). */
+static void *open_recorded(const char *direct, uint8_t **initial, size_t *len)
 {
 	struct vproxy_disk_info info;
 	void *disk = NULL;
@@ -661,7 +663,7 @@ static void *open_recorded(uint8_t **initial, size_t *len)
 	ck_assert_msg(sparse_create(path, DISK, CLUSTER, true, why, sizeof(why)) == 0,
 	              "%s", why);
 	tsys_install();
-	ck_assert_msg(open_disk(path, NULL, NULL, 0, &info, &disk) == 0, "%s", err);
+	ck_assert_msg(open_disk(path, direct, NULL, 0, &info, &disk) == 0, "%s", err);
 	fd = open(path, O_RDONLY);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(fstat(fd, &st), 0);
@@ -683,10 +685,40 @@ START_TEST(power_cut_anywhere_keeps_flushed_data)
 	void *disk;
 
 	rng = seed | 1;
-	disk = open_recorded(&initial, &len);
+	disk = open_recorded(NULL, &initial, &len);
 	live_run(disk);
 	tsys_record(false);
 	replay_all(seed, initial, len);
+	free(initial);
+}
+END_TEST
+
+/* The same with direct=on: data through an O_DIRECT descriptor, the map
+ * through the page cache; one fdatasync covers both (one inode). */
+START_TEST(power_cut_with_direct_io)
+{
+	uint8_t *initial;
+	size_t len;
+	void *disk;
+	int probe;
+
+	/* tmpfs takes O_DIRECT from Linux 6.6 on. */
+	snprintf(path, sizeof(path), "%s/direct-probe", dir);
+	probe = open(path, O_RDWR | O_CREAT | O_DIRECT, 0644);
+	if (probe < 0) {
+		fprintf(stderr, "direct test skipped: %s refuses O_DIRECT: %s\n", dir,
+		        strerror(errno));
+		return;
+	}
+	close(probe);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/disk.img", dir);
+	rng = 0xd1ec7;
+	ops_limit = GUEST_OPS / 2;
+	disk = open_recorded("on", &initial, &len);
+	live_run(disk);
+	tsys_record(false);
+	replay_all(0xd1ec7, initial, len);
 	free(initial);
 }
 END_TEST
@@ -720,7 +752,7 @@ START_TEST(cluster_freed_under_a_write_is_reused_only_once_zeroed)
 	time_t deadline;
 
 	rng = 7;
-	disk = open_recorded(&initial, &len);
+	disk = open_recorded(NULL, &initial, &len);
 	/* Blocks 0-3 (cluster 0) written and flushed. */
 	ck_assert(slot_issue(disk, a, VPROXY_REQ_WRITE, 0, 0, 3, false));
 	wait_slot(a);
@@ -803,6 +835,7 @@ int main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, power_cut_anywhere_keeps_flushed_data);
 	tcase_add_test(tc, cluster_freed_under_a_write_is_reused_only_once_zeroed);
+	tcase_add_test(tc, power_cut_with_direct_io);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
