@@ -52,10 +52,16 @@ kmod=/lib/modules/virtio_vproxy.ko
 dev_of() {
 	ls /sys/bus/xen/devices/vproxy-$1/virtio*/block 2>/dev/null
 }
+# has_disk ID / no_disk ID: whether vproxy-ID has a block device now.
+has_disk() {
+	d=$(dev_of $1)
+	[ -n "$d" ] && [ -b /dev/$d ]
+}
+no_disk() { [ -z "$(dev_of $1)" ]; }
 load() {
 	insmod $kmod "$@" || fail "insmod virtio_vproxy $*"
-	wait_for 60 test -n "$(dev_of 0)" -a -n "$(dev_of 1)" || fail "no disks after insmod $*"
-	wait_for 10 test -b /dev/$(dev_of 0) -a -b /dev/$(dev_of 1) || fail "no /dev nodes after insmod $*"
+	wait_for 60 has_disk 0 || fail "vproxy-0 has no disk after insmod $*"
+	wait_for 60 has_disk 1 || fail "vproxy-1 has no disk after insmod $*"
 }
 # xenbus holds a module reference per bound device: unbind them first.
 unload() {
@@ -141,10 +147,9 @@ for id in 0 1; do
 	check $id remount
 done
 echo vproxy-0 >$drv/unbind || fail "unbind vproxy-0"
-wait_for 10 test -z "$(dev_of 0)" || fail "vproxy-0 still has a disk after unbind"
+wait_for 10 no_disk 0 || fail "vproxy-0 still has a disk after unbind"
 echo vproxy-0 >$drv/bind || fail "bind vproxy-0"
-wait_for 60 test -n "$(dev_of 0)" || fail "no disk after bind"
-wait_for 10 test -b /dev/$(dev_of 0) || fail "no /dev node after bind"
+wait_for 60 has_disk 0 || fail "vproxy-0 has no disk after bind"
 check 0 rebind
 unload
 load
