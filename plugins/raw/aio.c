@@ -238,6 +238,12 @@ static bool op_consume(struct aio_engine *eng, struct aio_op *op, long res, int 
 	bool data = op->kind == AIO_READV || op->kind == AIO_WRITEV ||
 	            (op->kind == AIO_ZERO && op->zero_mode == AIO_ZERO_WRITE);
 
+	/* A cancelled op issues no further call; an interrupted one (how
+	 * io_uring ends a call it cancels while it runs) is cancelled. */
+	if (op->cancelled && (res == -EINTR || res == -EAGAIN || res == -ECANCELED)) {
+		*status = -ECANCELED;
+		return true;
+	}
 	if (res == -EINTR || res == -EAGAIN) {
 		if (++op->tries < MAX_TRIES)
 			return false;
@@ -291,6 +297,10 @@ static bool op_consume(struct aio_engine *eng, struct aio_op *op, long res, int 
 	op->xfered += (uint64_t)res;
 	if (op->xfered >= op->len) {
 		*status = 0;
+		return true;
+	}
+	if (op->cancelled) {
+		*status = -ECANCELED;
 		return true;
 	}
 	return false;
@@ -535,6 +545,70 @@ static bool uring_backlog(struct aio_engine *eng)
 
 /* ---- the loop side ---- */
 
+/* Unlink op from the singly linked list *head (tail *tail, may be NULL);
+ * true if it was there. */
+static bool list_remove(struct aio_op **head, struct aio_op **tail, struct aio_op *op)
+{
+	struct aio_op *prev = NULL;
+
+	for (struct aio_op *o = *head; o; prev = o, o = o->next) {
+		if (o != op)
+			continue;
+		if (prev)
+			prev->next = o->next;
+		else
+			*head = o->next;
+		if (tail && *tail == o)
+			*tail = prev;
+		return true;
+	}
+	return false;
+}
+
+/* Finish op with res from the loop, through the done list. */
+static void op_fail_later(struct aio_engine *eng, struct aio_op *op, int res)
+{
+	op->res = res;
+	pthread_mutex_lock(&eng->lock);
+	op->next = eng->done;
+	eng->done = op;
+	pthread_mutex_unlock(&eng->lock);
+	efd_signal(eng->efd);
+}
+
+void aio_cancel(struct aio_engine *eng, struct aio_op *op)
+{
+	struct io_uring_sqe *sqe;
+	bool queued;
+
+	if (op->cancelled)
+		return;
+	op->cancelled = true;
+	if (eng->uring && list_remove(&eng->backlog, &eng->backlog_tail, op)) {
+		op_fail_later(eng, op, -ECANCELED);
+		return;
+	}
+	pthread_mutex_lock(&eng->lock);
+	queued = list_remove(&eng->queue, &eng->queue_tail, op);
+	pthread_mutex_unlock(&eng->lock);
+	if (queued) {
+		op_fail_later(eng, op, -ECANCELED);
+		return;
+	}
+	if (!eng->uring || op->kind == AIO_DISCARD)
+		return; /* a worker has it: its call runs to the end */
+	/* In the ring: ask io_uring to cancel it (best effort; no free SQE
+	 * means it simply completes). */
+	sqe = io_uring_get_sqe(&eng->ring);
+	if (!sqe)
+		return;
+	io_uring_prep_cancel(sqe, op, 0);
+	io_uring_sqe_set_data(sqe, NULL);
+	eng->unsubmitted++;
+	if (!eng->in_dispatch)
+		uring_flush(eng);
+}
+
 void aio_submit(struct aio_engine *eng, struct aio_op *op)
 {
 	op->xfered = 0;
@@ -542,6 +616,7 @@ void aio_submit(struct aio_engine *eng, struct aio_op *op)
 	op->rest = NULL;
 	op->restcnt = 0;
 	op->bounce = NULL;
+	op->cancelled = false;
 	op->next = NULL;
 	eng->inflight++;
 
@@ -599,6 +674,9 @@ static bool dispatch_uring(struct aio_engine *eng)
 	io_uring_cq_advance(&eng->ring, n);
 	for (unsigned i = 0; i < n; i++) {
 		struct aio_op *op = got[i].op;
+
+		if (!op)
+			continue; /* an ASYNC_CANCEL's own completion */
 
 		if (op_consume(eng, op, got[i].res, &status))
 			op_finish(eng, op, status);

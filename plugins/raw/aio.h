@@ -71,6 +71,7 @@ struct aio_op {
 	void *bounce;        /* aligned copy for O_DIRECT */
 	struct iovec one;    /* the single iovec of bounce/zero writes */
 	int res;             /* worker result */
+	bool cancelled;      /* aio_cancel() asked: no further calls */
 	struct aio_op *next; /* worker queue / done list */
 };
 
@@ -93,6 +94,12 @@ const char *aio_engine_name(const struct aio_engine *eng);
 
 /* Start op.  Never completes inline: done() runs later from the loop. */
 void aio_submit(struct aio_engine *eng, struct aio_op *op);
+
+/* Give op up if it has not started: taken off a queue, or an io_uring
+ * cancel for an SQE in flight.  done() still runs exactly once, later,
+ * from the loop: with -ECANCELED if op was dropped (a multi-call op stops
+ * issuing calls), else with its real result.  Never completes inline. */
+void aio_cancel(struct aio_engine *eng, struct aio_op *op);
 
 /* Operations submitted and not yet completed. */
 unsigned aio_inflight(const struct aio_engine *eng);

@@ -259,6 +259,14 @@ static int raw_submit(void *disk, struct vproxy_req *req)
 	return 0;
 }
 
+static void raw_cancel(void *disk, struct vproxy_req *req)
+{
+	struct raw_disk *d = disk;
+	struct raw_op *op = req->plugin_priv;
+
+	aio_cancel(d->eng, &op->aio);
+}
+
 static void raw_close(void *disk)
 {
 	struct raw_disk *d = disk;
@@ -286,6 +294,7 @@ static const struct vproxy_plugin raw_plugin = {
         .open = raw_open,
         .submit = raw_submit,
         .close = raw_close,
+        .cancel = raw_cancel,
 };
 
 __attribute__((visibility("default"))) const struct vproxy_plugin *

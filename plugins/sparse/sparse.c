@@ -1379,6 +1379,20 @@ fail:
 	return r;
 }
 
+/* Only a read is given up: it changes nothing on disk, so dropping its
+ * remaining calls cannot leave the image half-updated.  Writes, discards
+ * and flushes run to their end (they keep the map consistent). */
+static void sparse_cancel(void *disk, struct vproxy_req *req)
+{
+	struct sparse_disk *d = disk;
+	struct sreq *r = req->plugin_priv;
+
+	if (req->op != VPROXY_REQ_READ || !r || !r->ops_left)
+		return;
+	for (unsigned k = 0; k < r->nops; k++)
+		aio_cancel(d->eng, &r->ops[k]);
+}
+
 static void sparse_close_disk(void *disk)
 {
 	struct sparse_disk *d = disk;
@@ -1406,6 +1420,7 @@ static const struct vproxy_plugin sparse_plugin = {
         .open = sparse_open_disk,
         .submit = sparse_submit,
         .close = sparse_close_disk,
+        .cancel = sparse_cancel,
 };
 
 __attribute__((visibility("default"))) const struct vproxy_plugin *
