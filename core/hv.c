@@ -32,3 +32,14 @@ void vp_hv_set_self_domid(struct vp_hv *hv, uint16_t domid)
 		vp_err("sim: cannot become domain %u: guests were already contacted",
 		       domid);
 }
+
+void vp_hv_set_domain_cb(struct vp_hv *hv, vp_hv_domain_cb *cb, void *arg)
+{
+	hv->domain_cb = cb;
+	hv->domain_cb_arg = arg;
+}
+
+int vp_hv_domain_ready(struct vp_hv *hv, uint16_t dom)
+{
+	return hv->ops->domain_ready ? hv->ops->domain_ready(hv, dom) : 0;
+}

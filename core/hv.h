@@ -7,6 +7,11 @@
  * One struct vp_hv per server.  Event channels follow libxenevtchn's model:
  * one fd for all bound ports; when it is readable call pending() until it
  * returns -1, and unmask() each port once its events are handled.
+ *
+ * Domains may need contacting before their memory can be mapped (the sim
+ * layer talks to each guest over a socket, and never waits for it): ask
+ * vp_hv_domain_ready() first; on -EINPROGRESS, wait for the domain
+ * callback (vp_hv_set_domain_cb) and ask again.
  */
 #ifndef VP_HV_H
 #define VP_HV_H
@@ -50,14 +55,28 @@ struct vp_hv_ops {
 	int (*unmap_grants)(struct vp_hv *hv, void *addr, unsigned n);
 
 	/* --- domains --- */
+	/* Optional (NULL: every domain is always ready).  0 when dom's memory
+	 * can be mapped now; -EINPROGRESS when the layer is contacting the
+	 * domain (the domain callback runs once that is settled); another
+	 * -errno when it cannot be reached or was refused.  Never blocks. */
+	int (*domain_ready)(struct vp_hv *hv, uint16_t dom);
 	/* Drop everything cached about dom (called when it is released). */
 	void (*forget_domain)(struct vp_hv *hv, uint16_t dom);
 	/* Free the handle; every port must already be unbound. */
 	void (*close)(struct vp_hv *hv);
 };
 
+/* Called once a domain that domain_ready() answered -EINPROGRESS for is
+ * settled (result 0 or -errno), or given up (-ECANCELED: forgotten).  It
+ * runs from inside hv calls (evtchn_pending, forget_domain), possibly in
+ * the middle of a caller's walk: it must only record the news and defer
+ * the work (e.g. make an event active), never call the hv layer. */
+typedef void vp_hv_domain_cb(void *arg, uint16_t dom, int result);
+
 struct vp_hv {
 	const struct vp_hv_ops *ops;
+	vp_hv_domain_cb *domain_cb; /* set by vp_hv_set_domain_cb(), or NULL */
+	void *domain_cb_arg;
 	/* implementation data follows in the implementation's struct */
 };
 
@@ -73,6 +92,10 @@ void vp_hv_set_self_domid(struct vp_hv *hv, uint16_t domid);
  * in HELLO and grants must name it.  Call before the first guest is
  * contacted.  0, -EINVAL (not a sim handle) or -EBUSY (too late). */
 int vp_hv_sim_set_self_domid(struct vp_hv *hv, uint16_t domid);
+/* Register the domain callback (one per handle; NULL to remove). */
+void vp_hv_set_domain_cb(struct vp_hv *hv, vp_hv_domain_cb *cb, void *arg);
+/* hv->ops->domain_ready, or 0 when the layer has none. */
+int vp_hv_domain_ready(struct vp_hv *hv, uint16_t dom);
 /* Open by name ("sim" or "xen"). */
 struct vp_hv *vp_hv_open(const char *name, const char *run_dir);
 

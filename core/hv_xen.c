@@ -253,6 +253,8 @@ static const struct vp_hv_ops xen_ops = {
 	.unmap_gfns = xen_unmap_gfns,
 	.map_grants = xen_map_grants,
 	.unmap_grants = xen_unmap_grants,
+	/* Nothing to contact: a domain's memory is mappable once it exists. */
+	.domain_ready = NULL,
 	.forget_domain = xen_forget_domain,
 	.close = xen_close,
 };

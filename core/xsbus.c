@@ -53,6 +53,7 @@ struct vp_device {
 	bool reap_pending;   /* virtio device gone; reap_cb() finishes */
 	bool remove_pending; /* free once the device is destroyed */
 	bool close_pending;  /* write Closed once the device is destroyed */
+	bool hv_wait;        /* connect once the hv layer has reached the guest */
 	void *disk;
 	struct vproxy_disk_info info;
 	struct vp_transport *t;
@@ -67,6 +68,7 @@ struct vp_xsbus {
 	struct event *xs_ev;
 	struct event *xs_more; /* continue after a full turn of watch events */
 	struct event *reap_ev; /* finish teardowns from the top of the loop */
+	struct event *ready_ev; /* connect devices whose guest became reachable */
 	unsigned self;
 	char be_root[64];
 	struct vp_device *devices;
@@ -509,7 +511,13 @@ static void frontend_changed(struct vp_device *dev)
 		break;
 	case XenbusStateInitialised:
 	case XenbusStateConnected:
-		if (dev->be_state == XenbusStateInitWait && !bus->shutting_down)
+		if (dev->be_state != XenbusStateInitWait || bus->shutting_down)
+			break;
+		/* The hv layer may still be reaching the guest (sim): it calls
+		 * hv_domain_cb() once it knows, and ready_cb() connects. */
+		dev->hv_wait = vp_hv_domain_ready(vp_server_hv(bus->srv), dev->dom) ==
+		               -EINPROGRESS;
+		if (!dev->hv_wait)
 			connect_device(dev);
 		break;
 	case XenbusStateClosing:
@@ -817,6 +825,44 @@ void vp_xsbus_device_kick(struct vp_device *dev)
 		vp_transport_kick(dev->t);
 }
 
+/* The hv layer settled a domain.  It may call this from inside its own
+ * calls, anywhere in a walk of ours: only defer to ready_cb(). */
+static void hv_domain_cb(void *arg, uint16_t dom, int result)
+{
+	struct vp_xsbus *bus = arg;
+
+	(void)dom;
+	(void)result; /* ready_cb() asks again: the answer may have changed */
+	event_active(bus->ready_ev, EV_TIMEOUT, 0);
+}
+
+/* Connect the devices that waited for their guest to be reached (a
+ * refused guest too: connect_device() then fails and says why). */
+static void ready_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct vp_xsbus *bus = arg;
+	struct vp_hv *hv = vp_server_hv(bus->srv);
+	unsigned long long st;
+
+	(void)fd;
+	(void)what;
+	if (bus->finished)
+		return;
+	/* connect_device() frees no device: the walk stays valid. */
+	for (struct vp_device *dev = bus->devices; dev; dev = dev->next) {
+		if (!dev->hv_wait || vp_hv_domain_ready(hv, dev->dom) == -EINPROGRESS)
+			continue;
+		dev->hv_wait = false;
+		if (dev->be_state == XenbusStateInitWait && !bus->shutting_down &&
+		    !dev->remove_pending &&
+		    xs_read_ull(bus, dev->fe_path, "state", &st) == 0 &&
+		    (st == XenbusStateInitialised || st == XenbusStateConnected))
+			connect_device(dev);
+	}
+	/* Only after the walk: finishing the bus frees every device. */
+	check_shutdown(bus);
+}
+
 struct vp_xsbus *vp_xsbus_open(struct vp_server *srv, char *err, size_t errlen)
 {
 	const struct vp_server_opts *opts = vp_server_opts(srv);
@@ -854,11 +900,13 @@ struct vp_xsbus *vp_xsbus_open(struct vp_server *srv, char *err, size_t errlen)
 	                       EV_READ | EV_PERSIST, xs_cb, bus);
 	bus->xs_more = evtimer_new(vp_server_base(srv), xs_cb, bus);
 	bus->reap_ev = event_new(vp_server_base(srv), -1, 0, reap_cb, bus);
-	if (!bus->xs_ev || !bus->xs_more || !bus->reap_ev ||
+	bus->ready_ev = event_new(vp_server_base(srv), -1, 0, ready_cb, bus);
+	if (!bus->xs_ev || !bus->xs_more || !bus->reap_ev || !bus->ready_ev ||
 	    event_add(bus->xs_ev, NULL)) {
 		snprintf(err, errlen, "cannot watch the xenstore connection");
 		goto fail;
 	}
+	vp_hv_set_domain_cb(vp_server_hv(srv), hv_domain_cb, bus);
 	if (!xs_watch(bus->xs, "@introduceDomain", "intro") ||
 	    !xs_watch(bus->xs, "@releaseDomain", "release") ||
 	    !xs_watch(bus->xs, bus->be_root, "betree")) {
@@ -941,6 +989,9 @@ void vp_xsbus_close(struct vp_xsbus *bus)
 		event_free(bus->xs_more);
 	if (bus->reap_ev)
 		event_free(bus->reap_ev);
+	if (bus->ready_ev)
+		event_free(bus->ready_ev);
+	vp_hv_set_domain_cb(vp_server_hv(bus->srv), NULL, NULL);
 	if (bus->xs)
 		xs_close(bus->xs);
 	free(bus);
