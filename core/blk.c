@@ -639,6 +639,13 @@ static void blk_queue_notify(struct vp_vdev *d, unsigned q)
 		blk_process(blk, q);
 }
 
+static bool blk_queue_busy(struct vp_vdev *d, unsigned q)
+{
+	const struct blk_dev *blk = vp_vdev_priv(d);
+
+	return q < VP_BLK_MAX_QUEUES && blk->queues[q].inflight > 0;
+}
+
 static void blk_config_read(struct vp_vdev *d, uint32_t offset, void *buf, unsigned len)
 {
 	const struct blk_dev *blk = vp_vdev_priv(d);
@@ -680,6 +687,7 @@ static const struct vp_vdev_type blk_type = {
         .config_read = blk_config_read,
         .queue_notify = blk_queue_notify,
         .cancel = blk_cancel,
+        .queue_busy = blk_queue_busy,
         .reset = blk_reset,
         .free = blk_free,
 };

@@ -93,6 +93,10 @@ struct vp_vdev_type {
 	 * ask their plugin to give them up early.  Must not finish a request
 	 * from inside (completions come later).  May be NULL. */
 	void (*cancel)(struct vp_vdev *d);
+	/* Does queue q still have requests in flight?  QueueReady keeps
+	 * reading 1 after the driver wrote 0 until it has none (MMIO:
+	 * reading the 0 back is the driver's synchronisation).  May be NULL. */
+	bool (*queue_busy)(struct vp_vdev *d, unsigned q);
 	/* The driver reset the device; its queues are already torn down and
 	 * no request is in flight any more.  May be NULL. */
 	void (*reset)(struct vp_vdev *d);

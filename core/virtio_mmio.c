@@ -544,7 +544,11 @@ enum vp_mmio_status vp_vdev_mmio_read(struct vp_vdev *d, uint32_t offset, unsign
 	case VIRTIO_MMIO_QUEUE_SEL: v = d->queue_sel; break;
 	case VIRTIO_MMIO_QUEUE_NUM_MAX: v = qr ? d->queue_max : 0; break;
 	case VIRTIO_MMIO_QUEUE_NUM: v = qr ? qr->num : 0; break;
-	case VIRTIO_MMIO_QUEUE_READY: v = qr ? d->vqs[d->queue_sel].ready : 0; break;
+	case VIRTIO_MMIO_QUEUE_READY:
+		/* Disabled, but 1 until its requests in flight are done. */
+		v = qr && (d->vqs[d->queue_sel].ready ||
+		           (d->type->queue_busy && d->type->queue_busy(d, d->queue_sel)));
+		break;
 	case VIRTIO_MMIO_INTERRUPT_STATUS: v = d->isr; break;
 	case VIRTIO_MMIO_STATUS: v = d->status; break;
 	case VIRTIO_MMIO_QUEUE_DESC_LOW:

@@ -1340,6 +1340,27 @@ START_TEST(reset_with_request_in_flight)
 }
 END_TEST
 
+/* MMIO QueueReady: the driver stops a queue by writing 0 and reading the 0
+ * back; it must not read 0 while the queue's requests may still write. */
+START_TEST(queue_disable_waits_for_requests)
+{
+	struct req r;
+
+	start();
+	disk->deferred = true;
+	r = make_req(0, VIRTIO_BLK_T_IN, 0, 512);
+	ck_assert_uint_eq(run(0, &r), SENTINEL);
+	wr(VIRTIO_MMIO_QUEUE_SEL, 0);
+	wr(VIRTIO_MMIO_QUEUE_READY, 0);
+	ck_assert_uint_eq(rd(VIRTIO_MMIO_QUEUE_READY), 1);
+	fake_complete_all();
+	ck_assert_uint_eq(rd(VIRTIO_MMIO_QUEUE_READY), 0);
+	/* Stale: not pushed to the disabled queue. */
+	ck_assert_uint_eq(status_of(&r), SENTINEL);
+	ck_assert_uint_eq(used_idx(0), 0);
+}
+END_TEST
+
 /* A plugin that can cancel is asked to, for every request in flight; the
  * cancelled ones end the reset without a warning or a guest write. */
 START_TEST(reset_cancels_in_plugin)
@@ -1499,6 +1520,7 @@ int main(void)
 	tcase_add_test(tc, destroy_idle);
 	tcase_add_test(tc, reset_with_request_in_flight);
 	tcase_add_test(tc, reset_cancels_in_plugin);
+	tcase_add_test(tc, queue_disable_waits_for_requests);
 	tcase_add_test(tc, destroy_cancels_in_plugin);
 	tcase_add_test(tc, inflight_bounded_by_queue_size);
 	tcase_add_test(tc, event_idx_suppresses_interrupts);
