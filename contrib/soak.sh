@@ -156,7 +156,8 @@ print_summary() {
 	for s in "${FAILURES[@]}"; do
 		printf '  FAIL: %s\n' "$s"
 	done
-	((${#FAILURES[@]} == 0)) || printf '  logs kept in %s\n' "$SH_DIR"
+	((${#FAILURES[@]} == 0)) ||
+		printf '  logs kept in %s\n  replay: SEED=%s %s %s\n' "$SH_DIR" "$seed" "$0" "$minutes"
 }
 
 fail() {
@@ -208,6 +209,7 @@ start_run() {
 	rnd "$s" 4; depth=${depths[R]}
 	rnd "$s" 2; mode=${modes[R]}
 	rnd "$s" 1000000; local gseed=$((R + 1))
+	rnd "$s" 2; local queues=$((R + 1)) # disks with queues = 2 use both
 	rnd "$s" 100
 	if ((R < 35)); then
 		ACT[$s]=verify
@@ -221,7 +223,7 @@ start_run() {
 	else
 		ACT[$s]=detach wl=mixed secs=600
 	fi
-	ARGS[$s]="--devices ${SLOT_DEVS[$s]} --workload $wl --seconds $secs --iodepth $depth --addr-mode $mode --seed $gseed"
+	ARGS[$s]="--devices ${SLOT_DEVS[$s]} --workload $wl --seconds $secs --iodepth $depth --queues $queues --addr-mode $mode --seed $gseed"
 	# shellcheck disable=SC2086 # ARGS is a list of words
 	sh_guest_start "$d" ${ARGS[$s]}
 	now_ms
@@ -247,25 +249,34 @@ new_domain() {
 	start_run "$s"
 }
 
+# xs_state PATH: V = the node's value, "" when absent; fails the soak if
+# xenstored does not answer within 30 s.
+xs_state() {
+	local st=0
+	V=$(timeout 30 xenstore-read "$1" 2>/dev/null) || st=$?
+	((st != 124)) || fail "xenstored did not answer a read of $1 within 30 s"
+	((st == 0)) || V=
+}
+
 # all_state SLOT VALUE: true if every device of the slot's domain has
 # backend state VALUE ("" = gone).
 all_state() {
-	local id v
+	local id
 	dev_ids "$1"
 	for id in "${IDS[@]}"; do
-		v=$(sh_xs_read "$be_root/${DOM[$1]}/$id/state") || v=
-		[[ $v == "$2" ]] || return 1
+		xs_state "$be_root/${DOM[$1]}/$id/state"
+		[[ $V == "$2" ]] || return 1
 	done
 }
 
 # gone_or_new SLOT: true if every device of the slot's domain is either
 # gone from the backend or a new one (state Initialising or InitWait).
 gone_or_new() {
-	local id v
+	local id
 	dev_ids "$1"
 	for id in "${IDS[@]}"; do
-		v=$(sh_xs_read "$be_root/${DOM[$1]}/$id/state") || v=
-		[[ $v == "" || $v == 1 || $v == 2 ]] || return 1
+		xs_state "$be_root/${DOM[$1]}/$id/state"
+		[[ $V == "" || $V == 1 || $V == 2 ]] || return 1
 	done
 }
 
@@ -312,7 +323,8 @@ doom() {
 		N[kill]=$((N[kill] + 1))
 		drain "$s"
 	else
-		xenstore-rm "/local/domain/$d/device/vproxy"
+		timeout 30 xenstore-rm "/local/domain/$d/device/vproxy" ||
+			fail "xenstore-rm of dom $d's frontend nodes failed"
 		N[detach]=$((N[detach] + 1))
 		now_ms
 		PHASE[$s]=detached
