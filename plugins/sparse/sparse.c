@@ -537,8 +537,15 @@ static void sync_done(struct aio_op *op, int res)
 			s->b->next = d->synced;
 			d->synced = s->b;
 		}
-	} else if (s->b) {
-		/* Not durable: the frees wait for a later flush. */
+	} else {
+		/* Not durable.  A write that needs this size later starts a
+		 * sync of its own: waiting for this one would wait forever. */
+		d->sync_cover = d->size_durable;
+		host->log(VPROXY_LOG_WARN, "%s: fdatasync failed: %s", d->label,
+		          strerror(-res));
+	}
+	if (res != 0 && s->b) {
+		/* The frees wait for a later flush. */
 		struct batch *p = d->pending;
 
 		if (!p) {
@@ -551,8 +558,6 @@ static void sync_done(struct aio_op *op, int res)
 			free(s->b->v);
 			free(s->b);
 		}
-		host->log(VPROXY_LOG_WARN, "%s: fdatasync failed: %s", d->label,
-		          strerror(-res));
 	}
 	wake_grow_waiters(d, res);
 	if (s->req)

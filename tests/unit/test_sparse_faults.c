@@ -262,6 +262,30 @@ START_TEST(eio_on_flush_punch_and_growth)
 }
 END_TEST
 
+/* The file grows ahead of use and an fdatasync makes the size durable
+ * before a map entry points there.  When that fdatasync fails, the write
+ * waiting on it fails; the next one must start a sync of its own rather
+ * than wait for one that already failed. */
+START_TEST(failed_growth_sync_does_not_stall_later_writes)
+{
+	void *disk = open_image(path, 64 * MiB);
+
+	/* The first write grows the file by 16 clusters (and syncs). */
+	for (unsigned i = 0; i < 16; i++)
+		ck_assert_int_eq(write_pattern(disk, (uint64_t)i * CS, 4096, 40 + i), 0);
+	fail_next(TSYS_SYNC, 0, 0, EIO, 1);
+	ck_assert_int_eq(write_pattern(disk, 16 * CS, 4096, 56), -EIO);
+	ck_assert_int_eq(write_pattern(disk, 17 * CS, 4096, 57), 0);
+	ck_assert_int_eq(write_pattern(disk, 16 * CS, 4096, 58), 0);
+	check_data(disk, 16 * CS, 4096, 58);
+	check_data(disk, 17 * CS, 4096, 57);
+	check_data(disk, 3 * CS, 4096, 43);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
+	plugin->close(disk);
+	ck_assert_int_eq(img_check(path), 0);
+}
+END_TEST
+
 /* ---- a real full file system ---- */
 
 static char mnt[64];
@@ -359,6 +383,7 @@ int main(void)
 	tcase_add_test(tc, eio_on_a_new_clusters_data_leaves_the_map_alone);
 	tcase_add_test(tc, eio_on_a_map_write_keeps_the_image_consistent);
 	tcase_add_test(tc, eio_on_flush_punch_and_growth);
+	tcase_add_test(tc, failed_growth_sync_does_not_stall_later_writes);
 	suite_add_tcase(s, tc);
 	tcase_add_unchecked_fixture(full, tmpfs_setup, tmpfs_teardown);
 	tcase_add_checked_fixture(full, setup, faults_teardown);
