@@ -9,12 +9,14 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <event2/event.h>
 #include <linux/virtio_blk.h>
 #include <linux/virtio_ids.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "gmem.h"
 #include "log.h"
@@ -28,8 +30,26 @@
 /* Segments in one discard or write-zeroes request. */
 #define BLK_DZ_SEG_MAX 32u
 #define BIT64(n) (1ull << (n))
+/* With request-timeout, the largest request moved through a bounce
+ * buffer; a larger one gets IOERR (Linux splits I/O far below this). */
+#define BLK_BOUNCE_MAX (16u << 20)
 
 struct blk_dev;
+
+/* A disk whose plugin still holds requests a device gave up on
+ * (request-timeout).  Outlives the device; the disk is closed once the
+ * last such request came back, if its owner has released it by then. */
+struct blk_hung_disk {
+	const struct vproxy_plugin *plugin;
+	void *disk;
+	struct event_base *base;
+	unsigned zombies;  /* requests given up on, still in the plugin */
+	bool close_wanted; /* vp_blk_disk_release() was called */
+	struct blk_hung_disk *next;
+};
+
+/* Loop thread only. */
+static struct blk_hung_disk *hung_disks;
 
 /* One guest request, from pop to push. */
 struct blk_req {
@@ -55,6 +75,13 @@ struct blk_req {
 	int inline_status;
 	struct blk_req *next_free;
 	struct blk_req *prev, *next; /* the device's requests in flight */
+	/* request-timeout: when the plugin got preq, and the bounce buffer
+	 * it works on instead of guest memory. */
+	uint64_t start_ns;
+	void *bounce;
+	size_t bounce_cap;
+	struct iovec bounce_iov;
+	struct blk_hung_disk *hung; /* given up on: the plugin still has it */
 };
 
 struct blk_queue {
@@ -83,6 +110,10 @@ struct blk_dev {
 	struct blk_req *free_reqs;
 	struct blk_req *inflight; /* every request from pop to finish */
 	bool can_cancel;          /* the plugin has cancel() */
+	uint64_t timeout_ns;      /* request-timeout; 0: none (no bouncing) */
+	struct event_base *base;
+	struct event *timer;      /* checks for timed-out requests */
+	bool disk_failed;         /* a request timed out: the plugin gets no more */
 };
 
 static void blk_process(struct blk_dev *blk, unsigned q);
@@ -228,14 +259,105 @@ static bool blk_range_ok(const struct blk_dev *blk, uint64_t sector, uint64_t by
 	return sector <= blk->sectors && bytes <= cap - (sector << SECTOR_SHIFT);
 }
 
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Check for timed-out requests a quarter of the timeout from now. */
+static void blk_timer_arm(struct blk_dev *blk)
+{
+	uint64_t period = blk->timeout_ns / 4;
+	struct timeval tv;
+
+	if (period < 10000000u)
+		period = 10000000u;
+	tv.tv_sec = (time_t)(period / 1000000000u);
+	tv.tv_usec = (suseconds_t)(period % 1000000000u / 1000u);
+	if (!evtimer_pending(blk->timer, NULL))
+		evtimer_add(blk->timer, &tv);
+}
+
+static struct blk_hung_disk *hung_find(const void *disk)
+{
+	for (struct blk_hung_disk *h = hung_disks; h; h = h->next)
+		if (h->disk == disk)
+			return h;
+	return NULL;
+}
+
+static void hung_unlink(struct blk_hung_disk *h)
+{
+	for (struct blk_hung_disk **pp = &hung_disks; *pp; pp = &(*pp)->next) {
+		if (*pp == h) {
+			*pp = h->next;
+			return;
+		}
+	}
+}
+
+/* From the loop, never from the plugin's completion (plugin.h). */
+static void hung_close_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct blk_hung_disk *h = arg;
+
+	(void)fd;
+	(void)what;
+	vp_info("a disk of plugin %s abandoned earlier finished its last request: closed",
+	        h->plugin->name);
+	h->plugin->close(h->disk);
+	free(h);
+}
+
+/* The plugin finished a request the device had given up on: only the
+ * request's own memory is left to free; the device may be long gone. */
+static void blk_zombie_done(struct blk_req *req)
+{
+	struct blk_hung_disk *h = req->hung;
+	const struct timeval now = {0, 0};
+
+	free(req->bounce);
+	free(req->segs);
+	free(req->elem.iov);
+	free(req->elem.ref);
+	free(req);
+	if (--h->zombies)
+		return;
+	hung_unlink(h);
+	if (!h->close_wanted) {
+		free(h);
+		return;
+	}
+	if (event_base_once(h->base, -1, EV_TIMEOUT, hung_close_cb, h, &now) < 0)
+		vp_err("cannot schedule closing an abandoned disk of plugin %s: left open",
+		       h->plugin->name);
+}
+
+unsigned vp_blk_disk_release(const struct vproxy_plugin *plugin, void *disk)
+{
+	struct blk_hung_disk *h = hung_find(disk);
+
+	if (h && h->zombies) {
+		h->close_wanted = true;
+		return h->zombies;
+	}
+	plugin->close(disk);
+	return 0;
+}
+
 static uint8_t status_from_errno(int err)
 {
 	return err == -EOPNOTSUPP ? VIRTIO_BLK_S_UNSUPP : VIRTIO_BLK_S_IOERR;
 }
 
-/* Finish req with status byte st, or without touching the guest when st
- * is negative (the device is broken).  May free the device. */
-static void blk_finish(struct blk_req *req, int st)
+/* Finish req towards the guest with status byte st, or without touching
+ * the guest when st is negative (the device is broken).  Unless the
+ * plugin still holds it (zombie), req goes back to the free list.  May
+ * free the device. */
+static void blk_end(struct blk_req *req, int st, bool zombie)
 {
 	struct blk_dev *blk = req->blk;
 	struct vp_vdev *d = blk->vdev;
@@ -261,13 +383,76 @@ static void blk_finish(struct blk_req *req, int st)
 				vp_vdev_raise_irq(d, VP_IRQ_VRING);
 		}
 	}
-	req_put(blk, req);
+	if (!zombie)
+		req_put(blk, req);
 	bq->inflight--;
 	if (bq->throttled && vp_vdev_running(d)) {
 		bq->throttled = false;
 		blk_process(blk, q);
 	}
 	vp_vdev_req_end(d);
+}
+
+static void blk_finish(struct blk_req *req, int st)
+{
+	blk_end(req, st, false);
+}
+
+/* request-timeout: the plugin has held req too long.  The guest gets
+ * IOERR now (the plugin only has a bounce buffer), the disk gets no more
+ * requests from this device, and req stays a zombie until the plugin
+ * returns it.  May free the device. */
+static void blk_abandon(struct blk_req *req)
+{
+	struct blk_dev *blk = req->blk;
+	struct blk_hung_disk *h = hung_find(blk->disk);
+	const struct vproxy_req *p = &req->preq;
+
+	if (!h) {
+		h = calloc(1, sizeof(*h));
+		if (!h)
+			return; /* try again on the next tick */
+		h->plugin = blk->plugin;
+		h->disk = blk->disk;
+		h->base = blk->base;
+		h->next = hung_disks;
+		hung_disks = h;
+	}
+	h->zombies++;
+	req->hung = h;
+	req->in_plugin = false;
+	vp_vdev_log(blk->vdev, VPROXY_LOG_ERROR,
+	            "plugin %s did not finish op %u at %llu+%llu within %llu ms: failed "
+	            "with IOERR, disk marked broken",
+	            blk->plugin->name, p->op, (unsigned long long)p->offset,
+	            (unsigned long long)p->len,
+	            (unsigned long long)(blk->timeout_ns / 1000000u));
+	blk->disk_failed = true;
+	vp_vdev_set_broken(blk->vdev, "request timed out in the storage plugin");
+	blk_end(req, VIRTIO_BLK_S_IOERR, true);
+}
+
+static void blk_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct blk_dev *blk = arg;
+	uint64_t now = mono_ns();
+	struct blk_req *req, *next;
+
+	(void)fd;
+	(void)what;
+	for (req = blk->inflight; req; req = next) {
+		bool last = !req->next && blk->inflight == req;
+
+		next = req->next;
+		if (!req->in_plugin || now - req->start_ns < blk->timeout_ns)
+			continue;
+		blk_abandon(req);
+		/* The last request of a destroyed device frees it. */
+		if (last)
+			return;
+	}
+	if (blk->inflight)
+		blk_timer_arm(blk);
 }
 
 static void blk_fill_sub(struct blk_req *req, unsigned i)
@@ -285,6 +470,15 @@ static void blk_fill_sub(struct blk_req *req, unsigned i)
 		p->len = req->len;
 		p->iov = req->data;
 		p->iovcnt = req->data_cnt;
+		if (req->blk->timeout_ns) {
+			/* The plugin never sees guest memory: see blk_abandon. */
+			req->bounce_iov = (struct iovec){req->bounce, (size_t)req->len};
+			if (req->type == VIRTIO_BLK_T_OUT)
+				iov_read(req->data, req->data_cnt, 0, req->bounce,
+				         (size_t)req->len);
+			p->iov = &req->bounce_iov;
+			p->iovcnt = 1;
+		}
 		break;
 	case VIRTIO_BLK_T_FLUSH: p->op = VPROXY_REQ_FLUSH; break;
 	default:
@@ -312,6 +506,13 @@ static void blk_plugin_failed(struct blk_req *req, int err)
 	blk_finish(req, status_from_errno(err));
 }
 
+/* A read done on the bounce buffer: copy it to the guest's buffers. */
+static void blk_bounce_back(struct blk_req *req)
+{
+	if (req->blk->timeout_ns && req->type == VIRTIO_BLK_T_IN && req_wanted(req))
+		iov_write(req->data, req->data_cnt, req->bounce, (size_t)req->len);
+}
+
 /* Issue the remaining plugin requests of req, one at a time; a plugin that
  * completes inline is handled here rather than by recursion. */
 static void blk_submit(struct blk_req *req)
@@ -326,12 +527,18 @@ static void blk_submit(struct blk_req *req)
 			return;
 		}
 		blk_fill_sub(req, req->next_sub++);
+		if (blk->timeout_ns) {
+			req->start_ns = mono_ns();
+			blk_timer_arm(blk);
+		}
 		req->in_submit = true;
 		req->done_inline = false;
 		r = blk->plugin->submit(blk->disk, &req->preq);
 		req->in_submit = false;
 		if (r == 0 && req->done_inline) {
 			r = req->inline_status;
+			if (r == 0)
+				blk_bounce_back(req);
 		} else if (r == 0) {
 			req->in_plugin = true;
 			return; /* blk_plugin_done() carries on */
@@ -348,6 +555,10 @@ static void blk_plugin_done(struct vproxy_req *preq, int status)
 {
 	struct blk_req *req = preq->host_priv;
 
+	if (req->hung) {
+		blk_zombie_done(req);
+		return;
+	}
 	if (req->in_submit) {
 		req->done_inline = true;
 		req->inline_status = status;
@@ -362,6 +573,7 @@ static void blk_plugin_done(struct vproxy_req *preq, int status)
 		blk_plugin_failed(req, status);
 		return;
 	}
+	blk_bounce_back(req);
 	blk_submit(req);
 }
 
@@ -423,6 +635,19 @@ static int blk_parse_rw(struct blk_req *req, uint64_t sector)
 	}
 	if (len == 0)
 		return VIRTIO_BLK_S_OK;
+	if (blk->timeout_ns && req->bounce_cap < len) {
+		void *b = len <= BLK_BOUNCE_MAX ? realloc(req->bounce, (size_t)len) : NULL;
+
+		if (!b) {
+			vp_vdev_log(blk->vdev, VPROXY_LOG_WARN,
+			            "%llu-byte request: no bounce buffer (at most %u bytes "
+			            "with request-timeout)",
+			            (unsigned long long)len, BLK_BOUNCE_MAX);
+			return VIRTIO_BLK_S_IOERR;
+		}
+		req->bounce = b;
+		req->bounce_cap = (size_t)len;
+	}
 	req->offset = sector << SECTOR_SHIFT;
 	req->len = len;
 	req->data = data;
@@ -511,6 +736,10 @@ static void blk_start(struct blk_req *req)
 		return;
 	}
 	req->type = le32toh(hdr.type);
+	if (blk->disk_failed && req->type != VIRTIO_BLK_T_GET_ID) {
+		blk_finish(req, VIRTIO_BLK_S_IOERR);
+		return;
+	}
 	switch (req->type) {
 	case VIRTIO_BLK_T_IN:
 	case VIRTIO_BLK_T_OUT: st = blk_parse_rw(req, le64toh(hdr.sector)); break;
@@ -672,10 +901,13 @@ static void blk_free(struct vp_vdev *d)
 		struct blk_req *req = blk->free_reqs;
 
 		blk->free_reqs = req->next_free;
+		free(req->bounce);
 		free(req->elem.iov);
 		free(req->elem.ref);
 		free(req);
 	}
+	if (blk->timer)
+		event_free(blk->timer);
 	free(blk->scratch.iov);
 	free(blk->scratch.ref);
 	free(blk);
@@ -771,6 +1003,13 @@ struct vp_vdev *vp_blk_create(const struct vp_blk_params *params,
 		return NULL;
 	blk->plugin = plugin;
 	blk->can_cancel = VPROXY_PLUGIN_HAS(plugin, cancel);
+	if (params->request_timeout_ms && params->base) {
+		blk->timeout_ns = (uint64_t)params->request_timeout_ms * 1000000u;
+		blk->base = params->base;
+		blk->timer = evtimer_new(params->base, blk_timer_cb, blk);
+		if (!blk->timer)
+			goto fail;
+	}
 	blk->disk = disk;
 	blk->info = *info;
 	blk->sectors = info->capacity >> SECTOR_SHIFT;
@@ -792,6 +1031,8 @@ struct vp_vdev *vp_blk_create(const struct vp_blk_params *params,
 	return blk->vdev;
 
 fail:
+	if (blk->timer)
+		event_free(blk->timer);
 	free(blk->scratch.iov);
 	free(blk->scratch.ref);
 	free(blk);

@@ -97,6 +97,36 @@ static void fail(struct parser *p, int line, const char *what, const char *fmt, 
 /* ---- values ---- */
 
 /* Decimal digits only, value <= max. */
+static int parse_uint(const char *s, unsigned long max, unsigned long *out);
+
+/* "off" (0), or a number of seconds with an optional "s", or of
+ * milliseconds with "ms"; at most max_ms.  0 or -EINVAL. */
+static int parse_duration_ms(const char *s, unsigned long max_ms, unsigned long *out)
+{
+	char num[24];
+	size_t len = strlen(s), digits = 0;
+	unsigned long n, scale = 1000;
+
+	if (strcmp(s, "off") == 0) {
+		*out = 0;
+		return 0;
+	}
+	while (digits < len && s[digits] >= '0' && s[digits] <= '9')
+		digits++;
+	if (digits == 0 || digits >= sizeof(num))
+		return -EINVAL;
+	if (strcmp(s + digits, "ms") == 0)
+		scale = 1;
+	else if (s[digits] != '\0' && strcmp(s + digits, "s") != 0)
+		return -EINVAL;
+	memcpy(num, s, digits);
+	num[digits] = '\0';
+	if (parse_uint(num, max_ms / scale, &n) < 0)
+		return -EINVAL;
+	*out = n * scale;
+	return 0;
+}
+
 static int parse_uint(const char *s, unsigned long max, unsigned long *out)
 {
 	unsigned long v = 0;
@@ -282,6 +312,15 @@ static int device_key(struct parser *p, const char *key, const char *value)
 			return 0;
 		}
 		d->queue_size = (unsigned)n;
+	} else if (strcmp(key, "request-timeout") == 0) {
+		if (parse_duration_ms(value, VP_CONFIG_MAX_TIMEOUT_MS, &n) < 0) {
+			fail(p, p->line, key,
+			     "\"%s\" is not allowed (off, or seconds up to %d: 30, 30s, "
+			     "500ms)",
+			     value, VP_CONFIG_MAX_TIMEOUT_MS / 1000);
+			return 0;
+		}
+		d->request_timeout_ms = (unsigned)n;
 	} else if (strcmp(key, "serial") == 0) {
 		size_t len = strlen(value);
 

@@ -22,6 +22,7 @@
 #define VP_CONFIG_MAX_QUEUE_SIZE 1024
 #define VP_CONFIG_MAX_POLL_US 1000000
 #define VP_CONFIG_SERIAL_MAX 20       /* bytes of virtio-blk GET_ID */
+#define VP_CONFIG_MAX_TIMEOUT_MS 3600000 /* request-timeout: one hour */
 
 /* One [device NAME] section. */
 struct vp_config_device {
@@ -38,6 +39,7 @@ struct vp_config_device {
 	unsigned queues;    /* request queues, 1..16 (default 1) */
 	unsigned queue_size; /* QueueNumMax, power of two 2..1024 (default 256) */
 	char serial[VP_CONFIG_SERIAL_MAX + 1]; /* NUL-terminated, "" if unset */
+	unsigned request_timeout_ms; /* request-timeout (default 0: none) */
 	/* Every other key: plugin parameters, each with its line. */
 	struct vproxy_params *params;
 	/* Set by vp_config_check_plugins(); owned by the plugin host. */

@@ -151,6 +151,7 @@ int main(int argc, char **argv)
 		        .queues = d->queues,
 		        .queue_size = d->queue_size,
 		        .serial = d->serial[0] ? d->serial : NULL,
+		        .request_timeout_ms = d->request_timeout_ms,
 		};
 	}
 	opts.hypervisor = cfg->hypervisor;

@@ -29,6 +29,7 @@ struct vp_devdecl {
 	unsigned queues;          /* virtio-blk request queues */
 	unsigned queue_size;      /* QueueNumMax */
 	const char *serial;       /* GET_ID answer, may be NULL */
+	unsigned request_timeout_ms; /* fail requests a plugin holds longer; 0: never */
 };
 
 struct vp_server_opts {

@@ -229,8 +229,15 @@ static void free_device(struct vp_device *dev, bool remove_nodes)
 
 	if (dev->watching)
 		xs_unwatch(bus->xs, dev->fe_path, dev->token);
-	if (dev->disk)
-		dev->decl->plugin->close(dev->disk);
+	if (dev->disk) {
+		unsigned hung = vp_blk_disk_release(dev->decl->plugin, dev->disk);
+
+		if (hung)
+			dev_log(dev, VPROXY_LOG_WARN,
+			        "[device %s]: disk abandoned: its plugin never finished %u "
+			        "request(s); closed if it ever does",
+			        dev->decl->label, hung);
+	}
 	if (remove_nodes) {
 		char parent[PATH_LEN * 2];
 
@@ -443,6 +450,8 @@ static void connect_device(struct vp_device *dev)
 	bp.queue_size_max = dev->decl->queue_size;
 	bp.read_only =
 	        dev->decl->read_only || (dev->info.flags & VPROXY_DISK_READONLY) != 0;
+	bp.request_timeout_ms = dev->decl->request_timeout_ms;
+	bp.base = vp_server_base(bus->srv);
 	if (dev->decl->serial)
 		snprintf(bp.serial, sizeof(bp.serial), "%s", dev->decl->serial);
 	else

@@ -11,7 +11,10 @@
 #   - a frontend switches to Closing with reads in flight: the backend says
 #     Closed only after they finished;
 #   - a guest is killed with reads in flight: its device goes away only
-#     after they finished, and vproxyd stays up, clean under ASan.
+#     after they finished, and vproxyd stays up, clean under ASan;
+#   - with request-timeout, reads the plugin sits on fail with IOERR, the
+#     device needs a reset, and a detached disk is closed only once the
+#     plugin gave its requests back.
 set -euo pipefail
 # shellcheck source=../lib/simhost.sh
 source "$(dirname "$0")/../lib/simhost.sh"
@@ -34,6 +37,8 @@ sh_start_vproxyd --plugin-dir "$plugins" < <(
 	slow reset-cancel 50 1 yes 3000
 	slow detach 51 0 no 6000
 	slow killed 52 0 no 6000
+	slow hung 53 0 no 4000
+	echo "request-timeout = 1s"
 )
 be=/local/domain/0/backend/vproxy
 
@@ -79,6 +84,19 @@ sh_xs_read "$be/52/0/state" >/dev/null ||
 sh_wait_xs "$be/52/0/state" "" 20
 sh_vproxyd_alive || { echo "FAIL: vproxyd died"; exit 1; }
 echo "killed guest: device removed only once the reads in flight finished"
+
+# --- request-timeout ---------------------------------------------------
+sh_create_dom 53 guest53
+sh_guest_start 53 --devices 0 --workload read --iodepth 8 --seconds 30
+sh_wait_log "$SH_DIR/vproxyd.log" "dom 53 dev 0: .*did not finish op .* within 1000 ms: failed with IOERR" 15
+st=0
+sh_guest_wait 53 40 || st=$?
+((st == 2)) || { cat "$SH_DIR/guest-53.log"; echo "FAIL: guest 53 exited with $st, not 2"; exit 1; }
+grep -E "^guest 53 dev 0: error: .*(NEEDS_RESET|request failed)" "$SH_DIR/guest-53.log"
+sh_destroy_dom 53
+sh_wait_log "$SH_DIR/vproxyd.log" "dom 53 dev 0: \[device hung\]: disk abandoned" 10
+sh_wait_log "$SH_DIR/vproxyd.log" "abandoned earlier finished its last request: closed" 15
+echo "request-timeout: IOERR, NEEDS_RESET, the abandoned disk closed once its plugin answered"
 
 pg_stop_vproxyd
 echo "PASS: reset, detach and a dead guest wait for requests in flight"

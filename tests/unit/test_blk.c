@@ -3,6 +3,7 @@
  * driven through the virtio-mmio registers by a small guest driver whose
  * rings live in a flat guest-memory buffer. */
 #include <check.h>
+#include <event2/event.h>
 #include <errno.h>
 #include <linux/virtio_blk.h>
 #include <linux/virtio_config.h>
@@ -44,6 +45,7 @@ struct fake_disk {
 	struct vproxy_req *dropped[MAX_PENDING];
 	unsigned ndropped;
 	unsigned cancels;
+	unsigned closes;
 };
 
 static struct fake_disk *disk;
@@ -164,6 +166,12 @@ static unsigned fake_complete_dropped(void)
 	return n;
 }
 
+static void fake_close(void *d)
+{
+	ck_assert_ptr_eq(d, disk);
+	disk->closes++;
+}
+
 static const char *const fake_keys[] = {NULL};
 
 static const struct vproxy_plugin fake_plugin = {
@@ -173,6 +181,7 @@ static const struct vproxy_plugin fake_plugin = {
         .description = "in-test disk",
         .param_keys = fake_keys,
         .submit = fake_submit,
+        .close = fake_close,
 };
 
 static const struct vproxy_plugin fake_plugin_cancel = {
@@ -182,6 +191,7 @@ static const struct vproxy_plugin fake_plugin_cancel = {
         .description = "in-test disk that can cancel",
         .param_keys = fake_keys,
         .submit = fake_submit,
+        .close = fake_close,
         .cancel = fake_cancel,
 };
 
@@ -1340,6 +1350,63 @@ START_TEST(reset_with_request_in_flight)
 }
 END_TEST
 
+/* request-timeout: a request the plugin sits on fails with IOERR and the
+ * device needs a reset; the plugin worked on a bounce buffer, so its late
+ * read never reaches the guest, and the disk is closed only once the
+ * plugin gave the request back, from the loop. */
+START_TEST(request_timeout_abandons)
+{
+	struct event_base *base = event_base_new();
+	struct timeval tv = {0, 300000};
+	struct vp_vdev *d;
+	uint8_t before[512];
+	struct req r, w;
+
+	g.params.request_timeout_ms = 50;
+	g.params.base = base;
+	start();
+	disk->deferred = true;
+	r = make_req(0, VIRTIO_BLK_T_IN, 0, 512);
+	memset(gptr(r.data), 0x5a, 512);
+	ck_assert_uint_eq(run(0, &r), SENTINEL);
+	ck_assert_uint_eq(disk->npending, 1);
+	event_base_loopexit(base, &tv);
+	event_base_dispatch(base);
+	ck_assert_uint_eq(status_of(&r), VIRTIO_BLK_S_IOERR);
+	ck_assert_uint_eq(used_idx(0), 1);
+	ck_assert_uint_ne(rd(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET, 0);
+	/* After a reset the disk gets nothing more from this device. */
+	wr(VIRTIO_MMIO_STATUS, 0);
+	ck_assert_uint_eq(rd(VIRTIO_MMIO_STATUS), 0);
+	driver_init(BIT64(VIRTIO_RING_F_EVENT_IDX), 1, QSIZE);
+	w = make_req(0, VIRTIO_BLK_T_IN, 8, 512);
+	ck_assert_uint_eq(run(0, &w), VIRTIO_BLK_S_IOERR);
+	ck_assert_uint_eq(disk->npending, 1);
+	/* The device goes while the plugin still holds the request. */
+	d = g.d;
+	g.d = NULL;
+	vp_vdev_destroy(d, on_done, &g);
+	ck_assert_uint_eq(g.done_calls, 1);
+	ck_assert_uint_eq(vp_blk_disk_release(&fake_plugin, disk), 1);
+	ck_assert_uint_eq(disk->closes, 0);
+	memcpy(before, gptr(r.data), sizeof(before));
+	fake_complete_all();
+	ck_assert_int_eq(memcmp(before, gptr(r.data), sizeof(before)), 0);
+	ck_assert_uint_eq(disk->closes, 0); /* not from inside the completion */
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert_uint_eq(disk->closes, 1);
+	event_base_free(base);
+}
+END_TEST
+
+/* Without a timed-out request, releasing the disk closes it at once. */
+START_TEST(disk_release_closes)
+{
+	ck_assert_uint_eq(vp_blk_disk_release(&fake_plugin, disk), 0);
+	ck_assert_uint_eq(disk->closes, 1);
+}
+END_TEST
+
 /* MMIO QueueReady: the driver stops a queue by writing 0 and reading the 0
  * back; it must not read 0 while the queue's requests may still write. */
 START_TEST(queue_disable_waits_for_requests)
@@ -1521,6 +1588,8 @@ int main(void)
 	tcase_add_test(tc, reset_with_request_in_flight);
 	tcase_add_test(tc, reset_cancels_in_plugin);
 	tcase_add_test(tc, queue_disable_waits_for_requests);
+	tcase_add_test(tc, request_timeout_abandons);
+	tcase_add_test(tc, disk_release_closes);
 	tcase_add_test(tc, destroy_cancels_in_plugin);
 	tcase_add_test(tc, inflight_bounded_by_queue_size);
 	tcase_add_test(tc, event_idx_suppresses_interrupts);

@@ -57,14 +57,16 @@ START_TEST(parse_all_keys)
 				       "queues = 16\n"
 				       "queue-size = 1024\n"
 				       "serial = 12345678901234567890\n"
+				       "request-timeout = 1500ms\n"
 				       "size = 64M\n"
 				       "block-size=4096\n"
-				       "[device b]\n"            /* line 20 */
+				       "[device b]\n"            /* line 21 */
 				       "  guest = vm-1.x\n"
 				       "  id = 0\n"
 				       "  plugin = other\n"
 				       "  read-only = 0\n"
-				       "  queue-size = 2\n");
+				       "  queue-size = 2\n"
+				       "  request-timeout = 30\n");
 	const struct vp_config_device *a, *b;
 
 	ck_assert_str_eq(c->path, "t.ini");
@@ -91,6 +93,7 @@ START_TEST(parse_all_keys)
 	ck_assert_uint_eq(a->queues, 16);
 	ck_assert_uint_eq(a->queue_size, 1024);
 	ck_assert_str_eq(a->serial, "12345678901234567890");
+	ck_assert_uint_eq(a->request_timeout_ms, 1500);
 	ck_assert_str_eq(vp_params_get(a->params, "size"), "64M");
 	ck_assert_str_eq(vp_params_get(a->params, "block-size"), "4096");
 	ck_assert_ptr_null(vp_params_get(a->params, "guest"));
@@ -98,7 +101,8 @@ START_TEST(parse_all_keys)
 
 	b = &c->devices[1];
 	ck_assert_str_eq(b->label, "b");
-	ck_assert_int_eq(b->line, 20);
+	ck_assert_int_eq(b->line, 21);
+	ck_assert_uint_eq(b->request_timeout_ms, 30000);
 	ck_assert_str_eq(b->guest, "vm-1.x");
 	ck_assert_int_eq(b->guest_domid, -1);
 	ck_assert_uint_eq(b->id, 0);
@@ -273,6 +277,15 @@ static const struct {
 	 "t.ini:2: queue-size: \"384\" is not allowed (a power of two, 2..1024)"},
 	{"[device a]\nqueue-size = 2048\n",
 	 "t.ini:2: queue-size: \"2048\" is not allowed (a power of two, 2..1024)"},
+	{"[device a]\nrequest-timeout = 2h\n",
+	 "t.ini:2: request-timeout: \"2h\" is not allowed (off, or seconds up to 3600: "
+	 "30, 30s, 500ms)"},
+	{"[device a]\nrequest-timeout = 3601s\n",
+	 "t.ini:2: request-timeout: \"3601s\" is not allowed (off, or seconds up to 3600: "
+	 "30, 30s, 500ms)"},
+	{"[device a]\nrequest-timeout = -1\n",
+	 "t.ini:2: request-timeout: \"-1\" is not allowed (off, or seconds up to 3600: "
+	 "30, 30s, 500ms)"},
 	{"[device a]\nserial = 123456789012345678901\n",
 	 "t.ini:2: serial: is 21 bytes long (at most 20 allowed)"},
 };
