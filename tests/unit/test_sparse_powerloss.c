@@ -47,7 +47,7 @@
 #define DISK (1u << 20) /* 256 blocks in 64 clusters */
 #define NBLK (DISK / BLK)
 #define QD 8u
-#define GUEST_OPS 140u
+#define GUEST_OPS 120u
 #define PIECE 4096u   /* what persists independently */
 #define EXHAUSTIVE 6u /* pieces after the barrier: all subsets up to this */
 #define RANDOM_SUBSETS 12u
@@ -634,7 +634,7 @@ static void replay_all(uint64_t seed, const uint8_t *initial, size_t initial_len
 			              "pieces after it, subset %zu, seed %#llx): %s",
 			              k, tsys_n, f, n, sub, (unsigned long long)seed,
 			              bad);
-			if (states % 1024 == 0) {
+			if (states % 2048 == 0) {
 				deep_check(fd, &allow);
 				deep++;
 			}
