@@ -27,6 +27,10 @@
 #define SECTOR_SIZE (1u << SECTOR_SHIFT)
 /* Largest data segment we advertise (VIRTIO_BLK_F_SIZE_MAX). */
 #define BLK_SEG_SIZE_MAX (1u << 20)
+/* Config space the guest sees: through the secure-erase fields (virtio
+ * 1.2), whatever newer kernel headers append (zoned fields) to the struct. */
+#define BLK_CONFIG_LEN 72u
+_Static_assert(sizeof(struct virtio_blk_config) >= BLK_CONFIG_LEN, "config layout");
 /* Segments in one discard or write-zeroes request. */
 #define BLK_DZ_SEG_MAX 32u
 #define BIT64(n) (1ull << (n))
@@ -1024,7 +1028,7 @@ struct vp_vdev *vp_blk_create(const struct vp_blk_params *params,
 	vp.features = blk_setup_config(blk, params);
 	vp.num_queues = params->num_queues;
 	vp.queue_max = qmax;
-	vp.config_len = sizeof(blk->cfg);
+	vp.config_len = BLK_CONFIG_LEN;
 	blk->vdev = vp_vdev_new(&blk_type, &vp, host, blk);
 	if (!blk->vdev)
 		goto fail;

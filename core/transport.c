@@ -258,7 +258,8 @@ void vp_transport_kick(struct vp_transport *t)
 	if (!t->poller.queued && vp_server_poller_add(t->p.srv, &t->poller))
 		vp_vdev_set_polled(t->vdev, true);
 	for (;;) {
-		RING_IDX rp = t->ring.sring->req_prod;
+		/* One aligned load, as docs/PROTOCOL.md requires of both sides. */
+		RING_IDX rp = __atomic_load_n(&t->ring.sring->req_prod, __ATOMIC_RELAXED);
 
 		xen_rmb(); /* see requests up to rp before reading them */
 		/* A producer index further ahead than the ring holds is a

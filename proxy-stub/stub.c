@@ -875,6 +875,13 @@ int vps_detach(struct vps_dev *dev)
 	if (!dev->attached)
 		return 0;
 	r = close_handshake(dev);
+	if (r == -ETIMEDOUT && dev->page) {
+		/* The backend may still map the page and write to it: giving
+		 * it back would let that land in whatever reuses it. */
+		dev_log(dev, VPS_LOG_WARN, "backend still attached: its shared page is "
+		                           "left allocated");
+		dev->page = NULL;
+	}
 	release(dev);
 	return r;
 }

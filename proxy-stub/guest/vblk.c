@@ -590,8 +590,16 @@ void vblk_close(struct vblk_dev *d)
 	if (!d)
 		return;
 	vblk_stop(d);
-	free_queues(d);
+	/* A device that never read Status 0 may still use the rings (its
+	 * error says so): leave their memory allocated. */
+	if (vblk_may_free(d))
+		free_queues(d);
 	free(d);
+}
+
+bool vblk_may_free(const struct vblk_dev *d)
+{
+	return d->stats.reset_timeouts == 0;
 }
 
 const struct vblk_info *vblk_info(const struct vblk_dev *d)

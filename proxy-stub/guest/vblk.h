@@ -136,8 +136,13 @@ int vblk_open(struct vps_dev *vps, const struct vblk_opts *opts, struct vblk_dev
  * vblk_buf_free() and vblk_close() are useful.  Idempotent. */
 void vblk_stop(struct vblk_dev *d);
 
-/* vblk_stop(), then free everything, including the queues' memory.
- * Free buffers after vblk_stop() and before this. */
+/* False when the last reset gave up waiting for Status 0: the device may
+ * still use the queues and buffers, so they must not be reused. */
+bool vblk_may_free(const struct vblk_dev *d);
+
+/* vblk_stop(), then free everything, including the queues' memory (left
+ * allocated when !vblk_may_free()).  Free buffers after vblk_stop() and
+ * before this, if vblk_may_free(). */
 void vblk_close(struct vblk_dev *d);
 
 /* Negotiated features and limits; owned by d. */
