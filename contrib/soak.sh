@@ -103,7 +103,7 @@ declare -A SLOT_DEVS=(
 sparse_imgs=()
 configure() {
 	raw() { truncate -s 32M "$data/$1.raw"; pg_device "$1" "soak-$2" "$3" raw "$data/$1.raw" "${@:4}"; }
-	img() { "$img_tool" create "$data/$1.img" 32M >/dev/null; sparse_imgs+=("$data/$1.img")
+	img() { timeout 60 "$img_tool" create "$data/$1.img" 32M >/dev/null; sparse_imgs+=("$data/$1.img")
 		pg_device "$1" "soak-$2" "$3" sparse "$data/$1.img" "${@:4}"; }
 	printf '[device mem]\nguest = soak-mem\nid = 0\nplugin = mem\nsize = 16M\n\n'
 	raw uring uring 0 engine=io_uring
@@ -459,7 +459,7 @@ sh_stop_vproxyd || st=$?
 grep -Eq -- "$sanitizer_re" "$SH_DIR/vproxyd.log" && check_vproxyd "at exit"
 ((st == 0)) || fail "vproxyd exited with $st on SIGTERM"
 for img in "${sparse_imgs[@]}"; do
-	"$img_tool" check "$img" >"$data/check.out" 2>&1 ||
+	timeout 300 "$img_tool" check "$img" >"$data/check.out" 2>&1 ||
 		{ cat "$data/check.out" >&2; fail "${img##*/} does not check clean"; }
 done
 print_summary
