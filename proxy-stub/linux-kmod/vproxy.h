@@ -14,6 +14,7 @@
 #include <linux/spinlock.h>
 #include <linux/virtio.h>
 #include <linux/wait.h>
+#include <linux/workqueue.h>
 #include <xen/grant_table.h>
 #include <xen/xenbus.h>
 
@@ -80,6 +81,7 @@ struct vpx_dev {
 	bool resetting;		/* taking a stale backend through Closed */
 	bool removing;
 	bool dead;		/* backend gone or broke the protocol */
+	struct work_struct break_work;	/* breaks vv once dead */
 
 	/* Shared page and register ring; ring_lock covers the ring. */
 	void *page;
@@ -117,7 +119,10 @@ struct vpx_dev {
 int vpx_reg_read(struct vpx_dev *vd, u32 offset, unsigned int size, u64 *val);
 /* Queue a register write (posted; any context). */
 void vpx_reg_write(struct vpx_dev *vd, u32 offset, unsigned int size, u64 val);
-/* Mark the device dead: log why once, break the virtio device. */
+/*
+ * Mark the device dead: log why once, wake readers, break the virtio
+ * device (from a work item; any context).
+ */
 void vpx_mark_dead(struct vpx_dev *vd, const char *why);
 
 /* vproxy_vio.c */

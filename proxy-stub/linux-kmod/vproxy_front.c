@@ -51,14 +51,27 @@ static struct vproxy_page_hdr *vpx_hdr(struct vpx_dev *vd)
 	return vd->page;
 }
 
+/*
+ * Breaking the virtio device takes virtio's vqs_list_lock, which virtio
+ * also takes in process context without disabling interrupts: never from
+ * the interrupt handler, always from a work item.
+ */
+static void vpx_break_work(struct work_struct *work)
+{
+	struct vpx_dev *vd = container_of(work, struct vpx_dev, break_work);
+	struct vpx_vdev *vv = READ_ONCE(vd->vv);
+
+	if (vv)
+		virtio_break_device(&vv->vdev);
+}
+
 void vpx_mark_dead(struct vpx_dev *vd, const char *why)
 {
 	if (xchg(&vd->dead, true))
 		return;
 	dev_err(&vd->xb->dev, "backend unusable: %s\n", why);
-	if (vd->vv)
-		virtio_break_device(&vd->vv->vdev);
 	wake_up_all(&vd->read_wq);
+	schedule_work(&vd->break_work);
 }
 
 /*
@@ -530,6 +543,7 @@ static int vpx_probe(struct xenbus_device *xb,
 	spin_lock_init(&vd->ring_lock);
 	mutex_init(&vd->read_lock);
 	init_waitqueue_head(&vd->read_wq);
+	INIT_WORK(&vd->break_work, vpx_break_work);
 	spin_lock_init(&vd->vqs_lock);
 	INIT_LIST_HEAD(&vd->vqs);
 	spin_lock_init(&vd->pool.lock);
@@ -599,6 +613,7 @@ static void vpx_remove(struct xenbus_device *xb)
 	xb->dev.coherent_dma_mask = 0;
 	xb->dev.dma_mask = NULL;
 	dev_set_drvdata(&xb->dev, NULL);
+	cancel_work_sync(&vd->break_work);
 	kfree(vd);
 }
 

@@ -388,5 +388,7 @@ void vpx_vio_unregister(struct vpx_dev *vd)
 	WRITE_ONCE(vd->vv, NULL);
 	if (vd->irq > 0)
 		synchronize_irq(vd->irq);
+	/* A dead device's queues break on their next kick anyway. */
+	cancel_work_sync(&vd->break_work);
 	unregister_virtio_device(&vv->vdev);
 }

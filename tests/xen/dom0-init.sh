@@ -92,8 +92,8 @@ base_maps=$(maps_of $vpd)
 say "vproxyd pid $vpd serving, $base_maps Xen mappings"
 
 for round in 1 2; do
-	cfg=/etc/xen/vpguest.cfg guest_secs=150
-	[ $round = 1 ] || cfg=/etc/xen/vpguest-kmod.cfg guest_secs=600
+	cfg=/etc/xen/vpguest.cfg guest_secs=300
+	[ $round = 1 ] || cfg=/etc/xen/vpguest-kmod.cfg guest_secs=900
 	xl create -q $cfg || fail "xl create (round $round)"
 	dom=$(xl domid vpguest)
 	log=/var/log/xen/console/guest-vpguest.log
