@@ -708,8 +708,10 @@ static uint64_t src_next_data(struct image *src, uint64_t off, uint64_t vsize)
 		n = h->map_entries - vc < 512 ? h->map_entries - vc : 512;
 		if (sparse_map_read(&src->sp, vc, n, entries) < 0)
 			return off; /* src_read() reports it */
+		/* Entries src_read() would read as zeros count as holes. */
 		for (uint64_t i = 0; i < n; i++)
-			if (entries[i])
+			if (entries[i] && !sparse_entry_problem(&src->sp, entries[i],
+			                                        src->sp.file_size))
 				return (vc + i) << h->cluster_bits > off
 				               ? (vc + i) << h->cluster_bits
 				               : off;
