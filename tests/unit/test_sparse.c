@@ -2,8 +2,10 @@
  * with completions running in a libevent loop: allocation on first write,
  * zeros for unallocated clusters, map updates, discard / write-zeroes
  * freeing clusters and reusing them after a flush, the last cluster of an
- * odd-sized disk, images over 2 TiB, persistence, read-only, concurrent
- * writes into one new cluster, and the errors of bad input. */
+ * odd-sized disk, images over 2 TiB, a 1 PiB image walked by what is
+ * allocated (open, check, map), an image cut short from outside while
+ * open, persistence, read-only, concurrent writes into one new cluster,
+ * and the errors of bad input. */
 #include <check.h>
 #include <errno.h>
 #include <event2/event.h>
