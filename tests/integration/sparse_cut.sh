@@ -1,5 +1,5 @@
 #!/bin/bash
-# SPDX-License-Identifier: GPL-2.0
+# SPDX-License-Identifier: MIT
 # A served sparse image cut short from outside (an operator's truncate or
 # a copy over it): with the map mmapped this raised SIGBUS and killed
 # vproxyd for every guest.  Now only that disk fails its requests (the

@@ -1,5 +1,5 @@
 #!/bin/bash
-# SPDX-License-Identifier: GPL-2.0
+# SPDX-License-Identifier: MIT
 # A sparse image that grows on a full file system (a 4 MiB tmpfs, mounted
 # for the test and unmounted on the way out, even on failure): the guest's
 # write that needs space gets IOERR, and only it: the same disk still

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: MIT */
 /*
  * A test engine for the aio layer (plugins/raw/aio.h, aio_set_sys): every
  * system call the raw and sparse plugins make on their files goes through

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: MIT */
 /*
  * The raw plugin when its file fails: EIO injected on reads, writes,
  * fdatasync and write-zeroes through the test engine (aio_test_sys.h),

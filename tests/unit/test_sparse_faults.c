@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: MIT */
 /*
  * The sparse plugin when its file fails: EIO injected on data reads, data
  * writes, map writes, size changes, punches and fdatasync (through the

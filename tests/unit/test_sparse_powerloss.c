@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: MIT */
 /*
  * Power loss, not only a killed process (int.sparse_crash keeps the page
  * cache; a power cut does not).  The sparse plugin serves a random guest
