@@ -2,11 +2,22 @@
  * The "sim" hypervisor layer: no Xen.  Each guest is a process running
  * proxy-stub/linux/simguest.c; on first use of domain D we connect to
  * <run_dir>/dom<D>.sock and receive its RAM and grant table as memfds and,
- * per bound port, an eventfd pair (wire format: vproxy/simwire.h).
+ * per bound port, a kick eventfd and an irq socket (wire format and its
+ * rules: vproxy/simwire.h).
  *
- * The guest is untrusted: every field, descriptor and size it sends is
- * checked, its memfds must be sealed against shrinking (so our mappings
- * can never SIGBUS), and every wait on it is bounded by SIM_TIMEOUT_MS.
+ * The guest is untrusted, and nothing it does may block the server, which
+ * serves every other guest from the same thread:
+ *  - the conversation is asynchronous: HELLO and BIND are sent without
+ *    waiting (MSG_DONTWAIT), replies are read only when the socket is
+ *    readable, a whole SOCK_SEQPACKET record at a time, and a timerfd in
+ *    our epoll set enforces each request's deadline;
+ *  - the guest shares the open file descriptions of its event channel
+ *    descriptors with us, so their O_NONBLOCK flag is its to clear: we
+ *    never rely on it.  Kick eventfds are read with preadv2(RWF_NOWAIT)
+ *    (EAGAIN on a zero counter whatever the flag says); interrupts go out
+ *    with send(MSG_DONTWAIT) on a datagram socket (the flag is per call);
+ *  - every field, descriptor and size it sends is checked, and its memfds
+ *    must be sealed against shrinking (so our mappings can never SIGBUS).
  *
  * Limits of the simulation: pointers into the RAM mapping are always
  * writable (read-only is only enforced for page-by-page mappings), and a
@@ -22,44 +33,61 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
+#include <linux/sockios.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
+#include <sys/timerfd.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #include <xen/xen.h>
 #include <xen/grant_table.h>
 
-#define SIM_TIMEOUT_MS 2000
+#define SIM_TIMEOUT_MS VP_SIMWIRE_REPLY_TIMEOUT_MS
 #define SIM_EVENT_BATCH 32
 /* epoll_wait rounds per pending() call and messages read per socket
  * wake-up: a guest flooding us with notices cannot keep one call busy. */
 #define SIM_PENDING_ROUNDS 4
 #define SIM_NOTICES_PER_WAKE 64
 #define SIM_MAX_PORTS 65536u
-/* epoll data for a guest socket; for a kick eventfd it is the port. */
-#define SIM_SOCK_TAG (1ull << 40)
+/* Requests sent to one guest and not yet answered. */
+#define SIM_MAX_INFLIGHT 64u
+/* epoll data: a kick eventfd's is its port (< 2^32); these are not. */
+#define SIM_SOCK_TAG (1ull << 40) /* | domid: a guest socket */
+#define SIM_TIMER_TAG (1ull << 41)
 #define SIM_MAX_FDS 2
 
 enum sim_dom_state {
-	SIM_DOM_LIVE,    /* connected, memory mapped */
+	SIM_DOM_HELLO,   /* connected, HELLO sent, its reply not in yet */
+	SIM_DOM_LIVE,    /* memory mapped */
 	SIM_DOM_DEAD,    /* connection gone; memory stays mapped until forgotten */
 	SIM_DOM_REFUSED, /* handshake failed; nothing mapped */
+};
+
+/* A request sent and not yet answered. */
+struct sim_req {
+	uint16_t type;        /* VP_SIMWIRE_HELLO or VP_SIMWIRE_BIND */
+	uint32_t remote_port; /* BIND: the guest's port */
+	int port;             /* BIND: our local port, -1 once unbound */
+	uint64_t deadline;    /* now_ms() clock */
 };
 
 struct sim_dom {
 	struct sim_dom *next;
 	uint16_t domid;
 	enum sim_dom_state state;
-	int refuse_err; /* REFUSED: positive errno returned to every caller */
+	int refuse_err;      /* REFUSED: positive errno returned to every caller */
+	uint64_t refused_at; /* REFUSED: when, now_ms() clock */
+	bool waited;         /* domain_ready() said -EINPROGRESS: call back */
 	int sock;
 	int ram_fd;
 	uint8_t *ram;
@@ -71,12 +99,16 @@ struct sim_dom {
 	/* Pointers into ram handed out and not yet unmapped: a forgotten
 	 * domain keeps its RAM mapping until they are all returned. */
 	unsigned direct_maps;
+	/* Requests in the order sent: the guest answers in that order. */
+	struct sim_req req[SIM_MAX_INFLIGHT];
+	unsigned req_head, req_count;
 };
 
 enum sim_port_state {
 	SIM_PORT_FREE,
+	SIM_PORT_BINDING,   /* BIND sent, no reply yet: no descriptors */
 	SIM_PORT_BOUND,
-	SIM_PORT_DEAD,      /* guest closed it or went away; unbind frees it */
+	SIM_PORT_DEAD,      /* guest closed it, refused it or went away */
 	SIM_PORT_FORGOTTEN, /* its domain was forgotten; every call -ENOENT */
 };
 
@@ -84,8 +116,9 @@ struct sim_port {
 	enum sim_port_state state;
 	uint16_t dom;
 	uint32_t remote_port;
-	int kick_fd; /* guest -> us; in the epoll set while BOUND */
-	int irq_fd;  /* us -> guest */
+	bool notify_pending; /* BINDING: notified before the reply came */
+	int kick_fd;         /* guest -> us, an eventfd; in the epoll set while BOUND */
+	int irq_fd;          /* us -> guest, an AF_UNIX SOCK_DGRAM socket */
 };
 
 /* A page-by-page mapping (gfns not consecutive). */
@@ -100,6 +133,9 @@ struct sim_hv {
 	char *run_dir;
 	uint16_t self_domid;
 	int epfd;
+	int timer_fd;            /* request deadlines; in the epoll set */
+	uint64_t timer_at;       /* when it fires (now_ms() clock), 0: disarmed */
+	bool contacted;          /* some guest was sent our domid */
 	struct sim_dom *doms;    /* every domain we have contacted */
 	struct sim_dom *retired; /* forgotten, direct pointers still out */
 	struct sim_port *ports;  /* index is the local port; 0 is never used */
@@ -133,51 +169,39 @@ static void close_fds(int *fds, unsigned *nfds)
 
 /* --- the socket --- */
 
+/* Connect to the guest's socket.  AF_UNIX connects complete at once (or
+ * fail with EAGAIN on a full backlog): nothing here waits for the guest. */
 static int sim_connect(struct sim_hv *s, uint16_t dom, int *out)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
-	struct timeval tv = {.tv_sec = SIM_TIMEOUT_MS / 1000,
-			     .tv_usec = (SIM_TIMEOUT_MS % 1000) * 1000};
 	int fd, n, err;
 
 	n = snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/dom%u.sock", s->run_dir,
 		     dom);
 	if (n < 0 || (size_t)n >= sizeof(addr.sun_path))
 		return -ENAMETOOLONG;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
-	/* The send timeout also bounds connect() on a full backlog. */
-	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0) {
-		err = -errno;
-		goto fail;
-	}
 	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-		err = (errno == EAGAIN || errno == EINPROGRESS) ? -ETIMEDOUT : -errno;
-		goto fail;
+		err = -errno;
+		close(fd);
+		return err;
 	}
 	*out = fd;
 	return 0;
-fail:
-	close(fd);
-	return err;
 }
 
-static int sim_send(int sock, const void *msg, int flags)
+/* Send one record.  MSG_DONTWAIT: a guest that stopped reading fills our
+ * send buffer and gets -EAGAIN (its connection is then over), never a
+ * wait. */
+static int sim_send(int sock, const void *msg)
 {
-	ssize_t r;
+	ssize_t r = send(sock, msg, VP_SIMWIRE_B2G_SIZE, MSG_DONTWAIT | MSG_NOSIGNAL);
 
-	do {
-		r = send(sock, msg, VP_SIMWIRE_B2G_SIZE, MSG_NOSIGNAL | flags);
-	} while (r < 0 && errno == EINTR);
 	if (r < 0)
-		return (errno == EAGAIN || errno == EWOULDBLOCK) ? -ETIMEDOUT : -errno;
-	/* A partial send leaves the stream out of step: the peer is gone
-	 * or stuck, either way the connection is finished. */
-	if ((size_t)r != VP_SIMWIRE_B2G_SIZE)
-		return -EPIPE;
-	return 0;
+		return -errno;
+	return (size_t)r == VP_SIMWIRE_B2G_SIZE ? 0 : -EPIPE;
 }
 
 /* Start a backend -> guest message of type. */
@@ -197,7 +221,7 @@ static void sim_send_unbind(int sock, uint32_t remote_port)
 	memset(&un, 0, sizeof(un));
 	sim_hdr_init(&un.hdr, VP_SIMWIRE_UNBIND);
 	un.port = htole32(remote_port);
-	sim_send(sock, &un, MSG_DONTWAIT);
+	sim_send(sock, &un);
 }
 
 /* Move SCM_RIGHTS descriptors from mh into fds; surplus ones are closed
@@ -228,64 +252,82 @@ static int sim_take_fds(struct msghdr *mh, int *fds, unsigned *nfds)
 	return err;
 }
 
-/* Receive one guest message and its descriptors, waiting at most until
- * deadline (now_ms() clock).  With may_be_empty, returns 0 at once when
- * nothing is queued.  1 on success, else -errno (-ECONNRESET: closed). */
-static int sim_recv(int sock, union vp_simwire_g2b *msg, int *fds, unsigned *nfds,
-		    uint64_t deadline, bool may_be_empty)
+/* Take one record and its descriptors if one is queued; never waits (a
+ * record is whole or absent).  1 with a record, 0 when none is queued,
+ * else -errno (-ECONNRESET: closed; -EPROTO: wrong size); descriptors are
+ * closed on error. */
+static int sim_recv(int sock, union vp_simwire_g2b *msg, int *fds, unsigned *nfds)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(int) * (SIM_MAX_FDS + 2))];
 		struct cmsghdr align;
 	} ctl;
-	size_t got = 0;
+	struct iovec iov = {.iov_base = msg->bytes, .iov_len = VP_SIMWIRE_G2B_SIZE};
+	struct msghdr mh = {.msg_iov = &iov,
+			    .msg_iovlen = 1,
+			    .msg_control = ctl.buf,
+			    .msg_controllen = sizeof(ctl.buf)};
+	ssize_t r;
 	int err;
 
 	*nfds = 0;
-	while (got < VP_SIMWIRE_G2B_SIZE) {
-		struct iovec iov = {.iov_base = msg->bytes + got,
-				    .iov_len = VP_SIMWIRE_G2B_SIZE - got};
-		struct msghdr mh = {.msg_iov = &iov,
-				    .msg_iovlen = 1,
-				    .msg_control = ctl.buf,
-				    .msg_controllen = sizeof(ctl.buf)};
-		ssize_t r = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			uint64_t now = now_ms();
-			struct pollfd pfd = {.fd = sock, .events = POLLIN};
-
-			if (got == 0 && may_be_empty)
-				return 0;
-			if (now >= deadline) {
-				err = -ETIMEDOUT;
-				goto fail;
-			}
-			if (poll(&pfd, 1, (int)(deadline - now)) < 0 && errno != EINTR) {
-				err = -errno;
-				goto fail;
-			}
-			continue;
-		}
-		if (r < 0) {
-			err = -errno;
-			goto fail;
-		}
-		err = sim_take_fds(&mh, fds, nfds);
-		if (err)
-			goto fail;
-		if (r == 0) {
-			err = -ECONNRESET;
-			goto fail;
-		}
-		got += (size_t)r;
+	do {
+		r = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	} while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
+	err = sim_take_fds(&mh, fds, nfds);
+	/* An empty record reads as the end of the connection: so be it. */
+	if (!err && r == 0)
+		err = -ECONNRESET;
+	if (!err && ((size_t)r != VP_SIMWIRE_G2B_SIZE || (mh.msg_flags & MSG_TRUNC)))
+		err = -EPROTO;
+	if (err) {
+		close_fds(fds, nfds);
+		return err;
 	}
 	return 1;
-fail:
-	close_fds(fds, nfds);
-	return err;
+}
+
+/* --- request deadlines --- */
+
+/* Make the timer fire no later than deadline. */
+static void sim_timer_arm(struct sim_hv *s, uint64_t deadline)
+{
+	struct itimerspec its = {0};
+
+	if (s->timer_at && s->timer_at <= deadline)
+		return;
+	its.it_value.tv_sec = (time_t)(deadline / 1000u);
+	its.it_value.tv_nsec = (long)(deadline % 1000u) * 1000000L;
+	if (timerfd_settime(s->timer_fd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
+		s->timer_at = deadline;
+	else
+		vp_err("sim: cannot arm the request timer: %s", strerror(errno));
+}
+
+static struct sim_req *sim_req_head(struct sim_dom *d)
+{
+	return d->req_count ? &d->req[d->req_head] : NULL;
+}
+
+static void sim_req_push(struct sim_hv *s, struct sim_dom *d, uint16_t type,
+			 uint32_t remote_port, int port)
+{
+	struct sim_req *r = &d->req[(d->req_head + d->req_count) % SIM_MAX_INFLIGHT];
+
+	*r = (struct sim_req){.type = type,
+			      .remote_port = remote_port,
+			      .port = port,
+			      .deadline = now_ms() + SIM_TIMEOUT_MS};
+	d->req_count++;
+	sim_timer_arm(s, r->deadline);
+}
+
+static void sim_req_pop(struct sim_dom *d)
+{
+	d->req_head = (d->req_head + 1) % SIM_MAX_INFLIGHT;
+	d->req_count--;
 }
 
 /* --- ports --- */
@@ -308,6 +350,7 @@ static void sim_port_close_fds(struct sim_hv *s, struct sim_port *p)
 	if (p->irq_fd >= 0)
 		close(p->irq_fd);
 	p->kick_fd = p->irq_fd = -1;
+	p->notify_pending = false;
 }
 
 static int sim_port_alloc(struct sim_hv *s)
@@ -333,25 +376,66 @@ static int sim_port_alloc(struct sim_hv *s)
 	return (int)port;
 }
 
-/* A descriptor the guest claims is an eventfd: check, and make sure our
- * reads and writes on it never block. */
+/* Raise an interrupt on a bound port.  The irq socket's file description
+ * is shared with the guest, so its O_NONBLOCK is the guest's to clear:
+ * MSG_DONTWAIT makes this one send non-blocking whatever it says.  While
+ * the last datagram is still unread (SIOCOUTQ, our own send queue), the
+ * event is pending already and nothing is sent: one datagram per port at
+ * most sits in the guest's queue, as a pending bit. */
+static int sim_irq_send(struct sim_port *p)
+{
+	const uint64_t one = htole64(1);
+	int unread = 0;
+
+	if (ioctl(p->irq_fd, SIOCOUTQ, &unread) == 0 && unread > 0)
+		return 0;
+	if (send(p->irq_fd, &one, sizeof(one), MSG_DONTWAIT | MSG_NOSIGNAL) ==
+	    (ssize_t)sizeof(one))
+		return 0;
+	/* EAGAIN: the guest's queue or our buffer is full, so an event is
+	 * pending already. */
+	return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
+}
+
+/* Read a kick eventfd.  RWF_NOWAIT fails with EAGAIN when the counter is
+ * 0 even if the guest cleared O_NONBLOCK on the shared file description
+ * and drained the counter after epoll said it was readable.  True when
+ * there was a kick. */
+static bool sim_kick_read(int fd)
+{
+	uint64_t counter;
+	struct iovec iov = {.iov_base = &counter, .iov_len = sizeof(counter)};
+
+	return preadv2(fd, &iov, 1, -1, RWF_NOWAIT) == (ssize_t)sizeof(counter);
+}
+
+/* A descriptor the guest claims is an eventfd. */
 static bool sim_check_eventfd(int fd)
 {
 	char path[64], target[64];
 	ssize_t n;
-	int fl;
 
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	n = readlink(path, target, sizeof(target) - 1);
 	if (n < 0)
 		return false;
 	target[n] = '\0';
-	if (strcmp(target, "anon_inode:[eventfd]") != 0)
+	return strcmp(target, "anon_inode:[eventfd]") == 0;
+}
+
+/* A descriptor the guest claims is a connected AF_UNIX datagram socket. */
+static bool sim_check_irq_socket(int fd)
+{
+	struct sockaddr_un peer;
+	socklen_t len = sizeof(int), plen = sizeof(peer);
+	int domain = 0, type = 0;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_UNIX)
 		return false;
-	fl = fcntl(fd, F_GETFL);
-	if (fl < 0)
+	len = sizeof(int);
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_DGRAM)
 		return false;
-	return (fl & O_NONBLOCK) || fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
+	return getpeername(fd, (struct sockaddr *)&peer, &plen) == 0;
 }
 
 /* --- domains --- */
@@ -378,17 +462,76 @@ static void sim_dom_unmap(struct sim_dom *d, bool keep_ram)
 	}
 }
 
-/* The connection is over (guest gone, hung or misbehaving): every port
- * of the domain goes dead; mappings stay valid until forget_domain(). */
-static void sim_dom_kill(struct sim_hv *s, struct sim_dom *d, const char *why)
+/* Tell whoever domain_ready() put off that dom is settled.  The callback
+ * only records it (see hv.h), so this is safe anywhere. */
+static void sim_dom_settled(struct sim_hv *s, struct sim_dom *d, int result)
+{
+	if (!d->waited)
+		return;
+	d->waited = false;
+	if (s->hv.domain_cb)
+		s->hv.domain_cb(s->hv.domain_cb_arg, d->domid, result);
+}
+
+/* Close the guest socket and drop every request in flight: the ports
+ * still binding go dead.  Returns how many ports died. */
+static unsigned sim_dom_hang_up(struct sim_hv *s, struct sim_dom *d)
 {
 	unsigned dead = 0;
 
+	if (d->sock >= 0) {
+		epoll_ctl(s->epfd, EPOLL_CTL_DEL, d->sock, NULL);
+		close(d->sock);
+	}
+	d->sock = -1;
+	for (; d->req_count; sim_req_pop(d)) {
+		struct sim_req *r = sim_req_head(d);
+
+		if (r->type == VP_SIMWIRE_BIND && r->port > 0) {
+			s->ports[r->port].state = SIM_PORT_DEAD;
+			s->ports[r->port].notify_pending = false;
+			dead++;
+		}
+	}
+	/* A port whose malformed reply was taken off the queue. */
+	for (unsigned i = 1; i < s->nports; i++) {
+		struct sim_port *p = &s->ports[i];
+
+		if (p->state == SIM_PORT_BINDING && p->dom == d->domid) {
+			p->state = SIM_PORT_DEAD;
+			p->notify_pending = false;
+			dead++;
+		}
+	}
+	return dead;
+}
+
+/* The handshake failed (err < 0): remember the refusal, map nothing. */
+static void sim_dom_refuse(struct sim_hv *s, struct sim_dom *d, int err)
+{
+	sim_dom_hang_up(s, d);
+	sim_dom_unmap(d, false);
+	d->state = SIM_DOM_REFUSED;
+	d->refuse_err = -err;
+	d->refused_at = now_ms();
+	sim_dom_settled(s, d, err);
+}
+
+/* The connection is over (guest gone, hung or misbehaving): every port
+ * of the domain goes dead; mappings stay valid until forget_domain().
+ * During the handshake it is a refusal. */
+static void sim_dom_kill(struct sim_hv *s, struct sim_dom *d, int err, const char *why)
+{
+	unsigned dead;
+
+	if (d->state == SIM_DOM_HELLO) {
+		vp_err("dom %u: sim: refusing guest: %s", d->domid, why);
+		sim_dom_refuse(s, d, err);
+		return;
+	}
 	if (d->state != SIM_DOM_LIVE)
 		return;
-	epoll_ctl(s->epfd, EPOLL_CTL_DEL, d->sock, NULL);
-	close(d->sock);
-	d->sock = -1;
+	dead = sim_dom_hang_up(s, d);
 	d->state = SIM_DOM_DEAD;
 	for (unsigned i = 1; i < s->nports; i++) {
 		struct sim_port *p = &s->ports[i];
@@ -428,62 +571,22 @@ static int sim_check_memfd(uint16_t dom, int fd, uint64_t want, const char *what
 	return 0;
 }
 
-/* A guest message outside any request: only PORT_CLOSED is allowed. */
-static int sim_handle_notice(struct sim_hv *s, struct sim_dom *d,
-			     const union vp_simwire_g2b *m)
+/* PORT_CLOSED: the guest closed one of our bound (or binding) ports. */
+static void sim_port_closed(struct sim_hv *s, struct sim_dom *d, uint32_t remote)
 {
-	uint32_t remote;
-
-	if (le32toh(m->hdr.magic) != VP_SIMWIRE_MAGIC ||
-	    le16toh(m->hdr.type) != VP_SIMWIRE_PORT_CLOSED)
-		return -EPROTO;
-	remote = le32toh(m->port_closed.port);
 	for (unsigned i = 1; i < s->nports; i++) {
 		struct sim_port *p = &s->ports[i];
 
-		if (p->state == SIM_PORT_BOUND && p->dom == d->domid &&
-		    p->remote_port == remote) {
+		if ((p->state == SIM_PORT_BOUND || p->state == SIM_PORT_BINDING) &&
+		    p->dom == d->domid && p->remote_port == remote) {
 			sim_port_close_fds(s, p);
+			/* A BIND still in flight finds the port dead. */
 			p->state = SIM_PORT_DEAD;
 			vp_info("dom %u: sim: guest closed event channel %u (local port %u)",
 				d->domid, remote, i);
 		}
 	}
 	/* A notice for a port we already unbound crossed our UNBIND. */
-	return 0;
-}
-
-/* Send req and wait for the reply of type want, handling PORT_CLOSED
- * notices that arrive first.  The whole exchange is bounded by
- * SIM_TIMEOUT_MS.  0 or -errno; the caller kills the connection on
- * error. */
-static int sim_call(struct sim_hv *s, struct sim_dom *d, const void *req, uint16_t want,
-		    union vp_simwire_g2b *rep, int *fds, unsigned *nfds)
-{
-	uint64_t deadline = now_ms() + SIM_TIMEOUT_MS;
-	int err;
-
-	err = sim_send(d->sock, req, 0);
-	if (err)
-		return err;
-	for (;;) {
-		err = sim_recv(d->sock, rep, fds, nfds, deadline, false);
-		if (err < 0)
-			return err;
-		if (le32toh(rep->hdr.magic) != VP_SIMWIRE_MAGIC) {
-			close_fds(fds, nfds);
-			return -EPROTO;
-		}
-		if (le16toh(rep->hdr.type) == want)
-			return 0;
-		if (*nfds) {
-			close_fds(fds, nfds);
-			return -EPROTO;
-		}
-		err = sim_handle_notice(s, d, rep);
-		if (err)
-			return err;
-	}
 }
 
 static int sim_status_err(int32_t status)
@@ -491,34 +594,18 @@ static int sim_status_err(int32_t status)
 	return (status < 0 && status > -4096) ? status : -EPROTO;
 }
 
-static int sim_hello(struct sim_hv *s, struct sim_dom *d)
+/* HELLO_REPLY: check it and map the guest's memory.  0, or -errno (the
+ * caller refuses the guest; what was wrong is logged here). */
+static int sim_hello_reply(struct sim_dom *d, const union vp_simwire_g2b *rep, int *fds,
+			   unsigned *nfds)
 {
-	struct vp_simwire_hello req;
-	union vp_simwire_g2b rep;
-	const struct vp_simwire_hello_reply *h = &rep.hello_reply;
+	const struct vp_simwire_hello_reply *h = &rep->hello_reply;
+	int32_t status = (int32_t)le32toh((uint32_t)h->status);
 	uint16_t dom = d->domid;
 	uint64_t gnt_bytes;
-	int fds[SIM_MAX_FDS];
-	unsigned nfds = 0;
-	int32_t status;
 	void *p;
-	int err;
+	int err = -EPROTO;
 
-	memset(&req, 0, sizeof(req));
-	sim_hdr_init(&req.hdr, VP_SIMWIRE_HELLO);
-	req.backend_domid = htole16(s->self_domid);
-	err = sim_call(s, d, &req, VP_SIMWIRE_HELLO_REPLY, &rep, fds, &nfds);
-	if (err) {
-		if (err == -ETIMEDOUT)
-			vp_err("dom %u: sim: refusing guest: no answer to HELLO within %d ms",
-			       dom, SIM_TIMEOUT_MS);
-		else
-			vp_err("dom %u: sim: refusing guest: HELLO failed: %s", dom,
-			       strerror(-err));
-		return err;
-	}
-	status = (int32_t)le32toh((uint32_t)h->status);
-	err = -EPROTO;
 	if (status != 0) {
 		err = sim_status_err(status);
 		vp_err("dom %u: sim: guest refused HELLO: %s", dom, strerror(-err));
@@ -547,10 +634,10 @@ static int sim_hello(struct sim_hv *s, struct sim_dom *d)
 		       d->gnt_entries);
 		goto fail;
 	}
-	if (nfds != 2) {
+	if (*nfds != 2) {
 		vp_err("dom %u: sim: refusing guest: HELLO reply carried %u descriptors, "
 		       "expected 2",
-		       dom, nfds);
+		       dom, *nfds);
 		goto fail;
 	}
 	gnt_bytes = vp_simwire_grant_table_bytes(d->gnt_entries);
@@ -578,27 +665,197 @@ static int sim_hello(struct sim_hv *s, struct sim_dom *d)
 	d->gnt_bytes = (size_t)gnt_bytes;
 	d->ram_fd = fds[0];
 	close(fds[1]);
+	*nfds = 0;
 	vp_info("dom %u: sim: guest connected (%zu KiB RAM, %u grant entries)", dom,
 		d->ram_bytes >> 10, d->gnt_entries);
 	return 0;
 fail:
-	close_fds(fds, &nfds);
+	close_fds(fds, nfds);
 	sim_dom_unmap(d, false);
 	return err;
 }
 
-/* The record of dom, contacting the guest on first use.  NULL + *err when
- * the guest cannot be reached at all (not remembered: it may start
- * later); a guest that answers wrongly is remembered as REFUSED. */
-static struct sim_dom *sim_dom_get(struct sim_hv *s, uint16_t dom, int *err)
+/* BIND_REPLY for request r (already taken off the queue).  0, or -errno
+ * when the reply is malformed (the caller ends the connection). */
+static int sim_bind_reply(struct sim_hv *s, struct sim_dom *d, const struct sim_req *r,
+			  const union vp_simwire_g2b *rep, int *fds, unsigned *nfds)
+{
+	struct epoll_event ev = {.events = EPOLLIN};
+	int32_t status = (int32_t)le32toh((uint32_t)rep->bind_reply.status);
+	struct sim_port *p;
+
+	/* Descriptors come with success only: two then, none otherwise.  Every
+	 * way out of here closes what it does not keep. */
+	if (le32toh(rep->bind_reply.port) != r->remote_port ||
+	    *nfds != (status == 0 ? 2u : 0u) ||
+	    (status == 0 && (!sim_check_eventfd(fds[0]) || !sim_check_irq_socket(fds[1])))) {
+		close_fds(fds, nfds);
+		return -EPROTO;
+	}
+	p = r->port > 0 ? &s->ports[r->port] : NULL;
+	if (status != 0) {
+		vp_warn("dom %u: sim: guest refused to bind event channel %u: %s%s", d->domid,
+			r->remote_port, strerror(-sim_status_err(status)),
+			p ? "; its local port is dead" : "");
+		if (p) {
+			p->state = SIM_PORT_DEAD;
+			p->notify_pending = false;
+		}
+		return 0;
+	}
+	if (!p) {
+		/* Unbound (or closed by the guest) while the BIND was out. */
+		close_fds(fds, nfds);
+		sim_send_unbind(d->sock, r->remote_port);
+		return 0;
+	}
+	ev.data.u64 = (uint64_t)r->port;
+	/* Ours to set on our side, but never relied upon: the guest shares
+	 * the flag and may clear it. */
+	fcntl(fds[0], F_SETFL, O_NONBLOCK);
+	fcntl(fds[1], F_SETFL, O_NONBLOCK);
+	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fds[0], &ev) < 0) {
+		vp_err("dom %u: sim: cannot watch event channel %u: %s; its local port is "
+		       "dead",
+		       d->domid, r->remote_port, strerror(errno));
+		close_fds(fds, nfds);
+		sim_send_unbind(d->sock, r->remote_port);
+		p->state = SIM_PORT_DEAD;
+		p->notify_pending = false;
+		return 0;
+	}
+	p->kick_fd = fds[0];
+	p->irq_fd = fds[1];
+	*nfds = 0;
+	p->state = SIM_PORT_BOUND;
+	if (p->notify_pending) {
+		p->notify_pending = false;
+		sim_irq_send(p);
+	}
+	return 0;
+}
+
+/* One record from the guest: the reply to the oldest request, or a
+ * notice.  0, or -errno to end the connection (*why says why). */
+static int sim_dom_message(struct sim_hv *s, struct sim_dom *d, union vp_simwire_g2b *m,
+			   int *fds, unsigned *nfds, const char **why)
+{
+	uint16_t type = le16toh(m->hdr.type);
+	struct sim_req *head = sim_req_head(d), r;
+	int err;
+
+	*why = "unexpected message";
+	if (le32toh(m->hdr.magic) != VP_SIMWIRE_MAGIC)
+		goto bad;
+	if (type == VP_SIMWIRE_PORT_CLOSED) {
+		if (*nfds)
+			goto bad;
+		sim_port_closed(s, d, le32toh(m->port_closed.port));
+		return 0;
+	}
+	if (!head || (type == VP_SIMWIRE_HELLO_REPLY) != (head->type == VP_SIMWIRE_HELLO) ||
+	    (type != VP_SIMWIRE_HELLO_REPLY && type != VP_SIMWIRE_BIND_REPLY)) {
+		*why = "a reply that answers no request";
+		goto bad;
+	}
+	r = *head;
+	sim_req_pop(d);
+	if (type == VP_SIMWIRE_HELLO_REPLY) {
+		err = sim_hello_reply(d, m, fds, nfds);
+		*why = "bad HELLO reply";
+		if (err)
+			return err;
+		d->state = SIM_DOM_LIVE;
+		sim_dom_settled(s, d, 0);
+		return 0;
+	}
+	*why = "malformed BIND reply";
+	return sim_bind_reply(s, d, &r, m, fds, nfds);
+bad:
+	close_fds(fds, nfds);
+	return -EPROTO;
+}
+
+/* The guest socket is readable: replies, notices, or the guest went away. */
+static void sim_dom_readable(struct sim_hv *s, uint16_t dom)
+{
+	struct sim_dom *d = sim_dom_find(s, dom);
+
+	for (int i = 0; i < SIM_NOTICES_PER_WAKE; i++) {
+		union vp_simwire_g2b m;
+		int fds[SIM_MAX_FDS];
+		unsigned nfds = 0;
+		const char *why;
+		int r;
+
+		if (!d || (d->state != SIM_DOM_LIVE && d->state != SIM_DOM_HELLO))
+			return;
+		r = sim_recv(d->sock, &m, fds, &nfds);
+		if (r == 0)
+			return;
+		if (r < 0) {
+			sim_dom_kill(s, d, r,
+				     r == -ECONNRESET ? "guest closed the connection"
+				     : r == -EPROTO   ? "a record of the wrong size"
+						      : strerror(-r));
+			return;
+		}
+		r = sim_dom_message(s, d, &m, fds, &nfds, &why);
+		if (r) {
+			sim_dom_kill(s, d, r, why);
+			return;
+		}
+	}
+}
+
+/* The request timer fired: every guest whose oldest request is overdue
+ * loses its connection (refused, during the handshake). */
+static void sim_timer_expired(struct sim_hv *s)
+{
+	uint64_t ticks, now = now_ms(), next = 0;
+
+	/* Our own timerfd, never shared: its O_NONBLOCK holds. */
+	if (read(s->timer_fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+		vp_err("sim: cannot read the request timer: %s", strerror(errno));
+	s->timer_at = 0;
+	for (struct sim_dom *d = s->doms; d; d = d->next) {
+		struct sim_req *head = sim_req_head(d);
+
+		if (!head)
+			continue;
+		if (head->deadline <= now) {
+			char why[96];
+
+			snprintf(why, sizeof(why), "no answer to %s within %u ms",
+				 head->type == VP_SIMWIRE_HELLO ? "HELLO" : "BIND",
+				 (unsigned)SIM_TIMEOUT_MS);
+			sim_dom_kill(s, d, -ETIMEDOUT, why);
+			continue;
+		}
+		if (!next || head->deadline < next)
+			next = head->deadline;
+	}
+	if (next)
+		sim_timer_arm(s, next);
+}
+
+/* Start contacting dom: connect and send HELLO, without waiting for the
+ * reply.  NULL + *err when the guest cannot be reached at all (not
+ * remembered: it may start later). */
+static struct sim_dom *sim_dom_contact(struct sim_hv *s, uint16_t dom, int *err)
 {
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP};
-	struct sim_dom *d = sim_dom_find(s, dom);
+	struct vp_simwire_hello req;
+	struct sim_dom *d;
 	int sock = -1;
 
-	if (d)
-		return d;
 	*err = sim_connect(s, dom, &sock);
+	if (*err == -EPROTOTYPE) {
+		vp_warn("dom %u: sim: the guest's socket is not SOCK_SEQPACKET: it speaks "
+			"an older sim wire (we speak version %u)",
+			dom, VP_SIMWIRE_VERSION);
+		return NULL;
+	}
 	if (*err) {
 		vp_debug("dom %u: sim: cannot reach guest: %s", dom, strerror(-*err));
 		return NULL;
@@ -612,25 +869,63 @@ static struct sim_dom *sim_dom_get(struct sim_hv *s, uint16_t dom, int *err)
 	d->domid = dom;
 	d->sock = sock;
 	d->ram_fd = -1;
-	*err = sim_hello(s, d);
+	d->state = SIM_DOM_HELLO;
+	memset(&req, 0, sizeof(req));
+	sim_hdr_init(&req.hdr, VP_SIMWIRE_HELLO);
+	req.backend_domid = htole16(s->self_domid);
 	ev.data.u64 = SIM_SOCK_TAG | dom;
-	if (!*err && epoll_ctl(s->epfd, EPOLL_CTL_ADD, sock, &ev) < 0) {
+	s->contacted = true;
+	*err = sim_send(sock, &req);
+	if (!*err && epoll_ctl(s->epfd, EPOLL_CTL_ADD, sock, &ev) < 0)
 		*err = -errno;
-		vp_err("dom %u: sim: cannot watch the guest socket: %s", dom,
-		       strerror(errno));
-		sim_dom_unmap(d, false);
-	}
 	if (*err) {
-		close(sock);
-		d->sock = -1;
-		d->state = SIM_DOM_REFUSED;
-		d->refuse_err = -*err;
+		vp_err("dom %u: sim: refusing guest: cannot send HELLO: %s", dom,
+		       strerror(-*err));
+		sim_dom_refuse(s, d, *err);
 	} else {
-		d->state = SIM_DOM_LIVE;
+		sim_req_push(s, d, VP_SIMWIRE_HELLO, 0, -1);
 	}
+	*err = 0;
 	d->next = s->doms;
 	s->doms = d;
 	return d;
+}
+
+/* The record of dom, contacting the guest on first use, or again once a
+ * refusal is VP_SIMWIRE_RETRY_MS old.  NULL + *err when the guest cannot
+ * be reached. */
+static struct sim_dom *sim_dom_get(struct sim_hv *s, uint16_t dom, int *err)
+{
+	struct sim_dom **pp, *d;
+
+	for (pp = &s->doms; (d = *pp); pp = &d->next)
+		if (d->domid == dom)
+			break;
+	if (d && d->state == SIM_DOM_REFUSED &&
+	    now_ms() - d->refused_at >= VP_SIMWIRE_RETRY_MS) {
+		/* Nothing of it is mapped or bound: start over. */
+		*pp = d->next;
+		free(d);
+		d = NULL;
+	}
+	return d ? d : sim_dom_contact(s, dom, err);
+}
+
+/* What a call that needs dom connected gets: 0 when it is, -EAGAIN while
+ * the handshake runs, else why not. */
+static int sim_dom_err(const struct sim_dom *d)
+{
+	switch (d->state) {
+	case SIM_DOM_LIVE:
+		return 0;
+	case SIM_DOM_HELLO:
+		return -EAGAIN;
+	case SIM_DOM_DEAD:
+		return -ESRCH;
+	case SIM_DOM_REFUSED:
+	default:
+		return -d->refuse_err;
+	}
 }
 
 /* The record of a connected domain, or NULL + *err. */
@@ -640,48 +935,24 @@ static struct sim_dom *sim_dom_live(struct sim_hv *s, uint16_t dom, int *err)
 
 	if (!d)
 		return NULL;
-	switch (d->state) {
-	case SIM_DOM_LIVE:
-		return d;
-	case SIM_DOM_DEAD:
-		*err = -ESRCH;
-		return NULL;
-	case SIM_DOM_REFUSED:
-	default:
-		*err = -d->refuse_err;
-		return NULL;
-	}
+	*err = sim_dom_err(d);
+	return *err ? NULL : d;
 }
 
-/* The guest socket is readable: notices, or the guest went away. */
-static void sim_dom_readable(struct sim_hv *s, uint16_t dom)
+static int sim_domain_ready(struct vp_hv *hv, uint16_t dom)
 {
-	struct sim_dom *d = sim_dom_find(s, dom);
+	struct sim_hv *s = to_sim(hv);
+	struct sim_dom *d;
+	int err = 0;
 
-	if (!d || d->state != SIM_DOM_LIVE)
-		return;
-	for (int i = 0; i < SIM_NOTICES_PER_WAKE; i++) {
-		union vp_simwire_g2b m;
-		int fds[SIM_MAX_FDS];
-		unsigned nfds = 0;
-		int r = sim_recv(d->sock, &m, fds, &nfds, now_ms() + SIM_TIMEOUT_MS, true);
-
-		if (r == 0)
-			return;
-		if (r < 0) {
-			sim_dom_kill(s, d, r == -ECONNRESET ? "guest closed it" : strerror(-r));
-			return;
-		}
-		if (nfds) {
-			close_fds(fds, &nfds);
-			sim_dom_kill(s, d, "descriptors on a notice");
-			return;
-		}
-		if (sim_handle_notice(s, d, &m)) {
-			sim_dom_kill(s, d, "unexpected message");
-			return;
-		}
-	}
+	d = sim_dom_get(s, dom, &err);
+	if (!d)
+		return err;
+	err = sim_dom_err(d);
+	if (err != -EAGAIN)
+		return err;
+	d->waited = true;
+	return -EINPROGRESS;
 }
 
 /* --- event channels --- */
@@ -691,76 +962,59 @@ static int sim_evtchn_fd(struct vp_hv *hv)
 	return to_sim(hv)->epfd;
 }
 
+/* Send BIND and return a local port at once; it is "binding" until the
+ * reply is in (sim_bind_reply). */
 static int sim_evtchn_bind(struct vp_hv *hv, uint16_t dom, uint32_t remote_port)
 {
 	struct sim_hv *s = to_sim(hv);
-	struct epoll_event ev = {.events = EPOLLIN};
 	struct vp_simwire_bind req;
-	union vp_simwire_g2b rep;
 	struct sim_dom *d;
-	struct sim_port *p;
-	int fds[SIM_MAX_FDS];
-	unsigned nfds = 0;
-	int32_t status;
 	int err, port;
 
-	d = sim_dom_live(s, dom, &err);
+	d = sim_dom_get(s, dom, &err);
 	if (!d)
 		return err;
+	/* While the handshake runs, BIND goes out after HELLO. */
+	err = sim_dom_err(d);
+	if (err && err != -EAGAIN)
+		return err;
+	if (d->req_count == SIM_MAX_INFLIGHT)
+		return -EBUSY;
+	port = sim_port_alloc(s);
+	if (port < 0)
+		return port;
 	memset(&req, 0, sizeof(req));
 	sim_hdr_init(&req.hdr, VP_SIMWIRE_BIND);
 	req.port = htole32(remote_port);
-	err = sim_call(s, d, &req, VP_SIMWIRE_BIND_REPLY, &rep, fds, &nfds);
+	err = sim_send(d->sock, &req);
 	if (err) {
-		sim_dom_kill(s, d,
-			     err == -ETIMEDOUT ? "no answer to BIND in time" : strerror(-err));
-		return err;
+		sim_dom_kill(s, d, err,
+			     err == -EAGAIN ? "it does not read its socket" : strerror(-err));
+		return err == -EAGAIN ? -ETIMEDOUT : err;
 	}
-	status = (int32_t)le32toh((uint32_t)rep.bind_reply.status);
-	/* Descriptors come with success only: two then, none otherwise.  Every
-	 * way out of here closes what it does not keep. */
-	if (le32toh(rep.bind_reply.port) != remote_port ||
-	    nfds != (status == 0 ? 2u : 0u) ||
-	    (status == 0 && (!sim_check_eventfd(fds[0]) || !sim_check_eventfd(fds[1])))) {
-		close_fds(fds, &nfds);
-		sim_dom_kill(s, d, "malformed BIND reply");
-		return -EPROTO;
-	}
-	if (status != 0) {
-		vp_debug("dom %u: sim: guest refused to bind port %u: %s", dom, remote_port,
-			 strerror(-sim_status_err(status)));
-		return sim_status_err(status);
-	}
-	port = sim_port_alloc(s);
-	ev.data.u64 = (uint64_t)port;
-	if (port < 0 || epoll_ctl(s->epfd, EPOLL_CTL_ADD, fds[0], &ev) < 0) {
-		err = port < 0 ? port : -errno;
-		close_fds(fds, &nfds);
-		sim_send_unbind(d->sock, remote_port);
-		return err;
-	}
-	p = &s->ports[port];
-	*p = (struct sim_port){.state = SIM_PORT_BOUND,
-			       .dom = dom,
-			       .remote_port = remote_port,
-			       .kick_fd = fds[0],
-			       .irq_fd = fds[1]};
+	s->ports[port] = (struct sim_port){.state = SIM_PORT_BINDING,
+					   .dom = dom,
+					   .remote_port = remote_port,
+					   .kick_fd = -1,
+					   .irq_fd = -1};
+	sim_req_push(s, d, VP_SIMWIRE_BIND, remote_port, port);
 	return port;
 }
 
 static int sim_evtchn_notify(struct vp_hv *hv, int port)
 {
 	struct sim_port *p = sim_port_get(to_sim(hv), port);
-	const uint64_t one = 1;
 
 	if (!p || p->state == SIM_PORT_FORGOTTEN)
 		return -ENOENT;
 	if (p->state == SIM_PORT_DEAD)
 		return -ENOTCONN;
-	if (write(p->irq_fd, &one, sizeof(one)) == (ssize_t)sizeof(one))
+	if (p->state == SIM_PORT_BINDING) {
+		/* Delivered when the BIND reply brings the irq socket. */
+		p->notify_pending = true;
 		return 0;
-	/* EAGAIN: the counter is saturated, the guest has an event pending. */
-	return errno == EAGAIN ? 0 : -errno;
+	}
+	return sim_irq_send(p);
 }
 
 static int sim_evtchn_pending(struct vp_hv *hv)
@@ -771,7 +1025,6 @@ static int sim_evtchn_pending(struct vp_hv *hv)
 	for (;;) {
 		const struct epoll_event *ev;
 		struct sim_port *p;
-		uint64_t counter;
 		int port;
 
 		if (s->ev_next >= s->ev_count) {
@@ -786,6 +1039,10 @@ static int sim_evtchn_pending(struct vp_hv *hv)
 			s->ev_count = n;
 		}
 		ev = &s->ev[s->ev_next++];
+		if (ev->data.u64 == SIM_TIMER_TAG) {
+			sim_timer_expired(s);
+			continue;
+		}
 		if (ev->data.u64 & SIM_SOCK_TAG) {
 			sim_dom_readable(s, (uint16_t)ev->data.u64);
 			continue;
@@ -796,7 +1053,7 @@ static int sim_evtchn_pending(struct vp_hv *hv)
 		p = sim_port_get(s, port);
 		if (!p || p->state != SIM_PORT_BOUND)
 			continue;
-		if (read(p->kick_fd, &counter, sizeof(counter)) == (ssize_t)sizeof(counter))
+		if (sim_kick_read(p->kick_fd))
 			return port;
 	}
 }
@@ -815,15 +1072,23 @@ static int sim_evtchn_unbind(struct vp_hv *hv, int port)
 {
 	struct sim_hv *s = to_sim(hv);
 	struct sim_port *p = sim_port_get(s, port);
+	struct sim_dom *d;
 	int err = 0;
 
 	if (!p)
 		return -ENOENT;
-	if (p->state == SIM_PORT_BOUND) {
-		struct sim_dom *d = sim_dom_find(s, p->dom);
+	d = sim_dom_find(s, p->dom);
+	if (p->state == SIM_PORT_BOUND && d && d->state == SIM_DOM_LIVE)
+		sim_send_unbind(d->sock, p->remote_port);
+	if (p->state == SIM_PORT_BINDING && d) {
+		/* The reply still comes: its descriptors will be closed and
+		 * the guest told (sim_bind_reply). */
+		for (unsigned i = 0; i < d->req_count; i++) {
+			struct sim_req *r = &d->req[(d->req_head + i) % SIM_MAX_INFLIGHT];
 
-		if (d && d->state == SIM_DOM_LIVE)
-			sim_send_unbind(d->sock, p->remote_port);
+			if (r->type == VP_SIMWIRE_BIND && r->port == port)
+				r->port = -1;
+		}
 	}
 	/* A forgotten port's number is released all the same. */
 	if (p->state == SIM_PORT_FORGOTTEN)
@@ -1015,15 +1280,6 @@ static void sim_forget_domain(struct vp_hv *hv, uint16_t dom)
 	struct sim_hv *s = to_sim(hv);
 	struct sim_dom **pp, *d = NULL;
 
-	for (unsigned i = 1; i < s->nports; i++) {
-		struct sim_port *p = &s->ports[i];
-
-		if ((p->state == SIM_PORT_BOUND || p->state == SIM_PORT_DEAD) &&
-		    p->dom == dom) {
-			sim_port_close_fds(s, p);
-			p->state = SIM_PORT_FORGOTTEN;
-		}
-	}
 	for (pp = &s->doms; *pp; pp = &(*pp)->next) {
 		if ((*pp)->domid == dom) {
 			d = *pp;
@@ -1031,12 +1287,23 @@ static void sim_forget_domain(struct vp_hv *hv, uint16_t dom)
 			break;
 		}
 	}
+	/* First the socket and the requests in flight (binding ports die),
+	 * then every port of the domain is forgotten. */
+	if (d)
+		sim_dom_hang_up(s, d);
+	for (unsigned i = 1; i < s->nports; i++) {
+		struct sim_port *p = &s->ports[i];
+
+		if (p->state != SIM_PORT_FREE && p->state != SIM_PORT_FORGOTTEN &&
+		    p->dom == dom) {
+			sim_port_close_fds(s, p);
+			p->state = SIM_PORT_FORGOTTEN;
+		}
+	}
 	if (!d)
 		return;
-	if (d->sock >= 0) {
-		epoll_ctl(s->epfd, EPOLL_CTL_DEL, d->sock, NULL);
-		close(d->sock);
-	}
+	/* Whoever waits for the handshake asks again (and gets a new one). */
+	sim_dom_settled(s, d, -ECANCELED);
 	sim_dom_unmap(d, d->direct_maps > 0);
 	if (d->direct_maps) {
 		vp_debug("dom %u: sim: forgotten with %u mapping(s) still out; RAM kept "
@@ -1083,6 +1350,7 @@ static void sim_close(struct vp_hv *hv)
 		munmap(m->addr, (size_t)m->n * VP_SIMWIRE_PAGE_SIZE);
 		free(m);
 	}
+	close(s->timer_fd);
 	close(s->epfd);
 	free(s->run_dir);
 	free(s);
@@ -1100,6 +1368,7 @@ static const struct vp_hv_ops sim_ops = {
 	.unmap_gfns = sim_unmap,
 	.map_grants = sim_map_grants,
 	.unmap_grants = sim_unmap,
+	.domain_ready = sim_domain_ready,
 	.forget_domain = sim_forget_domain,
 	.close = sim_close,
 };
@@ -1112,10 +1381,35 @@ int vp_hv_sim_set_self_domid(struct vp_hv *hv, uint16_t domid)
 		return -EINVAL;
 	s = to_sim(hv);
 	/* Guests already contacted know us by the old domid. */
-	if (s->doms || s->retired)
+	if (s->contacted)
 		return -EBUSY;
 	s->self_domid = domid;
 	return 0;
+}
+
+/* Kick eventfds are read with RWF_NOWAIT (sim_kick_read); a kernel that
+ * cannot do that on an eventfd (before Linux 5.12 or so) says EOPNOTSUPP
+ * at once.  Without it a guest could block us: refuse to run. */
+static bool sim_nowait_works(void)
+{
+	uint64_t counter;
+	struct iovec iov = {.iov_base = &counter, .iov_len = sizeof(counter)};
+	int fd = eventfd(1, EFD_CLOEXEC);
+	ssize_t r;
+
+	if (fd < 0) {
+		vp_err("sim: cannot create an eventfd: %s", strerror(errno));
+		return false;
+	}
+	/* The counter is 1: this cannot block even where NOWAIT is ignored. */
+	r = preadv2(fd, &iov, 1, -1, RWF_NOWAIT);
+	close(fd);
+	if (r == (ssize_t)sizeof(counter))
+		return true;
+	vp_err("sim: this kernel cannot read an eventfd with RWF_NOWAIT (%s): a guest "
+	       "could block the server; the sim layer needs Linux 5.12 or later",
+	       r < 0 ? strerror(errno) : "short read");
+	return false;
 }
 
 struct vp_hv *vp_hv_sim_open(const char *run_dir)
@@ -1151,13 +1445,23 @@ struct vp_hv *vp_hv_sim_open(const char *run_dir)
 	s->hv.ops = &sim_ops;
 	s->run_dir = strdup(run_dir);
 	s->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (!s->run_dir || s->epfd < 0) {
+	s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (!s->run_dir || s->epfd < 0 || s->timer_fd < 0 ||
+	    epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->timer_fd,
+		      &(struct epoll_event){.events = EPOLLIN,
+					    .data.u64 = SIM_TIMER_TAG}) < 0) {
 		vp_err("sim: cannot set up: %s", strerror(errno));
-		if (s->epfd >= 0)
-			close(s->epfd);
-		free(s->run_dir);
-		free(s);
-		return NULL;
+		goto fail;
 	}
+	if (!sim_nowait_works())
+		goto fail;
 	return &s->hv;
+fail:
+	if (s->timer_fd >= 0)
+		close(s->timer_fd);
+	if (s->epfd >= 0)
+		close(s->epfd);
+	free(s->run_dir);
+	free(s);
+	return NULL;
 }

@@ -182,10 +182,10 @@ static int sim_wait(void *ctx, int port, struct vps_watch *w, uint64_t timeout_n
 	if (mask < 0)
 		return mask;
 	if (mask & VPS_WAKE_EVTCHN) {
-		uint64_t cnt;
+		int r = simguest_evtchn_clear(fd);
 
-		if (read(fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
-			return -errno;
+		if (r < 0)
+			return r;
 	}
 	if (mask & VPS_WAKE_WATCH)
 		vps_watch_drain(w);

@@ -1,6 +1,7 @@
-/* A simulated guest: memfd RAM and grant table, eventfd pairs as event
- * channels, handed to backends over a unix socket by a listener thread
- * (wire format in vproxy/simwire.h). */
+/* A simulated guest: memfd RAM and grant table, event channels as a kick
+ * eventfd and an irq datagram socketpair, handed to backends over a unix
+ * SOCK_SEQPACKET socket by a listener thread (wire format in
+ * vproxy/simwire.h). */
 #include "simguest.h"
 
 #include <vproxy/simwire.h>
@@ -39,15 +40,15 @@ struct sg_conn {
 	int fd;
 	bool hello;    /* HELLO answered: be is what the backend said it is */
 	uint16_t be;
-	size_t rx_len; /* bytes of rx received so far */
 	union vp_simwire_b2g rx;
 };
 
 struct sg_port {
 	bool used;
 	uint16_t be;           /* the only backend domain that may bind it */
-	int kick_fd;           /* guest writes, backend reads */
-	int irq_fd;            /* backend writes, guest reads */
+	int kick_fd;           /* eventfd: guest writes, backend reads */
+	int irq_fd;            /* our end of the irq socketpair: guest reads */
+	int irq_peer;          /* its other end, sent to the binder */
 	struct sg_conn *bound; /* connection that bound it, or NULL */
 };
 
@@ -105,24 +106,37 @@ static int sg_make_addr(struct sockaddr_un *addr, int len)
 	return 0;
 }
 
+/* Connect a probe socket of type to addr: 0 or the errno. */
+static int sg_probe(const struct sockaddr_un *addr, int type)
+{
+	int probe, r, err;
+
+	probe = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (probe < 0)
+		return errno;
+	r = connect(probe, (const struct sockaddr *)addr, sizeof(*addr));
+	err = errno;
+	close(probe);
+	return r == 0 ? 0 : err;
+}
+
 /* 0 when addr's path is free or a dead guest's socket, -EADDRINUSE when
  * a live guest answers there, -EEXIST when it is not a socket. */
 static int sg_check_existing(const struct sockaddr_un *addr)
 {
 	struct stat st;
-	int probe, r, err;
+	int err;
 
 	if (lstat(addr->sun_path, &st) < 0)
 		return errno == ENOENT ? 0 : -errno;
 	if (!S_ISSOCK(st.st_mode))
 		return -EEXIST;
-	probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (probe < 0)
-		return -errno;
-	r = connect(probe, (const struct sockaddr *)addr, sizeof(*addr));
-	err = errno;
-	close(probe);
-	if (r == 0 || err == EAGAIN)
+	err = sg_probe(addr, SOCK_SEQPACKET);
+	/* A socket of another type (an older guest's stream socket): is
+	 * anyone listening there? */
+	if (err == EPROTOTYPE)
+		err = sg_probe(addr, SOCK_STREAM);
+	if (err == 0 || err == EAGAIN || err == EPROTOTYPE)
 		return -EADDRINUSE;
 	if (err == ECONNREFUSED)
 		return 0;
@@ -149,7 +163,7 @@ static int sg_listen(struct simguest *sg, const char *run_dir)
 					  (unsigned)getpid(), seq));
 	if (err)
 		return err;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
 	/* A leftover of a crashed process that had our pid. */
@@ -284,7 +298,7 @@ static int sg_handle_bind(struct simguest *sg, struct sg_conn *c,
 	if (status)
 		return sg_send(c->fd, &rep, NULL, 0);
 	fds[0] = p->kick_fd;
-	fds[1] = p->irq_fd;
+	fds[1] = p->irq_peer;
 	p->bound = c;
 	return sg_send(c->fd, &rep, fds, 2);
 }
@@ -337,23 +351,22 @@ static void sg_drop_conn(struct simguest *sg, struct sg_conn *c)
 	free(c);
 }
 
+/* Read whole records (SOCK_SEQPACKET): one of the wrong size ends the
+ * connection. */
 static void sg_conn_readable(struct simguest *sg, struct sg_conn *c)
 {
 	for (int handled = 0; handled < SG_MSGS_PER_WAKE;) {
-		ssize_t r = recv(c->fd, c->rx.bytes + c->rx_len,
-				 VP_SIMWIRE_B2G_SIZE - c->rx_len, MSG_DONTWAIT);
+		struct iovec iov = {.iov_base = c->rx.bytes, .iov_len = VP_SIMWIRE_B2G_SIZE};
+		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+		ssize_t r = recvmsg(c->fd, &mh, MSG_DONTWAIT);
 		int err;
 
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return;
-		if (r <= 0)
+		if (r != (ssize_t)VP_SIMWIRE_B2G_SIZE || (mh.msg_flags & MSG_TRUNC))
 			goto drop;
-		c->rx_len += (size_t)r;
-		if (c->rx_len < VP_SIMWIRE_B2G_SIZE)
-			continue;
-		c->rx_len = 0;
 		handled++;
 		pthread_mutex_lock(&sg->lock);
 		err = sg_handle(sg, c);
@@ -462,6 +475,7 @@ static void sg_free(struct simguest *sg)
 		if (sg->ports[i].used) {
 			close(sg->ports[i].kick_fd);
 			close(sg->ports[i].irq_fd);
+			close(sg->ports[i].irq_peer);
 		}
 	}
 	free(sg->ports);
@@ -622,7 +636,7 @@ void simguest_ungrant(struct simguest *sg, int ref, unsigned n)
 int simguest_evtchn_alloc(struct simguest *sg, uint16_t be)
 {
 	unsigned port;
-	int kick, irq, err;
+	int kick, irq[2], err;
 
 	pthread_mutex_lock(&sg->lock);
 	for (port = 1; port < sg->nports; port++)
@@ -652,14 +666,17 @@ int simguest_evtchn_alloc(struct simguest *sg, uint16_t be)
 		err = -errno;
 		goto out;
 	}
-	irq = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (irq < 0) {
+	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, irq) < 0) {
 		err = -errno;
 		close(kick);
 		goto out;
 	}
-	sg->ports[port] = (struct sg_port){
-		.used = true, .be = be, .kick_fd = kick, .irq_fd = irq, .bound = NULL};
+	sg->ports[port] = (struct sg_port){.used = true,
+					   .be = be,
+					   .kick_fd = kick,
+					   .irq_fd = irq[0],
+					   .irq_peer = irq[1],
+					   .bound = NULL};
 	err = (int)port;
 out:
 	pthread_mutex_unlock(&sg->lock);
@@ -720,6 +737,26 @@ void simguest_evtchn_close(struct simguest *sg, int port)
 	}
 	close(p->kick_fd);
 	close(p->irq_fd);
+	close(p->irq_peer);
 	*p = (struct sg_port){.used = false};
 	pthread_mutex_unlock(&sg->lock);
+}
+
+int simguest_evtchn_clear(int fd)
+{
+	int n = 0;
+
+	/* The backend sends at most one datagram while one is unread; a
+	 * bound keeps a flood from another sender finite. */
+	while (n < 1024) {
+		uint64_t v;
+		ssize_t r = recv(fd, &v, sizeof(v), MSG_DONTWAIT);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return (errno == EAGAIN || errno == EWOULDBLOCK) ? n : -errno;
+		n++;
+	}
+	return n;
 }

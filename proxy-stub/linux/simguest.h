@@ -7,12 +7,13 @@
  *    (gfn) G is bytes [G*4096, G*4096+4096) of it;
  *  - a grant table: a second sealed memfd of struct grant_entry_v1
  *    (xen/grant_table.h) entries the guest fills to grant frames;
- *  - event channels: each port a pair of eventfds (guest->backend kick,
- *    backend->guest interrupt).
- * It listens on <run_dir>/dom<domid>.sock (a unix stream socket) from a
- * small thread; the backend's "sim" hv layer (core/hv_sim.c) connects and
- * receives the memfds and eventfds with SCM_RIGHTS.  The messages are in
- * proxy-stub/include/vproxy/simwire.h.
+ *  - event channels: each port a kick eventfd (guest -> backend) and an
+ *    AF_UNIX datagram socketpair for interrupts (backend -> guest: it
+ *    gets one end, the guest reads the other).
+ * It listens on <run_dir>/dom<domid>.sock (a unix SOCK_SEQPACKET socket)
+ * from a small thread; the backend's "sim" hv layer (core/hv_sim.c)
+ * connects and receives the memfds, eventfds and sockets with SCM_RIGHTS.
+ * The messages are in proxy-stub/include/vproxy/simwire.h.
  */
 #ifndef VPROXY_SIMGUEST_H
 #define VPROXY_SIMGUEST_H
@@ -47,9 +48,12 @@ void simguest_ungrant(struct simguest *sg, int ref, unsigned n);
 int simguest_evtchn_alloc(struct simguest *sg, uint16_t be);
 /* Kick the backend on port. 0 or -errno. */
 int simguest_evtchn_notify(struct simguest *sg, int port);
-/* fd that becomes readable when the backend notifies port; read() an
- * 8-byte counter from it to clear. */
+/* fd that becomes readable when the backend notifies port (the guest's
+ * end of the irq socket); simguest_evtchn_clear() acknowledges. */
 int simguest_evtchn_fd(struct simguest *sg, int port);
+/* Acknowledge interrupts on an fd from simguest_evtchn_fd(): read its
+ * datagrams until none is left.  How many were read, or -errno. */
+int simguest_evtchn_clear(int fd);
 /* Close the port (the backend sees its bound port go dead). */
 void simguest_evtchn_close(struct simguest *sg, int port);
 

@@ -3,23 +3,69 @@
  * (core/hv_sim.c) and a simulated guest (proxy-stub/linux/simguest.c)
  * hand each other guest memory and event channels.
  *
- * Transport: a unix stream socket at <run_dir>/dom<domid>.sock; the guest
- * listens, each backend domain connects once.  Every message is
- * fixed-size: backend -> guest messages are VP_SIMWIRE_B2G_SIZE bytes,
- * guest -> backend messages VP_SIMWIRE_G2B_SIZE bytes.  All integers are
- * little-endian.  File descriptors travel as SCM_RIGHTS ancillary data
- * attached to the reply that names them, and only to a reply whose
- * status is 0.
+ * Transport: a unix SOCK_SEQPACKET socket at <run_dir>/dom<domid>.sock;
+ * the guest listens, each backend domain connects once.  Every message is
+ * one record of a fixed size: backend -> guest records are
+ * VP_SIMWIRE_B2G_SIZE bytes, guest -> backend records VP_SIMWIRE_G2B_SIZE
+ * bytes; a record of any other size is a protocol error and ends the
+ * connection.  All integers are little-endian.  File descriptors travel as
+ * SCM_RIGHTS ancillary data attached to the reply that names them, and
+ * only to a reply whose status is 0.
  *
  * Conversation:
  *   backend: HELLO           guest: HELLO_REPLY (+ RAM memfd, grant memfd)
- *   backend: BIND port       guest: BIND_REPLY  (+ kick eventfd, irq eventfd)
+ *   backend: BIND port       guest: BIND_REPLY  (+ kick eventfd, irq socket)
  *   backend: UNBIND port     (no reply)
  *   guest:   PORT_CLOSED port, unsolicited, whenever the guest closes a
- *            port this connection has bound; it may arrive while the
- *            backend waits for a reply.
- * The backend sends a request only after the previous one was answered.
- * Errors are negative errno values in a reply's status.
+ *            port this connection has bound; it may come at any time,
+ *            between replies.
+ *
+ * Asynchronous rules (version 2).  The backend never waits for the guest:
+ *  - it may send a request before the previous one is answered (it sends
+ *    HELLO at once and BINDs as devices connect); the guest answers the
+ *    requests of a connection one by one, in the order it received them,
+ *    and a reply names the port of its request;
+ *  - it reads replies only when the socket is readable, a whole record at
+ *    a time (SOCK_SEQPACKET: half a record cannot exist), and sends with
+ *    MSG_DONTWAIT: a guest that stops reading its socket until the
+ *    backend's send buffer is full loses the connection;
+ *  - deadlines: each request must be answered within
+ *    VP_SIMWIRE_REPLY_TIMEOUT_MS of being sent.  A guest that leaves HELLO
+ *    unanswered (or answers it wrongly) is refused; one that leaves a BIND
+ *    unanswered, answers out of order or sends a malformed record loses its
+ *    connection: every port bound on it goes dead.  A BIND the guest
+ *    refuses (status < 0, no descriptors) makes only that port dead.
+ *  - until its BIND_REPLY is in, the backend's port is "binding": the
+ *    backend remembers a notify made meanwhile and delivers it when the
+ *    reply arrives.
+ *
+ * Event channels.  Each bound port has two descriptors, both created by
+ * the guest, and each used so that nothing the guest does to them (it
+ * shares their open file descriptions: O_NONBLOCK, socket options, filling
+ * or draining them) can make the backend block:
+ *  - the kick eventfd: the guest writes 8-byte counts to kick the
+ *    backend; the backend reads it only with preadv2(RWF_NOWAIT), which
+ *    fails with EAGAIN on a zero counter whatever O_NONBLOCK says;
+ *  - the irq socket: the guest keeps one end of an AF_UNIX SOCK_DGRAM
+ *    socketpair and sends the other; the backend sends an 8-byte
+ *    datagram (a little-endian 1; the guest must not rely on the value)
+ *    with MSG_DONTWAIT per interrupt, and sends none while the previous
+ *    one is still unread (an event channel's pending bit: interrupts
+ *    coalesce).  EAGAIN means an event is already pending.  The guest
+ *    reads datagrams until EAGAIN to acknowledge.
+ * (eventfd writes ignore RWF_NOWAIT and an eventfd cannot be reopened
+ * with a private file description, so an eventfd cannot carry
+ * interrupts safely; a socket send's MSG_DONTWAIT is per call.)
+ *
+ * Recovery.  A refused guest is contacted again when a device next asks
+ * for it at least VP_SIMWIRE_RETRY_MS after the refusal: to recover, the
+ * guest fixes itself (listens again, answers in time), then restarts its
+ * device's xenbus handshake (frontend state Closed, Initialising, then
+ * Initialised), which makes the backend ask again.  A connection lost
+ * after HELLO is remembered until the backend forgets the domain, once
+ * none of the domain's devices holds a connection (the guest closes every
+ * device, or the domain is destroyed); the next device to connect then
+ * contacts the guest afresh.
  *
  * Trust: the guest is untrusted.  The backend checks every field, every
  * descriptor's type and every memfd's seals and size.
@@ -30,13 +76,20 @@
 #include <stdint.h>
 
 #define VP_SIMWIRE_MAGIC 0x57535056u /* "VPSW" read as little-endian bytes */
-#define VP_SIMWIRE_VERSION 1u
+#define VP_SIMWIRE_VERSION 2u
 
 #define VP_SIMWIRE_PAGE_SIZE 4096u
 /* Largest guest RAM a backend accepts (64 GiB). */
 #define VP_SIMWIRE_MAX_RAM_BYTES (1ull << 36)
 /* Largest grant table a backend accepts, in entries. */
 #define VP_SIMWIRE_MAX_GRANT_ENTRIES (1u << 20)
+
+/* How long a guest has to answer each request. */
+#define VP_SIMWIRE_REPLY_TIMEOUT_MS 2000u
+/* A refused guest is contacted again only this long after the refusal. */
+#define VP_SIMWIRE_RETRY_MS 1000u
+/* Size of an interrupt datagram on the irq socket. */
+#define VP_SIMWIRE_IRQ_SIZE 8u
 
 #define VP_SIMWIRE_B2G_SIZE 16u
 #define VP_SIMWIRE_G2B_SIZE 32u
@@ -92,8 +145,9 @@ struct vp_simwire_bind {
 };
 
 /* guest -> backend: answer to BIND.  With status 0 it carries two fds:
- * [0] the kick eventfd (guest writes, backend reads) and [1] the irq
- * eventfd (backend writes, guest reads). */
+ * [0] the kick eventfd (guest writes, backend reads with RWF_NOWAIT) and
+ * [1] the irq socket: one end of an AF_UNIX SOCK_DGRAM socketpair whose
+ * other end the guest keeps (backend sends, guest reads). */
 struct vp_simwire_bind_reply {
 	struct vp_simwire_hdr hdr; /* type VP_SIMWIRE_BIND_REPLY */
 	int32_t status;            /* guest: 0, -EPERM (no HELLO yet, or port
