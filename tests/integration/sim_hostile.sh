@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Simulated guests that abuse the sim wire cannot stall vproxyd, which
 # serves every guest from one thread: one never answers HELLO, one never
 # answers BIND, one clears O_NONBLOCK on the kick eventfd it shares with
