@@ -294,4 +294,35 @@ static __attribute__((unused)) void tsys_set_fault(tsys_fault_fn fn)
 	pthread_mutex_unlock(&tsys_lock);
 }
 
+/* tsys_fail_next()'s rule: one kind of call, a byte range, a count. */
+static enum tsys_call tsys_fail_call;
+static uint64_t tsys_fail_lo, tsys_fail_hi;
+static int tsys_fail_err, tsys_fail_left;
+
+static int tsys_fail_rule(enum tsys_call call, int fd, uint64_t off, uint64_t len)
+{
+	(void)fd;
+	if (call != tsys_fail_call || tsys_fail_left <= 0)
+		return 0;
+	if (call != TSYS_SYNC && (off >= tsys_fail_hi || off + (len ? len : 1) <= tsys_fail_lo))
+		return 0;
+	tsys_fail_left--;
+	return tsys_fail_err;
+}
+
+/* Calls of this kind touching [lo, hi) fail with err_no, count times at
+ * most (an fdatasync whatever the range). */
+static __attribute__((unused)) void tsys_fail_next(enum tsys_call call, uint64_t lo,
+                                                   uint64_t hi, int err_no, int count)
+{
+	pthread_mutex_lock(&tsys_lock);
+	tsys_fail_call = call;
+	tsys_fail_lo = lo;
+	tsys_fail_hi = hi;
+	tsys_fail_err = err_no;
+	tsys_fail_left = count;
+	pthread_mutex_unlock(&tsys_lock);
+	tsys_set_fault(tsys_fail_rule);
+}
+
 #endif

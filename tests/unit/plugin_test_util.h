@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/uio.h>
 #include <time.h>
 
@@ -116,6 +117,47 @@ static int run(void *disk, uint32_t op, uint32_t flags, uint64_t offset, uint64_
 	start(disk, &t, op, flags, offset, len, buf);
 	wait_all(&tp, 1);
 	return t.status;
+}
+
+/* The bytes of pattern seed: different per seed and per 512-byte block. */
+static __attribute__((unused)) void fill(uint8_t *buf, size_t len, unsigned seed)
+{
+	for (size_t i = 0; i < len; i++)
+		buf[i] = (uint8_t)(seed * 31 + i * 7 + (i >> 9) + 1);
+}
+
+/* Write pattern seed at off; the request's status. */
+static __attribute__((unused)) int write_pattern_status(void *disk, uint64_t off, size_t len,
+                                                        unsigned seed)
+{
+	uint8_t *buf = malloc(len);
+	int st;
+
+	fill(buf, len, seed);
+	st = run(disk, VPROXY_REQ_WRITE, 0, off, len, buf);
+	free(buf);
+	return st;
+}
+
+static __attribute__((unused)) void write_pattern(void *disk, uint64_t off, size_t len,
+                                                  unsigned seed)
+{
+	ck_assert_int_eq(write_pattern_status(disk, off, len, seed), 0);
+}
+
+/* Read [off, off+len) and compare it with pattern seed. */
+static __attribute__((unused)) void check_data(void *disk, uint64_t off, size_t len,
+                                               unsigned seed)
+{
+	uint8_t *want = malloc(len), *got = malloc(len);
+
+	fill(want, len, seed);
+	memset(got, 0xee, len);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_READ, 0, off, len, got), 0);
+	ck_assert_msg(memcmp(want, got, len) == 0, "data at %llu differs",
+	              (unsigned long long)off);
+	free(want);
+	free(got);
 }
 
 static __attribute__((unused)) size_t count_nonzero(const uint8_t *p, size_t len)

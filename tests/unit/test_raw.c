@@ -72,34 +72,6 @@ static void start(void *disk, struct treq *t, uint32_t op, uint32_t flags,
 	ck_assert_int_eq(plugin->submit(disk, &t->req), 0);
 }
 
-static void fill(uint8_t *buf, size_t len, unsigned seed)
-{
-	for (size_t i = 0; i < len; i++)
-		buf[i] = (uint8_t)(seed * 13 + i * 5 + (i >> 10) + 1);
-}
-
-static void write_pattern(void *disk, uint64_t off, size_t len, unsigned seed)
-{
-	uint8_t *buf = malloc(len);
-
-	fill(buf, len, seed);
-	ck_assert_int_eq(run(disk, VPROXY_REQ_WRITE, 0, off, len, buf), 0);
-	free(buf);
-}
-
-static void check_data(void *disk, uint64_t off, size_t len, unsigned seed)
-{
-	uint8_t *want = malloc(len), *got = malloc(len);
-
-	fill(want, len, seed);
-	memset(got, 0xee, len);
-	ck_assert_int_eq(run(disk, VPROXY_REQ_READ, 0, off, len, got), 0);
-	ck_assert_msg(memcmp(want, got, len) == 0, "data at %llu differs",
-	              (unsigned long long)off);
-	free(want);
-	free(got);
-}
-
 static void check_zero(void *disk, uint64_t off, size_t len)
 {
 	uint8_t *got = malloc(len);

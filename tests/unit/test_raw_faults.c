@@ -28,35 +28,6 @@
 #define KiB 1024ull
 #define MiB (1024ull * KiB)
 
-static enum tsys_call fault_call;
-static uint64_t fault_lo, fault_hi;
-static int fault_err, fault_left;
-
-static int fault_rule(enum tsys_call call, int fd, uint64_t off, uint64_t len)
-{
-	(void)fd;
-	if (call != fault_call || fault_left <= 0)
-		return 0;
-	if (call != TSYS_SYNC && (off >= fault_hi || off + (len ? len : 1) <= fault_lo))
-		return 0;
-	fault_left--;
-	return fault_err;
-}
-
-/* Calls of this kind touching [lo, hi) fail with err_no, count times. */
-static void fail_next(enum tsys_call call, uint64_t lo, uint64_t hi, int err_no,
-                      int count)
-{
-	pthread_mutex_lock(&tsys_lock);
-	fault_call = call;
-	fault_lo = lo;
-	fault_hi = hi;
-	fault_err = err_no;
-	fault_left = count;
-	pthread_mutex_unlock(&tsys_lock);
-	tsys_set_fault(fault_rule);
-}
-
 static void start(void *disk, struct treq *t, uint32_t op, uint32_t flags,
                   uint64_t offset, uint64_t len, void *buf)
 {
@@ -74,35 +45,6 @@ static void start(void *disk, struct treq *t, uint32_t op, uint32_t flags,
 		t->req.iovcnt = 1;
 	}
 	ck_assert_int_eq(plugin->submit(disk, &t->req), 0);
-}
-
-static void fill(uint8_t *buf, size_t len, unsigned seed)
-{
-	for (size_t i = 0; i < len; i++)
-		buf[i] = (uint8_t)(seed * 13 + i * 7 + (i >> 9) + 1);
-}
-
-static int write_pattern(void *disk, uint64_t off, size_t len, unsigned seed)
-{
-	uint8_t *buf = malloc(len);
-	int st;
-
-	fill(buf, len, seed);
-	st = run(disk, VPROXY_REQ_WRITE, 0, off, len, buf);
-	free(buf);
-	return st;
-}
-
-static void check_data(void *disk, uint64_t off, size_t len, unsigned seed)
-{
-	uint8_t *want = malloc(len), *got = malloc(len);
-
-	fill(want, len, seed);
-	ck_assert_int_eq(run(disk, VPROXY_REQ_READ, 0, off, len, got), 0);
-	ck_assert_msg(memcmp(want, got, len) == 0, "data at %llu differs",
-	              (unsigned long long)off);
-	free(want);
-	free(got);
 }
 
 static void *open_file(const char *file, uint64_t size)
@@ -142,21 +84,21 @@ START_TEST(eio_fails_only_the_request_that_met_it)
 	uint8_t buf[8192];
 	void *disk = open_file(path, 8 * MiB);
 
-	ck_assert_int_eq(write_pattern(disk, 0, 8192, 1), 0);
-	ck_assert_int_eq(write_pattern(disk, 1 * MiB, 8192, 2), 0);
-	fail_next(TSYS_READ, 0, 4096, EIO, 1);
+	ck_assert_int_eq(write_pattern_status(disk, 0, 8192, 1), 0);
+	ck_assert_int_eq(write_pattern_status(disk, 1 * MiB, 8192, 2), 0);
+	tsys_fail_next(TSYS_READ, 0, 4096, EIO, 1);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_READ, 0, 0, 8192, buf), -EIO);
 	check_data(disk, 1 * MiB, 8192, 2);
 	check_data(disk, 0, 8192, 1);
-	fail_next(TSYS_WRITE, 2 * MiB, 3 * MiB, EIO, 1);
-	ck_assert_int_eq(write_pattern(disk, 2 * MiB, 8192, 3), -EIO);
-	ck_assert_int_eq(write_pattern(disk, 2 * MiB, 8192, 4), 0);
+	tsys_fail_next(TSYS_WRITE, 2 * MiB, 3 * MiB, EIO, 1);
+	ck_assert_int_eq(write_pattern_status(disk, 2 * MiB, 8192, 3), -EIO);
+	ck_assert_int_eq(write_pattern_status(disk, 2 * MiB, 8192, 4), 0);
 	check_data(disk, 2 * MiB, 8192, 4);
-	fail_next(TSYS_SYNC, 0, 0, EIO, 1);
+	tsys_fail_next(TSYS_SYNC, 0, 0, EIO, 1);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), -EIO);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
 	/* WRITE_ZEROES without unmap: every way of zeroing fails once. */
-	fail_next(TSYS_FALLOCATE, 0, 8192, EIO, 1);
+	tsys_fail_next(TSYS_FALLOCATE, 0, 8192, EIO, 1);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_WRITE_ZEROES, 0, 0, 8192, NULL), -EIO);
 	check_data(disk, 1 * MiB, 8192, 2);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_WRITE_ZEROES, 0, 0, 8192, NULL), 0);
@@ -212,7 +154,7 @@ START_TEST(enospc_in_a_sparse_raw_file)
 	snprintf(file, sizeof(file), "%s/disk.raw", mnt);
 	disk = open_file(file, 16 * MiB); /* on 1 MiB: a hole, mostly */
 	for (i = 0; i < 64 && full < 2; i++) {
-		int st = write_pattern(disk, (uint64_t)i * 64 * KiB, 64 * KiB, 50 + i);
+		int st = write_pattern_status(disk, (uint64_t)i * 64 * KiB, 64 * KiB, 50 + i);
 
 		ck_assert_msg(st == 0 || st == -ENOSPC, "write %u: %s", i, strerror(-st));
 		if (st == 0)
@@ -226,7 +168,7 @@ START_TEST(enospc_in_a_sparse_raw_file)
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
 	/* Space given back, writes succeed again. */
 	ck_assert_int_eq(run(disk, VPROXY_REQ_DISCARD, 0, 0, 4 * 64 * KiB, NULL), 0);
-	ck_assert_int_eq(write_pattern(disk, 15 * MiB, 64 * KiB, 9), 0);
+	ck_assert_int_eq(write_pattern_status(disk, 15 * MiB, 64 * KiB, 9), 0);
 	check_data(disk, 15 * MiB, 64 * KiB, 9);
 	plugin->close(disk);
 	unlink(file);

@@ -32,36 +32,6 @@
 #define MiB (1024ull * KiB)
 #define CS (64 * KiB)
 
-/* The fault: calls of this kind touching [lo, hi) fail with err, count
- * times at most. */
-static enum tsys_call fault_call;
-static uint64_t fault_lo, fault_hi;
-static int fault_err, fault_left;
-
-static int fault_rule(enum tsys_call call, int fd, uint64_t off, uint64_t len)
-{
-	(void)fd;
-	if (call != fault_call || fault_left <= 0)
-		return 0;
-	if (call != TSYS_SYNC && (off >= fault_hi || off + (len ? len : 1) <= fault_lo))
-		return 0;
-	fault_left--;
-	return fault_err;
-}
-
-static void fail_next(enum tsys_call call, uint64_t lo, uint64_t hi, int err_no,
-                      int count)
-{
-	pthread_mutex_lock(&tsys_lock);
-	fault_call = call;
-	fault_lo = lo;
-	fault_hi = hi;
-	fault_err = err_no;
-	fault_left = count;
-	pthread_mutex_unlock(&tsys_lock);
-	tsys_set_fault(fault_rule);
-}
-
 static void start(void *disk, struct treq *t, uint32_t op, uint32_t flags,
                   uint64_t offset, uint64_t len, void *buf)
 {
@@ -79,35 +49,6 @@ static void start(void *disk, struct treq *t, uint32_t op, uint32_t flags,
 		t->req.iovcnt = 1;
 	}
 	ck_assert_int_eq(plugin->submit(disk, &t->req), 0);
-}
-
-static void fill(uint8_t *buf, size_t len, unsigned seed)
-{
-	for (size_t i = 0; i < len; i++)
-		buf[i] = (uint8_t)(seed * 37 + i * 11 + (i >> 9) + 1);
-}
-
-static int write_pattern(void *disk, uint64_t off, size_t len, unsigned seed)
-{
-	uint8_t *buf = malloc(len);
-	int st;
-
-	fill(buf, len, seed);
-	st = run(disk, VPROXY_REQ_WRITE, 0, off, len, buf);
-	free(buf);
-	return st;
-}
-
-static void check_data(void *disk, uint64_t off, size_t len, unsigned seed)
-{
-	uint8_t *want = malloc(len), *got = malloc(len);
-
-	fill(want, len, seed);
-	ck_assert_int_eq(run(disk, VPROXY_REQ_READ, 0, off, len, got), 0);
-	ck_assert_msg(memcmp(want, got, len) == 0, "data at %llu differs",
-	              (unsigned long long)off);
-	free(want);
-	free(got);
 }
 
 /* vproxy-img check FILE: its exit status (0 clean, 1 corrupt). */
@@ -164,10 +105,10 @@ START_TEST(eio_on_reads_fails_only_those_reads)
 	void *disk = open_image(path, 16 * MiB);
 	uint64_t d0 = data_offset(disk);
 
-	ck_assert_int_eq(write_pattern(disk, 0, 8192, 1), 0);
-	ck_assert_int_eq(write_pattern(disk, 4 * CS, 8192, 2), 0);
+	ck_assert_int_eq(write_pattern_status(disk, 0, 8192, 1), 0);
+	ck_assert_int_eq(write_pattern_status(disk, 4 * CS, 8192, 2), 0);
 	/* Cluster 0 (virtual 0) is the first allocated. */
-	fail_next(TSYS_READ, d0, d0 + CS, EIO, 1);
+	tsys_fail_next(TSYS_READ, d0, d0 + CS, EIO, 1);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_READ, 0, 0, 8192, buf), -EIO);
 	check_data(disk, 4 * CS, 8192, 2);
 	check_data(disk, 0, 8192, 1); /* the fault was one read */
@@ -183,16 +124,16 @@ START_TEST(eio_on_a_new_clusters_data_leaves_the_map_alone)
 	void *disk = open_image(path, 16 * MiB);
 	uint64_t d0 = data_offset(disk);
 
-	ck_assert_int_eq(write_pattern(disk, 0, 4096, 1), 0);
+	ck_assert_int_eq(write_pattern_status(disk, 0, 4096, 1), 0);
 	/* The next cluster handed out is index 1. */
-	fail_next(TSYS_WRITE, d0 + CS, d0 + 2 * CS, EIO, 1);
-	ck_assert_int_eq(write_pattern(disk, 3 * CS, 4096, 2), -EIO);
+	tsys_fail_next(TSYS_WRITE, d0 + CS, d0 + 2 * CS, EIO, 1);
+	ck_assert_int_eq(write_pattern_status(disk, 3 * CS, 4096, 2), -EIO);
 	/* Nothing points at the cluster the failed write had. */
 	ck_assert_int_eq(run(disk, VPROXY_REQ_READ, 0, 3 * CS, 4096, buf), 0);
 	ck_assert_uint_eq(count_nonzero(buf, sizeof(buf)), 0);
 	/* The disk goes on: the same write again, others, a flush. */
-	ck_assert_int_eq(write_pattern(disk, 3 * CS, 4096, 3), 0);
-	ck_assert_int_eq(write_pattern(disk, 5 * CS, 4096, 4), 0);
+	ck_assert_int_eq(write_pattern_status(disk, 3 * CS, 4096, 3), 0);
+	ck_assert_int_eq(write_pattern_status(disk, 5 * CS, 4096, 4), 0);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
 	check_data(disk, 0, 4096, 1);
 	check_data(disk, 3 * CS, 4096, 3);
@@ -207,14 +148,14 @@ START_TEST(eio_on_a_map_write_keeps_the_image_consistent)
 	void *disk = open_image(path, 16 * MiB);
 	uint64_t d0 = data_offset(disk);
 
-	ck_assert_int_eq(write_pattern(disk, 0, 4096, 1), 0);
+	ck_assert_int_eq(write_pattern_status(disk, 0, 4096, 1), 0);
 	/* The map: everything before the data area. */
-	fail_next(TSYS_WRITE, 0, d0, EIO, 1);
-	ck_assert_int_eq(write_pattern(disk, 7 * CS, 4096, 2), -EIO);
-	ck_assert_int_eq(write_pattern(disk, 7 * CS, 4096, 3), 0);
-	ck_assert_int_eq(write_pattern(disk, 9 * CS, 4096, 4), 0);
+	tsys_fail_next(TSYS_WRITE, 0, d0, EIO, 1);
+	ck_assert_int_eq(write_pattern_status(disk, 7 * CS, 4096, 2), -EIO);
+	ck_assert_int_eq(write_pattern_status(disk, 7 * CS, 4096, 3), 0);
+	ck_assert_int_eq(write_pattern_status(disk, 9 * CS, 4096, 4), 0);
 	/* A discard whose map write fails: an error, nothing freed twice. */
-	fail_next(TSYS_WRITE, 0, d0, EIO, 1);
+	tsys_fail_next(TSYS_WRITE, 0, d0, EIO, 1);
 	ck_assert_int_ne(run(disk, VPROXY_REQ_DISCARD, 0, 9 * CS, CS, NULL), 0);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
 	check_data(disk, 0, 4096, 1);
@@ -222,7 +163,7 @@ START_TEST(eio_on_a_map_write_keeps_the_image_consistent)
 	ck_assert_int_eq(run(disk, VPROXY_REQ_DISCARD, 0, 9 * CS, CS, NULL), 0);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
 	for (unsigned i = 0; i < 8; i++)
-		ck_assert_int_eq(write_pattern(disk, (20 + i) * CS, 4096, 10 + i), 0);
+		ck_assert_int_eq(write_pattern_status(disk, (20 + i) * CS, 4096, 10 + i), 0);
 	for (unsigned i = 0; i < 8; i++)
 		check_data(disk, (20 + i) * CS, 4096, 10 + i);
 	plugin->close(disk);
@@ -235,20 +176,20 @@ START_TEST(eio_on_flush_punch_and_growth)
 	void *disk = open_image(path, 64 * MiB);
 	uint64_t d0 = data_offset(disk);
 
-	ck_assert_int_eq(write_pattern(disk, 0, 4096, 1), 0);
+	ck_assert_int_eq(write_pattern_status(disk, 0, 4096, 1), 0);
 	/* fdatasync: the FLUSH fails, the next one works. */
-	fail_next(TSYS_SYNC, 0, 0, EIO, 1);
+	tsys_fail_next(TSYS_SYNC, 0, 0, EIO, 1);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), -EIO);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
 	/* A punch refused: DISCARD is a hint; the cluster is zeroed again
 	 * before it is reused. */
-	fail_next(TSYS_FALLOCATE, d0, d0 + CS, EIO, 1);
+	tsys_fail_next(TSYS_FALLOCATE, d0, d0 + CS, EIO, 1);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_DISCARD, 0, 0, CS, NULL), 0);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
 	/* Growing the file fails (a full file system): that write only. */
-	fail_next(TSYS_TRUNCATE, 0, UINT64_MAX, ENOSPC, 1);
+	tsys_fail_next(TSYS_TRUNCATE, 0, UINT64_MAX, ENOSPC, 1);
 	for (unsigned i = 0, nospc = 0; i < 40; i++) {
-		int st = write_pattern(disk, (uint64_t)i * CS, 4096, 20 + i);
+		int st = write_pattern_status(disk, (uint64_t)i * CS, 4096, 20 + i);
 
 		ck_assert_msg(st == 0 || (st == -ENOSPC && ++nospc == 1), "write %u: %s",
 		              i, strerror(-st));
@@ -272,11 +213,11 @@ START_TEST(failed_growth_sync_does_not_stall_later_writes)
 
 	/* The first write grows the file by 16 clusters (and syncs). */
 	for (unsigned i = 0; i < 16; i++)
-		ck_assert_int_eq(write_pattern(disk, (uint64_t)i * CS, 4096, 40 + i), 0);
-	fail_next(TSYS_SYNC, 0, 0, EIO, 1);
-	ck_assert_int_eq(write_pattern(disk, 16 * CS, 4096, 56), -EIO);
-	ck_assert_int_eq(write_pattern(disk, 17 * CS, 4096, 57), 0);
-	ck_assert_int_eq(write_pattern(disk, 16 * CS, 4096, 58), 0);
+		ck_assert_int_eq(write_pattern_status(disk, (uint64_t)i * CS, 4096, 40 + i), 0);
+	tsys_fail_next(TSYS_SYNC, 0, 0, EIO, 1);
+	ck_assert_int_eq(write_pattern_status(disk, 16 * CS, 4096, 56), -EIO);
+	ck_assert_int_eq(write_pattern_status(disk, 17 * CS, 4096, 57), 0);
+	ck_assert_int_eq(write_pattern_status(disk, 16 * CS, 4096, 58), 0);
 	check_data(disk, 16 * CS, 4096, 58);
 	check_data(disk, 17 * CS, 4096, 57);
 	check_data(disk, 3 * CS, 4096, 43);
@@ -333,7 +274,7 @@ START_TEST(enospc_when_growing_on_a_full_file_system)
 	disk = open_image(file, 64 * MiB);
 	/* 3 MiB hold the map and about 45 whole clusters: write until full. */
 	for (i = 0; i < 200 && full < 3; i++) {
-		st = write_pattern(disk, (uint64_t)i * CS, CS, 100 + i);
+		st = write_pattern_status(disk, (uint64_t)i * CS, CS, 100 + i);
 		ck_assert_msg(st == 0 || st == -ENOSPC, "write %u: %s", i, strerror(-st));
 		if (st == 0)
 			ok++;
@@ -355,7 +296,7 @@ START_TEST(enospc_when_growing_on_a_full_file_system)
 	ck_assert_int_eq(run(disk, VPROXY_REQ_DISCARD, 0, 0, 16 * CS, NULL), 0);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
-	ck_assert_int_eq(write_pattern(disk, 63 * CS, 8192, 7), 0);
+	ck_assert_int_eq(write_pattern_status(disk, 63 * CS, 8192, 7), 0);
 	check_data(disk, 63 * CS, 8192, 7);
 	plugin->close(disk);
 	ck_assert_int_eq(img_check(file), 0);
