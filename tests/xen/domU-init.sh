@@ -22,7 +22,7 @@ echo "XENTEST-GUEST: up"
 args="--platform xen --ram 16M --timeout 60 --iodepth 8"
 vproxy-guest $args --workload verify --seconds 3 --span 128 2>&1
 echo "XENTEST-GUEST: verify exit $?"
-vproxy-guest $args --workload mixed --seconds 3 --span 512 2>&1
+vproxy-guest $args --workload mixed --seconds 5 --span 512 2>&1
 echo "XENTEST-GUEST: mixed exit $?"
 xen-gfncheck publish 0x5650505431 2>&1 &
 vproxy-guest $args --workload idle --quiet 2>&1 &

@@ -9,10 +9,10 @@
 #   2. gfn mode (module reloaded with addr_mode=gfn), when the kernel
 #      command line has vptest_gfn=1: checked again, then fio 4 KiB
 #      randread/randwrite at QD 1 and 32 on the raw disk.
-#   3. grant mode again: the same fio; then the same fio on /dev/xvda, a
-#      blkback disk dom0 attached (xl block-attach, phy: on a loop device of
-#      a file like the raw disk's): Linux's own Xen block backend as the
-#      peer.
+#   3. grant mode again: the same fio, each workload followed at once by
+#      the same on /dev/xvda, a blkback disk dom0 attached (xl block-attach,
+#      phy: on a loop device of a file like the raw disk's): Linux's own Xen
+#      block backend as the peer.
 #   4. the mem disk mounted and written to, then idle until dom0 destroys
 #      the domain with the filesystem mounted.
 # Lines for the host start with XENTEST-GUEST: or XENTEST-FIO:.  Every wait
@@ -60,8 +60,8 @@ has_disk() {
 no_disk() { [ -z "$(dev_of $1)" ]; }
 load() {
 	insmod $kmod "$@" || fail "insmod virtio_vproxy $*"
-	wait_for 60 has_disk 0 || fail "vproxy-0 has no disk after insmod $*"
-	wait_for 60 has_disk 1 || fail "vproxy-1 has no disk after insmod $*"
+	wait_for 120 has_disk 0 || fail "vproxy-0 has no disk after insmod $*"
+	wait_for 120 has_disk 1 || fail "vproxy-1 has no disk after insmod $*"
 }
 # xenbus holds a module reference per bound device: unbind them first.
 unload() {
@@ -102,37 +102,43 @@ stat_of() {
 irqs_of() {
 	awk -v n=$1 '$NF == n { s = 0; for (i = 2; i < NF; i++) if ($i ~ /^[0-9]+$/) s += $i; print s; exit }' /proc/interrupts
 }
-# fio_run LABEL DEV IRQNAME [STATS]: 4 KiB randread and randwrite, QD 1 and
-# 32, one line each with IOPS, mean latency and, per I/O, interrupts (and
-# for vproxy kicks, i.e. QueueNotify writes).
-fio_run() {
+# fio_one LABEL DEV IRQNAME STATS RW QD: 4 KiB random RW at queue depth QD
+# on DEV, one line with IOPS, mean latency and, per I/O, interrupts (and
+# for vproxy, STATS not -, kicks: QueueNotify writes).
+fio_one() {
+	i0=$(irqs_of $3)
+	k0=0
+	[ $4 = - ] || k0=$(stat_of $4 kicks)
+	out=$(timeout 120 fio --name=t --filename=/dev/$2 --direct=1 \
+		--ioengine=libaio --rw=$5 --bs=4k --iodepth=$6 \
+		--time_based --runtime=$fio_secs \
+		--norandommap --randrepeat=0 --minimal 2>&1) ||
+		fail "fio $1 $5 qd $6: $out"
+	i1=$(irqs_of $3)
+	k1=0
+	[ $4 = - ] || k1=$(stat_of $4 kicks)
+	echo "$out" | awk -F';' -v l=$1 -v rw=$5 -v qd=$6 \
+		-v irqs=$((i1 - i0)) -v kicks=$((k1 - k0)) '
+		NF > 80 {
+			if (rw == "randread") { iops = $8; lat = $40; n = $6 / 4 }
+			else { iops = $49; lat = $81; n = $47 / 4 }
+			printf "XENTEST-FIO: %s %s qd%d iops %d lat_us %d irqs_per_io %.2f kicks_per_io %.2f\n",
+				l, rw, qd, iops, lat, irqs / (n ? n : 1), kicks / (n ? n : 1)
+			found = 1
+		}
+		END { if (!found) print "XENTEST-FIO: " l " " rw " qd" qd " unparsed" }'
+}
+# fio_pair LABEL VDEV: each workload on vproxy's VDEV, then at once on the
+# blkback disk, so that both see the same load on a shared machine.
+fio_pair() {
 	for rw in randread randwrite; do
 		for qd in 1 32; do
-			i0=$(irqs_of $3)
-			k0=0
-			[ -z "$4" ] || k0=$(stat_of $4 kicks)
-			out=$(timeout 120 fio --name=t --filename=/dev/$2 --direct=1 \
-				--ioengine=libaio --rw=$rw --bs=4k --iodepth=$qd \
-				--time_based --runtime=$fio_secs \
-				--norandommap --randrepeat=0 --minimal 2>&1) ||
-				fail "fio $1 $rw qd $qd: $out"
-			i1=$(irqs_of $3)
-			k1=0
-			[ -z "$4" ] || k1=$(stat_of $4 kicks)
-			echo "$out" | awk -F';' -v l=$1 -v rw=$rw -v qd=$qd \
-				-v irqs=$((i1 - i0)) -v kicks=$((k1 - k0)) '
-				NF > 80 {
-					if (rw == "randread") { iops = $8; lat = $40; n = $6 / 4 }
-					else { iops = $49; lat = $81; n = $47 / 4 }
-					printf "XENTEST-FIO: %s %s qd%d iops %d lat_us %d irqs_per_io %.2f kicks_per_io %.2f\n",
-						l, rw, qd, iops, lat, irqs / (n ? n : 1), kicks / (n ? n : 1)
-					found = 1
-				}
-				END { if (!found) print "XENTEST-FIO: " l " " rw " qd" qd " unparsed" }'
+			fio_one $1 $2 vproxy-1 $stats $rw $qd
+			fio_one blkback xvda blkif - $rw $qd
 		done
 	done
 }
-fio_secs=${fio_secs:-5}
+fio_secs=${fio_secs:-8}
 
 for m in $(cat /lib/modules/domU.order); do
 	insmod /lib/modules/$m.ko || fail "insmod $m"
@@ -149,7 +155,7 @@ done
 echo vproxy-0 >$drv/unbind || fail "unbind vproxy-0"
 wait_for 10 no_disk 0 || fail "vproxy-0 still has a disk after unbind"
 echo vproxy-0 >$drv/bind || fail "bind vproxy-0"
-wait_for 60 has_disk 0 || fail "vproxy-0 has no disk after bind"
+wait_for 120 has_disk 0 || fail "vproxy-0 has no disk after bind"
 check 0 rebind
 unload
 load
@@ -166,7 +172,11 @@ if grep -qw vptest_gfn=1 /proc/cmdline; then
 	check 0 gfn
 	mode=$(stat_of $stats mode)
 	[ "$mode" = gfn ] || fail "vproxy-1 in mode $mode, not gfn"
-	fio_run vproxy-gfn $(dev_of 1) vproxy-1 $stats
+	for rw in randread randwrite; do
+		for qd in 1 32; do
+			fio_one vproxy-gfn $(dev_of 1) vproxy-1 $stats $rw $qd
+		done
+	done
 	say "stats gfn: $(cat $stats)"
 else
 	say "gfn mode skipped"
@@ -175,11 +185,10 @@ fi
 # --- 3. grant mode and blkback ---
 unload
 load
-fio_run vproxy-grant $(dev_of 1) vproxy-1 $stats
-say "stats grant: $(cat $stats)"
-wait_for 60 test -b /dev/xvda || fail "no blkback disk /dev/xvda"
+wait_for 120 test -b /dev/xvda || fail "no blkback disk /dev/xvda"
 say "blkback disk xvda: $(cat /sys/block/xvda/size) sectors"
-fio_run blkback xvda blkif
+fio_pair vproxy-grant $(dev_of 1)
+say "stats grant: $(cat $stats)"
 say "fio done"
 
 # --- 4. destroyed with a mounted filesystem ---
