@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # shellcheck disable=SC2086 # unquoted expansions hold numbers or lists split on purpose
 # /init of the test's second PV domU: the guest kernel itself drives the
 # vproxy disks through virtio_vproxy.ko and Linux's own virtio_blk.

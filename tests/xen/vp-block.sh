@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # libxl's block hotplug script for the blkback disk of the real-Xen test
 # (dom0 has busybox, not the bash that /etc/xen/scripts/block needs): on
 # "add", tell xen-blkback which block device to open, as that script does.
