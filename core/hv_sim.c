@@ -692,7 +692,10 @@ static int sim_bind_reply(struct sim_hv *s, struct sim_dom *d, const struct sim_
 		close_fds(fds, nfds);
 		return -EPROTO;
 	}
-	p = r->port > 0 ? &s->ports[r->port] : NULL;
+	/* Still waiting for this reply?  Not if it was unbound, or closed by
+	 * the guest meanwhile (PORT_CLOSED made it dead). */
+	p = r->port > 0 && s->ports[r->port].state == SIM_PORT_BINDING ? &s->ports[r->port]
+									: NULL;
 	if (status != 0) {
 		vp_warn("dom %u: sim: guest refused to bind event channel %u: %s%s", d->domid,
 			r->remote_port, strerror(-sim_status_err(status)),
@@ -1080,9 +1083,10 @@ static int sim_evtchn_unbind(struct vp_hv *hv, int port)
 	d = sim_dom_find(s, p->dom);
 	if (p->state == SIM_PORT_BOUND && d && d->state == SIM_DOM_LIVE)
 		sim_send_unbind(d->sock, p->remote_port);
-	if (p->state == SIM_PORT_BINDING && d) {
-		/* The reply still comes: its descriptors will be closed and
-		 * the guest told (sim_bind_reply). */
+	if (d) {
+		/* A BIND for it may still be out: its reply's descriptors will
+		 * be closed and the guest told (sim_bind_reply), whoever gets
+		 * the port number next. */
 		for (unsigned i = 0; i < d->req_count; i++) {
 			struct sim_req *r = &d->req[(d->req_head + i) % SIM_MAX_INFLIGHT];
 

@@ -754,6 +754,7 @@ enum fake_mode {
 	FAKE_BIND_ERR_FD,  /* good HELLO, then a refusal carrying a descriptor */
 	FAKE_MUTE_HELLO,   /* accepts, reads, never answers */
 	FAKE_ATTACK,       /* a correct guest that keeps its fds to abuse them */
+	FAKE_CLOSE_FIRST,  /* PORT_CLOSED for a port, then a good BIND reply for it */
 	FAKE_NMODES
 };
 
@@ -924,6 +925,23 @@ static void fake_bind_reply(struct fake_guest *fg, int conn, uint32_t port)
 		pair[1] = eventfd(0, EFD_CLOEXEC);
 		fake_send(conn, &rep, pair, 2);
 		break;
+	case FAKE_CLOSE_FIRST: {
+		struct vp_simwire_port_closed n;
+
+		memset(&n, 0, sizeof(n));
+		fake_hdr(&n.hdr, VP_SIMWIRE_PORT_CLOSED);
+		n.port = htole32(port);
+		fake_send(conn, &n, NULL, 0);
+		pair[0] = eventfd(0, EFD_CLOEXEC);
+		if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, efd) < 0)
+			return;
+		pair[1] = efd[1];
+		fake_send(conn, &rep, pair, 2);
+		close(pair[0]);
+		close(efd[0]);
+		close(efd[1]);
+		return;
+	}
 	case FAKE_ATTACK:
 		if (fg->nports == FAKE_MAX_PORTS)
 			return;
@@ -1084,6 +1102,32 @@ START_TEST(hostile_bind)
 	ck_assert_int_eq(hv->ops->unmap_gfns(hv, p, 1), 0);
 	ck_assert_int_eq(hv->ops->evtchn_unbind(hv, lp), 0);
 	hv->ops->forget_domain(hv, dom);
+	fake_stop(&fg);
+	hv->ops->close(hv);
+	ck_assert_int_eq(count_fds(), fds_before);
+}
+END_TEST
+
+/* A port the guest closes before answering its BIND stays dead: the
+ * late reply's descriptors are closed, and the connection goes on. */
+START_TEST(port_closed_while_binding)
+{
+	const int fds_before = count_fds();
+	struct vp_hv *hv = open_hv();
+	struct fake_guest fg;
+	uint8_t *p;
+	int lp;
+
+	fake_start(&fg, FAKE_CLOSE_FIRST, 135);
+	ck_assert_int_eq(ready(hv, 135), 0);
+	lp = bind_now(hv, 135, 1);
+	ck_assert_int_ge(lp, 0);
+	ck_assert_int_eq(hv->ops->evtchn_notify(hv, lp), -ENOTCONN);
+	ck_assert_int_eq(hv->ops->evtchn_unbind(hv, lp), 0);
+	p = map1(hv, 135, 1, 1);
+	ck_assert_ptr_nonnull(p);
+	ck_assert_int_eq(hv->ops->unmap_gfns(hv, p, 1), 0);
+	hv->ops->forget_domain(hv, 135);
 	fake_stop(&fg);
 	hv->ops->close(hv);
 	ck_assert_int_eq(count_fds(), fds_before);
@@ -1623,6 +1667,7 @@ static Suite *hv_sim_suite(void)
 	tcase_add_loop_test(hostile, hostile_hello, FAKE_UNSEALED, FAKE_OLD_VERSION + 1);
 	tcase_add_loop_test(hostile, hostile_bind, FAKE_BAD_BIND, FAKE_BIND_ERR_FD + 1);
 	tcase_add_test(hostile, guest_never_answers);
+	tcase_add_test(hostile, port_closed_while_binding);
 	tcase_add_test(hostile, kick_fd_drained_by_guest);
 	tcase_add_test(hostile, irq_fd_filled_by_guest);
 	tcase_add_test(hostile, silent_guests_block_nobody);
