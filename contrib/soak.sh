@@ -28,9 +28,12 @@
 #   SEED                      the run's seed (default: random, printed)
 #   VPROXY_SOAK_SAMPLE_S      seconds between samples (default 60)
 #   VPROXY_SOAK_FD_SLACK      fds vproxyd may hold beyond the start (2)
-#   VPROXY_SOAK_MAPS_SLACK    mappings beyond the start (default 64: the
-#                             ASan allocator and glibc's cache of thread
-#                             stacks grow to a plateau)
+#   VPROXY_SOAK_NAMED_SLACK   named mappings (files, memfds of guest RAM,
+#                             io_uring rings) beyond the start (default 2)
+#   VPROXY_SOAK_MAPS_SLACK    all mappings beyond the start (default 160:
+#                             the ASan allocator's regions, one or two
+#                             lines per size class used, and the large
+#                             chunks its quarantine holds)
 #   VPROXY_KEEP_TMP=1         keep the logs and images (kept on failure)
 set -euo pipefail
 
@@ -51,7 +54,8 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 seed=${SEED:-$(((RANDOM << 15 | RANDOM) % 1000000000))}
 sample_s=${VPROXY_SOAK_SAMPLE_S:-60}
 fd_slack=${VPROXY_SOAK_FD_SLACK:-2}
-maps_slack=${VPROXY_SOAK_MAPS_SLACK:-64}
+maps_slack=${VPROXY_SOAK_MAPS_SLACK:-160}
+named_slack=${VPROXY_SOAK_NAMED_SLACK:-2}
 
 if [[ ${VPROXY_SOAK_BUILD:-0} == 1 ]]; then
 	cmake --build "$VPROXY_BUILD_DIR" --target vproxyd vproxy-guest \
@@ -123,17 +127,22 @@ sh_start_vproxyd <"$data/devices.ini"
 # --- samples -----------------------------------------------------------------
 
 SAMPLES=()
-S_FDS=0 S_MAPS=0 S_RSS=0
-sample() { # sample LABEL: record and print vproxyd's fds, mappings, RSS
-	local p=/proc/$VPD_PID fds
+S_FDS=0 S_MAPS=0 S_NAMED=0 S_RSS=0 S_THREADS=0
+# sample LABEL: record and print vproxyd's fds, mappings (all, and those
+# with a name: files, guest RAM memfds, io_uring rings), RSS and threads;
+# start and end also keep a copy of the maps.
+sample() {
+	local p=/proc/$VPD_PID fds line
 	fds=("$p"/fd/*)
 	S_FDS=${#fds[@]}
-	S_MAPS=$(wc -l <"$p/maps")
+	cp -- "$p/maps" "$data/maps.now"
+	S_MAPS=$(wc -l <"$data/maps.now")
+	S_NAMED=$(awk 'NF >= 6' "$data/maps.now" | wc -l)
+	[[ $1 == run ]] || cp -- "$data/maps.now" "$data/maps-$1.txt"
 	S_RSS=$(awk '/^VmRSS:/ { print $2 }' "$p/status")
-	local line
-	printf -v line '%-8s t=%5ss fds %4s maps %5s rss %7s kB threads %s' "$1" \
-		$(((NOW - T0) / 1000)) "$S_FDS" "$S_MAPS" "$S_RSS" \
-		"$(awk '/^Threads:/ { print $2 }' "$p/status")"
+	S_THREADS=$(awk '/^Threads:/ { print $2 }' "$p/status")
+	printf -v line '%-5s t=%5ss fds %4s maps %4s (named %3s) rss %7s kB threads %s' \
+		"$1" $(((NOW - T0) / 1000)) "$S_FDS" "$S_MAPS" "$S_NAMED" "$S_RSS" "$S_THREADS"
 	SAMPLES+=("$line")
 	printf 'soak: %s\n' "$line"
 }
@@ -400,7 +409,7 @@ T0=$NOW
 sleep 1 # let vproxyd settle before the idle sample
 now_ms
 sample start
-start_fds=$S_FDS start_maps=$S_MAPS
+start_fds=$S_FDS start_maps=$S_MAPS start_named=$S_NAMED start_threads=$S_THREADS
 end_at=$((T0 + minutes * 60 * 1000))
 next_sample=$((NOW + sample_s * 1000))
 WINDING=0
@@ -449,6 +458,13 @@ sample end
 if ((S_FDS > start_fds + fd_slack)); then
 	ls -l "/proc/$VPD_PID/fd" >&2
 	fail "vproxyd holds $S_FDS fds at the end, $start_fds at the start"
+fi
+if ((S_THREADS > start_threads)); then
+	fail "vproxyd runs $S_THREADS threads at the end, $start_threads at the start"
+fi
+if ((S_NAMED > start_named + named_slack)); then
+	diff <(awk 'NF >= 6' "$data/maps-start.txt") <(awk 'NF >= 6' "$data/maps-end.txt") >&2 || true
+	fail "vproxyd has $S_NAMED named mappings at the end, $start_named at the start"
 fi
 if ((S_MAPS > start_maps + maps_slack)); then
 	fail "vproxyd has $S_MAPS mappings at the end, $start_maps at the start"
