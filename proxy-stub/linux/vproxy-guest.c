@@ -192,7 +192,8 @@ static void usage(FILE *f)
 	        "  guest D dev N: error: TEXT | broken (NEEDS_RESET) | backend closed: "
 	        "TEXT\n"
 	        "    | request failed (STATUS)\n"
-	        "  guest D: total I IOPS M MB/s devices N errors E verify OK|FAILED\n"
+	        "  guest D: total I IOPS M MB/s devices N errors E p50-us P p99-us Q max-us X\n"
+	        "    verify OK|FAILED\n"
 	        "Exit: 0 all verified, 1 data mismatch, 2 error.\n");
 }
 
