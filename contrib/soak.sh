@@ -14,8 +14,9 @@
 # It fails (exit 1) if vproxyd dies or exits unclean, a guest that was left
 # to finish did not verify clean, vproxyd's log has an ASan/UBSan/LSan
 # report, a sparse image does not pass `vproxy-img check` at the end, or
-# vproxyd holds more fds or mappings at the end than at the idle start,
-# beyond a small slack.  Exit 77: no xenstored here (skip).
+# vproxyd holds more fds, named mappings, threads or mappings at the end
+# than at the idle start, beyond a small slack.  Exit 77: no xenstored here
+# (skip).  docs/TESTING.md (Soak) has the details and an hour's numbers.
 #
 # Every guest slot draws its actions from its own generator seeded from
 # SEED, so a seed replays the same actions, workloads and delays for each
