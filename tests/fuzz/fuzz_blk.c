@@ -36,10 +36,10 @@
 
 static struct vp_hv *hv;
 static unsigned irqs, broken;
-/* VPROXY_FUZZ_RESET_ORACLE=1: once Status reads 0 after a reset, guest
- * memory is frozen (fake_hv_freeze) and interrupts forbidden until the
- * driver sets the device up again (virtio 1.2 section 2.4, issue 11's
- * "reset done as the spec says"). */
+/* Once Status reads 0 after a reset, guest memory is frozen
+ * (fake_hv_freeze) and interrupts forbidden until the driver touches the
+ * device again (virtio 1.2 section 2.4, issue 11's "reset done as the spec
+ * says").  VPROXY_FUZZ_RESET_ORACLE=0 turns this off. */
 static bool reset_oracle, frozen;
 
 static void host_irq(void *opaque, uint32_t bits)
@@ -124,7 +124,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		hv = fake_hv_new(RAM_PAGES);
 		vp_log_set_level(VPROXY_LOG_ERROR);
-		reset_oracle = o && strcmp(o, "1") == 0;
+		reset_oracle = !o || strcmp(o, "0") != 0;
 	}
 	fake_hv_reset(hv);
 
@@ -158,7 +158,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	                             .raise_irq = host_irq,
 	                             .broken = host_broken};
 	disk = fuzz_disk_open(&info);
-	d = vp_blk_create(&params, &fuzz_disk_plugin, disk, &info, &host);
+	/* dflags bit 7: a first-version plugin, without cancel(). */
+	d = vp_blk_create(&params,
+	                  dflags & 0x80 ? &fuzz_disk_plugin_v1 : &fuzz_disk_plugin, disk,
+	                  &info, &host);
 	if (!d)
 		abort();
 	g.opaque = d;

@@ -1,6 +1,7 @@
 /* The fuzzing RAM disk: serves and checks requests (fuzz_disk.h). */
 #include "fuzz_disk.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@ static struct {
 	struct fuzz_disk_mode mode;
 	uint8_t data[FUZZ_DISK_MAX_BYTES];
 	struct vproxy_req *pending[MAX_PENDING];
+	bool cancelled[MAX_PENDING];
 	unsigned npending;
 	bool pattern;
 } disk;
@@ -123,11 +125,13 @@ static void execute(const struct vproxy_req *req)
 	}
 }
 
-static void finish(struct vproxy_req *req, int status)
+static void finish(struct vproxy_req *req, int status, bool cancelled)
 {
 	struct vp_req_owner *owner = req->host_priv;
 
-	if (status == 0)
+	if (cancelled)
+		status = -ECANCELED;
+	else if (status == 0)
 		execute(req);
 	owner->complete(req, status);
 }
@@ -140,11 +144,26 @@ static int fuzz_submit(void *d, struct vproxy_req *req)
 	if (disk.mode.submit_ret)
 		return disk.mode.submit_ret;
 	if (disk.mode.deferred && disk.npending < MAX_PENDING) {
+		disk.cancelled[disk.npending] = false;
 		disk.pending[disk.npending++] = req;
 		return 0;
 	}
-	finish(req, disk.mode.status);
+	finish(req, disk.mode.status, false);
 	return 0;
+}
+
+/* Mark req to end as cancelled; it completes later, never in here. */
+static void fuzz_cancel(void *d, struct vproxy_req *req)
+{
+	if (d != &disk)
+		violation(req, "cancel for another disk");
+	for (unsigned i = 0; i < disk.npending; i++) {
+		if (disk.pending[i] == req) {
+			disk.cancelled[i] = true;
+			return;
+		}
+	}
+	violation(req, "cancel of a request not in flight");
 }
 
 static const char *const fuzz_keys[] = {NULL};
@@ -154,6 +173,16 @@ const struct vproxy_plugin fuzz_disk_plugin = {
         .size = sizeof(struct vproxy_plugin),
         .name = "fuzz",
         .description = "fuzzing RAM disk",
+        .param_keys = fuzz_keys,
+        .submit = fuzz_submit,
+        .cancel = fuzz_cancel,
+};
+
+const struct vproxy_plugin fuzz_disk_plugin_v1 = {
+        .abi_version = VPROXY_PLUGIN_ABI_VERSION,
+        .size = VPROXY_PLUGIN_SIZE_V1,
+        .name = "fuzz-v1",
+        .description = "fuzzing RAM disk without cancel()",
         .param_keys = fuzz_keys,
         .submit = fuzz_submit,
 };
@@ -187,10 +216,13 @@ unsigned fuzz_disk_complete(unsigned n, unsigned pick, int status)
 	while (done < n && disk.npending) {
 		unsigned i = pick % disk.npending;
 		struct vproxy_req *req = disk.pending[i];
+		bool cancelled = disk.cancelled[i];
 
 		/* Completion may submit more: take it off the list first. */
-		disk.pending[i] = disk.pending[--disk.npending];
-		finish(req, status);
+		disk.npending--;
+		disk.pending[i] = disk.pending[disk.npending];
+		disk.cancelled[i] = disk.cancelled[disk.npending];
+		finish(req, status, cancelled);
 		done++;
 		pick = 0;
 	}

@@ -21,8 +21,12 @@ struct fuzz_disk_mode {
 	int status;     /* completion status (0 or a negative errno) */
 };
 
-/* The plugin table (submit only; the harness opens the disk itself). */
+/* The plugin table (submit and cancel; the harness opens the disk
+ * itself).  cancel() marks a held request: fuzz_disk_complete() then ends
+ * it with -ECANCELED, untouched, as the plugin ABI allows. */
 extern const struct vproxy_plugin fuzz_disk_plugin;
+/* The same as a first-version plugin: no cancel(). */
+extern const struct vproxy_plugin fuzz_disk_plugin_v1;
 
 /* Start a new disk of info->capacity bytes (<= FUZZ_DISK_MAX_BYTES);
  * aborts if a request of the previous one is still pending.  Returns the
