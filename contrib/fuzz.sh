@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Builds the libFuzzer harnesses of tests/fuzz/ with clang in their own
 # build directory and runs each one: its seed corpus first, then new
 # inputs for SECONDS (default 600), as many at a time as there are CPUs.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Source coverage of the fuzzers' corpora: builds the harnesses with
 # llvm-cov instrumentation in BUILD (default build-fuzz-cov), runs each over
 # its seed corpus plus CORPUS_ROOT/<name>/ if given (e.g. the inputs

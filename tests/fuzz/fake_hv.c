@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The fuzzing hypervisor: guest RAM in a memfd, each backend mapping a
  * fresh reservation of PROT_NONE pages with the guest pages mapped over

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A hypervisor layer for fuzzing (struct vp_hv_ops): one guest whose RAM is
  * a memfd, mapped for the backend page by page between PROT_NONE guard

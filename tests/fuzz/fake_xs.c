@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The fuzzing xenstore (fake_xs.h): libxenstore's calls over a node table. */
 #include "fake_xs.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * An in-memory xenstore for fuzzing, linked in place of libxenstore: the
  * xs_* calls core/xsbus.c makes (read, write, mkdir, rm, directory,

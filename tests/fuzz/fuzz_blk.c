@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Fuzzes virtio-blk request handling (core/blk.c) through the device model
  * (core/virtio_mmio.c) and the virtqueues, with the checking RAM disk of

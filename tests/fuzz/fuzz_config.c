@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Fuzzes vproxyd's INI configuration parser (core/config.c, over inih):
  * the input is the file, parsed from memory as vp_config_load_string sees

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The fuzzing RAM disk: serves and checks requests (fuzz_disk.h). */
 #include "fuzz_disk.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * An in-harness storage plugin for fuzzing the block device: a RAM disk
  * that checks every request the device hands it against what the device

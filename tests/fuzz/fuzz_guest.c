@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The harnesses' virtio-blk driver (fuzz_guest.h). */
 #include "fuzz_guest.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A small virtio-blk driver for the harnesses, in the guest's RAM of the
  * fuzzing hypervisor: it lays out split rings, builds request chains

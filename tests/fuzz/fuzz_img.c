@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Fuzzes the vproxy-img commands (plugins/sparse/vproxy-img.c, compiled
  * into this harness with its main renamed and its exit() turned into a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Reading a fuzzer's input as a stream of little-endian fields.  Past the
  * end every read returns zeros, so a harness never has to check lengths:

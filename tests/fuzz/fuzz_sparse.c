@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Fuzzes the sparse image format code (plugins/sparse/sparse_format.c):
  * open (header decode, geometry), scan (every map entry, clusters

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The image file the sparse harnesses build from their input: a flags
  * byte, a little-endian u16 of hole pages, then the file's start.  The

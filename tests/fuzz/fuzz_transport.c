@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Fuzzes the transport (core/transport.c): the shared page and its ring of
  * register accesses, served into a whole virtio-blk device (virtio_mmio.c,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Fuzzes the device side of a split virtqueue (core/virtqueue.c) over guest
  * memory reached through core/gmem.c, in gfn and grant mode, with and

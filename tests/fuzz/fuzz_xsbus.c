@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Fuzzes the xenstore lifecycle (core/xsbus.c) inside a whole vproxyd
  * server (core/loop.c), with the in-memory xenstore of fake_xs.c in place

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Writes the seed corpora of the fuzzers (tests/fuzz/corpus/<name>/).
 
 Each seed is a small, mostly well-formed input in the layout the harness

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Runs one fuzzer: every file of its seed corpus first, then new inputs
 # for SECONDS.  Without VPROXY_FUZZ_WORK_DIR, new inputs go to a scratch
 # directory that is removed and a crash leaves its input as crash-* in the
