@@ -428,7 +428,13 @@ static void connect_device(struct vp_device *dev)
 	tp.devid = dev->devid;
 	tp.ring_ref = ring_ref;
 	tp.remote_port = (uint32_t)port;
-	tp.gmem_cache_bytes = opts->gmem_cache_bytes;
+	/* On Xen, gfn mode maps exactly each buffer's frames, cached nowhere:
+	 * a PV guest's frames are machine frames, and keeping a 2 MiB chunk
+	 * around a buffer mapped holds frames the guest never offered, which
+	 * Xen then refuses to let it turn into page tables (the guest dies). */
+	tp.gmem_cache_bytes = tp.mode == VP_ADDR_GFN && strcmp(opts->hypervisor, "xen") == 0
+	                              ? 0
+	                              : opts->gmem_cache_bytes;
 	tp.broken = dev_transport_broken;
 	tp.opaque = dev;
 	dev->t = vp_transport_open(vp_server_base(bus->srv), vp_server_hv(bus->srv), &tp,

@@ -15,8 +15,8 @@
 #
 # Environment: VPROXY_BUILD_DIR (the CMake build tree, required),
 # XEN_BOOT_DIR (fetch-xen-boot.sh's output), XEN_UTILS_DIR (the unpacked
-# xen-utils-4.17), VPROXY_XEN_KMOD_GFN (1: the kernel module's domU also
-# runs in gfn mode).  Writes OUT_DIR/dom0.cpio, OUT_DIR/domU.cpio,
+# xen-utils-4.17), VPROXY_XEN_KMOD_GFN (1, the default: the kernel
+# module's domU also runs in gfn mode).  Writes OUT_DIR/dom0.cpio, OUT_DIR/domU.cpio,
 # OUT_DIR/domU-kmod.cpio and OUT_DIR/kmod/ (the module's build).
 set -euo pipefail
 
@@ -198,7 +198,7 @@ on_poweroff = "destroy"
 on_crash = "destroy"
 CFG
 gfn_arg=
-[[ ${VPROXY_XEN_KMOD_GFN:-0} != 1 ]] || gfn_arg=" vptest_gfn=1"
+[[ ${VPROXY_XEN_KMOD_GFN:-1} != 1 ]] || gfn_arg=" vptest_gfn=1"
 cat >"$d/etc/xen/vpguest-kmod.cfg" <<CFG
 name = "vpguest"
 type = "pv"

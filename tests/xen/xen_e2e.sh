@@ -23,11 +23,8 @@
 #                         /var/cache/vproxy/xen-utils, from install-deps.sh)
 #   VPROXY_XEN_TIMEOUT    seconds the VM may run (default 1200; it needs
 #                         about 330 on an idle 2-core machine)
-#   VPROXY_XEN_KMOD_GFN=1 also run the kernel module in gfn mode (off by
-#                         default: vproxyd's gfn mapping cache keeps 2 MiB
-#                         chunks of a PV guest's frames mapped writable,
-#                         and the guest then cannot make those frames page
-#                         tables; see contrib/xen/README.md)
+#   VPROXY_XEN_KMOD_GFN=0 skip the kernel module's gfn-mode round (run by
+#                         default, beside grant mode)
 #   VPROXY_KEEP_TMP=1     keep the work directory (images, serial log)
 set -euo pipefail
 
@@ -169,7 +166,7 @@ dom=$kmod_dom
 p="[domU $dom] "
 ! grep -qF "${p}XENTEST-GUEST: FAIL" "$log" ||
 	die "domain $dom: $(grep -F "${p}XENTEST-GUEST: FAIL" "$log")"
-gfn=${VPROXY_XEN_KMOD_GFN:-0}
+gfn=${VPROXY_XEN_KMOD_GFN:-1}
 modes=grant facts=()
 [[ $gfn != 1 ]] || modes="grant gfn" facts=("fs vproxy-0 .* gfn OK")
 for fact in "fs vproxy-0 .* remount OK" "fs vproxy-1 .* remount OK" "fs vproxy-0 .* rebind OK" \
@@ -185,7 +182,7 @@ for mode in $modes; do
 done
 printf 'xen_e2e: dom %s: ext4 on both vproxy disks survived remount, rebind and module reload (%s mode)\n' \
 	"$dom" "${modes/ / and }"
-[[ $gfn == 1 ]] || printf 'xen_e2e: gfn mode of the kernel module not run (VPROXY_XEN_KMOD_GFN=1 runs it)\n'
+[[ $gfn == 1 ]] || printf 'xen_e2e: gfn mode of the kernel module not run (VPROXY_XEN_KMOD_GFN=0)\n'
 # The fio table: IOPS per disk and workload, and vproxy/blkback.
 fio_lines=$(sed -n "s/^\[domU $dom\] XENTEST-FIO: //p" "$log")
 ! grep -q unparsed <<<"$fio_lines" || die "fio output not understood: $fio_lines"
