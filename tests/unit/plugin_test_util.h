@@ -8,6 +8,10 @@
 #include <check.h>
 #include <event2/event.h>
 #include <stdint.h>
+#include <unistd.h>
+#include <sys/mount.h>
+#include <stdbool.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,6 +162,38 @@ static __attribute__((unused)) void check_data(void *disk, uint64_t off, size_t 
 	              (unsigned long long)off);
 	free(want);
 	free(got);
+}
+
+/* A size-limited tmpfs (mount option size, e.g. "size=1m") for ENOSPC
+ * tests, at tmpfs_dir.  Without it (not root, no tmpfs) tmpfs_mounted
+ * stays false and tmpfs_err says why. */
+static char tmpfs_dir[64];
+static bool tmpfs_mounted;
+static char tmpfs_err[200];
+
+static __attribute__((unused)) void tmpfs_mount(const char *tag, const char *size)
+{
+	snprintf(tmpfs_dir, sizeof(tmpfs_dir), "/tmp/vproxy-test-%s.XXXXXX", tag);
+	if (!mkdtemp(tmpfs_dir)) {
+		snprintf(tmpfs_err, sizeof(tmpfs_err), "mkdtemp: %s", strerror(errno));
+		tmpfs_dir[0] = '\0';
+		return;
+	}
+	if (mount("tmpfs", tmpfs_dir, "tmpfs", 0, size) < 0) {
+		snprintf(tmpfs_err, sizeof(tmpfs_err), "mount -t tmpfs: %s",
+		         strerror(errno));
+		return;
+	}
+	tmpfs_mounted = true;
+}
+
+static __attribute__((unused)) void tmpfs_unmount(void)
+{
+	if (tmpfs_mounted && umount2(tmpfs_dir, MNT_DETACH) < 0)
+		fprintf(stderr, "umount %s: %s\n", tmpfs_dir, strerror(errno));
+	tmpfs_mounted = false;
+	if (tmpfs_dir[0])
+		rmdir(tmpfs_dir);
 }
 
 static __attribute__((unused)) size_t count_nonzero(const uint8_t *p, size_t len)

@@ -111,33 +111,15 @@ END_TEST
 
 /* ---- a real full file system ---- */
 
-static char mnt[64];
-static bool mounted;
-static char mount_err[200];
-
-/* Unchecked fixture (in the parent): the mount goes even if a test dies. */
+/* Unchecked fixtures (in the parent): the mount goes even if a test dies. */
 static void tmpfs_setup(void)
 {
-	snprintf(mnt, sizeof(mnt), "/tmp/vproxy-test-raw-enospc.XXXXXX");
-	if (!mkdtemp(mnt)) {
-		snprintf(mount_err, sizeof(mount_err), "mkdtemp: %s", strerror(errno));
-		return;
-	}
-	if (mount("tmpfs", mnt, "tmpfs", 0, "size=1m") < 0) {
-		snprintf(mount_err, sizeof(mount_err), "mount -t tmpfs: %s",
-		         strerror(errno));
-		return;
-	}
-	mounted = true;
+	tmpfs_mount("raw-enospc", "size=1m");
 }
 
 static void tmpfs_teardown(void)
 {
-	if (mounted && umount2(mnt, MNT_DETACH) < 0)
-		fprintf(stderr, "umount %s: %s\n", mnt, strerror(errno));
-	mounted = false;
-	if (mnt[0])
-		rmdir(mnt);
+	tmpfs_unmount();
 }
 
 START_TEST(enospc_in_a_sparse_raw_file)
@@ -146,12 +128,12 @@ START_TEST(enospc_in_a_sparse_raw_file)
 	unsigned ok = 0, full = 0, i;
 	void *disk;
 
-	if (!mounted) {
-		fprintf(stderr, "enospc test skipped: %s\n", mount_err);
+	if (!tmpfs_mounted) {
+		fprintf(stderr, "enospc test skipped: %s\n", tmpfs_err);
 		return;
 	}
 	tsys_uninstall(); /* the real engines, on a real full disk */
-	snprintf(file, sizeof(file), "%s/disk.raw", mnt);
+	snprintf(file, sizeof(file), "%s/disk.raw", tmpfs_dir);
 	disk = open_file(file, 16 * MiB); /* on 1 MiB: a hole, mostly */
 	for (i = 0; i < 64 && full < 2; i++) {
 		int st = write_pattern_status(disk, (uint64_t)i * 64 * KiB, 64 * KiB, 50 + i);

@@ -229,33 +229,15 @@ END_TEST
 
 /* ---- a real full file system ---- */
 
-static char mnt[64];
-static bool mounted;
-static char mount_err[200];
-
-/* Unchecked fixture (in the parent): the mount goes even if a test dies. */
+/* Unchecked fixtures (in the parent): the mount goes even if a test dies. */
 static void tmpfs_setup(void)
 {
-	snprintf(mnt, sizeof(mnt), "/tmp/vproxy-test-enospc.XXXXXX");
-	if (!mkdtemp(mnt)) {
-		snprintf(mount_err, sizeof(mount_err), "mkdtemp: %s", strerror(errno));
-		return;
-	}
-	if (mount("tmpfs", mnt, "tmpfs", 0, "size=3m") < 0) {
-		snprintf(mount_err, sizeof(mount_err), "mount -t tmpfs: %s",
-		         strerror(errno));
-		return;
-	}
-	mounted = true;
+	tmpfs_mount("enospc", "size=3m");
 }
 
 static void tmpfs_teardown(void)
 {
-	if (mounted && umount2(mnt, MNT_DETACH) < 0)
-		fprintf(stderr, "umount %s: %s\n", mnt, strerror(errno));
-	mounted = false;
-	if (mnt[0])
-		rmdir(mnt);
+	tmpfs_unmount();
 }
 
 START_TEST(enospc_when_growing_on_a_full_file_system)
@@ -265,12 +247,12 @@ START_TEST(enospc_when_growing_on_a_full_file_system)
 	unsigned ok = 0, full = 0, i;
 	int st;
 
-	if (!mounted) {
-		fprintf(stderr, "enospc test skipped: %s\n", mount_err);
+	if (!tmpfs_mounted) {
+		fprintf(stderr, "enospc test skipped: %s\n", tmpfs_err);
 		return;
 	}
 	tsys_uninstall(); /* the real engines, on a real full disk */
-	snprintf(file, sizeof(file), "%s/disk.img", mnt);
+	snprintf(file, sizeof(file), "%s/disk.img", tmpfs_dir);
 	disk = open_image(file, 64 * MiB);
 	/* 3 MiB hold the map and about 45 whole clusters: write until full. */
 	for (i = 0; i < 200 && full < 3; i++) {
