@@ -168,10 +168,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	g.opaque = d;
 	fg_setup(&g, features, params.num_queues, params.queue_size_max);
 
+	fuzz_disk_expect_pattern(&g.tainted);
 	while (fz_more(&in)) {
 		uint8_t op = fz_u8(&in);
 
-		fuzz_disk_expect_pattern(!g.tainted);
 
 		switch (op % 11) {
 		case 0:

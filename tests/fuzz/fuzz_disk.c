@@ -18,7 +18,7 @@ static struct {
 	struct vproxy_req *pending[MAX_PENDING];
 	bool cancelled[MAX_PENDING];
 	unsigned npending;
-	bool pattern;
+	const bool *tainted; /* check the pattern while this is false */
 } disk;
 
 static void violation(const struct vproxy_req *req, const char *what)
@@ -108,7 +108,7 @@ static void execute(const struct vproxy_req *req)
 	switch (req->op) {
 	case VPROXY_REQ_READ:
 	case VPROXY_REQ_WRITE:
-		if (req->op == VPROXY_REQ_WRITE && disk.pattern)
+		if (req->op == VPROXY_REQ_WRITE && disk.tainted && !*disk.tainted)
 			check_pattern(req);
 		for (unsigned i = 0; i < req->iovcnt; i++) {
 			if (req->op == VPROXY_REQ_READ)
@@ -196,13 +196,13 @@ void *fuzz_disk_open(const struct vproxy_disk_info *info)
 		abort();
 	disk.info = *info;
 	disk.mode = (struct fuzz_disk_mode){0};
-	disk.pattern = false;
+	disk.tainted = NULL;
 	return &disk;
 }
 
-void fuzz_disk_expect_pattern(bool on)
+void fuzz_disk_expect_pattern(const bool *tainted)
 {
-	disk.pattern = on;
+	disk.tainted = tainted;
 }
 
 void fuzz_disk_set_mode(const struct fuzz_disk_mode *mode)

@@ -40,9 +40,11 @@ void fuzz_disk_set_mode(const struct fuzz_disk_mode *mode);
 unsigned fuzz_disk_complete(unsigned n, unsigned pick, int status);
 /* Check that every write carries the data fuzz_guest.c put in its
  * buffers (byte i of a write at sector s is (uint8_t)(i * 7 + s)): a
- * mapping of the wrong guest page shows.  Off once the guest has done
- * something that legitimately changes that data. */
-void fuzz_disk_expect_pattern(bool on);
+ * mapping of the wrong guest page shows.  Off (NULL) by default, and
+ * off once *tainted is true: the guest did something that legitimately
+ * changes that data.  Read at each request, since a request can taint
+ * the guest and be served before the harness looks again. */
+void fuzz_disk_expect_pattern(const bool *tainted);
 /* Requests held. */
 unsigned fuzz_disk_pending(void);
 

@@ -209,10 +209,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	vp_transport_attach(s.t, d);
 	kick(&s);
 
+	fuzz_disk_expect_pattern(&g.tainted);
 	while (fz_more(&in)) {
 		uint8_t op = fz_u8(&in);
 
-		fuzz_disk_expect_pattern(!g.tainted);
 
 		switch (op % 8) {
 		case 0: {
