@@ -2,7 +2,8 @@
  *
  * Reads and writes go straight from the guest's mapped buffers to the
  * file through the aio engine (io_uring, or worker threads where io_uring
- * is unavailable).  FLUSH is fdatasync; DISCARD punches a hole in a file
+ * is unavailable).  FLUSH is fdatasync, and once one fdatasync has failed
+ * every later FLUSH fails too (see raw_op_done); DISCARD punches a hole in a file
  * and is BLKDISCARD on a device; WRITE_ZEROES punches (unmap allowed) or
  * zeroes the range in place, falling back to writing zeros. */
 #include "aio.h"
@@ -29,6 +30,7 @@ struct raw_disk {
 	int fd;
 	bool read_only;
 	bool bdev;
+	bool flush_failed; /* an fdatasync failed: no FLUSH succeeds again */
 	uint64_t size;
 	struct aio_engine *eng;
 	struct raw_op *free_ops; /* recycled per-request state */
@@ -207,6 +209,21 @@ static void raw_op_done(struct aio_op *aio, int res)
 	/* A discard is a hint: a file system without holes may ignore it. */
 	if (aio->kind == AIO_PUNCH && res == -EOPNOTSUPP)
 		res = 0;
+	/* After a failed fdatasync the kernel may have dropped the dirty
+	 * pages it could not write (marking them clean), so a later
+	 * fdatasync that succeeds says nothing about the writes before the
+	 * failure.  As QEMU does, every later FLUSH fails until the disk is
+	 * opened again: the guest never believes lost data is durable. */
+	if (aio->kind == AIO_FDATASYNC && res < 0 && res != -ECANCELED &&
+	    !d->flush_failed) {
+		d->flush_failed = true;
+		host->log(VPROXY_LOG_ERROR,
+		          "%s: fdatasync failed: %s; writes before it may be lost, so "
+		          "every later flush fails until the disk is opened again",
+		          d->label, strerror(-res));
+	}
+	if (aio->kind == AIO_FDATASYNC && res == 0 && d->flush_failed)
+		res = -EIO;
 	op->next_free = d->free_ops;
 	d->free_ops = op;
 	host->complete(req, res);
@@ -221,6 +238,10 @@ static int raw_submit(void *disk, struct vproxy_req *req)
 	if (r < 0)
 		return r;
 	/* Nothing to do: complete inline, as the ABI allows. */
+	if (req->op == VPROXY_REQ_FLUSH && d->flush_failed && !d->read_only) {
+		host->complete(req, -EIO);
+		return 0;
+	}
 	if ((req->op == VPROXY_REQ_FLUSH && d->read_only) ||
 	    (req->op != VPROXY_REQ_FLUSH && req->len == 0)) {
 		host->complete(req, 0);

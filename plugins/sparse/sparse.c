@@ -17,7 +17,11 @@
  *     yet another flush made that punch durable.
  *  4. Free clusters and everything past the last used cluster read as
  *     zeros, so a new cluster needs only the guest's bytes written.
- * FLUSH is fdatasync, which covers data and map alike.
+ * FLUSH is fdatasync, which covers data and map alike.  Once an fdatasync
+ * has failed, the kernel may have dropped pages it could not write while
+ * marking them clean, so no later fdatasync proves anything about what
+ * was written before: every later FLUSH fails and freed clusters are no
+ * longer reused (rule 3 cannot be kept), until the image is opened again.
  */
 #include "aio.h"
 #include "sparse_format.h"
@@ -114,6 +118,7 @@ struct sparse_disk {
 	struct aio_engine *eng;
 	char label[200];
 	bool broken; /* the image was cut from outside: fail every request */
+	bool flush_failed; /* an fdatasync failed: see the top of the file */
 
 	/* The map, read with pread (never mmap: a file cut from outside
 	 * would raise SIGBUS and take every guest down) and kept here,
@@ -430,6 +435,8 @@ static void free_later(struct sparse_disk *d, uint64_t idx, bool dirty)
 {
 	struct batch *b = d->pending;
 
+	if (d->flush_failed)
+		return; /* no flush can make the free durable: leaked until the next open */
 	if (!b) {
 		b = calloc(1, sizeof(*b));
 		if (!b)
@@ -526,13 +533,28 @@ static void sync_done(struct aio_op *op, int res)
 {
 	struct sync *s = op->arg;
 	struct sparse_disk *d = s->d;
+	int grown;
 
 	if (!s->req)
 		d->internal_syncs--;
-	if (res == 0) {
-		if (s->cover > d->size_durable)
-			d->size_durable = s->cover;
-		if (s->b) {
+	if (res < 0 && res != -ECANCELED && !d->flush_failed) {
+		d->flush_failed = true;
+		host->log(VPROXY_LOG_ERROR,
+		          "%s: fdatasync failed: %s; writes before it may be lost, so "
+		          "every later flush fails and freed clusters stay unused until "
+		          "the image is opened again",
+		          d->label, strerror(-res));
+	}
+	if (res == 0 && s->cover > d->size_durable)
+		d->size_durable = s->cover;
+	/* The file's size is metadata that a later fdatasync does write, so
+	 * writes waiting for it go on (grown); the guest's data and the map
+	 * do not count as durable after a failure (res). */
+	grown = res;
+	if (res == 0 && d->flush_failed)
+		res = -EIO;
+	if (grown == 0) {
+		if (s->b && res == 0) {
 			s->b->synced = true;
 			s->b->next = d->synced;
 			d->synced = s->b;
@@ -541,9 +563,8 @@ static void sync_done(struct aio_op *op, int res)
 		/* Not durable.  A write that needs this size later starts a
 		 * sync of its own: waiting for this one would wait forever. */
 		d->sync_cover = d->size_durable;
-		host->log(VPROXY_LOG_WARN, "%s: fdatasync failed: %s", d->label,
-		          strerror(-res));
 	}
+	wake_grow_waiters(d, grown);
 	if (res != 0 && s->b) {
 		/* The frees wait for a later flush. */
 		struct batch *p = d->pending;
@@ -559,7 +580,6 @@ static void sync_done(struct aio_op *op, int res)
 			free(s->b);
 		}
 	}
-	wake_grow_waiters(d, res);
 	if (s->req)
 		host->complete(s->req, res);
 	free(s);

@@ -177,10 +177,6 @@ START_TEST(eio_on_flush_punch_and_growth)
 	uint64_t d0 = data_offset(disk);
 
 	ck_assert_int_eq(write_pattern_status(disk, 0, 4096, 1), 0);
-	/* fdatasync: the FLUSH fails, the next one works. */
-	tsys_fail_next(TSYS_SYNC, 0, 0, EIO, 1);
-	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), -EIO);
-	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
 	/* A punch refused: DISCARD is a hint; the cluster is zeroed again
 	 * before it is reused. */
 	tsys_fail_next(TSYS_FALLOCATE, d0, d0 + CS, EIO, 1);
@@ -196,10 +192,47 @@ START_TEST(eio_on_flush_punch_and_growth)
 		if (st == 0)
 			check_data(disk, (uint64_t)i * CS, 4096, 20 + i);
 	}
-	ck_assert_uint_eq(tsys_faults, 3);
+	ck_assert_uint_eq(tsys_faults, 2);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
 	plugin->close(disk);
 	ck_assert_int_eq(img_check(path), 0);
+}
+END_TEST
+
+/* After a failed fdatasync the kernel may have dropped the pages it could
+ * not write, so no later FLUSH may succeed (the guest would believe lost
+ * writes durable) and freed clusters are not reused; reads and writes go
+ * on, and the image opened again flushes again and checks clean. */
+START_TEST(failed_flush_is_sticky_until_reopened)
+{
+	struct vproxy_disk_info info;
+	void *disk = open_image(path, 64 * MiB);
+	uint64_t allocated;
+
+	for (unsigned i = 0; i < 4; i++)
+		ck_assert_int_eq(write_pattern_status(disk, (uint64_t)i * CS, 4096, 1 + i), 0);
+	tsys_fail_next(TSYS_SYNC, 0, 0, EIO, 1);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), -EIO);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), -EIO);
+	ck_assert_uint_eq(tsys_faults, 1);
+	/* A discarded cluster stays allocated: no flush can make its free
+	 * durable, so it must not be handed out again. */
+	allocated = ((struct sparse_disk *)disk)->allocated;
+	ck_assert_int_eq(run(disk, VPROXY_REQ_DISCARD, 0, 0, CS, NULL), 0);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), -EIO);
+	for (unsigned i = 4; i < 40; i++)
+		ck_assert_int_eq(write_pattern_status(disk, (uint64_t)i * CS, 4096, 1 + i), 0);
+	ck_assert_uint_eq(((struct sparse_disk *)disk)->allocated, allocated + 36);
+	for (unsigned i = 1; i < 40; i++)
+		check_data(disk, (uint64_t)i * CS, 4096, 1 + i);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), -EIO);
+	plugin->close(disk);
+	ck_assert_int_eq(img_check(path), 0);
+	ck_assert_msg(open_disk(path, NULL, NULL, 0, &info, &disk) == 0, "%s", err);
+	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
+	for (unsigned i = 1; i < 40; i++)
+		check_data(disk, (uint64_t)i * CS, 4096, 1 + i);
+	plugin->close(disk);
 }
 END_TEST
 
@@ -221,7 +254,8 @@ START_TEST(failed_growth_sync_does_not_stall_later_writes)
 	check_data(disk, 16 * CS, 4096, 58);
 	check_data(disk, 17 * CS, 4096, 57);
 	check_data(disk, 3 * CS, 4096, 43);
-	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
+	/* A failed fdatasync fails every later FLUSH (see above). */
+	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), -EIO);
 	plugin->close(disk);
 	ck_assert_int_eq(img_check(path), 0);
 }
@@ -307,6 +341,7 @@ int main(void)
 	tcase_add_test(tc, eio_on_a_map_write_keeps_the_image_consistent);
 	tcase_add_test(tc, eio_on_flush_punch_and_growth);
 	tcase_add_test(tc, failed_growth_sync_does_not_stall_later_writes);
+	tcase_add_test(tc, failed_flush_is_sticky_until_reopened);
 	suite_add_tcase(s, tc);
 	tcase_add_unchecked_fixture(full, tmpfs_setup, tmpfs_teardown);
 	tcase_add_checked_fixture(full, setup, faults_teardown);
