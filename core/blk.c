@@ -785,6 +785,8 @@ static void blk_take(struct blk_dev *blk, unsigned q)
 		struct vp_vq *vq = vp_vdev_vq(blk->vdev, q);
 
 		/* Out of memory: fail this one request, not the device. */
+		vp_vdev_log(blk->vdev, VPROXY_LOG_WARN,
+		            "out of memory: request on queue %u failed", q);
 		status = elem_status_byte(s);
 		if (status)
 			*status = VIRTIO_BLK_S_IOERR;
