@@ -10,7 +10,7 @@
 #include "log.h"
 
 #include <errno.h>
-#include <poll.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,12 +26,19 @@ struct xen_binding {
 	uint16_t dom;
 };
 
+/* Ports taken from the event channel device per read(). */
+#define PENDING_BATCH 64u
+
 struct xen_hv {
 	struct vp_hv hv;
 	xenevtchn_handle *xce;
 	xenforeignmemory_handle *fmem;
 	xengnttab_handle *xgt;
 	int evtchn_fd;
+	/* Ports read at once and already unmasked; pending() hands them out
+	 * one by one from next. */
+	evtchn_port_t pend[PENDING_BATCH];
+	unsigned npend, next;
 	struct xen_binding *bound;
 	unsigned nbound, cap;
 };
@@ -84,25 +91,55 @@ static int xen_evtchn_notify(struct vp_hv *hv, int port)
 	return xenevtchn_notify(to_xen(hv)->xce, (evtchn_port_t)port) < 0 ? -errno : 0;
 }
 
+/*
+ * Linux's event channel device (what libxenevtchn's pending() and unmask()
+ * are on Linux: a read of one port, a write of one port) hands out every
+ * pending port in one read and unmasks every port of one write.  With the
+ * fd non-blocking, a wake-up costs one read and one write whatever the
+ * number of ports, instead of a poll(), a read and a write per port and a
+ * last poll(): under Xen PV every system call is a trip through the
+ * hypervisor.  The batch is unmasked at once, before any of its ports is
+ * served, as the loop would unmask each before serving it.
+ */
 static int xen_evtchn_pending(struct vp_hv *hv)
 {
 	struct xen_hv *x = to_xen(hv);
-	struct pollfd pfd = {.fd = x->evtchn_fd, .events = POLLIN};
-	xenevtchn_port_or_error_t port;
+	ssize_t n;
 
-	/* xenevtchn_pending() may block even on a non-blocking fd, so ask
-	 * poll() first (see xenevtchn.h). */
-	if (poll(&pfd, 1, 0) <= 0 || !(pfd.revents & POLLIN))
+	if (x->next < x->npend)
+		return (int)x->pend[x->next++];
+	x->npend = x->next = 0;
+	n = read(x->evtchn_fd, x->pend, sizeof(x->pend));
+	if (n < 0 && errno != EAGAIN && errno != EINTR)
+		vp_warn("xen: reading the event channel device: %s", strerror(errno));
+	if (n < (ssize_t)sizeof(x->pend[0]))
 		return -1;
-	port = xenevtchn_pending(x->xce);
-	return port < 0 ? -1 : port;
+	x->npend = (unsigned)((size_t)n / sizeof(x->pend[0]));
+	if (write(x->evtchn_fd, x->pend, x->npend * sizeof(x->pend[0])) < 0)
+		vp_warn("xen: unmasking %u event channel ports: %s", x->npend,
+		        strerror(errno));
+	x->next = 1;
+	return (int)x->pend[0];
+}
+
+static bool in_batch(const struct xen_hv *x, int port)
+{
+	for (unsigned i = x->next; i-- > 0;)
+		if ((int)x->pend[i] == port)
+			return true;
+	return false;
 }
 
 static int xen_evtchn_unmask(struct vp_hv *hv, int port)
 {
+	struct xen_hv *x = to_xen(hv);
+
 	if (port < 0)
 		return -EINVAL;
-	return xenevtchn_unmask(to_xen(hv)->xce, (evtchn_port_t)port) < 0 ? -errno : 0;
+	/* Handed out by pending(): unmasked with its batch already. */
+	if (in_batch(x, port))
+		return 0;
+	return xenevtchn_unmask(x->xce, (evtchn_port_t)port) < 0 ? -errno : 0;
 }
 
 static int xen_evtchn_unbind(struct vp_hv *hv, int port)
@@ -116,6 +153,14 @@ static int xen_evtchn_unbind(struct vp_hv *hv, int port)
 		vp_debug("dom %u: local port %d unbound", b->dom, port);
 		*b = x->bound[--x->nbound];
 	}
+	/* Not handed out yet: a later binding may get the same number. */
+	for (unsigned i = x->next; i < x->npend; i++)
+		if ((int)x->pend[i] == port) {
+			memmove(&x->pend[i], &x->pend[i + 1],
+			        (x->npend - i - 1) * sizeof(x->pend[0]));
+			x->npend--;
+			break;
+		}
 	return xenevtchn_unbind(x->xce, (evtchn_port_t)port) < 0 ? -errno : 0;
 }
 
@@ -293,6 +338,11 @@ struct vp_hv *vp_hv_xen_open(void)
 		goto fail;
 	}
 	x->evtchn_fd = xenevtchn_fd(x->xce);
+	if (fcntl(x->evtchn_fd, F_SETFL, fcntl(x->evtchn_fd, F_GETFL) | O_NONBLOCK) < 0) {
+		vp_err("xen: cannot make the event channel device non-blocking: %s",
+		       strerror(errno));
+		goto fail;
+	}
 	return &x->hv;
 fail:
 	xen_close(&x->hv);
