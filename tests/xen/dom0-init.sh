@@ -88,6 +88,11 @@ done
 truncate -s 64M /var/lib/vproxy/disk2.img
 wait_for 10 test -b /dev/loop0 || fail "no /dev/loop0"
 losetup /dev/loop0 /var/lib/vproxy/disk2.img || fail "losetup"
+# VPROXY_XEN_RAW_ON=loop: vproxy's raw disk on a loop device too.
+if grep -q '^file = /dev/loop1' /etc/vproxy/vproxyd.ini; then
+	wait_for 10 test -b /dev/loop1 || fail "no /dev/loop1"
+	losetup /dev/loop1 /var/lib/vproxy/disk1.img || fail "losetup loop1"
+fi
 # A sanitizer build keeps freed memory in quarantine (256 MiB by default):
 # too much for a 768 MiB dom0.  Harmless without the sanitizers.
 ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=16 \

@@ -16,7 +16,10 @@
 # Environment: VPROXY_BUILD_DIR (the CMake build tree, required),
 # XEN_BOOT_DIR (fetch-xen-boot.sh's output), XEN_UTILS_DIR (the unpacked
 # xen-utils-4.17), VPROXY_XEN_KMOD_GFN (1, the default: the kernel
-# module's domU also runs in gfn mode).  Writes OUT_DIR/dom0.cpio, OUT_DIR/domU.cpio,
+# module's domU also runs in gfn mode), VPROXY_XEN_RAW_ON (file, the
+# default: the raw plugin serves disk1.img itself; loop: it serves
+# /dev/loop1 over disk1.img with direct = on, as blkback serves
+# /dev/loop0), VPROXY_XEN_POLL_US (vproxyd's poll-us, default unset).  Writes OUT_DIR/dom0.cpio, OUT_DIR/domU.cpio,
 # OUT_DIR/domU-kmod.cpio and OUT_DIR/kmod/ (the module's build).
 set -euo pipefail
 
@@ -161,7 +164,15 @@ chmod 755 -- "$d/init"
 mkdir -p -- "$d/var/lib/xen" "$d/var/lib/xenstored" "$d/var/log/xen/console" \
 	"$d/etc/xen" "$d/etc/vproxy"
 # The raw plugin's device when the plugin is built, else a second RAM disk.
-if [[ -f $build/plugins/raw.so ]]; then
+raw_on=${VPROXY_XEN_RAW_ON:-file}
+[[ $raw_on == file || $raw_on == loop ]] || die "VPROXY_XEN_RAW_ON must be file or loop"
+poll_us=${VPROXY_XEN_POLL_US:-}
+[[ -z $poll_us || $poll_us =~ ^[0-9]+$ ]] || die "VPROXY_XEN_POLL_US must be a number"
+if [[ -f $build/plugins/raw.so && $raw_on == loop ]]; then
+	second='plugin = raw
+file = /dev/loop1
+direct = on'
+elif [[ -f $build/plugins/raw.so ]]; then
 	second='plugin = raw
 file = /var/lib/vproxy/disk1.img
 direct = off'
@@ -174,6 +185,7 @@ cat >"$d/etc/vproxy/vproxyd.ini" <<INI
 hypervisor = xen
 plugin-dir = /lib/vproxy/plugins
 log-level = debug
+${poll_us:+poll-us = $poll_us}
 
 [device ram0]
 guest = vpguest

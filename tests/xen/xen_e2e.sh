@@ -25,6 +25,9 @@
 #                         about 330 on an idle 2-core machine)
 #   VPROXY_XEN_KMOD_GFN=0 skip the kernel module's gfn-mode round (run by
 #                         default, beside grant mode)
+#   VPROXY_XEN_RAW_ON=loop  vproxy's raw disk on /dev/loop1 (direct = on)
+#                         like blkback's, instead of the file (default file)
+#   VPROXY_XEN_POLL_US=N  vproxyd's poll-us (default: not set)
 #   VPROXY_KEEP_TMP=1     keep the work directory (images, serial log)
 set -euo pipefail
 
