@@ -75,6 +75,10 @@ struct vp_xsbus {
 	/* Devices per guest: a scan skips guests already served without a
 	 * round trip, so N guests coming up cost O(N), not O(N^2). */
 	uint16_t ndev[DOMID_MAX + 1];
+	/* Guests whose devices were provisioned: not again while the domain
+	 * lives, so a device whose frontend went away (a detach) stays
+	 * detached instead of coming back at the next unrelated scan. */
+	uint8_t provisioned[(DOMID_MAX + 8) / 8];
 	bool shutting_down;
 	bool finished;
 };
@@ -710,7 +714,7 @@ static void scan_domains(struct vp_xsbus *bus)
 		dom = strtoul(doms[i], &end, 10);
 		if (errno || *end || dom == 0 || dom > DOMID_MAX || dom == bus->self)
 			continue;
-		if (bus->ndev[dom])
+		if (bus->ndev[dom] || (bus->provisioned[dom / 8] & (1u << (dom % 8))))
 			continue; /* provisioned when it was introduced */
 		if (!xs_is_domain_introduced(bus->xs, (unsigned)dom))
 			continue;
@@ -732,6 +736,7 @@ static void scan_domains(struct vp_xsbus *bus)
 				continue;
 			}
 			provision(bus, decl, (unsigned)dom);
+			bus->provisioned[dom / 8] |= (uint8_t)(1u << (dom % 8));
 		}
 		free(name);
 	}
@@ -761,6 +766,21 @@ static void check_released(struct vp_xsbus *bus)
 		dev_log(dev, VPROXY_LOG_INFO, "domain released: removing the device");
 		/* Removal may free dev; neighbours stay valid. */
 		remove_device(dev);
+	}
+	/* Forget the guests that are gone, so that a new domain with the same
+	 * id is provisioned (asking only about those not asked above). */
+	for (unsigned d = 1; d <= DOMID_MAX; d++) {
+		unsigned byte = d / 8, bit = 1u << (d % 8);
+
+		if (!(bus->provisioned[byte] & bit))
+			continue;
+		if (!(asked[byte] & bit)) {
+			asked[byte] |= (uint8_t)bit;
+			if (xs_is_domain_introduced(bus->xs, d))
+				alive[byte] |= (uint8_t)bit;
+		}
+		if (!(alive[byte] & bit))
+			bus->provisioned[byte] &= (uint8_t)~bit;
 	}
 	check_shutdown(bus);
 }
