@@ -2,7 +2,7 @@
 /*
  * The vproxy wire protocol, version 1, in kernel types: one shared page per
  * device (a 64-byte header, then a xen/io/ring.h ring of 16-byte register
- * accesses).  docs/PROTOCOL.md is normative; proxy-stub/include/vproxy/proto.h
+ * accesses).  docs/PROTOCOL.md is normative; include/vproxy/proto.h
  * is the same layout for userspace.
  */
 #ifndef VPROXY_PROTO_H

@@ -13,7 +13,7 @@
  * It listens on <run_dir>/dom<domid>.sock (a unix SOCK_SEQPACKET socket)
  * from a small thread; the backend's "sim" hv layer (core/hv_sim.c)
  * connects and receives the memfds, eventfds and sockets with SCM_RIGHTS.
- * The messages are in proxy-stub/include/vproxy/simwire.h.
+ * The messages are in include/vproxy/simwire.h.
  */
 #ifndef VPROXY_SIMGUEST_H
 #define VPROXY_SIMGUEST_H
