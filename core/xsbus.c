@@ -156,8 +156,10 @@ static int xs_read_ull(struct vp_xsbus *bus, const char *dir, const char *key,
 	unsigned long long v = 0;
 	int rc = 0;
 
+	/* -ENOENT only when the node is absent: a failed read (a lost
+	 * connection, no memory) is not a frontend that went away. */
 	if (!s)
-		return -ENOENT;
+		return errno == ENOENT ? -ENOENT : -(errno ? errno : EIO);
 	if (s[0] == '\0' || (s[0] == '0' && s[1] != '\0'))
 		rc = -EINVAL;
 	for (const char *p = s; !rc && *p; p++) {
@@ -172,6 +174,19 @@ static int xs_read_ull(struct vp_xsbus *bus, const char *dir, const char *key,
 		*out = v;
 	free(s);
 	return rc;
+}
+
+/* How a failed read of a frontend key reads in a message. */
+static const char *read_error(int rc)
+{
+	static char buf[80];
+
+	if (rc == -ENOENT)
+		return "missing";
+	if (rc == -EINVAL)
+		return "invalid";
+	snprintf(buf, sizeof(buf), "unreadable: %s", strerror(-rc));
+	return buf;
 }
 
 static void set_state(struct vp_device *dev, int state)
@@ -401,22 +416,29 @@ static void connect_device(struct vp_device *dev)
 
 	rc = xs_read_ull(bus, dev->fe_path, "ring-ref", &ring_ref);
 	if (rc) {
-		fatal(dev, "frontend ring-ref %s", rc == -ENOENT ? "missing" : "invalid");
+		fatal(dev, "frontend ring-ref %s", read_error(rc));
 		return;
 	}
 	rc = xs_read_ull(bus, dev->fe_path, "event-channel", &port);
 	if (rc || port > UINT32_MAX) {
-		fatal(dev, "frontend event-channel %s",
-		      rc == -ENOENT ? "missing" : "invalid");
+		fatal(dev, "frontend event-channel %s", rc ? read_error(rc) : "invalid");
 		return;
 	}
 	rc = xs_read_ull(bus, dev->fe_path, "protocol-version", &version);
+	if (rc && rc != -ENOENT && rc != -EINVAL) {
+		fatal(dev, "frontend protocol-version %s", read_error(rc));
+		return;
+	}
 	if (rc == -EINVAL || version != VPROXY_PROTO_VERSION) {
 		fatal(dev, "frontend protocol-version not supported (want %u)",
 		      VPROXY_PROTO_VERSION);
 		return;
 	}
 	mode = xs_read_at(bus, dev->fe_path, "addr-mode");
+	if (!mode && errno != ENOENT) {
+		fatal(dev, "frontend addr-mode %s", read_error(-(errno ? errno : EIO)));
+		return;
+	}
 	tp.mode = VP_ADDR_GFN;
 	if (mode && strcmp(mode, "grant") == 0) {
 		tp.mode = VP_ADDR_GRANT;
@@ -514,13 +536,23 @@ static void frontend_changed(struct vp_device *dev)
 			free(dir);
 			return;
 		}
+		if (errno != ENOENT) {
+			dev_log(dev, VPROXY_LOG_WARN, "cannot read the frontend node: %s",
+			        strerror(errno ? errno : EIO));
+			return;
+		}
 		dev_log(dev, VPROXY_LOG_INFO, "frontend node removed");
 		remove_device(dev);
 		check_shutdown(bus);
 		return;
 	}
-	if (rc) {
+	if (rc == -EINVAL) {
 		dev_log(dev, VPROXY_LOG_WARN, "frontend state is not a number");
+		return;
+	}
+	if (rc) {
+		dev_log(dev, VPROXY_LOG_WARN, "cannot read the frontend state: %s",
+		        strerror(-rc));
 		return;
 	}
 	switch (st) {

@@ -159,10 +159,20 @@ static void remove_tree(const char *path)
 		fire(path);
 }
 
+static unsigned read_failures;
+static int read_error;
+
+void fake_xs_fail_reads(unsigned n, int err)
+{
+	read_failures = n;
+	read_error = err;
+}
+
 void fake_xs_reset(void)
 {
 	uint64_t v;
 
+	read_failures = 0;
 	for (unsigned i = 0; i < xs.nnodes; i++) {
 		free(xs.nodes[i].path);
 		free(xs.nodes[i].value);
@@ -248,6 +258,11 @@ void *xs_read(struct xs_handle *h, xs_transaction_t t, const char *path,
 
 	(void)h;
 	(void)t;
+	if (read_failures) {
+		read_failures--;
+		errno = read_error;
+		return NULL;
+	}
 	if (!n) {
 		errno = ENOENT;
 		return NULL;

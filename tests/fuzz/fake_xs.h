@@ -24,6 +24,9 @@ const char *fake_xs_get(const char *path);
 /* Introduce or release a domain and fire @introduceDomain or
  * @releaseDomain. */
 void fake_xs_domain(unsigned dom, bool introduced);
+/* Make the next n xs_read() calls fail with err (a lost connection, no
+ * memory), whether or not the node exists; 0 ends it.  Reset clears it. */
+void fake_xs_fail_reads(unsigned n, int err);
 /* Calls fn(path, value) for every node. */
 void fake_xs_each(void (*fn)(const char *path, const char *value, void *arg), void *arg);
 

@@ -479,6 +479,9 @@ static void check_left(const char *path, const char *value, void *arg)
 
 /* Device m in grant mode with persistent grants (the mem plugin, inline
  * completions): connect, I/O, then the frontend closes. */
+/* Make xenstore reads fail once device m is connected (see phase_m). */
+static bool xenstore_hiccup;
+
 static void phase_m(void)
 {
 	struct stub s;
@@ -492,6 +495,19 @@ static void phase_m(void)
 	if (be_state(DEV_M) != XenbusStateConnected) {
 		degraded = true;
 	} else {
+		if (xenstore_hiccup) {
+			/* xenstore reads fail for a while (a lost connection,
+			 * no memory) as a frontend watch fires: the device is
+			 * not taken for gone. */
+			fake_xs_fail_reads(2, EIO);
+			fe_set(DEV_M, "hiccup", "1");
+			run_loop(base);
+			fake_xs_fail_reads(0, 0);
+			if (be_state(DEV_M) != XenbusStateConnected)
+				note_problem("device m: backend state %d after xenstore "
+				             "reads failed",
+				             be_state(DEV_M));
+		}
 		fg_init(&g, hv, true, reg, &s);
 		g.ram_bytes = HEAP_END;
 		if (driver_up(&g, 2))
@@ -714,6 +730,19 @@ START_TEST(healthy_life)
 }
 END_TEST
 
+/* A failed xenstore read is not a frontend that went away: the device
+ * stays, logs the failure, and serves I/O once reads work again. */
+START_TEST(xenstore_read_failure_is_not_removal)
+{
+	xenstore_hiccup = true;
+	run_once(0);
+	xenstore_hiccup = false;
+	ck_assert_msg(!degraded, "the run fell short (last logged: %s)", last_log);
+	ck_assert_msg(strstr(last_log, "cannot read the frontend"), "last logged: %s",
+	              last_log);
+}
+END_TEST
+
 START_TEST(allocation_failures)
 {
 	unsigned n, degraded_runs = 0;
@@ -747,6 +776,7 @@ int main(void)
 	tcase_add_checked_fixture(tc, setup, NULL);
 	tcase_set_timeout(tc, 600);
 	tcase_add_test(tc, healthy_life);
+	tcase_add_test(tc, xenstore_read_failure_is_not_removal);
 	tcase_add_test(tc, allocation_failures);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
