@@ -1,12 +1,13 @@
 /* The "raw" plugin: a regular file or a block device, byte for byte.
  *
  * Reads and writes go straight from the guest's mapped buffers to the
- * file through the aio engine (io_uring, or worker threads where io_uring
+ * file through the vpio engine (io_uring, or worker threads where io_uring
  * is unavailable).  FLUSH is fdatasync, and once one fdatasync has failed
  * every later FLUSH fails too (see raw_op_done); DISCARD punches a hole in a file
  * and is BLKDISCARD on a device; WRITE_ZEROES punches (unmap allowed) or
  * zeroes the range in place, falling back to writing zeros. */
-#include "aio.h"
+#include "vpio.h"
+#include "vpio_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -32,14 +32,14 @@ struct raw_disk {
 	bool bdev;
 	bool flush_failed; /* an fdatasync failed: no FLUSH succeeds again */
 	uint64_t size;
-	struct aio_engine *eng;
+	struct vpio_engine *eng;
 	struct raw_op *free_ops; /* recycled per-request state */
 	char label[160];
 };
 
 /* Per-request state, reached from req->plugin_priv. */
 struct raw_op {
-	struct aio_op aio;
+	struct vpio_op vpio;
 	struct vproxy_req *req;
 	struct raw_disk *disk;
 	struct raw_op *next_free;
@@ -49,19 +49,9 @@ static const struct vproxy_host *host;
 
 static const char *const raw_param_keys[] = {"file", "direct", "engine", NULL};
 
-/* flock() without blocking the loop for long: a crashed vproxyd's lock
- * lingers while the kernel tears down its io_uring, so retry for up to
- * a second.  0 or -errno. */
-static int raw_lock(int fd, bool exclusive)
-{
-	for (unsigned waited = 0;; waited += 10) {
-		if (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0)
-			return 0;
-		if (errno != EWOULDBLOCK || waited >= 1000)
-			return -errno;
-		usleep(10000);
-	}
-}
+/* A crashed vproxyd's lock lingers while the kernel tears down its
+ * io_uring. */
+#define LOCK_WAIT_MS 1000u
 
 /* Size and block sizes of an open block device. */
 static int raw_bdev_geometry(int fd, const char *path, struct vproxy_disk_info *info,
@@ -92,7 +82,7 @@ static int raw_open(const struct vproxy_params *params, int read_only,
                     struct vproxy_disk_info *info, void **out, char *err, size_t errlen)
 {
 	const char *path = host->param(params, "file");
-	enum aio_engine_choice choice;
+	enum vpio_engine_choice choice;
 	struct raw_disk *d = NULL;
 	struct stat st;
 	bool direct, ro = read_only != 0;
@@ -103,7 +93,7 @@ static int raw_open(const struct vproxy_params *params, int read_only,
 		snprintf(err, errlen, "file: required (a regular file or block device)");
 		return -EINVAL;
 	}
-	r = aio_parse_params(host, params, &direct, &choice, err, errlen);
+	r = vpio_parse_params(host, params, &direct, &choice, err, errlen);
 	if (r < 0)
 		return r;
 	if (stat(path, &st) < 0) {
@@ -130,12 +120,12 @@ static int raw_open(const struct vproxy_params *params, int read_only,
 	}
 	d->fd = -1;
 	snprintf(d->label, sizeof(d->label), "raw %s", path);
-	r = aio_open_file(host, "raw", path, direct, &ro, err, errlen);
+	r = vpio_open_file(host, "raw", path, direct, &ro, err, errlen);
 	if (r < 0)
 		goto fail;
 	d->fd = r;
 	/* Two writers of one disk corrupt it; readers may share. */
-	r = raw_lock(d->fd, !ro);
+	r = vpio_lock_file(d->fd, !ro, LOCK_WAIT_MS);
 	if (r < 0) {
 		snprintf(err, errlen,
 		         "file: %s is in use by another device or process (%s)", path,
@@ -180,7 +170,7 @@ static int raw_open(const struct vproxy_params *params, int read_only,
 	}
 	d->size = info->capacity;
 	d->read_only = ro;
-	r = aio_engine_create(host, choice, align, d->label, &d->eng, err, errlen);
+	r = vpio_engine_create(host, choice, align, d->label, &d->eng, err, errlen);
 	if (r < 0)
 		goto fail;
 	info->flags = VPROXY_DISK_FLUSH | VPROXY_DISK_DISCARD | VPROXY_DISK_WRITE_ZEROES;
@@ -190,7 +180,7 @@ static int raw_open(const struct vproxy_params *params, int read_only,
 	          "raw: %s: %llu bytes, %u/%u-byte blocks%s%s, %s engine", path,
 	          (unsigned long long)d->size, info->logical_block, info->physical_block,
 	          ro ? ", read-only" : "", direct ? ", O_DIRECT" : "",
-	          aio_engine_name(d->eng));
+	          vpio_engine_name(d->eng));
 	*out = d;
 	return 0;
 fail:
@@ -200,21 +190,21 @@ fail:
 	return r;
 }
 
-static void raw_op_done(struct aio_op *aio, int res)
+static void raw_op_done(struct vpio_op *vpio, int res)
 {
-	struct raw_op *op = aio->arg;
+	struct raw_op *op = vpio->arg;
 	struct raw_disk *d = op->disk;
 	struct vproxy_req *req = op->req;
 
 	/* A discard is a hint: a file system without holes may ignore it. */
-	if (aio->kind == AIO_PUNCH && res == -EOPNOTSUPP)
+	if (vpio->kind == VPIO_PUNCH && res == -EOPNOTSUPP)
 		res = 0;
 	/* After a failed fdatasync the kernel may have dropped the dirty
 	 * pages it could not write (marking them clean), so a later
 	 * fdatasync that succeeds says nothing about the writes before the
 	 * failure.  As QEMU does, every later FLUSH fails until the disk is
 	 * opened again: the guest never believes lost data is durable. */
-	if (aio->kind == AIO_FDATASYNC && res < 0 && res != -ECANCELED &&
+	if (vpio->kind == VPIO_FDATASYNC && res < 0 && res != -ECANCELED &&
 	    !d->flush_failed) {
 		d->flush_failed = true;
 		host->log(VPROXY_LOG_ERROR,
@@ -222,7 +212,7 @@ static void raw_op_done(struct aio_op *aio, int res)
 		          "every later flush fails until the disk is opened again",
 		          d->label, strerror(-res));
 	}
-	if (aio->kind == AIO_FDATASYNC && res == 0 && d->flush_failed)
+	if (vpio->kind == VPIO_FDATASYNC && res == 0 && d->flush_failed)
 		res = -EIO;
 	op->next_free = d->free_ops;
 	d->free_ops = op;
@@ -233,7 +223,7 @@ static int raw_submit(void *disk, struct vproxy_req *req)
 {
 	struct raw_disk *d = disk;
 	struct raw_op *op;
-	int r = aio_check_req(req, d->size, d->read_only);
+	int r = vpio_check_req(req, d->size, d->read_only);
 
 	if (r < 0)
 		return r;
@@ -252,31 +242,33 @@ static int raw_submit(void *disk, struct vproxy_req *req)
 		d->free_ops = op->next_free;
 	else if (!(op = malloc(sizeof(*op))))
 		return -ENOMEM;
-	memset(&op->aio, 0, sizeof(op->aio));
+	memset(&op->vpio, 0, sizeof(op->vpio));
 	op->req = req;
 	op->disk = d;
 	req->plugin_priv = op;
-	op->aio.fd = d->fd;
-	op->aio.offset = req->offset;
-	op->aio.len = req->len;
-	op->aio.done = raw_op_done;
-	op->aio.arg = op;
+	op->vpio.fd = d->fd;
+	op->vpio.offset = req->offset;
+	op->vpio.len = req->len;
+	op->vpio.done = raw_op_done;
+	op->vpio.arg = op;
 	switch (req->op) {
 	case VPROXY_REQ_READ:
 	case VPROXY_REQ_WRITE:
-		op->aio.kind = req->op == VPROXY_REQ_READ ? AIO_READV : AIO_WRITEV;
-		op->aio.iov = req->iov;
-		op->aio.iovcnt = req->iovcnt;
+		op->vpio.kind = req->op == VPROXY_REQ_READ ? VPIO_READV : VPIO_WRITEV;
+		op->vpio.iov = req->iov;
+		op->vpio.iovcnt = req->iovcnt;
 		break;
-	case VPROXY_REQ_FLUSH: op->aio.kind = AIO_FDATASYNC; break;
-	case VPROXY_REQ_DISCARD: op->aio.kind = d->bdev ? AIO_DISCARD : AIO_PUNCH; break;
+	case VPROXY_REQ_FLUSH: op->vpio.kind = VPIO_FDATASYNC; break;
+	case VPROXY_REQ_DISCARD:
+		op->vpio.kind = d->bdev ? VPIO_DISCARD : VPIO_PUNCH;
+		break;
 	default:
-		op->aio.kind = AIO_ZERO;
-		op->aio.zero_mode = (req->flags & VPROXY_REQ_F_UNMAP) ? AIO_ZERO_PUNCH
-		                                                      : AIO_ZERO_ALLOC;
+		op->vpio.kind = VPIO_ZERO;
+		op->vpio.zero_mode = (req->flags & VPROXY_REQ_F_UNMAP) ? VPIO_ZERO_PUNCH
+		                                                       : VPIO_ZERO_ALLOC;
 		break;
 	}
-	aio_submit(d->eng, &op->aio);
+	vpio_submit(d->eng, &op->vpio);
 	return 0;
 }
 
@@ -285,7 +277,7 @@ static void raw_cancel(void *disk, struct vproxy_req *req)
 	struct raw_disk *d = disk;
 	struct raw_op *op = req->plugin_priv;
 
-	aio_cancel(d->eng, &op->aio);
+	vpio_cancel(d->eng, &op->vpio);
 }
 
 static void raw_close(void *disk)
@@ -294,8 +286,8 @@ static void raw_close(void *disk)
 
 	if (!d)
 		return;
-	aio_drain(d->eng);
-	aio_engine_destroy(d->eng);
+	vpio_drain(d->eng);
+	vpio_engine_destroy(d->eng);
 	while (d->free_ops) {
 		struct raw_op *op = d->free_ops;
 

@@ -1,5 +1,5 @@
 /* The "sparse" plugin: disks in the vproxy sparse image format
- * (docs/SPARSE-FORMAT.md), on the same aio engine as raw.
+ * (docs/SPARSE-FORMAT.md), on the same vpio engine as raw.
  *
  * Crash safety rests on four rules:
  *  1. A new cluster's data is written before the map entry pointing at it,
@@ -23,7 +23,8 @@
  * was written before: every later FLUSH fails and freed clusters are no
  * longer reused (rule 3 cannot be kept), until the image is opened again.
  */
-#include "aio.h"
+#include "vpio.h"
+#include "vpio_file.h"
 #include "sparse_format.h"
 
 #include <endian.h>
@@ -64,7 +65,7 @@ struct sparse_disk;
 
 /* One fdatasync, for a guest FLUSH or for our own needs. */
 struct sync {
-	struct aio_op op;
+	struct vpio_op op;
 	struct sparse_disk *d;
 	struct batch *b;        /* frees it makes durable, or NULL */
 	uint64_t cover;         /* file clusters its completion makes durable */
@@ -95,7 +96,7 @@ struct sreq {
 	unsigned ops_left;
 	bool map_phase;
 
-	struct aio_op *ops;
+	struct vpio_op *ops;
 	unsigned nops, ops_cap;
 	struct iovec *iovs;
 	size_t niovs, iovs_cap;
@@ -115,7 +116,7 @@ struct sparse_disk {
 	uint64_t cs;
 	unsigned cbits;
 	uint64_t vsize;
-	struct aio_engine *eng;
+	struct vpio_engine *eng;
 	char label[200];
 	bool broken; /* the image was cut from outside: fail every request */
 	bool flush_failed; /* an fdatasync failed: see the top of the file */
@@ -385,7 +386,7 @@ static int grow_file(struct sparse_disk *d, uint64_t need)
 	r = bitmap_reserve(d, want);
 	if (r < 0)
 		return r;
-	r = aio_ftruncate(d->eng, d->meta_fd, host_offset(d, want));
+	r = vpio_ftruncate(d->eng, d->meta_fd, host_offset(d, want));
 	if (r < 0)
 		return r;
 	d->file_clusters = want;
@@ -451,12 +452,12 @@ static void free_later(struct sparse_disk *d, uint64_t idx, bool dirty)
 }
 
 struct zero_job {
-	struct aio_op op;
+	struct vpio_op op;
 	struct sparse_disk *d;
 	uint64_t idx;
 };
 
-static void zero_done(struct aio_op *op, int res)
+static void zero_done(struct vpio_op *op, int res)
 {
 	struct zero_job *z = op->arg;
 	struct sparse_disk *d = z->d;
@@ -489,15 +490,15 @@ static void release_batch(struct sparse_disk *d, struct batch *b)
 			continue; /* leaked until the next open */
 		z->d = d;
 		z->idx = idx;
-		z->op.kind = AIO_ZERO;
-		z->op.zero_mode = AIO_ZERO_PUNCH;
+		z->op.kind = VPIO_ZERO;
+		z->op.zero_mode = VPIO_ZERO_PUNCH;
 		z->op.fd = d->data_fd;
 		z->op.offset = host_offset(d, idx);
 		z->op.len = d->cs;
 		z->op.done = zero_done;
 		z->op.arg = z;
 		d->zeroing++;
-		aio_submit(d->eng, &z->op);
+		vpio_submit(d->eng, &z->op);
 	}
 	free(b->v);
 	free(b);
@@ -529,7 +530,7 @@ static void try_release(struct sparse_disk *d)
 
 static void wake_grow_waiters(struct sparse_disk *d, int status);
 
-static void sync_done(struct aio_op *op, int res)
+static void sync_done(struct vpio_op *op, int res)
 {
 	struct sync *s = op->arg;
 	struct sparse_disk *d = s->d;
@@ -606,11 +607,11 @@ static void sync_start(struct sparse_disk *d, struct vproxy_req *req)
 		d->sync_cover = s->cover;
 	if (!req)
 		d->internal_syncs++;
-	s->op.kind = AIO_FDATASYNC;
+	s->op.kind = VPIO_FDATASYNC;
 	s->op.fd = d->data_fd;
 	s->op.done = sync_done;
 	s->op.arg = s;
-	aio_submit(d->eng, &s->op);
+	vpio_submit(d->eng, &s->op);
 }
 
 /* ---- busy ranges: clusters whose mapping is changing ---- */
@@ -713,14 +714,14 @@ static int sreq_reserve(struct sreq *r, size_t niov)
 	return grow_array((void **)&r->iovs, &r->iovs_cap, niov, sizeof(*r->iovs));
 }
 
-static void op_done(struct aio_op *op, int res);
+static void op_done(struct vpio_op *op, int res);
 
 /* A new operation at r->ops[r->nops - 1]; NULL without memory.  The
  * array may move: hold indices, not pointers, while building. */
-static struct aio_op *sreq_op(struct sreq *r, enum aio_kind kind, int fd, uint64_t offset,
-                              uint64_t len)
+static struct vpio_op *sreq_op(struct sreq *r, enum vpio_kind kind, int fd,
+                               uint64_t offset, uint64_t len)
 {
-	struct aio_op *op;
+	struct vpio_op *op;
 
 	if (grow_u((void **)&r->ops, &r->ops_cap, r->nops + 1, sizeof(*r->ops)) < 0)
 		return NULL;
@@ -733,7 +734,7 @@ static struct aio_op *sreq_op(struct sreq *r, enum aio_kind kind, int fd, uint64
 	op->done = op_done;
 	op->arg = r;
 	/* Our clusters lie inside the file: its end there means it was cut. */
-	op->eof_error = kind == AIO_READV;
+	op->eof_error = kind == VPIO_READV;
 	return op;
 }
 
@@ -743,17 +744,17 @@ static void sreq_submit_ops(struct sreq *r)
 
 	r->ops_left = n;
 	for (unsigned k = 0; k < n; k++)
-		aio_submit(r->d->eng, &r->ops[k]);
+		vpio_submit(r->d->eng, &r->ops[k]);
 }
 
 /* Append a read or write of n bytes at host offset at, taking the next n
  * bytes of the cursor; merged with the previous op (*last, an index, or
  * -1) when the host ranges touch.  0 or -ENOMEM. */
-static int add_rw(struct sreq *r, enum aio_kind kind, struct iov_cursor *cur, uint64_t at,
-                  uint64_t n, int *last)
+static int add_rw(struct sreq *r, enum vpio_kind kind, struct iov_cursor *cur,
+                  uint64_t at, uint64_t n, int *last)
 {
 	size_t first = r->niovs;
-	struct aio_op *op;
+	struct vpio_op *op;
 
 	cursor_take(cur, n, r->iovs, &r->niovs);
 	if (*last >= 0) {
@@ -801,8 +802,8 @@ static void do_read(struct sreq *r, uint64_t c0, uint64_t c1)
 		if (!e) {
 			cursor_zero(&cur, n);
 			last = -1;
-		} else if (add_rw(r, AIO_READV, &cur, e + (pos & (d->cs - 1)), n, &last) <
-		           0) {
+		} else if (add_rw(r, VPIO_READV, &cur, e + (pos & (d->cs - 1)), n,
+		                  &last) < 0) {
 			sreq_finish(r, -ENOMEM);
 			return;
 		}
@@ -866,7 +867,7 @@ static void do_write(struct sreq *r, uint64_t c0, uint64_t c1)
 			r->nalloc++;
 			e = host_offset(d, idx);
 		}
-		rc = add_rw(r, AIO_WRITEV, &cur, e + (pos & (d->cs - 1)), n, &last);
+		rc = add_rw(r, VPIO_WRITEV, &cur, e + (pos & (d->cs - 1)), n, &last);
 		if (rc < 0)
 			break;
 		pos += n;
@@ -898,13 +899,13 @@ static void write_map(struct sreq *r)
 		goto nomem;
 	while (k < r->nalloc) {
 		unsigned n = 1;
-		struct aio_op *op;
+		struct vpio_op *op;
 
 		while (k + n < r->nalloc && r->allocs[k + n].vc == r->allocs[k].vc + n)
 			n++;
 		for (unsigned i = 0; i < n; i++)
 			r->mapbuf[k + i] = htole64(host_offset(d, r->allocs[k + i].idx));
-		op = sreq_op(r, AIO_WRITEV, d->meta_fd,
+		op = sreq_op(r, VPIO_WRITEV, d->meta_fd,
 		             d->img.h.map_offset + r->allocs[k].vc * SPARSE_ENTRY_SIZE,
 		             n * SPARSE_ENTRY_SIZE);
 		if (!op)
@@ -993,7 +994,7 @@ static void do_zero(struct sreq *r, uint64_t c0, uint64_t c1)
 	bool discard = req->op == VPROXY_REQ_DISCARD;
 	bool unmap = discard || (req->flags & VPROXY_REQ_F_UNMAP);
 	uint64_t pos = req->offset, end = req->offset + req->len;
-	enum aio_kind kind = discard ? AIO_PUNCH : AIO_ZERO;
+	enum vpio_kind kind = discard ? VPIO_PUNCH : VPIO_ZERO;
 	int last = -1, rc = -ENOMEM;
 
 	if (grow_u((void **)&r->frees, &r->frees_cap, c1 - c0 + 1, sizeof(*r->frees)) < 0)
@@ -1006,7 +1007,7 @@ static void do_zero(struct sreq *r, uint64_t c0, uint64_t c1)
 		uint64_t cend = d->vsize - cstart > d->cs ? cstart + d->cs : d->vsize;
 		uint64_t n = (cend < end ? cend : end) - pos;
 		uint64_t e, at;
-		struct aio_op *op;
+		struct vpio_op *op;
 
 		rc = map_get(d, vc, &e);
 		if (rc < 0)
@@ -1033,25 +1034,25 @@ static void do_zero(struct sreq *r, uint64_t c0, uint64_t c1)
 		op = sreq_op(r, kind, d->data_fd, at, n);
 		if (!op)
 			goto fail;
-		op->zero_mode = unmap ? AIO_ZERO_PUNCH : AIO_ZERO_ALLOC;
+		op->zero_mode = unmap ? VPIO_ZERO_PUNCH : VPIO_ZERO_ALLOC;
 		last = (int)(r->nops - 1);
 	}
 	if (r->nfrees) {
 		busy_take(r, c0, c1 + 1);
 		/* Map entries in one write per run of virtual clusters... */
 		for (unsigned k = 0, n; k < r->nfrees; k += n) {
-			struct aio_op *op;
+			struct vpio_op *op;
 
 			for (n = 1; k + n < r->nfrees &&
 			            r->frees[k + n].vc == r->frees[k].vc + n;)
 				n++;
-			op = sreq_op(r, AIO_ZERO, d->meta_fd,
+			op = sreq_op(r, VPIO_ZERO, d->meta_fd,
 			             d->img.h.map_offset +
 			                     r->frees[k].vc * SPARSE_ENTRY_SIZE,
 			             (uint64_t)n * SPARSE_ENTRY_SIZE);
 			if (!op)
 				goto fail;
-			op->zero_mode = AIO_ZERO_WRITE;
+			op->zero_mode = VPIO_ZERO_WRITE;
 		}
 		/* ...and one punch per run of host clusters. */
 		last = -1;
@@ -1061,7 +1062,7 @@ static void do_zero(struct sreq *r, uint64_t c0, uint64_t c1)
 			if (last >= 0 && r->ops[last].offset + r->ops[last].len == at) {
 				r->ops[last].len += d->cs;
 			} else {
-				if (!sreq_op(r, AIO_PUNCH, d->data_fd, at, d->cs))
+				if (!sreq_op(r, VPIO_PUNCH, d->data_fd, at, d->cs))
 					goto fail;
 				last = (int)(r->nops - 1);
 			}
@@ -1115,7 +1116,7 @@ static void phase_done(struct sreq *r)
 	sreq_finish(r, r->status);
 }
 
-static void op_done(struct aio_op *op, int res)
+static void op_done(struct vpio_op *op, int res)
 {
 	struct sreq *r = op->arg;
 	struct sparse_disk *d = r->d;
@@ -1123,13 +1124,13 @@ static void op_done(struct aio_op *op, int res)
 	if (op->fd == d->meta_fd && op->offset < d->img.h.data_offset)
 		map_note(d, (op->offset - d->img.h.map_offset) / SPARSE_ENTRY_SIZE,
 		         op->len / SPARSE_ENTRY_SIZE,
-		         op->kind == AIO_WRITEV ? op->iov[0].iov_base : NULL, res == 0);
+		         op->kind == VPIO_WRITEV ? op->iov[0].iov_base : NULL, res == 0);
 	if (res == -ENODATA) {
 		disk_broken(d, "a data cluster lies past the end of the file");
 		res = -EIO;
 	}
 	if (res < 0) {
-		if (op->kind == AIO_PUNCH) {
+		if (op->kind == VPIO_PUNCH) {
 			/* The guest only asked for a hint (DISCARD) or the
 			 * map entry goes to zero anyway; remember the cluster
 			 * may still hold data. */
@@ -1170,7 +1171,7 @@ static int sparse_submit(void *disk, struct vproxy_req *req)
 {
 	struct sparse_disk *d = disk;
 	struct sreq *r;
-	int rc = aio_check_req(req, d->vsize, d->read_only);
+	int rc = vpio_check_req(req, d->vsize, d->read_only);
 
 	if (rc < 0)
 		return rc;
@@ -1197,7 +1198,7 @@ static int sparse_submit(void *disk, struct vproxy_req *req)
 			e = 0; /* the slow path fails it */
 
 		if (e && !(d->busy && overlaps_busy(d, c0, c1 + 1))) {
-			struct aio_op *op;
+			struct vpio_op *op;
 
 			r = sreq_get(d);
 			if (!r)
@@ -1205,7 +1206,7 @@ static int sparse_submit(void *disk, struct vproxy_req *req)
 			r->req = req;
 			req->plugin_priv = r;
 			op = sreq_op(
-			        r, req->op == VPROXY_REQ_READ ? AIO_READV : AIO_WRITEV,
+			        r, req->op == VPROXY_REQ_READ ? VPIO_READV : VPIO_WRITEV,
 			        d->data_fd, e + (req->offset & (d->cs - 1)), req->len);
 			if (!op) {
 				r->next = d->free_sreqs;
@@ -1243,7 +1244,7 @@ static void sparse_free(struct sparse_disk *d)
 		free(d->pending);
 	}
 	if (d->eng)
-		aio_engine_destroy(d->eng);
+		vpio_engine_destroy(d->eng);
 	for (unsigned i = 0; d->mcache && i < d->mcache_n; i++)
 		free(d->mcache[i].e);
 	free(d->mcache);
@@ -1261,7 +1262,7 @@ static int sparse_open_disk(const struct vproxy_params *params, int read_only,
                             size_t errlen)
 {
 	const char *path = host->param(params, "file");
-	enum aio_engine_choice choice;
+	enum vpio_engine_choice choice;
 	struct sparse_disk *d;
 	struct sparse_scan scan = {0};
 	struct stat st;
@@ -1274,7 +1275,7 @@ static int sparse_open_disk(const struct vproxy_params *params, int read_only,
 		         "file: required (an image made by vproxy-img create)");
 		return -EINVAL;
 	}
-	r = aio_parse_params(host, params, &direct, &choice, err, errlen);
+	r = vpio_parse_params(host, params, &direct, &choice, err, errlen);
 	if (r < 0)
 		return r;
 	if (stat(path, &st) < 0) {
@@ -1296,11 +1297,11 @@ static int sparse_open_disk(const struct vproxy_params *params, int read_only,
 	d->read_only = read_only != 0;
 	snprintf(d->label, sizeof(d->label), "sparse %s", path);
 	/* Header and map go through the page cache; only data may be direct. */
-	r = aio_open_file(host, "sparse", path, false, &d->read_only, err, errlen);
+	r = vpio_open_file(host, "sparse", path, false, &d->read_only, err, errlen);
 	if (r < 0)
 		goto fail;
 	d->meta_fd = d->data_fd = r;
-	r = sparse_lock(d->meta_fd, !d->read_only, LOCK_WAIT_MS);
+	r = vpio_lock_file(d->meta_fd, !d->read_only, LOCK_WAIT_MS);
 	if (r < 0) {
 		snprintf(err, errlen, "file: %s is in use by another device or process",
 		         path);
@@ -1364,13 +1365,14 @@ static int sparse_open_disk(const struct vproxy_params *params, int read_only,
 	d->size_durable = d->file_clusters;
 	d->sync_cover = d->file_clusters;
 	if (direct) {
-		r = aio_open_file(host, "sparse", path, true, &d->read_only, err, errlen);
+		r = vpio_open_file(host, "sparse", path, true, &d->read_only, err,
+		                   errlen);
 		if (r < 0)
 			goto fail;
 		d->data_fd = r;
 	}
-	r = aio_engine_create(host, choice, direct ? DIRECT_ALIGN : 0, d->label, &d->eng,
-	                      err, errlen);
+	r = vpio_engine_create(host, choice, direct ? DIRECT_ALIGN : 0, d->label, &d->eng,
+	                       err, errlen);
 	if (r < 0)
 		goto fail;
 
@@ -1395,7 +1397,7 @@ static int sparse_open_disk(const struct vproxy_params *params, int read_only,
 	          "engine",
 	          path, (unsigned long long)d->vsize, (unsigned long long)(d->cs >> 10),
 	          (unsigned long long)d->allocated, d->read_only ? ", read-only" : "",
-	          direct ? ", O_DIRECT" : "", aio_engine_name(d->eng));
+	          direct ? ", O_DIRECT" : "", vpio_engine_name(d->eng));
 	*out = d;
 	return 0;
 fail:
@@ -1415,7 +1417,7 @@ static void sparse_cancel(void *disk, struct vproxy_req *req)
 	if (req->op != VPROXY_REQ_READ || !r || !r->ops_left)
 		return;
 	for (unsigned k = 0; k < r->nops; k++)
-		aio_cancel(d->eng, &r->ops[k]);
+		vpio_cancel(d->eng, &r->ops[k]);
 }
 
 static void sparse_close_disk(void *disk)
@@ -1425,9 +1427,9 @@ static void sparse_close_disk(void *disk)
 	if (!d)
 		return;
 	/* Our own flushes and zeroing may still run. */
-	aio_drain(d->eng);
+	vpio_drain(d->eng);
 	if (!d->read_only && !d->broken) {
-		int r = aio_fdatasync_now(d->eng, d->data_fd);
+		int r = vpio_fdatasync_now(d->eng, d->data_fd);
 
 		if (r < 0)
 			host->log(VPROXY_LOG_WARN, "%s: fdatasync at close: %s", d->label,

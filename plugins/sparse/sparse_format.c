@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -489,17 +488,6 @@ int sparse_scan(const struct sparse_image *img, struct sparse_scan *s)
 		return r;
 	}
 	return s->problems ? 1 : 0;
-}
-
-int sparse_lock(int fd, bool exclusive, unsigned wait_ms)
-{
-	for (unsigned waited = 0;; waited += 10) {
-		if (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0)
-			return 0;
-		if (errno != EWOULDBLOCK || waited >= wait_ms)
-			return -errno;
-		usleep(10000);
-	}
 }
 
 void sparse_scan_free(struct sparse_scan *s)

@@ -112,11 +112,6 @@ uint64_t sparse_index_offset(const struct sparse_image *img, uint64_t i);
  * or a negative errno (with s->report).  Free s with sparse_scan_free. */
 int sparse_scan(const struct sparse_image *img, struct sparse_scan *s);
 
-/* flock() fd (shared or exclusive) without blocking, retrying for up to
- * wait_ms: after a crash the kernel may hold the dead process's lock a
- * little longer while it tears down its io_uring.  0 or -errno. */
-int sparse_lock(int fd, bool exclusive, unsigned wait_ms);
-
 /* Release the bitmap of a scan. */
 void sparse_scan_free(struct sparse_scan *s);
 

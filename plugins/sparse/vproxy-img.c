@@ -4,6 +4,7 @@
  * Exit status: 0 success (check: no corruption), 1 check found corruption,
  * 2 usage or I/O error. */
 #include "sparse_format.h"
+#include "vpio_file.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -236,7 +237,7 @@ static int image_open(struct image *img, const char *path, bool writable,
 		die("%s: %s", path, strerror(errno));
 	if (S_ISDIR(img->st.st_mode))
 		die("%s: is a directory", path);
-	if (sparse_lock(img->fd, writable, lock_needed ? 2000 : 0) < 0) {
+	if (vpio_lock_file(img->fd, writable, lock_needed ? 2000 : 0) < 0) {
 		if (lock_needed)
 			die("%s: in use (locked by vproxyd or another tool); stop the "
 			    "device first",

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Allocation failures in the raw plugin and its aio engine
+ * Allocation failures in the raw plugin and its vpio engine
  * (plugin_alloc.h): the source is compiled in, so every allocation of
  * open, I/O and close fails in turn, with the io_uring engine and with
  * worker threads, and with O_DIRECT where the file system allows it.

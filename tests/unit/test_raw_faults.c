@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The raw plugin when its file fails: EIO injected on reads, writes,
- * fdatasync and write-zeroes through the test engine (aio_test_sys.h),
+ * fdatasync and write-zeroes through the test engine (vpio_test_sys.h),
  * and a real ENOSPC writing into the holes of a sparse raw file on a
  * small tmpfs mounted for the test.  The request that met the fault
  * fails with that error, and only it; the disk goes on serving.
@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "aio_test_sys.h"
+#include "vpio_test_sys.h"
 #include "plugin_test_util.h"
 
 /* The plugin itself, compiled in, so the test engine reaches it. */

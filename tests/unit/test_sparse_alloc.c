@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Allocation failures in the sparse plugin, its aio engine and the format
+ * Allocation failures in the sparse plugin, its vpio engine and the format
  * code (plugin_alloc.h): the source is compiled in, so every allocation
  * of open, I/O (cluster allocation, map pages, discard, write zeroes,
  * flush) and close fails in turn.  After each run the image must pass

@@ -2,7 +2,7 @@
 /*
  * The sparse plugin when its file fails: EIO injected on data reads, data
  * writes, map writes, size changes, punches and fdatasync (through the
- * test engine, aio_test_sys.h), and a real ENOSPC when the image grows on
+ * test engine, vpio_test_sys.h), and a real ENOSPC when the image grows on
  * a small tmpfs mounted for the test.  Every time: the request that met
  * the fault fails with that error and only it, the disk goes on serving,
  * what was written before reads back, and the image passes
@@ -22,7 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "aio_test_sys.h"
+#include "vpio_test_sys.h"
 #include "plugin_test_util.h"
 
 /* The plugin itself, compiled in, so the test engine reaches it. */

@@ -3,7 +3,7 @@
  * Power loss, not only a killed process (int.sparse_crash keeps the page
  * cache; a power cut does not).  The sparse plugin serves a random guest
  * workload (writes, discards, write-zeroes, reads, flushes, eight at a
- * time) while the test engine (aio_test_sys.h) records, in the order they
+ * time) while the test engine (vpio_test_sys.h) records, in the order they
  * reached the file, every write, punch, size change and fdatasync the
  * plugin made, and the guest's submissions and acknowledgements.
  *
@@ -38,7 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "aio_test_sys.h"
+#include "vpio_test_sys.h"
 #include "plugin_test_util.h"
 
 /* The plugin itself, compiled in, so the test engine reaches it. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Asynchronous file I/O for the raw and sparse plugins: io_uring (liburing)
  * with its completion eventfd in the server's loop, or, where io_uring is
@@ -12,8 +13,8 @@
  * refused.  With an alignment set (O_DIRECT), unaligned buffers go
  * through an aligned bounce buffer.
  */
-#ifndef VP_AIO_H
-#define VP_AIO_H
+#ifndef VP_VPIO_H
+#define VP_VPIO_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -21,46 +22,46 @@
 #include <sys/uio.h>
 #include <vproxy/plugin.h>
 
-/* What an aio_op does. */
-enum aio_kind {
-	AIO_READV,     /* fill iov from fd at offset; len = sum of iov */
-	AIO_WRITEV,    /* write iov to fd at offset */
-	AIO_FDATASYNC, /* fdatasync(fd) */
-	AIO_ZERO,      /* make [offset, offset+len) read as zeros (zero_mode) */
-	AIO_DISCARD,   /* ioctl BLKDISCARD on a block device (a hint) */
-	AIO_PUNCH,     /* punch a hole in a file; -EOPNOTSUPP where none can be */
+/* What an vpio_op does. */
+enum vpio_kind {
+	VPIO_READV,     /* fill iov from fd at offset; len = sum of iov */
+	VPIO_WRITEV,    /* write iov to fd at offset */
+	VPIO_FDATASYNC, /* fdatasync(fd) */
+	VPIO_ZERO,      /* make [offset, offset+len) read as zeros (zero_mode) */
+	VPIO_DISCARD,   /* ioctl BLKDISCARD on a block device (a hint) */
+	VPIO_PUNCH,     /* punch a hole in a file; -EOPNOTSUPP where none can be */
 };
 
-/* How AIO_ZERO gets there; each mode falls back to the next. */
-enum aio_zero_mode {
-	AIO_ZERO_PUNCH, /* fallocate PUNCH_HOLE: the range may be deallocated */
-	AIO_ZERO_ALLOC, /* fallocate ZERO_RANGE: keep the range allocated */
-	AIO_ZERO_WRITE, /* write zeros (page cache; used for metadata) */
+/* How VPIO_ZERO gets there; each mode falls back to the next. */
+enum vpio_zero_mode {
+	VPIO_ZERO_PUNCH, /* fallocate PUNCH_HOLE: the range may be deallocated */
+	VPIO_ZERO_ALLOC, /* fallocate ZERO_RANGE: keep the range allocated */
+	VPIO_ZERO_WRITE, /* write zeros (page cache; used for metadata) */
 };
 
 /* Which engine a caller wants. */
-enum aio_engine_choice {
-	AIO_ENGINE_AUTO,     /* io_uring, else threads (logged) */
-	AIO_ENGINE_IO_URING, /* io_uring or fail */
-	AIO_ENGINE_THREADS,  /* worker threads */
+enum vpio_engine_choice {
+	VPIO_ENGINE_AUTO,     /* io_uring, else threads (logged) */
+	VPIO_ENGINE_IO_URING, /* io_uring or fail */
+	VPIO_ENGINE_THREADS,  /* worker threads */
 };
 
-struct aio_op;
+struct vpio_op;
 /* Completion: res is 0 (the whole range done) or a negative errno. */
-typedef void (*aio_done_fn)(struct aio_op *op, int res);
+typedef void (*vpio_done_fn)(struct vpio_op *op, int res);
 
 /* One operation; the caller owns the memory until done() is called. */
-struct aio_op {
+struct vpio_op {
 	/* Set by the caller. */
-	enum aio_kind kind;
-	enum aio_zero_mode zero_mode;
+	enum vpio_kind kind;
+	enum vpio_zero_mode zero_mode;
 	int fd;
 	uint64_t offset;
 	uint64_t len;            /* READV/WRITEV: sum of iov lengths */
 	const struct iovec *iov; /* READV/WRITEV; valid until done() */
 	unsigned iovcnt;
 	bool eof_error; /* READV: end of file is -ENODATA, not zeros */
-	aio_done_fn done;
+	vpio_done_fn done;
 	void *arg; /* free for the caller */
 
 	/* The engine's. */
@@ -68,63 +69,63 @@ struct aio_op {
 	unsigned tries;     /* resubmissions without progress */
 	struct iovec *rest; /* remaining iovecs after a short transfer */
 	unsigned restcnt;
-	void *bounce;        /* aligned copy for O_DIRECT */
-	struct iovec one;    /* the single iovec of bounce/zero writes */
-	int res;             /* worker result */
-	bool cancelled;      /* aio_cancel() asked: no further calls */
-	struct aio_op *next; /* worker queue / done list */
+	void *bounce;         /* aligned copy for O_DIRECT */
+	struct iovec one;     /* the single iovec of bounce/zero writes */
+	int res;              /* worker result */
+	bool cancelled;       /* vpio_cancel() asked: no further calls */
+	struct vpio_op *next; /* worker queue / done list */
 };
 
-struct aio_engine;
+struct vpio_engine;
 
 /* Parse "auto|io_uring|threads" (NULL = auto). 0 or -EINVAL. */
-int aio_engine_parse(const char *text, enum aio_engine_choice *out);
+int vpio_engine_parse(const char *text, enum vpio_engine_choice *out);
 
 /* Create an engine for one disk.  align: buffer/offset alignment the fds
  * need (O_DIRECT), 0 for none.  label names the disk in log lines.
  * Registers its eventfd with host->fd_watch().  On failure returns a
  * negative errno and a message in err.  *out is the caller's
- * (aio_engine_destroy). */
-int aio_engine_create(const struct vproxy_host *host, enum aio_engine_choice choice,
-                      uint32_t align, const char *label, struct aio_engine **out,
-                      char *err, size_t errlen);
+ * (vpio_engine_destroy). */
+int vpio_engine_create(const struct vproxy_host *host, enum vpio_engine_choice choice,
+                       uint32_t align, const char *label, struct vpio_engine **out,
+                       char *err, size_t errlen);
 
 /* "io_uring" or "threads". Static string. */
-const char *aio_engine_name(const struct aio_engine *eng);
+const char *vpio_engine_name(const struct vpio_engine *eng);
 
 /* Start op.  Never completes inline: done() runs later from the loop. */
-void aio_submit(struct aio_engine *eng, struct aio_op *op);
+void vpio_submit(struct vpio_engine *eng, struct vpio_op *op);
 
 /* Give op up if it has not started: taken off a queue, or an io_uring
  * cancel for an SQE in flight.  done() still runs exactly once, later,
  * from the loop: with -ECANCELED if op was dropped (a multi-call op stops
  * issuing calls), else with its real result.  Never completes inline. */
-void aio_cancel(struct aio_engine *eng, struct aio_op *op);
+void vpio_cancel(struct vpio_engine *eng, struct vpio_op *op);
 
 /* Operations submitted and not yet completed. */
-unsigned aio_inflight(const struct aio_engine *eng);
+unsigned vpio_inflight(const struct vpio_engine *eng);
 
 /* Wait (blocking the caller) until nothing is in flight, running the
  * completions; for close paths.  done() callbacks may submit more. */
-void aio_drain(struct aio_engine *eng);
+void vpio_drain(struct vpio_engine *eng);
 
 /* Stop watching, stop workers, free.  Nothing may be in flight. */
-void aio_engine_destroy(struct aio_engine *eng);
+void vpio_engine_destroy(struct vpio_engine *eng);
 
 /* ftruncate(fd, len), synchronously, through the engine's system calls
  * (so tests record size changes in order with the rest).  0 or -errno. */
-int aio_ftruncate(struct aio_engine *eng, int fd, uint64_t len);
+int vpio_ftruncate(struct vpio_engine *eng, int fd, uint64_t len);
 
 /* fdatasync(fd), synchronously, through the engine's system calls; for
  * close paths.  0 or -errno. */
-int aio_fdatasync_now(struct aio_engine *eng, int fd);
+int vpio_fdatasync_now(struct vpio_engine *eng, int fd);
 
 /* ---- For tests: the system calls behind the engines ---- */
 
 /* The calls an engine makes on files, each returning as the system call
  * does (-1 and errno).  Tests replace them to record every write and
  * flush (power-loss replay) or to fail chosen ones (injected faults). */
-struct aio_sys {
+struct vpio_sys {
 	ssize_t (*preadv)(int fd, const struct iovec *iov, int cnt, off_t off);
 	ssize_t (*pwritev)(int fd, const struct iovec *iov, int cnt, off_t off);
 	int (*fdatasync)(int fd);
@@ -136,26 +137,6 @@ struct aio_sys {
  * through sys on worker threads, whatever engine was asked for; NULL
  * restores the real calls.  Only tests that link vproxy_aio themselves
  * can reach this (plugins keep it hidden); sys stays the caller's. */
-void aio_set_sys(const struct aio_sys *sys);
-
-/* ---- What the raw and sparse plugins share besides the engine ---- */
-
-/* The "direct" (on|off|yes|no|1|0, default off) and "engine" parameters.
- * 0, or -EINVAL with a message in err. */
-int aio_parse_params(const struct vproxy_host *host, const struct vproxy_params *params,
-                     bool *direct, enum aio_engine_choice *choice, char *err,
-                     size_t errlen);
-
-/* Open path (O_DIRECT if direct) read-write, or read-only if *read_only.
- * On a read-only file system or without write permission fall back to
- * read-only, setting *read_only and logging it as "<who>: ...".  Returns
- * the fd, or -errno with a message in err. */
-int aio_open_file(const struct vproxy_host *host, const char *who, const char *path,
-                  bool direct, bool *read_only, char *err, size_t errlen);
-
-/* The host checks requests; plugins check again so they never reach
- * outside a disk of size bytes whoever calls them.  0, -EOPNOTSUPP,
- * -EINVAL or -EROFS. */
-int aio_check_req(const struct vproxy_req *req, uint64_t size, bool read_only);
+void vpio_set_sys(const struct vpio_sys *sys);
 
 #endif

@@ -1,10 +1,11 @@
+/* SPDX-License-Identifier: MIT */
 /* Asynchronous file I/O: io_uring or worker threads, one engine per disk.
  *
  * Both engines run an operation as a sequence of system calls planned by
  * op_plan() and judged by op_consume(); io_uring issues each call as an
  * SQE, a worker issues it directly.  That keeps the retry rules (short
  * transfers, EINTR, zeroing fallbacks) in one place. */
-#include "aio.h"
+#include "vpio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -42,7 +43,7 @@ struct sys_call {
 	int mode;
 };
 
-struct aio_engine {
+struct vpio_engine {
 	const struct vproxy_host *host;
 	char label[160];
 	uint32_t align;
@@ -54,14 +55,14 @@ struct aio_engine {
 	struct io_uring ring;
 	bool in_dispatch;     /* completions running: submit once at the end */
 	unsigned unsubmitted; /* SQEs prepared and not yet submitted */
-	struct aio_op *backlog, *backlog_tail; /* no SQE was free */
+	struct vpio_op *backlog, *backlog_tail; /* no SQE was free */
 
 	/* Worker pool: all engines of threads mode, and for io_uring the
 	 * calls it cannot make (ioctl), started on first use. */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct aio_op *queue, *queue_tail; /* for workers */
-	struct aio_op *done;               /* for the loop */
+	struct vpio_op *queue, *queue_tail; /* for workers */
+	struct vpio_op *done;               /* for the loop */
 	pthread_t *threads;
 	unsigned nthreads, want_threads;
 	bool stopping;
@@ -69,38 +70,38 @@ struct aio_engine {
 	/* What the file system refused once; read by workers too. */
 	bool no_punch, no_zero_range;
 
-	const struct aio_sys *sys; /* tests' system calls, or NULL */
+	const struct vpio_sys *sys; /* tests' system calls, or NULL */
 
 	void *zbuf; /* ZBUF_SIZE read-only zeros */
 };
 
-/* aio_set_sys(); read when an engine is created. */
-static const struct aio_sys *test_sys;
+/* vpio_set_sys(); read when an engine is created. */
+static const struct vpio_sys *test_sys;
 
-void aio_set_sys(const struct aio_sys *sys)
+void vpio_set_sys(const struct vpio_sys *sys)
 {
 	test_sys = sys;
 }
 
-int aio_engine_parse(const char *text, enum aio_engine_choice *out)
+int vpio_engine_parse(const char *text, enum vpio_engine_choice *out)
 {
 	if (!text || strcmp(text, "auto") == 0)
-		*out = AIO_ENGINE_AUTO;
+		*out = VPIO_ENGINE_AUTO;
 	else if (strcmp(text, "io_uring") == 0)
-		*out = AIO_ENGINE_IO_URING;
+		*out = VPIO_ENGINE_IO_URING;
 	else if (strcmp(text, "threads") == 0)
-		*out = AIO_ENGINE_THREADS;
+		*out = VPIO_ENGINE_THREADS;
 	else
 		return -EINVAL;
 	return 0;
 }
 
-const char *aio_engine_name(const struct aio_engine *eng)
+const char *vpio_engine_name(const struct vpio_engine *eng)
 {
 	return eng->uring ? "io_uring" : "threads";
 }
 
-unsigned aio_inflight(const struct aio_engine *eng)
+unsigned vpio_inflight(const struct vpio_engine *eng)
 {
 	return eng->inflight;
 }
@@ -117,9 +118,9 @@ static void flag_set(bool *f)
 
 /* ---- planning and judging one system call ---- */
 
-static const struct iovec *op_cur_iov(const struct aio_op *op, unsigned *cnt)
+static const struct iovec *op_cur_iov(const struct vpio_op *op, unsigned *cnt)
 {
-	if (op->bounce || op->kind == AIO_ZERO) {
+	if (op->bounce || op->kind == VPIO_ZERO) {
 		*cnt = 1;
 		return &op->one;
 	}
@@ -131,17 +132,17 @@ static const struct iovec *op_cur_iov(const struct aio_op *op, unsigned *cnt)
 	return op->iov;
 }
 
-static void op_plan(struct aio_engine *eng, struct aio_op *op, struct sys_call *s)
+static void op_plan(struct vpio_engine *eng, struct vpio_op *op, struct sys_call *s)
 {
-	enum aio_zero_mode zm = op->zero_mode;
+	enum vpio_zero_mode zm = op->zero_mode;
 
 	memset(s, 0, sizeof(*s));
 	s->fd = op->fd;
 	s->offset = op->offset + op->xfered;
 	switch (op->kind) {
-	case AIO_READV:
-	case AIO_WRITEV:
-		s->what = op->kind == AIO_READV ? SYS_PREADV : SYS_PWRITEV;
+	case VPIO_READV:
+	case VPIO_WRITEV:
+		s->what = op->kind == VPIO_READV ? SYS_PREADV : SYS_PWRITEV;
 		if (op->bounce) {
 			op->one.iov_base = (char *)op->bounce + op->xfered;
 			op->one.iov_len = (size_t)(op->len - op->xfered);
@@ -150,23 +151,23 @@ static void op_plan(struct aio_engine *eng, struct aio_op *op, struct sys_call *
 		if (s->iovcnt > IOV_MAX)
 			s->iovcnt = IOV_MAX;
 		break;
-	case AIO_FDATASYNC: s->what = SYS_FDATASYNC; break;
-	case AIO_DISCARD:
+	case VPIO_FDATASYNC: s->what = SYS_FDATASYNC; break;
+	case VPIO_DISCARD:
 		s->what = SYS_DISCARD;
 		s->len = op->len;
 		break;
-	case AIO_PUNCH:
+	case VPIO_PUNCH:
 		s->what = SYS_FALLOCATE;
 		s->mode = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE;
 		s->len = op->len;
 		break;
-	case AIO_ZERO:
-		if (zm == AIO_ZERO_PUNCH && flag_get(&eng->no_punch))
-			zm = AIO_ZERO_ALLOC;
-		if (zm == AIO_ZERO_ALLOC && flag_get(&eng->no_zero_range))
-			zm = AIO_ZERO_WRITE;
+	case VPIO_ZERO:
+		if (zm == VPIO_ZERO_PUNCH && flag_get(&eng->no_punch))
+			zm = VPIO_ZERO_ALLOC;
+		if (zm == VPIO_ZERO_ALLOC && flag_get(&eng->no_zero_range))
+			zm = VPIO_ZERO_WRITE;
 		op->zero_mode = zm;
-		if (zm == AIO_ZERO_WRITE) {
+		if (zm == VPIO_ZERO_WRITE) {
 			uint64_t left = op->len - op->xfered;
 
 			s->what = SYS_PWRITEV;
@@ -177,8 +178,8 @@ static void op_plan(struct aio_engine *eng, struct aio_op *op, struct sys_call *
 		} else {
 			s->what = SYS_FALLOCATE;
 			s->mode = FALLOC_FL_KEEP_SIZE |
-			          (zm == AIO_ZERO_PUNCH ? FALLOC_FL_PUNCH_HOLE
-			                                : FALLOC_FL_ZERO_RANGE);
+			          (zm == VPIO_ZERO_PUNCH ? FALLOC_FL_PUNCH_HOLE
+			                                 : FALLOC_FL_ZERO_RANGE);
 			s->len = op->len;
 		}
 		break;
@@ -186,7 +187,7 @@ static void op_plan(struct aio_engine *eng, struct aio_op *op, struct sys_call *
 }
 
 /* Skip n transferred bytes of a vectored op (no bounce buffer). */
-static int op_advance_iov(struct aio_op *op, size_t n)
+static int op_advance_iov(struct vpio_op *op, size_t n)
 {
 	unsigned cnt, i = 0;
 	const struct iovec *cur = op_cur_iov(op, &cnt);
@@ -215,7 +216,7 @@ static int op_advance_iov(struct aio_op *op, size_t n)
 
 /* Zero what a read did not reach: reading past the end of a file yields
  * nothing, and a disk reads zeros there. */
-static void op_zero_tail(struct aio_op *op)
+static void op_zero_tail(struct vpio_op *op)
 {
 	unsigned cnt;
 	const struct iovec *cur;
@@ -233,10 +234,10 @@ static void op_zero_tail(struct aio_op *op)
 
 /* Account for the result of one call.  Returns true when op is finished
  * (*status set), false when op_plan() must issue another call. */
-static bool op_consume(struct aio_engine *eng, struct aio_op *op, long res, int *status)
+static bool op_consume(struct vpio_engine *eng, struct vpio_op *op, long res, int *status)
 {
-	bool data = op->kind == AIO_READV || op->kind == AIO_WRITEV ||
-	            (op->kind == AIO_ZERO && op->zero_mode == AIO_ZERO_WRITE);
+	bool data = op->kind == VPIO_READV || op->kind == VPIO_WRITEV ||
+	            (op->kind == VPIO_ZERO && op->zero_mode == VPIO_ZERO_WRITE);
 
 	/* A cancelled op issues no further call; an interrupted one (how
 	 * io_uring ends a call it cancels while it runs) is cancelled. */
@@ -250,15 +251,15 @@ static bool op_consume(struct aio_engine *eng, struct aio_op *op, long res, int 
 		*status = (int)res;
 		return true;
 	}
-	if (op->kind == AIO_ZERO && !data && res == -EOPNOTSUPP) {
+	if (op->kind == VPIO_ZERO && !data && res == -EOPNOTSUPP) {
 		/* Not supported here: remember, and take the next way. */
-		flag_set(op->zero_mode == AIO_ZERO_PUNCH ? &eng->no_punch
-		                                         : &eng->no_zero_range);
-		op->zero_mode =
-		        op->zero_mode == AIO_ZERO_PUNCH ? AIO_ZERO_ALLOC : AIO_ZERO_WRITE;
+		flag_set(op->zero_mode == VPIO_ZERO_PUNCH ? &eng->no_punch
+		                                          : &eng->no_zero_range);
+		op->zero_mode = op->zero_mode == VPIO_ZERO_PUNCH ? VPIO_ZERO_ALLOC
+		                                                 : VPIO_ZERO_WRITE;
 		return false;
 	}
-	if (op->kind == AIO_DISCARD && res == -EOPNOTSUPP) {
+	if (op->kind == VPIO_DISCARD && res == -EOPNOTSUPP) {
 		*status = 0; /* a discard is a hint the device may ignore */
 		return true;
 	}
@@ -271,11 +272,11 @@ static bool op_consume(struct aio_engine *eng, struct aio_op *op, long res, int 
 		return true;
 	}
 	if (res == 0) {
-		if (op->kind == AIO_READV && op->eof_error) {
+		if (op->kind == VPIO_READV && op->eof_error) {
 			*status = -ENODATA;
 			return true;
 		}
-		if (op->kind == AIO_READV) {
+		if (op->kind == VPIO_READV) {
 			op_zero_tail(op);
 			*status = 0;
 			return true;
@@ -286,7 +287,7 @@ static bool op_consume(struct aio_engine *eng, struct aio_op *op, long res, int 
 		return true;
 	}
 	op->tries = 0;
-	if (!op->bounce && op->kind != AIO_ZERO) {
+	if (!op->bounce && op->kind != VPIO_ZERO) {
 		int r = op_advance_iov(op, (size_t)res);
 
 		if (r < 0) {
@@ -308,10 +309,10 @@ static bool op_consume(struct aio_engine *eng, struct aio_op *op, long res, int 
 
 /* ---- completing ---- */
 
-static void op_finish(struct aio_engine *eng, struct aio_op *op, int status)
+static void op_finish(struct vpio_engine *eng, struct vpio_op *op, int status)
 {
 	if (op->bounce) {
-		if (status == 0 && op->kind == AIO_READV) {
+		if (status == 0 && op->kind == VPIO_READV) {
 			const char *src = op->bounce;
 
 			for (unsigned i = 0; i < op->iovcnt; i++) {
@@ -339,9 +340,9 @@ static void efd_signal(int efd)
 
 /* ---- worker pool ---- */
 
-static long sys_run(const struct aio_engine *eng, const struct sys_call *s)
+static long sys_run(const struct vpio_engine *eng, const struct sys_call *s)
 {
-	const struct aio_sys *t = eng->sys;
+	const struct vpio_sys *t = eng->sys;
 	ssize_t n;
 	uint64_t range[2];
 
@@ -368,14 +369,14 @@ static long sys_run(const struct aio_engine *eng, const struct sys_call *s)
 	return -EINVAL;
 }
 
-int aio_ftruncate(struct aio_engine *eng, int fd, uint64_t len)
+int vpio_ftruncate(struct vpio_engine *eng, int fd, uint64_t len)
 {
 	int (*fn)(int, off_t) = eng->sys ? eng->sys->ftruncate : ftruncate;
 
 	return fn(fd, (off_t)len) < 0 ? -errno : 0;
 }
 
-int aio_fdatasync_now(struct aio_engine *eng, int fd)
+int vpio_fdatasync_now(struct vpio_engine *eng, int fd)
 {
 	int (*fn)(int) = eng->sys ? eng->sys->fdatasync : fdatasync;
 
@@ -384,8 +385,8 @@ int aio_fdatasync_now(struct aio_engine *eng, int fd)
 
 static void *worker_main(void *arg)
 {
-	struct aio_engine *eng = arg;
-	struct aio_op *op;
+	struct vpio_engine *eng = arg;
+	struct vpio_op *op;
 	struct sys_call s;
 	int status;
 
@@ -417,7 +418,7 @@ static void *worker_main(void *arg)
 }
 
 /* Start the workers not running yet; 0 or -errno. */
-static int pool_start(struct aio_engine *eng)
+static int pool_start(struct vpio_engine *eng)
 {
 	if (eng->nthreads >= eng->want_threads)
 		return 0;
@@ -438,7 +439,7 @@ static int pool_start(struct aio_engine *eng)
 }
 
 /* Hand op to a worker, or finish it with an error from the loop. */
-static void pool_queue(struct aio_engine *eng, struct aio_op *op)
+static void pool_queue(struct vpio_engine *eng, struct vpio_op *op)
 {
 	int r = pool_start(eng);
 
@@ -462,7 +463,7 @@ static void pool_queue(struct aio_engine *eng, struct aio_op *op)
 
 /* ---- io_uring ---- */
 
-static void uring_flush(struct aio_engine *eng)
+static void uring_flush(struct vpio_engine *eng)
 {
 	int r;
 
@@ -480,7 +481,7 @@ static void uring_flush(struct aio_engine *eng)
 
 /* Queue the next system call of op as an SQE; false when the ring is
  * full even after submitting what it holds. */
-static bool uring_issue(struct aio_engine *eng, struct aio_op *op)
+static bool uring_issue(struct vpio_engine *eng, struct vpio_op *op)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&eng->ring);
 	struct sys_call s;
@@ -514,7 +515,7 @@ static bool uring_issue(struct aio_engine *eng, struct aio_op *op)
 	return true;
 }
 
-static void uring_start(struct aio_engine *eng, struct aio_op *op)
+static void uring_start(struct vpio_engine *eng, struct vpio_op *op)
 {
 	if (eng->backlog || !uring_issue(eng, op)) {
 		op->next = NULL;
@@ -526,12 +527,12 @@ static void uring_start(struct aio_engine *eng, struct aio_op *op)
 	}
 }
 
-static bool uring_backlog(struct aio_engine *eng)
+static bool uring_backlog(struct vpio_engine *eng)
 {
 	bool any = false;
 
 	while (eng->backlog) {
-		struct aio_op *op = eng->backlog;
+		struct vpio_op *op = eng->backlog;
 
 		if (!uring_issue(eng, op))
 			break;
@@ -547,11 +548,11 @@ static bool uring_backlog(struct aio_engine *eng)
 
 /* Unlink op from the singly linked list *head (tail *tail, may be NULL);
  * true if it was there. */
-static bool list_remove(struct aio_op **head, struct aio_op **tail, struct aio_op *op)
+static bool list_remove(struct vpio_op **head, struct vpio_op **tail, struct vpio_op *op)
 {
-	struct aio_op *prev = NULL;
+	struct vpio_op *prev = NULL;
 
-	for (struct aio_op *o = *head; o; prev = o, o = o->next) {
+	for (struct vpio_op *o = *head; o; prev = o, o = o->next) {
 		if (o != op)
 			continue;
 		if (prev)
@@ -566,7 +567,7 @@ static bool list_remove(struct aio_op **head, struct aio_op **tail, struct aio_o
 }
 
 /* Finish op with res from the loop, through the done list. */
-static void op_fail_later(struct aio_engine *eng, struct aio_op *op, int res)
+static void op_fail_later(struct vpio_engine *eng, struct vpio_op *op, int res)
 {
 	op->res = res;
 	pthread_mutex_lock(&eng->lock);
@@ -576,7 +577,7 @@ static void op_fail_later(struct aio_engine *eng, struct aio_op *op, int res)
 	efd_signal(eng->efd);
 }
 
-void aio_cancel(struct aio_engine *eng, struct aio_op *op)
+void vpio_cancel(struct vpio_engine *eng, struct vpio_op *op)
 {
 	struct io_uring_sqe *sqe;
 	bool queued;
@@ -595,7 +596,7 @@ void aio_cancel(struct aio_engine *eng, struct aio_op *op)
 		op_fail_later(eng, op, -ECANCELED);
 		return;
 	}
-	if (!eng->uring || op->kind == AIO_DISCARD)
+	if (!eng->uring || op->kind == VPIO_DISCARD)
 		return; /* a worker has it: its call runs to the end */
 	/* In the ring: ask io_uring to cancel it (best effort; no free SQE
 	 * means it simply completes). */
@@ -609,7 +610,7 @@ void aio_cancel(struct aio_engine *eng, struct aio_op *op)
 		uring_flush(eng);
 }
 
-void aio_submit(struct aio_engine *eng, struct aio_op *op)
+void vpio_submit(struct vpio_engine *eng, struct vpio_op *op)
 {
 	op->xfered = 0;
 	op->tries = 0;
@@ -620,7 +621,7 @@ void aio_submit(struct aio_engine *eng, struct aio_op *op)
 	op->next = NULL;
 	eng->inflight++;
 
-	if (eng->align && (op->kind == AIO_READV || op->kind == AIO_WRITEV)) {
+	if (eng->align && (op->kind == VPIO_READV || op->kind == VPIO_WRITEV)) {
 		bool ok = op->offset % eng->align == 0 && op->len % eng->align == 0;
 
 		for (unsigned i = 0; ok && i < op->iovcnt; i++)
@@ -639,7 +640,7 @@ void aio_submit(struct aio_engine *eng, struct aio_op *op)
 				efd_signal(eng->efd);
 				return;
 			}
-			if (op->kind == AIO_WRITEV) {
+			if (op->kind == VPIO_WRITEV) {
 				char *dst = op->bounce;
 
 				for (unsigned i = 0; i < op->iovcnt; i++) {
@@ -650,17 +651,17 @@ void aio_submit(struct aio_engine *eng, struct aio_op *op)
 			}
 		}
 	}
-	if (eng->uring && op->kind != AIO_DISCARD)
+	if (eng->uring && op->kind != VPIO_DISCARD)
 		uring_start(eng, op);
 	else
 		pool_queue(eng, op);
 }
 
-static bool dispatch_uring(struct aio_engine *eng)
+static bool dispatch_uring(struct vpio_engine *eng)
 {
 	struct io_uring_cqe *cqes[CQE_BATCH];
 	struct {
-		struct aio_op *op;
+		struct vpio_op *op;
 		int res;
 	} got[CQE_BATCH];
 	unsigned n = io_uring_peek_batch_cqe(&eng->ring, cqes, CQE_BATCH);
@@ -673,7 +674,7 @@ static bool dispatch_uring(struct aio_engine *eng)
 	}
 	io_uring_cq_advance(&eng->ring, n);
 	for (unsigned i = 0; i < n; i++) {
-		struct aio_op *op = got[i].op;
+		struct vpio_op *op = got[i].op;
 
 		if (!op)
 			continue; /* an ASYNC_CANCEL's own completion */
@@ -686,9 +687,9 @@ static bool dispatch_uring(struct aio_engine *eng)
 	return n > 0;
 }
 
-static bool dispatch_pool(struct aio_engine *eng)
+static bool dispatch_pool(struct vpio_engine *eng)
 {
-	struct aio_op *list, *rev = NULL;
+	struct vpio_op *list, *rev = NULL;
 
 	pthread_mutex_lock(&eng->lock);
 	list = eng->done;
@@ -696,13 +697,13 @@ static bool dispatch_pool(struct aio_engine *eng)
 	pthread_mutex_unlock(&eng->lock);
 	/* Finish in the order the workers did. */
 	while (list) {
-		struct aio_op *next = list->next;
+		struct vpio_op *next = list->next;
 
 		list->next = rev;
 		rev = list;
 		list = next;
 	}
-	for (struct aio_op *op = rev, *next; op; op = next) {
+	for (struct vpio_op *op = rev, *next; op; op = next) {
 		next = op->next;
 		op_finish(eng, op, op->res);
 	}
@@ -710,7 +711,7 @@ static bool dispatch_pool(struct aio_engine *eng)
 }
 
 /* Run every completion there is, then submit what they queued. */
-static void dispatch(struct aio_engine *eng)
+static void dispatch(struct vpio_engine *eng)
 {
 	bool more;
 
@@ -738,7 +739,7 @@ static void on_efd(int fd, void *arg)
 	dispatch(arg);
 }
 
-void aio_drain(struct aio_engine *eng)
+void vpio_drain(struct vpio_engine *eng)
 {
 	while (eng->inflight) {
 		struct pollfd p = {.fd = eng->efd, .events = POLLIN};
@@ -754,7 +755,7 @@ void aio_drain(struct aio_engine *eng)
 
 /* ---- life cycle ---- */
 
-static int uring_init(struct aio_engine *eng)
+static int uring_init(struct vpio_engine *eng)
 {
 	struct io_uring_probe *probe;
 	static const int ops[] = {IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_FSYNC,
@@ -786,11 +787,11 @@ fail:
 	return r;
 }
 
-int aio_engine_create(const struct vproxy_host *host, enum aio_engine_choice choice,
-                      uint32_t align, const char *label, struct aio_engine **out,
-                      char *err, size_t errlen)
+int vpio_engine_create(const struct vproxy_host *host, enum vpio_engine_choice choice,
+                       uint32_t align, const char *label, struct vpio_engine **out,
+                       char *err, size_t errlen)
 {
-	struct aio_engine *eng = calloc(1, sizeof(*eng));
+	struct vpio_engine *eng = calloc(1, sizeof(*eng));
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	int r;
 
@@ -802,7 +803,7 @@ int aio_engine_create(const struct vproxy_host *host, enum aio_engine_choice cho
 	eng->align = align;
 	eng->sys = test_sys;
 	if (eng->sys)
-		choice = AIO_ENGINE_THREADS; /* io_uring would bypass sys */
+		choice = VPIO_ENGINE_THREADS; /* io_uring would bypass sys */
 	snprintf(eng->label, sizeof(eng->label), "%s", label);
 	pthread_mutex_init(&eng->lock, NULL);
 	pthread_cond_init(&eng->cond, NULL);
@@ -820,11 +821,11 @@ int aio_engine_create(const struct vproxy_host *host, enum aio_engine_choice cho
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	if (choice != AIO_ENGINE_THREADS) {
+	if (choice != VPIO_ENGINE_THREADS) {
 		r = uring_init(eng);
 		if (r == 0) {
 			eng->uring = true;
-		} else if (choice == AIO_ENGINE_IO_URING) {
+		} else if (choice == VPIO_ENGINE_IO_URING) {
 			snprintf(err, errlen,
 			         "engine=io_uring: io_uring is not available: %s",
 			         strerror(-r));
@@ -860,11 +861,11 @@ int aio_engine_create(const struct vproxy_host *host, enum aio_engine_choice cho
 	*out = eng;
 	return 0;
 fail:
-	aio_engine_destroy(eng);
+	vpio_engine_destroy(eng);
 	return r;
 }
 
-void aio_engine_destroy(struct aio_engine *eng)
+void vpio_engine_destroy(struct vpio_engine *eng)
 {
 	if (!eng)
 		return;
@@ -886,94 +887,4 @@ void aio_engine_destroy(struct aio_engine *eng)
 	pthread_cond_destroy(&eng->cond);
 	pthread_mutex_destroy(&eng->lock);
 	free(eng);
-}
-
-/* ---- What the raw and sparse plugins share besides the engine ---- */
-
-static int parse_onoff(const char *text, bool *out)
-{
-	if (!text || strcmp(text, "off") == 0 || strcmp(text, "no") == 0 ||
-	    strcmp(text, "0") == 0)
-		*out = false;
-	else if (strcmp(text, "on") == 0 || strcmp(text, "yes") == 0 ||
-	         strcmp(text, "1") == 0)
-		*out = true;
-	else
-		return -EINVAL;
-	return 0;
-}
-
-int aio_parse_params(const struct vproxy_host *host, const struct vproxy_params *params,
-                     bool *direct, enum aio_engine_choice *choice, char *err,
-                     size_t errlen)
-{
-	const char *direct_text = host->param(params, "direct");
-	const char *engine_text = host->param(params, "engine");
-
-	if (parse_onoff(direct_text, direct) < 0) {
-		snprintf(err, errlen, "direct: \"%s\" is not on or off", direct_text);
-		return -EINVAL;
-	}
-	if (aio_engine_parse(engine_text, choice) < 0) {
-		snprintf(err, errlen, "engine: \"%s\" is not auto, io_uring or threads",
-		         engine_text);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-int aio_open_file(const struct vproxy_host *host, const char *who, const char *path,
-                  bool direct, bool *read_only, char *err, size_t errlen)
-{
-	int flags = O_CLOEXEC | (direct ? O_DIRECT : 0);
-	int fd = open(path, flags | (*read_only ? O_RDONLY : O_RDWR));
-
-	if (fd < 0 && !*read_only &&
-	    (errno == EACCES || errno == EROFS || errno == EPERM)) {
-		int why = errno;
-
-		fd = open(path, flags | O_RDONLY);
-		if (fd >= 0) {
-			host->log(VPROXY_LOG_WARN,
-			          "%s: %s is not writable (%s); serving it read-only",
-			          who, path, strerror(why));
-			*read_only = true;
-		}
-	}
-	if (fd >= 0)
-		return fd;
-	fd = errno;
-	if (direct && fd == EINVAL)
-		snprintf(err, errlen,
-		         "direct=on: the file system holding %s refuses O_DIRECT "
-		         "(as tmpfs before Linux 6.6 does); use direct=off",
-		         path);
-	else
-		snprintf(err, errlen, "file: cannot open %s: %s", path, strerror(fd));
-	return -fd;
-}
-
-int aio_check_req(const struct vproxy_req *req, uint64_t size, bool read_only)
-{
-	if (req->op > VPROXY_REQ_WRITE_ZEROES)
-		return -EOPNOTSUPP;
-	if (req->op == VPROXY_REQ_FLUSH)
-		return 0;
-	if (req->offset > size || req->len > size - req->offset)
-		return -EINVAL;
-	if (req->op == VPROXY_REQ_READ || req->op == VPROXY_REQ_WRITE) {
-		uint64_t sum = 0;
-
-		if (req->iovcnt && !req->iov)
-			return -EINVAL;
-		for (unsigned i = 0; i < req->iovcnt; i++)
-			if (__builtin_add_overflow(sum, (uint64_t)req->iov[i].iov_len,
-			                           &sum))
-				return -EINVAL;
-		if (sum != req->len)
-			return -EINVAL;
-	}
-	if (read_only && req->op != VPROXY_REQ_READ)
-		return -EROFS;
-	return 0;
 }

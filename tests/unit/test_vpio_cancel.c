@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * aio_cancel(): operations still queued for the workers are dropped with
+ * vpio_cancel(): operations still queued for the workers are dropped with
  * -ECANCELED and never reach the file; operations a worker already runs
  * finish with their real result; done() runs exactly once for each.  The
  * file's reads are held at a gate so the test decides what is running.
@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "aio.h"
+#include "vpio.h"
 #include "plugin_host.h"
 
 #define NOPS 32u
@@ -38,7 +38,7 @@ static ssize_t gated_preadv(int fd, const struct iovec *iov, int cnt, off_t off)
 	return preadv(fd, iov, cnt, off);
 }
 
-static const struct aio_sys gated_sys = {
+static const struct vpio_sys gated_sys = {
         .preadv = gated_preadv,
         .pwritev = pwritev,
         .fdatasync = fdatasync,
@@ -49,7 +49,7 @@ static const struct aio_sys gated_sys = {
 static int results[NOPS];
 static unsigned done_calls[NOPS];
 
-static void op_done(struct aio_op *op, int res)
+static void op_done(struct vpio_op *op, int res)
 {
 	unsigned i = (unsigned)(uintptr_t)op->arg;
 
@@ -71,24 +71,24 @@ START_TEST(cancel_drops_queued_ops)
 {
 	static uint8_t bufs[NOPS][BS];
 	struct event_base *base = event_base_new();
-	struct aio_op ops[NOPS];
+	struct vpio_op ops[NOPS];
 	struct iovec iov[NOPS];
-	struct aio_engine *eng;
+	struct vpio_engine *eng;
 	unsigned running, ok = 0, cancelled = 0, last = 0, stable = 0;
 	char err[256];
-	int fd = memfd_create("aio-cancel", MFD_CLOEXEC);
+	int fd = memfd_create("vpio-cancel", MFD_CLOEXEC);
 
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(ftruncate(fd, NOPS * BS), 0);
 	vp_plugin_set_event_base(base);
-	aio_set_sys(&gated_sys);
-	ck_assert_int_eq(aio_engine_create(vp_plugin_host(), AIO_ENGINE_THREADS, 0, "test",
-	                                   &eng, err, sizeof(err)),
+	vpio_set_sys(&gated_sys);
+	ck_assert_int_eq(vpio_engine_create(vp_plugin_host(), VPIO_ENGINE_THREADS, 0,
+	                                    "test", &eng, err, sizeof(err)),
 	                 0);
 	for (unsigned i = 0; i < NOPS; i++) {
 		memset(&ops[i], 0, sizeof(ops[i]));
 		iov[i] = (struct iovec){bufs[i], BS};
-		ops[i].kind = AIO_READV;
+		ops[i].kind = VPIO_READV;
 		ops[i].fd = fd;
 		ops[i].offset = (uint64_t)i * BS;
 		ops[i].len = BS;
@@ -96,7 +96,7 @@ START_TEST(cancel_drops_queued_ops)
 		ops[i].iovcnt = 1;
 		ops[i].done = op_done;
 		ops[i].arg = (void *)(uintptr_t)i;
-		aio_submit(eng, &ops[i]);
+		vpio_submit(eng, &ops[i]);
 	}
 	/* Every worker takes one read and waits at the gate (bounded wait). */
 	for (int t = 0; t < 500 && stable < 10; t++) {
@@ -110,12 +110,12 @@ START_TEST(cancel_drops_queued_ops)
 	ck_assert_uint_gt(running, 0);
 	ck_assert_uint_lt(running, NOPS);
 	for (unsigned i = 0; i < NOPS; i++)
-		aio_cancel(eng, &ops[i]);
+		vpio_cancel(eng, &ops[i]);
 	pthread_mutex_lock(&gate_lock);
 	gate_open = true;
 	pthread_cond_broadcast(&gate_cond);
 	pthread_mutex_unlock(&gate_lock);
-	aio_drain(eng);
+	vpio_drain(eng);
 	for (unsigned i = 0; i < NOPS; i++) {
 		ck_assert_uint_eq(done_calls[i], 1);
 		if (results[i] == 0)
@@ -127,8 +127,8 @@ START_TEST(cancel_drops_queued_ops)
 	ck_assert_uint_eq(cancelled, NOPS - running);
 	/* The dropped ones never reached the file. */
 	ck_assert_uint_eq(started(), running);
-	aio_engine_destroy(eng);
-	aio_set_sys(NULL);
+	vpio_engine_destroy(eng);
+	vpio_set_sys(NULL);
 	vp_plugin_set_event_base(NULL);
 	event_base_free(base);
 	close(fd);
@@ -137,8 +137,8 @@ END_TEST
 
 int main(void)
 {
-	Suite *s = suite_create("aio_cancel");
-	TCase *tc = tcase_create("aio_cancel");
+	Suite *s = suite_create("vpio_cancel");
+	TCase *tc = tcase_create("vpio_cancel");
 	SRunner *sr;
 	int failed;
 

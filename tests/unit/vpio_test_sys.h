@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A test engine for the aio layer (plugins/raw/aio.h, aio_set_sys): every
+ * A test engine for the vpio layer (plugins/common/vpio.h, vpio_set_sys): every
  * system call the raw and sparse plugins make on their files goes through
  * here, on worker threads, one at a time.  It can
  *  - record every write, punch, size change and fdatasync in the order
@@ -25,7 +25,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "aio.h"
+#include "vpio.h"
 
 /* What one log record is. */
 enum trec_kind {
@@ -206,7 +206,7 @@ static int tsys_ftruncate(int fd, off_t len)
 	return r;
 }
 
-static const struct aio_sys tsys_calls = {
+static const struct vpio_sys tsys_calls = {
         .preadv = tsys_preadv,
         .pwritev = tsys_pwritev,
         .fdatasync = tsys_fdatasync,
@@ -217,13 +217,13 @@ static const struct aio_sys tsys_calls = {
 /* Route engines created from now on through this file's calls. */
 static void tsys_install(void)
 {
-	aio_set_sys(&tsys_calls);
+	vpio_set_sys(&tsys_calls);
 }
 
 /* Back to the real calls; forget the log and the fault rule. */
 static void tsys_uninstall(void)
 {
-	aio_set_sys(NULL);
+	vpio_set_sys(NULL);
 	pthread_mutex_lock(&tsys_lock);
 	for (size_t i = 0; i < tsys_n; i++)
 		free(tsys_log[i].data);
@@ -304,7 +304,8 @@ static int tsys_fail_rule(enum tsys_call call, int fd, uint64_t off, uint64_t le
 	(void)fd;
 	if (call != tsys_fail_call || tsys_fail_left <= 0)
 		return 0;
-	if (call != TSYS_SYNC && (off >= tsys_fail_hi || off + (len ? len : 1) <= tsys_fail_lo))
+	if (call != TSYS_SYNC &&
+	    (off >= tsys_fail_hi || off + (len ? len : 1) <= tsys_fail_lo))
 		return 0;
 	tsys_fail_left--;
 	return tsys_fail_err;
