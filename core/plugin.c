@@ -36,6 +36,17 @@ struct vproxy_params {
 	size_t cap;
 };
 
+/* The host's side of one disk opened through vp_plugin_open(): the ABI 2
+ * handle the plugin is given, kept until vp_plugin_close(). */
+struct disk_host {
+	struct vproxy_disk_host pub; /* first: plugins get &pub */
+	const struct vproxy_plugin *plugin;
+	void *disk; /* the plugin's, once open() succeeded */
+	struct vp_ratelimit rl;
+	struct disk_host *next;
+	char label[]; /* pub.label points here */
+};
+
 /* A host->fd_watch() registration. */
 struct fd_watch {
 	struct event *ev;
@@ -44,6 +55,7 @@ struct fd_watch {
 };
 
 static struct loaded_plugin *loaded;
+static struct disk_host *open_disks;
 static struct event_base *watch_base;
 
 void vp_plugin_set_event_base(struct event_base *base)
@@ -69,6 +81,29 @@ static void host_log(enum vproxy_log_level level, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	vp_log(level, "plugin: %s", msg);
+}
+
+static void host_disk_log(const struct vproxy_disk_host *dh, enum vproxy_log_level level,
+			  const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void host_disk_log(const struct vproxy_disk_host *dh, enum vproxy_log_level level,
+			  const char *fmt, ...)
+{
+	struct disk_host *d = (struct disk_host *)dh;
+	char msg[900];
+	va_list ap;
+
+	if ((unsigned)level > VPROXY_LOG_DEBUG)
+		level = VPROXY_LOG_DEBUG;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (!d) {
+		vp_log(level, "plugin: %s", msg);
+		return;
+	}
+	vp_log_dev(&d->rl, level, d->pub.domid, d->pub.devid, "plugin %s [device %s]: %s",
+		   d->pub.plugin, d->pub.label, msg);
 }
 
 static void host_complete(struct vproxy_req *req, int status)
@@ -126,8 +161,21 @@ static void host_fd_unwatch(void *handle)
 }
 
 static const struct vproxy_host host_table = {
-	.abi_version = VPROXY_PLUGIN_ABI_VERSION,
+	.abi_version = 2,
 	.size = sizeof(struct vproxy_host),
+	.log = host_log,
+	.complete = host_complete,
+	.param = host_param,
+	.parse_size = vp_parse_size,
+	.fd_watch = host_fd_watch,
+	.fd_unwatch = host_fd_unwatch,
+	.disk_log = host_disk_log,
+};
+
+/* What an ABI 1 plugin is given: the table as it was in ABI 1. */
+static const struct vproxy_host host_table_v1 = {
+	.abi_version = 1,
+	.size = VPROXY_HOST_SIZE_V1,
 	.log = host_log,
 	.complete = host_complete,
 	.param = host_param,
@@ -148,22 +196,22 @@ static bool plugin_name_ok(const char *name)
 	return name && name[0] != '\0' && !strchr(name, '/') && !strstr(name, "..");
 }
 
-/* Check the table a plugin's init returned; on failure write why. Fields
- * past abi_version/size are only read once size says they exist. */
-static int check_table(const char *name, const struct vproxy_plugin *p, char *err,
-		       size_t errlen)
+/* Check the table a plugin's init returned (abi: the ABI of the init
+ * symbol it exports); on failure write why. Fields past abi_version/size
+ * are only read once size says they exist. */
+static int check_table(const char *name, const char *symbol, uint32_t abi,
+		       const struct vproxy_plugin *p, char *err, size_t errlen)
 {
 	const char *missing = NULL;
 
 	if (!p) {
-		snprintf(err, errlen, "plugin \"%s\": %s returned NULL", name,
-			 VPROXY_PLUGIN_INIT_SYMBOL);
+		snprintf(err, errlen, "plugin \"%s\": %s returned NULL", name, symbol);
 		return -EINVAL;
 	}
-	if (p->abi_version != VPROXY_PLUGIN_ABI_VERSION) {
+	if (p->abi_version != abi) {
 		snprintf(err, errlen,
-			 "plugin \"%s\": built for ABI version %u, this server speaks version %u",
-			 name, p->abi_version, VPROXY_PLUGIN_ABI_VERSION);
+			 "plugin \"%s\": built for ABI version %u, but exports %s (ABI %u)",
+			 name, p->abi_version, symbol, abi);
 		return -EINVAL;
 	}
 	if (p->size < VPROXY_PLUGIN_SIZE_V1) {
@@ -199,7 +247,9 @@ const struct vproxy_plugin *vp_plugin_load(const char *dir, const char *name,
 {
 	struct loaded_plugin *lp = NULL;
 	const struct vproxy_plugin *p;
+	const char *symbol = VPROXY_PLUGIN_INIT_SYMBOL_V2;
 	vproxy_plugin_init_fn init;
+	uint32_t abi = 2;
 	struct stat st;
 	char *path = NULL;
 	void *dl = NULL;
@@ -237,16 +287,24 @@ const struct vproxy_plugin *vp_plugin_load(const char *dir, const char *name,
 		snprintf(err, errlen, "plugin \"%s\": dlopen failed: %s", name, dlerror());
 		goto fail;
 	}
+	/* The exported init symbol says which ABI the plugin was built for,
+	 * before anything of it runs: an ABI 1 plugin checks that the table
+	 * it gets says version 1. */
 	dlerror();
-	sym = dlsym(dl, VPROXY_PLUGIN_INIT_SYMBOL);
+	sym = dlsym(dl, VPROXY_PLUGIN_INIT_SYMBOL_V2);
 	if (!sym) {
-		snprintf(err, errlen, "plugin \"%s\": %s does not export %s", name, path,
-			 VPROXY_PLUGIN_INIT_SYMBOL);
+		symbol = VPROXY_PLUGIN_INIT_SYMBOL_V1;
+		abi = 1;
+		sym = dlsym(dl, symbol);
+	}
+	if (!sym) {
+		snprintf(err, errlen, "plugin \"%s\": %s does not export %s (nor %s)", name,
+			 path, VPROXY_PLUGIN_INIT_SYMBOL_V1, VPROXY_PLUGIN_INIT_SYMBOL_V2);
 		goto fail;
 	}
 	init = (vproxy_plugin_init_fn)sym;
-	p = init(&host_table);
-	if (check_table(name, p, err, errlen) < 0)
+	p = init(abi == 2 ? &host_table : &host_table_v1);
+	if (check_table(name, symbol, abi, p, err, errlen) < 0)
 		goto fail;
 	lp = calloc(1, sizeof(*lp));
 	if (!lp || !(lp->name = strdup(name))) {
@@ -267,6 +325,60 @@ fail:
 		dlclose(dl);
 	free(path);
 	return NULL;
+}
+
+int vp_plugin_open(const struct vproxy_plugin *plugin, unsigned dom, unsigned devid,
+		   const char *label, const struct vproxy_params *params, int read_only,
+		   struct vproxy_disk_info *info, void **disk, char *err, size_t errlen)
+{
+	struct disk_host *d;
+	size_t len;
+	int rc;
+
+	if (plugin->abi_version < 2) {
+		/* The same slot holds ABI 1's open(); through void (*)(void),
+		 * the one function type every other converts to silently. */
+		vproxy_open_v1_fn open_v1 = (vproxy_open_v1_fn)(void (*)(void))plugin->open;
+
+		return open_v1(params, read_only, info, disk, err, errlen);
+	}
+	label = label ? label : "";
+	len = strlen(label) + 1;
+	d = calloc(1, sizeof(*d) + len);
+	if (!d) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	memcpy(d->label, label, len);
+	d->pub.size = sizeof(d->pub);
+	d->pub.domid = dom;
+	d->pub.devid = devid;
+	d->pub.plugin = plugin->name;
+	d->pub.label = d->label;
+	d->plugin = plugin;
+	rc = plugin->open(&d->pub, params, read_only, info, disk, err, errlen);
+	if (rc != 0) {
+		free(d);
+		return rc;
+	}
+	d->disk = *disk;
+	d->next = open_disks;
+	open_disks = d;
+	return 0;
+}
+
+void vp_plugin_close(const struct vproxy_plugin *plugin, void *disk)
+{
+	plugin->close(disk);
+	for (struct disk_host **pp = &open_disks; *pp; pp = &(*pp)->next) {
+		struct disk_host *d = *pp;
+
+		if (d->plugin == plugin && d->disk == disk) {
+			*pp = d->next;
+			free(d);
+			return;
+		}
+	}
 }
 
 void vp_plugin_unload_all(void)

@@ -27,14 +27,24 @@ void vp_plugin_set_event_base(struct event_base *base);
 
 /* Load plugin `name` from <dir>/<name>.so (once; later calls return the
  * same table).  On failure returns NULL and writes a one-line reason
- * (file missing, dlopen error, missing vproxy_plugin_init, ABI version or
+ * (file missing, dlopen error, no init symbol of either ABI, ABI version or
  * size mismatch, NULL/invalid table) to err. The table is owned by the
  * loaded library and lives until vp_plugin_unload_all(). */
 const struct vproxy_plugin *vp_plugin_load(const char *dir, const char *name,
 					   char *err, size_t errlen);
+/* Open a disk through plugin, whichever ABI it was built for.  An ABI 2
+ * plugin is given a host handle naming dom, devid and label (the config's
+ * device name) in its messages; the handle lives until vp_plugin_close().
+ * Returns what the plugin's open() returns (0, or a negative errno with a
+ * message in err), or -ENOMEM. */
+int vp_plugin_open(const struct vproxy_plugin *plugin, unsigned dom, unsigned devid,
+		   const char *label, const struct vproxy_params *params, int read_only,
+		   struct vproxy_disk_info *info, void **disk, char *err, size_t errlen);
+/* Close a disk opened with vp_plugin_open() and free its host handle. */
+void vp_plugin_close(const struct vproxy_plugin *plugin, void *disk);
 /* dlclose every loaded plugin; no disk may still be open. */
 void vp_plugin_unload_all(void);
-/* The host table handed to plugins. */
+/* The host table handed to ABI 2 plugins (abi_version 2). */
 const struct vproxy_host *vp_plugin_host(void);
 
 /* A new empty parameter set. NULL on allocation failure. */

@@ -30,6 +30,7 @@
 
 #include "blk.h"
 #include "hv.h"
+#include "plugin_host.h"
 #include "server.h"
 #include "transport.h"
 #include "vdev.h"
@@ -673,13 +674,13 @@ static void provision(struct vp_xsbus *bus, const struct vp_devdecl *decl, unsig
 	         VPROXY_XS_TYPE, decl->devid);
 	snprintf(dev->token, sizeof(dev->token), "fe/%u/%u", dom, decl->devid);
 
-	rc = decl->plugin->open(decl->params, decl->read_only, &dev->info, &dev->disk,
-	                        err, sizeof(err));
+	rc = vp_plugin_open(decl->plugin, dom, decl->devid, decl->label, decl->params,
+	                    decl->read_only, &dev->info, &dev->disk, err, sizeof(err));
 	if (rc == 0 && (dev->info.capacity % 512 || dev->info.logical_block < 512 ||
 	                (dev->info.logical_block & (dev->info.logical_block - 1)))) {
 		snprintf(err, sizeof(err), "plugin %s reported an invalid geometry",
 		         decl->plugin->name);
-		decl->plugin->close(dev->disk);
+		vp_plugin_close(decl->plugin, dev->disk);
 		dev->disk = NULL;
 		rc = -EINVAL;
 	}

@@ -1,12 +1,33 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * vproxy storage plugin ABI.  Installed as <vproxy/plugin.h>.
  *
- * A plugin is a shared object exporting one symbol,
- *     const struct vproxy_plugin *vproxy_plugin_init(const struct vproxy_host *host);
- * The host calls it once after dlopen().  Every service a plugin may use is
- * reached through the versioned host table it is given (no other symbols of
- * the server are visible to plugins), so a plugin built against ABI version
- * N keeps working in every server that accepts N.
+ * A plugin is a shared object exporting one init function.  The host calls
+ * it once after dlopen() with the versioned host table; every service a
+ * plugin may use is reached through that table (no other symbols of the
+ * server are visible to plugins), so a plugin built against ABI version N
+ * keeps working in every server that accepts N.
+ *
+ * Two ABI versions exist; a server loads plugins of both, side by side:
+ *
+ * ABI 2 (new plugins): define VPROXY_PLUGIN_ABI to 2 before including this
+ *   header and end the plugin with VPROXY_PLUGIN_DEFINE(host, table...),
+ *   which exports vproxy_plugin_init_v2().  open() gets a per-disk host
+ *   handle (struct vproxy_disk_host) naming the guest, the device and its
+ *   label; host->disk_log(dh, ...) prefixes each message with them.
+ * ABI 1 (the default, so plugins written before ABI 2 build and load
+ *   unchanged): the plugin exports vproxy_plugin_init(), open() has no
+ *   handle and host->log() messages carry only "plugin:".
+ * The server tells them apart before calling anything: by which of the two
+ * init symbols the .so exports (vproxy_plugin_init_v2 first).  An ABI 1
+ * plugin gets a host table with abi_version 1 and the ABI 1 size; an ABI 2
+ * plugin gets abi_version 2.  Everything else (requests, completion,
+ * cancel(), parameters, fd watches) is the same in both.
+ *
+ * Growing without a new ABI version: the host table, the plugin table and
+ * the disk handle each carry their size, and fields are only ever
+ * appended; a reader uses a field only when the size says it is there
+ * (VPROXY_PLUGIN_HAS, VPROXY_HOST_HAS, VPROXY_DISK_HOST_HAS).
  *
  * I/O is asynchronous: submit() queues a request and returns; the plugin
  * calls host->complete() exactly once per request, from the server's event
@@ -22,8 +43,26 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+/* The ABI the including source is written for (see above): 1 or 2. */
+#ifndef VPROXY_PLUGIN_ABI
+#define VPROXY_PLUGIN_ABI 1
+#endif
+
+/* The init symbol of each ABI; a server looks for them in this order. */
+#define VPROXY_PLUGIN_INIT_SYMBOL_V2 "vproxy_plugin_init_v2"
+#define VPROXY_PLUGIN_INIT_SYMBOL_V1 "vproxy_plugin_init"
+
+#if VPROXY_PLUGIN_ABI == 2
+#define VPROXY_PLUGIN_ABI_VERSION 2u
+#define VPROXY_PLUGIN_INIT_SYMBOL VPROXY_PLUGIN_INIT_SYMBOL_V2
+#define VPROXY_PLUGIN_INIT_FN vproxy_plugin_init_v2
+#elif VPROXY_PLUGIN_ABI == 1
 #define VPROXY_PLUGIN_ABI_VERSION 1u
-#define VPROXY_PLUGIN_INIT_SYMBOL "vproxy_plugin_init"
+#define VPROXY_PLUGIN_INIT_SYMBOL VPROXY_PLUGIN_INIT_SYMBOL_V1
+#define VPROXY_PLUGIN_INIT_FN vproxy_plugin_init
+#else
+#error "VPROXY_PLUGIN_ABI must be 1 or 2"
+#endif
 
 /* Log levels for host->log(). */
 enum vproxy_log_level {
@@ -77,12 +116,46 @@ struct vproxy_disk_info {
 /* Opaque to plugins: the key=value parameters of one device. */
 struct vproxy_params;
 
-/* The server's services, passed to vproxy_plugin_init(). */
+/*
+ * ABI 2: the host's side of one open disk, handed to open().  Owned by the
+ * host and valid until the plugin's close() of that disk returns (also
+ * when open() fails: until open() returns).  Plugins keep the pointer,
+ * read the fields and pass it back to host calls; they never write it.
+ * Fields are only appended: read one beyond these only when
+ * VPROXY_DISK_HOST_HAS says it is there.  The host keeps its own per-disk
+ * state behind this struct, so what is per disk grows without an ABI
+ * change.
+ *
+ * Planned, not here yet (each appended, none an ABI break):
+ *  - completion hand-back for plugins whose libraries complete on their own
+ *    threads (librbd): a thread-safe host->complete_from_thread(dh, req,
+ *    status) appended to struct vproxy_host, queueing per disk and waking
+ *    the loop once, or a completion eventfd appended here;
+ *  - end of batch: an optional kick(disk) appended to struct vproxy_plugin,
+ *    called once per loop turn for each disk that got submit() calls in
+ *    that turn (one io_uring_submit() for all of them).
+ */
+struct vproxy_disk_host {
+	uint32_t size;     /* sizeof(struct vproxy_disk_host) of the server */
+	uint32_t domid;    /* the guest's domain id */
+	uint32_t devid;    /* the device's id in that guest */
+	uint32_t reserved; /* 0 */
+	const char *plugin; /* the plugin's name, as in the config ("raw") */
+	const char *label;  /* the device's name: [device NAME] in the config */
+};
+
+/* Does disk handle dh have member (appended after ABI 2's first fields)? */
+#define VPROXY_DISK_HOST_HAS(dh, member)                                      \
+	((dh)->size >= offsetof(struct vproxy_disk_host, member) +            \
+	                       sizeof((dh)->member))
+
+/* The server's services, passed to the plugin's init function. */
 struct vproxy_host {
 	uint32_t abi_version; /* VPROXY_PLUGIN_ABI_VERSION of the server */
 	uint32_t size;        /* sizeof(struct vproxy_host) of the server */
 
-	/* Log a message under the plugin's name.  printf-style. */
+	/* Log a message, prefixed "plugin:".  printf-style.  ABI 2 plugins
+	 * use disk_log() for anything about a disk. */
 	void (*log)(enum vproxy_log_level level, const char *fmt, ...)
 		__attribute__((format(printf, 2, 3)));
 	/* Finish a request: status 0 or a negative errno. Exactly once. */
@@ -98,7 +171,26 @@ struct vproxy_host {
 	void *(*fd_watch)(int fd, void (*cb)(int fd, void *arg), void *arg);
 	/* Stop watching; the handle is freed. */
 	void (*fd_unwatch)(void *handle);
+
+	/* ---- ABI 2 (absent from the table an ABI 1 plugin gets) ---- */
+
+	/* Log a message about disk dh, prefixed with the plugin's name, the
+	 * guest, the device and its label; rate-limited per disk like the
+	 * server's own messages about a guest.  printf-style.  dh NULL:
+	 * as log(). */
+	void (*disk_log)(const struct vproxy_disk_host *dh,
+			 enum vproxy_log_level level, const char *fmt, ...)
+		__attribute__((format(printf, 3, 4)));
+	/* Planned: complete_from_thread() goes here (see vproxy_disk_host). */
 };
+
+/* Size of the host table an ABI 1 plugin is given. */
+#define VPROXY_HOST_SIZE_V1 offsetof(struct vproxy_host, disk_log)
+/* Does host table h have member (appended after ABI 2's first fields)? */
+#define VPROXY_HOST_HAS(h, member)                                            \
+	((h)->size >= offsetof(struct vproxy_host, member) +                  \
+	                      sizeof((h)->member) &&                          \
+	 (h)->member != NULL)
 
 /* What a plugin provides. Static storage owned by the plugin. */
 struct vproxy_plugin {
@@ -111,10 +203,18 @@ struct vproxy_plugin {
 
 	/* Open a disk. On success returns 0, fills *info and *disk. On
 	 * failure returns a negative errno and writes a message of at most
-	 * errlen bytes into err. */
+	 * errlen bytes into err.  ABI 2 passes the disk's host handle dh
+	 * first (see struct vproxy_disk_host); ABI 1 has no dh
+	 * (vproxy_open_v1_fn).  *disk must differ between open disks. */
+#if VPROXY_PLUGIN_ABI >= 2
+	int (*open)(struct vproxy_disk_host *dh, const struct vproxy_params *params,
+		    int read_only, struct vproxy_disk_info *info, void **disk,
+		    char *err, size_t errlen);
+#else
 	int (*open)(const struct vproxy_params *params, int read_only,
 		    struct vproxy_disk_info *info, void **disk, char *err,
 		    size_t errlen);
+#endif
 	/* Queue a request. Returns 0 (complete() will be called), or a
 	 * negative errno (complete() will not be called). */
 	int (*submit)(void *disk, struct vproxy_req *req);
@@ -132,6 +232,9 @@ struct vproxy_plugin {
 	 * touched its buffers, else with its real result.  Until then the
 	 * guest's buffers stay mapped and the guest waits. */
 	void (*cancel)(void *disk, struct vproxy_req *req);
+
+	/* Planned: an optional kick(disk), end of a loop turn's batch (see
+	 * struct vproxy_disk_host), is appended here. */
 };
 
 /* Size of the first version of struct vproxy_plugin: the least a server
@@ -144,8 +247,52 @@ struct vproxy_plugin {
 	                      sizeof((p)->member) &&                          \
 	 (p)->member != NULL)
 
-/* The one symbol a plugin exports. */
+/* The init function a plugin exports (VPROXY_PLUGIN_INIT_SYMBOL). */
 typedef const struct vproxy_plugin *(*vproxy_plugin_init_fn)(
 	const struct vproxy_host *host);
+
+/* ABI 1's open(), for a server calling an ABI 1 plugin: the same table
+ * slot, without the disk handle. */
+typedef int (*vproxy_open_v1_fn)(const struct vproxy_params *params, int read_only,
+				 struct vproxy_disk_info *info, void **disk,
+				 char *err, size_t errlen);
+
+#define VPROXY_PLUGIN_EXPORT __attribute__((visibility("default")))
+
+/*
+ * The end of every plugin: the plugin table and the init function.
+ *   static const struct vproxy_host *host;
+ *   ...
+ *   VPROXY_PLUGIN_DEFINE(host, .name = "mem", .description = "RAM disk",
+ *                        .param_keys = keys, .open = mem_open, ...);
+ * host_var receives the host table.  abi_version and size are filled in;
+ * init refuses (returns NULL to) a server whose host table is older than
+ * this header's or speaks another ABI.
+ */
+#define VPROXY_PLUGIN_DEFINE(host_var, ...)                                   \
+	static const struct vproxy_plugin vproxy_plugin_table_ = {            \
+		.abi_version = VPROXY_PLUGIN_ABI_VERSION,                     \
+		.size = sizeof(struct vproxy_plugin),                         \
+		__VA_ARGS__};                                                 \
+	VPROXY_PLUGIN_EXPORT const struct vproxy_plugin *VPROXY_PLUGIN_INIT_FN( \
+		const struct vproxy_host *h);                                 \
+	VPROXY_PLUGIN_EXPORT const struct vproxy_plugin *VPROXY_PLUGIN_INIT_FN( \
+		const struct vproxy_host *h)                                  \
+	{                                                                     \
+		if (!h || h->abi_version != VPROXY_PLUGIN_ABI_VERSION ||      \
+		    h->size < VPROXY_PLUGIN_HOST_SIZE_)                        \
+			return NULL;                                          \
+		(host_var) = h;                                               \
+		return &vproxy_plugin_table_;                                 \
+	}                                                                     \
+	_Static_assert(1, "VPROXY_PLUGIN_DEFINE ends with a semicolon")
+
+/* The host table size a plugin of this ABI needs: all of it for ABI 2 (a
+ * server older than the header lacks entries the plugin may call). */
+#if VPROXY_PLUGIN_ABI >= 2
+#define VPROXY_PLUGIN_HOST_SIZE_ sizeof(struct vproxy_host)
+#else
+#define VPROXY_PLUGIN_HOST_SIZE_ VPROXY_HOST_SIZE_V1
+#endif
 
 #endif

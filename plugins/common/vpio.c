@@ -45,6 +45,7 @@ struct sys_call {
 
 struct vpio_engine {
 	const struct vproxy_host *host;
+	const struct vproxy_disk_host *dh; /* the disk's, for log lines */
 	char label[160];
 	uint32_t align;
 	int efd;
@@ -787,9 +788,9 @@ fail:
 	return r;
 }
 
-int vpio_engine_create(const struct vproxy_host *host, enum vpio_engine_choice choice,
-                       uint32_t align, const char *label, struct vpio_engine **out,
-                       char *err, size_t errlen)
+int vpio_engine_create(const struct vproxy_host *host, const struct vproxy_disk_host *dh,
+                       enum vpio_engine_choice choice, uint32_t align, const char *label,
+                       struct vpio_engine **out, char *err, size_t errlen)
 {
 	struct vpio_engine *eng = calloc(1, sizeof(*eng));
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -800,6 +801,7 @@ int vpio_engine_create(const struct vproxy_host *host, enum vpio_engine_choice c
 		return -ENOMEM;
 	}
 	eng->host = host;
+	eng->dh = dh;
 	eng->align = align;
 	eng->sys = test_sys;
 	if (eng->sys)
@@ -831,10 +833,10 @@ int vpio_engine_create(const struct vproxy_host *host, enum vpio_engine_choice c
 			         strerror(-r));
 			goto fail;
 		} else {
-			host->log(VPROXY_LOG_WARN,
-			          "%s: io_uring is not available (%s); using worker "
-			          "threads",
-			          eng->label, strerror(-r));
+			host->disk_log(dh, VPROXY_LOG_WARN,
+			               "%s: io_uring is not available (%s); using worker "
+			               "threads",
+			               eng->label, strerror(-r));
 		}
 	}
 	/* io_uring needs a worker only for ioctls; threads mode for all. */

@@ -82,13 +82,14 @@ struct vpio_engine;
 int vpio_engine_parse(const char *text, enum vpio_engine_choice *out);
 
 /* Create an engine for one disk.  align: buffer/offset alignment the fds
- * need (O_DIRECT), 0 for none.  label names the disk in log lines.
+ * need (O_DIRECT), 0 for none.  Log lines go through host->disk_log(dh)
+ * (dh may be NULL) and name the file by label.
  * Registers its eventfd with host->fd_watch().  On failure returns a
  * negative errno and a message in err.  *out is the caller's
  * (vpio_engine_destroy). */
-int vpio_engine_create(const struct vproxy_host *host, enum vpio_engine_choice choice,
-                       uint32_t align, const char *label, struct vpio_engine **out,
-                       char *err, size_t errlen);
+int vpio_engine_create(const struct vproxy_host *host, const struct vproxy_disk_host *dh,
+                       enum vpio_engine_choice choice, uint32_t align, const char *label,
+                       struct vpio_engine **out, char *err, size_t errlen);
 
 /* "io_uring" or "threads". Static string. */
 const char *vpio_engine_name(const struct vpio_engine *eng);

@@ -42,8 +42,9 @@ int vpio_parse_params(const struct vproxy_host *host, const struct vproxy_params
 	return 0;
 }
 
-int vpio_open_file(const struct vproxy_host *host, const char *who, const char *path,
-                   bool direct, bool *read_only, char *err, size_t errlen)
+int vpio_open_file(const struct vproxy_host *host, const struct vproxy_disk_host *dh,
+                   const char *path, bool direct, bool *read_only, char *err,
+                   size_t errlen)
 {
 	int flags = O_CLOEXEC | (direct ? O_DIRECT : 0);
 	int fd = open(path, flags | (*read_only ? O_RDONLY : O_RDWR));
@@ -54,9 +55,9 @@ int vpio_open_file(const struct vproxy_host *host, const char *who, const char *
 
 		fd = open(path, flags | O_RDONLY);
 		if (fd >= 0) {
-			host->log(VPROXY_LOG_WARN,
-			          "%s: %s is not writable (%s); serving it read-only",
-			          who, path, strerror(why));
+			host->disk_log(dh, VPROXY_LOG_WARN,
+			               "%s is not writable (%s); serving it read-only",
+			               path, strerror(why));
 			*read_only = true;
 		}
 	}

@@ -22,10 +22,11 @@ int vpio_parse_params(const struct vproxy_host *host, const struct vproxy_params
 
 /* Open path (O_DIRECT if direct) read-write, or read-only if *read_only.
  * On a read-only file system or without write permission fall back to
- * read-only, setting *read_only and logging it as "<who>: ...".  Returns
+ * read-only, setting *read_only and logging it about disk dh.  Returns
  * the fd, or -errno with a message in err. */
-int vpio_open_file(const struct vproxy_host *host, const char *who, const char *path,
-                   bool direct, bool *read_only, char *err, size_t errlen);
+int vpio_open_file(const struct vproxy_host *host, const struct vproxy_disk_host *dh,
+                   const char *path, bool direct, bool *read_only, char *err,
+                   size_t errlen);
 
 /* The host checks requests; plugins check again so they never reach
  * outside a disk of size bytes whoever calls them.  0, -EOPNOTSUPP,

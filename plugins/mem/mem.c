@@ -2,6 +2,7 @@
  * (MAP_NORESERVE), so a large disk costs only the pages ever written, and
  * DISCARD/WRITE_ZEROES hand whole pages back to the kernel.  Every request
  * completes inline in submit(). */
+#define VPROXY_PLUGIN_ABI 2
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -25,8 +26,9 @@ static const struct vproxy_host *host;
 
 static const char *const mem_param_keys[] = {"size", "block-size", NULL};
 
-static int mem_open(const struct vproxy_params *params, int read_only,
-		    struct vproxy_disk_info *info, void **disk, char *err, size_t errlen)
+static int mem_open(struct vproxy_disk_host *dh, const struct vproxy_params *params,
+		    int read_only, struct vproxy_disk_info *info, void **disk, char *err,
+		    size_t errlen)
 {
 	const char *size_text = host->param(params, "size");
 	const char *bs_text = host->param(params, "block-size");
@@ -34,6 +36,7 @@ static int mem_open(const struct vproxy_params *params, int read_only,
 	struct mem_disk *d;
 	void *base;
 
+	(void)dh; /* a RAM disk has nothing to log */
 	if (!size_text) {
 		snprintf(err, errlen, "size: required (e.g. size = 64M)");
 		return -EINVAL;
@@ -185,27 +188,7 @@ static void mem_close(void *disk)
 	free(d);
 }
 
-static const struct vproxy_plugin mem_plugin = {
-	.abi_version = VPROXY_PLUGIN_ABI_VERSION,
-	.size = sizeof(struct vproxy_plugin),
-	.name = "mem",
-	.description = "RAM disk; contents are lost when vproxyd exits",
-	.param_keys = mem_param_keys,
-	.open = mem_open,
-	.submit = mem_submit,
-	.close = mem_close,
-};
-
-__attribute__((visibility("default"))) const struct vproxy_plugin *
-vproxy_plugin_init(const struct vproxy_host *h);
-
-__attribute__((visibility("default"))) const struct vproxy_plugin *
-vproxy_plugin_init(const struct vproxy_host *h)
-{
-	/* A server older than our header lacks table entries we call. */
-	if (!h || h->abi_version != VPROXY_PLUGIN_ABI_VERSION ||
-	    h->size < sizeof(struct vproxy_host))
-		return NULL;
-	host = h;
-	return &mem_plugin;
-}
+VPROXY_PLUGIN_DEFINE(host, .name = "mem",
+		     .description = "RAM disk; contents are lost when vproxyd exits",
+		     .param_keys = mem_param_keys, .open = mem_open, .submit = mem_submit,
+		     .close = mem_close);

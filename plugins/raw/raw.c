@@ -6,6 +6,7 @@
  * every later FLUSH fails too (see raw_op_done); DISCARD punches a hole in a file
  * and is BLKDISCARD on a device; WRITE_ZEROES punches (unmap allowed) or
  * zeroes the range in place, falling back to writing zeros. */
+#define VPROXY_PLUGIN_ABI 2
 #include "vpio.h"
 #include "vpio_file.h"
 
@@ -33,6 +34,7 @@ struct raw_disk {
 	bool flush_failed; /* an fdatasync failed: no FLUSH succeeds again */
 	uint64_t size;
 	struct vpio_engine *eng;
+	const struct vproxy_disk_host *dh; /* the host's, for log lines */
 	struct raw_op *free_ops; /* recycled per-request state */
 	char label[160];
 };
@@ -78,8 +80,9 @@ static int raw_bdev_geometry(int fd, const char *path, struct vproxy_disk_info *
 	return 0;
 }
 
-static int raw_open(const struct vproxy_params *params, int read_only,
-                    struct vproxy_disk_info *info, void **out, char *err, size_t errlen)
+static int raw_open(struct vproxy_disk_host *dh, const struct vproxy_params *params,
+                    int read_only, struct vproxy_disk_info *info, void **out, char *err,
+                    size_t errlen)
 {
 	const char *path = host->param(params, "file");
 	enum vpio_engine_choice choice;
@@ -119,8 +122,9 @@ static int raw_open(const struct vproxy_params *params, int read_only,
 		return -ENOMEM;
 	}
 	d->fd = -1;
+	d->dh = dh;
 	snprintf(d->label, sizeof(d->label), "raw %s", path);
-	r = vpio_open_file(host, "raw", path, direct, &ro, err, errlen);
+	r = vpio_open_file(host, dh, path, direct, &ro, err, errlen);
 	if (r < 0)
 		goto fail;
 	d->fd = r;
@@ -146,11 +150,11 @@ static int raw_open(const struct vproxy_params *params, int read_only,
 		align = direct ? info->logical_block : 0;
 	} else {
 		if (st.st_size % SECTOR)
-			host->log(VPROXY_LOG_WARN,
-			          "raw: %s: size %lld is not a multiple of 512; the last "
-			          "%lld bytes are not served",
-			          path, (long long)st.st_size,
-			          (long long)(st.st_size % SECTOR));
+			host->disk_log(d->dh, VPROXY_LOG_WARN,
+			               "%s: size %lld is not a multiple of 512; the last "
+			               "%lld bytes are not served",
+			               path, (long long)st.st_size,
+			               (long long)(st.st_size % SECTOR));
 		info->logical_block = direct ? FILE_DIRECT_ALIGN : SECTOR;
 		info->physical_block =
 		        st.st_blksize >= (blksize_t)info->logical_block &&
@@ -170,17 +174,17 @@ static int raw_open(const struct vproxy_params *params, int read_only,
 	}
 	d->size = info->capacity;
 	d->read_only = ro;
-	r = vpio_engine_create(host, choice, align, d->label, &d->eng, err, errlen);
+	r = vpio_engine_create(host, dh, choice, align, d->label, &d->eng, err, errlen);
 	if (r < 0)
 		goto fail;
 	info->flags = VPROXY_DISK_FLUSH | VPROXY_DISK_DISCARD | VPROXY_DISK_WRITE_ZEROES;
 	if (ro)
 		info->flags |= VPROXY_DISK_READONLY;
-	host->log(VPROXY_LOG_INFO,
-	          "raw: %s: %llu bytes, %u/%u-byte blocks%s%s, %s engine", path,
-	          (unsigned long long)d->size, info->logical_block, info->physical_block,
-	          ro ? ", read-only" : "", direct ? ", O_DIRECT" : "",
-	          vpio_engine_name(d->eng));
+	host->disk_log(d->dh, VPROXY_LOG_INFO,
+	               "%s: %llu bytes, %u/%u-byte blocks%s%s, %s engine", path,
+	               (unsigned long long)d->size, info->logical_block,
+	               info->physical_block, ro ? ", read-only" : "",
+	               direct ? ", O_DIRECT" : "", vpio_engine_name(d->eng));
 	*out = d;
 	return 0;
 fail:
@@ -207,10 +211,11 @@ static void raw_op_done(struct vpio_op *vpio, int res)
 	if (vpio->kind == VPIO_FDATASYNC && res < 0 && res != -ECANCELED &&
 	    !d->flush_failed) {
 		d->flush_failed = true;
-		host->log(VPROXY_LOG_ERROR,
-		          "%s: fdatasync failed: %s; writes before it may be lost, so "
-		          "every later flush fails until the disk is opened again",
-		          d->label, strerror(-res));
+		host->disk_log(
+		        d->dh, VPROXY_LOG_ERROR,
+		        "%s: fdatasync failed: %s; writes before it may be lost, so "
+		        "every later flush fails until the disk is opened again",
+		        d->label, strerror(-res));
 	}
 	if (vpio->kind == VPIO_FDATASYNC && res == 0 && d->flush_failed)
 		res = -EIO;
@@ -298,28 +303,8 @@ static void raw_close(void *disk)
 	free(d);
 }
 
-static const struct vproxy_plugin raw_plugin = {
-        .abi_version = VPROXY_PLUGIN_ABI_VERSION,
-        .size = sizeof(struct vproxy_plugin),
-        .name = "raw",
+VPROXY_PLUGIN_DEFINE(
+        host, .name = "raw",
         .description = "a regular file or block device, byte for byte (io_uring)",
-        .param_keys = raw_param_keys,
-        .open = raw_open,
-        .submit = raw_submit,
-        .close = raw_close,
-        .cancel = raw_cancel,
-};
-
-__attribute__((visibility("default"))) const struct vproxy_plugin *
-vproxy_plugin_init(const struct vproxy_host *h);
-
-__attribute__((visibility("default"))) const struct vproxy_plugin *
-vproxy_plugin_init(const struct vproxy_host *h)
-{
-	/* A server older than our header lacks table entries we call. */
-	if (!h || h->abi_version != VPROXY_PLUGIN_ABI_VERSION ||
-	    h->size < sizeof(struct vproxy_host))
-		return NULL;
-	host = h;
-	return &raw_plugin;
-}
+        .param_keys = raw_param_keys, .open = raw_open, .submit = raw_submit,
+        .close = raw_close, .cancel = raw_cancel);

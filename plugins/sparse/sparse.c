@@ -23,6 +23,7 @@
  * was written before: every later FLUSH fails and freed clusters are no
  * longer reused (rule 3 cannot be kept), until the image is opened again.
  */
+#define VPROXY_PLUGIN_ABI 2
 #include "vpio.h"
 #include "vpio_file.h"
 #include "sparse_format.h"
@@ -117,6 +118,7 @@ struct sparse_disk {
 	unsigned cbits;
 	uint64_t vsize;
 	struct vpio_engine *eng;
+	const struct vproxy_disk_host *dh; /* the host's, for log lines */
 	char label[200];
 	bool broken; /* the image was cut from outside: fail every request */
 	bool flush_failed; /* an fdatasync failed: see the top of the file */
@@ -260,10 +262,10 @@ static void disk_broken(struct sparse_disk *d, const char *what)
 	if (d->broken)
 		return;
 	d->broken = true;
-	host->log(VPROXY_LOG_ERROR,
-	          "%s: %s: the image file was cut short from outside; failing "
-	          "every request to this disk from now on",
-	          d->label, what);
+	host->disk_log(d->dh, VPROXY_LOG_ERROR,
+	               "%s: %s: the image file was cut short from outside; failing "
+	               "every request to this disk from now on",
+	               d->label, what);
 }
 
 /* The map entry of virtual cluster vc: 0, or -EIO (-ENOMEM) and the
@@ -470,8 +472,9 @@ static void zero_done(struct vpio_op *op, int res)
 	if (res == 0)
 		free_later(d, z->idx, false);
 	else
-		host->log(VPROXY_LOG_WARN, "%s: cannot zero freed cluster %llu: %s",
-		          d->label, (unsigned long long)z->idx, strerror(-res));
+		host->disk_log(d->dh, VPROXY_LOG_WARN,
+		               "%s: cannot zero freed cluster %llu: %s", d->label,
+		               (unsigned long long)z->idx, strerror(-res));
 	free(z);
 }
 
@@ -540,11 +543,12 @@ static void sync_done(struct vpio_op *op, int res)
 		d->internal_syncs--;
 	if (res < 0 && res != -ECANCELED && !d->flush_failed) {
 		d->flush_failed = true;
-		host->log(VPROXY_LOG_ERROR,
-		          "%s: fdatasync failed: %s; writes before it may be lost, so "
-		          "every later flush fails and freed clusters stay unused until "
-		          "the image is opened again",
-		          d->label, strerror(-res));
+		host->disk_log(
+		        d->dh, VPROXY_LOG_ERROR,
+		        "%s: fdatasync failed: %s; writes before it may be lost, so "
+		        "every later flush fails and freed clusters stay unused until "
+		        "the image is opened again",
+		        d->label, strerror(-res));
 	}
 	if (res == 0 && s->cover > d->size_durable)
 		d->size_durable = s->cover;
@@ -857,9 +861,9 @@ static void do_write(struct sreq *r, uint64_t c0, uint64_t c1)
 		if (!e) {
 			rc = alloc_cluster(d, &idx);
 			if (rc < 0) {
-				host->log(VPROXY_LOG_WARN,
-				          "%s: cannot allocate a cluster: %s", d->label,
-				          strerror(-rc));
+				host->disk_log(d->dh, VPROXY_LOG_WARN,
+				               "%s: cannot allocate a cluster: %s",
+				               d->label, strerror(-rc));
 				break;
 			}
 			r->allocs[r->nalloc].vc = vc;
@@ -1257,7 +1261,8 @@ static void sparse_free(struct sparse_disk *d)
 	free(d);
 }
 
-static int sparse_open_disk(const struct vproxy_params *params, int read_only,
+static int sparse_open_disk(struct vproxy_disk_host *dh,
+                            const struct vproxy_params *params, int read_only,
                             struct vproxy_disk_info *info, void **out, char *err,
                             size_t errlen)
 {
@@ -1294,10 +1299,11 @@ static int sparse_open_disk(const struct vproxy_params *params, int read_only,
 		return -ENOMEM;
 	}
 	d->meta_fd = d->data_fd = -1;
+	d->dh = dh;
 	d->read_only = read_only != 0;
 	snprintf(d->label, sizeof(d->label), "sparse %s", path);
 	/* Header and map go through the page cache; only data may be direct. */
-	r = vpio_open_file(host, "sparse", path, false, &d->read_only, err, errlen);
+	r = vpio_open_file(host, dh, path, false, &d->read_only, err, errlen);
 	if (r < 0)
 		goto fail;
 	d->meta_fd = d->data_fd = r;
@@ -1343,11 +1349,11 @@ static int sparse_open_disk(const struct vproxy_params *params, int read_only,
 
 		if (sparse_count_leaks(&d->img, &scan, &leaked, &tail) == 0 &&
 		    (leaked || tail))
-			host->log(VPROXY_LOG_INFO,
-			          "sparse: %s: reclaiming %llu leaked clusters and %llu "
-			          "bytes at the end (left by a crash)",
-			          path, (unsigned long long)leaked,
-			          (unsigned long long)tail);
+			host->disk_log(d->dh, VPROXY_LOG_INFO,
+			               "%s: reclaiming %llu leaked clusters and %llu "
+			               "bytes at the end (left by a crash)",
+			               path, (unsigned long long)leaked,
+			               (unsigned long long)tail);
 		r = sparse_repair(&d->img, &scan, &freed, why, sizeof(why));
 		if (r < 0) {
 			snprintf(err, errlen, "file: %s: %s", path, why);
@@ -1365,14 +1371,13 @@ static int sparse_open_disk(const struct vproxy_params *params, int read_only,
 	d->size_durable = d->file_clusters;
 	d->sync_cover = d->file_clusters;
 	if (direct) {
-		r = vpio_open_file(host, "sparse", path, true, &d->read_only, err,
-		                   errlen);
+		r = vpio_open_file(host, dh, path, true, &d->read_only, err, errlen);
 		if (r < 0)
 			goto fail;
 		d->data_fd = r;
 	}
-	r = vpio_engine_create(host, choice, direct ? DIRECT_ALIGN : 0, d->label, &d->eng,
-	                       err, errlen);
+	r = vpio_engine_create(host, dh, choice, direct ? DIRECT_ALIGN : 0, d->label,
+	                       &d->eng, err, errlen);
 	if (r < 0)
 		goto fail;
 
@@ -1392,12 +1397,13 @@ static int sparse_open_disk(const struct vproxy_params *params, int read_only,
 	                                                : MAX_DZ_BYTES) /
 	                                       SECTOR);
 	info->max_write_zeroes_sectors = info->max_discard_sectors;
-	host->log(VPROXY_LOG_INFO,
-	          "sparse: %s: %llu bytes, %llu KiB clusters, %llu allocated%s%s, %s "
-	          "engine",
-	          path, (unsigned long long)d->vsize, (unsigned long long)(d->cs >> 10),
-	          (unsigned long long)d->allocated, d->read_only ? ", read-only" : "",
-	          direct ? ", O_DIRECT" : "", vpio_engine_name(d->eng));
+	host->disk_log(
+	        d->dh, VPROXY_LOG_INFO,
+	        "%s: %llu bytes, %llu KiB clusters, %llu allocated%s%s, %s "
+	        "engine",
+	        path, (unsigned long long)d->vsize, (unsigned long long)(d->cs >> 10),
+	        (unsigned long long)d->allocated, d->read_only ? ", read-only" : "",
+	        direct ? ", O_DIRECT" : "", vpio_engine_name(d->eng));
 	*out = d;
 	return 0;
 fail:
@@ -1432,34 +1438,15 @@ static void sparse_close_disk(void *disk)
 		int r = vpio_fdatasync_now(d->eng, d->data_fd);
 
 		if (r < 0)
-			host->log(VPROXY_LOG_WARN, "%s: fdatasync at close: %s", d->label,
-			          strerror(-r));
+			host->disk_log(d->dh, VPROXY_LOG_WARN,
+			               "%s: fdatasync at close: %s", d->label,
+			               strerror(-r));
 	}
 	sparse_free(d);
 }
 
-static const struct vproxy_plugin sparse_plugin = {
-        .abi_version = VPROXY_PLUGIN_ABI_VERSION,
-        .size = sizeof(struct vproxy_plugin),
-        .name = "sparse",
+VPROXY_PLUGIN_DEFINE(
+        host, .name = "sparse",
         .description = "a sparse image that grows on first write (vproxy-img create)",
-        .param_keys = sparse_param_keys,
-        .open = sparse_open_disk,
-        .submit = sparse_submit,
-        .close = sparse_close_disk,
-        .cancel = sparse_cancel,
-};
-
-__attribute__((visibility("default"))) const struct vproxy_plugin *
-vproxy_plugin_init(const struct vproxy_host *h);
-
-__attribute__((visibility("default"))) const struct vproxy_plugin *
-vproxy_plugin_init(const struct vproxy_host *h)
-{
-	/* A server older than our header lacks table entries we call. */
-	if (!h || h->abi_version != VPROXY_PLUGIN_ABI_VERSION ||
-	    h->size < sizeof(struct vproxy_host))
-		return NULL;
-	host = h;
-	return &sparse_plugin;
-}
+        .param_keys = sparse_param_keys, .open = sparse_open_disk,
+        .submit = sparse_submit, .close = sparse_close_disk, .cancel = sparse_cancel);

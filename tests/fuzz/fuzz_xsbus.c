@@ -58,9 +58,11 @@ int vp_hv_sim_set_self_domid(struct vp_hv *h, uint16_t domid)
 
 static const char *const no_keys[] = {NULL};
 
-static int good_open(const struct vproxy_params *params, int read_only,
-                     struct vproxy_disk_info *info, void **disk, char *err, size_t errlen)
+static int good_open(struct vproxy_disk_host *dh, const struct vproxy_params *params,
+                     int read_only, struct vproxy_disk_info *info, void **disk, char *err,
+                     size_t errlen)
 {
+	(void)dh;
 	(void)params;
 	(void)err;
 	(void)errlen;
@@ -73,9 +75,11 @@ static int good_open(const struct vproxy_params *params, int read_only,
 	return 0;
 }
 
-static int bad_open(const struct vproxy_params *params, int read_only,
-                    struct vproxy_disk_info *info, void **disk, char *err, size_t errlen)
+static int bad_open(struct vproxy_disk_host *dh, const struct vproxy_params *params,
+                    int read_only, struct vproxy_disk_info *info, void **disk, char *err,
+                    size_t errlen)
 {
+	(void)dh;
 	(void)params;
 	(void)read_only;
 	(void)info;

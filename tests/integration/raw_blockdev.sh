@@ -35,7 +35,8 @@ sh_create_dom 71 guest71
 sh_wait_xs "$be/0/state" 2 10
 [[ $(sh_xs_read "$be/0/sectors") == $((32 << 11)) ]] ||
 	{ echo "FAIL: sectors $(sh_xs_read "$be/0/sectors")"; exit 1; }
-grep -E "raw: $loopdev: 33554432 bytes, 4096/4096-byte blocks" "$SH_DIR/vproxyd.log" ||
+# A plugin's lines name the guest, device, plugin and label (ABI 2).
+grep -E "dom 71 dev 0: plugin raw \[device blk\]: $loopdev: 33554432 bytes, 4096/4096-byte blocks" "$SH_DIR/vproxyd.log" ||
 	{ echo "FAIL: block sizes not taken from the device"; exit 1; }
 pg_guest_run 71 0 "verify workload" --devices 0 --seconds 2 --workload verify --span 4096
 grep -E "^guest 71 dev 0: .*flushes [1-9].*verify OK" "$SH_DIR/guest-71.log"

@@ -46,7 +46,7 @@ pg_guest_run 51 0 "mixed workload" --devices 0,1 --seconds 3 --workload mixed --
 grep -E "^guest 51 dev 0: .*flushes [1-9].*discards [1-9].*zeroes [1-9].*verify OK" \
 	"$SH_DIR/guest-51.log" || { echo "FAIL: dev 0 did not do every kind of request"; exit 1; }
 grep -E "^guest 51 dev 1: .*verify OK" "$SH_DIR/guest-51.log"
-grep -E "raw: .*b.raw: .*threads engine" "$SH_DIR/vproxyd.log" >/dev/null ||
+grep -E "dom 51 dev 1: plugin raw \[device threads\]: .*b.raw: .*threads engine" "$SH_DIR/vproxyd.log" >/dev/null ||
 	{ echo "FAIL: dev 1 is not on the threads engine"; exit 1; }
 
 # Write then read back every block, twice over.

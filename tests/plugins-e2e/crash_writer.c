@@ -143,7 +143,8 @@ static int open_disk(const char *dir, const char *name, const char *image, int r
 	}
 	if (!p || vp_params_set(p, "file", image, 1) < 0)
 		return -1;
-	rc = plugin->open(p, ro, &info, &disk, err, sizeof(err));
+	rc = vp_plugin_open(plugin, 0, 0, "crash-writer", p, ro, &info, &disk, err,
+	                    sizeof(err));
 	vp_params_free(p);
 	if (rc < 0) {
 		fprintf(stderr, "crash-writer: open %s: %s\n", image, err);
@@ -434,7 +435,7 @@ static int do_verify(char **argv)
 			}
 		}
 	}
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	for (uint64_t b = 0; b < nblocks_disk; b++)
 		free(h[b].v);
 	free(h);

@@ -20,6 +20,7 @@
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
+#define VPROXY_PLUGIN_ABI 2
 #include <vproxy/plugin.h>
 
 struct slow_req {
@@ -37,6 +38,7 @@ struct slow_disk {
 	int tfd;
 	void *watch;
 	struct slow_req *head, *tail; /* FIFO: due times ascend */
+	const struct vproxy_disk_host *dh;
 };
 
 static const struct vproxy_host *host;
@@ -101,7 +103,8 @@ static void slow_timer(int fd, void *arg)
 	struct slow_req **pp = &d->head, *done = NULL, **done_tail = &done;
 
 	if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
-		host->log(VPROXY_LOG_WARN, "timerfd read: %s", strerror(errno));
+		host->disk_log(d->dh, VPROXY_LOG_WARN, "timerfd read: %s",
+		               strerror(errno));
 	/* Take what is due off the queue first: complete() may submit more. */
 	while (*pp) {
 		struct slow_req *s = *pp;
@@ -129,8 +132,8 @@ static void slow_timer(int fd, void *arg)
 	}
 }
 
-static int slow_open(const struct vproxy_params *params, int read_only,
-                     struct vproxy_disk_info *info, void **disk, char *err,
+static int slow_open(struct vproxy_disk_host *dh, const struct vproxy_params *params,
+                     int read_only, struct vproxy_disk_info *info, void **disk, char *err,
                      size_t errlen)
 {
 	const char *size_text = host->param(params, "size");
@@ -162,6 +165,7 @@ static int slow_open(const struct vproxy_params *params, int read_only,
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
+	d->dh = dh;
 	d->can_cancel = cancel_text && strcmp(cancel_text, "yes") == 0;
 	d->size = size;
 	d->delay_ns = (uint64_t)delay_ms * 1000000u;
@@ -232,24 +236,8 @@ static void slow_close(void *disk)
 	free(d);
 }
 
-static const struct vproxy_plugin slow_plugin = {
-        .abi_version = VPROXY_PLUGIN_ABI_VERSION,
-        .size = sizeof(struct vproxy_plugin),
-        .name = "slow",
+VPROXY_PLUGIN_DEFINE(
+        host, .name = "slow",
         .description = "test disk that completes every request after delay-ms",
-        .param_keys = slow_keys,
-        .open = slow_open,
-        .submit = slow_submit,
-        .close = slow_close,
-        .cancel = slow_cancel,
-};
-
-__attribute__((visibility("default"))) const struct vproxy_plugin *
-vproxy_plugin_init(const struct vproxy_host *h);
-
-__attribute__((visibility("default"))) const struct vproxy_plugin *
-vproxy_plugin_init(const struct vproxy_host *h)
-{
-	host = h;
-	return &slow_plugin;
-}
+        .param_keys = slow_keys, .open = slow_open, .submit = slow_submit,
+        .close = slow_close, .cancel = slow_cancel);

@@ -151,7 +151,7 @@ static int pa_life(const struct vproxy_plugin *p, unsigned n)
 	alloc_run_start(n);
 
 	alloc_arm(true);
-	rc = p->open(params, 0, &info, &disk, err, sizeof(err));
+	rc = vp_plugin_open(p, 1, 0, "test", params, 0, &info, &disk, err, sizeof(err));
 	if (rc) {
 		alloc_arm(false);
 		if (rc > 0 || !err[0])
@@ -177,7 +177,7 @@ static int pa_life(const struct vproxy_plugin *p, unsigned n)
 		pa_submit(p, disk, &r[6], VPROXY_REQ_READ, 0, 4096, pa_buf[3]);
 		pa_wait(&r[6], 1);
 	}
-	p->close(disk);
+	vp_plugin_close(p, disk);
 	alloc_arm(false);
 
 	for (unsigned i = 0; i < 7; i++) {

@@ -66,7 +66,7 @@ static __attribute__((unused)) void teardown(void)
 	ck_assert_int_eq(system(cmd), 0);
 }
 
-/* plugin->open with the given parameters (NULL: not set); err holds the
+/* vp_plugin_open() with the given parameters (NULL: not set); err holds the
  * plugin's message. */
 static int open_disk(const char *file, const char *direct, const char *engine, int ro,
                      struct vproxy_disk_info *info, void **disk)
@@ -82,7 +82,7 @@ static int open_disk(const char *file, const char *direct, const char *engine, i
 	if (engine)
 		ck_assert_int_eq(vp_params_set(p, "engine", engine, 3), 0);
 	err[0] = '\0';
-	rc = plugin->open(p, ro, info, disk, err, sizeof(err));
+	rc = vp_plugin_open(plugin, 1, 0, "test", p, ro, info, disk, err, sizeof(err));
 	vp_params_free(p);
 	return rc;
 }

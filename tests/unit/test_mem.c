@@ -55,7 +55,8 @@ static int open_disk(const char *size, const char *bs, int read_only,
 	if (bs)
 		ck_assert_int_eq(vp_params_set(p, "block-size", bs, 2), 0);
 	err[0] = '\0';
-	rc = plugin->open(p, read_only, info, disk, err, sizeof(err));
+	rc = vp_plugin_open(plugin, 1, 0, "test", p, read_only, info, disk, err,
+	                    sizeof(err));
 	vp_params_free(p);
 	return rc;
 }
@@ -110,13 +111,13 @@ START_TEST(open_reports_info)
 	ck_assert_uint_eq(info.physical_block, 512);
 	ck_assert_uint_eq(info.flags, VPROXY_DISK_FLUSH | VPROXY_DISK_DISCARD |
 					      VPROXY_DISK_WRITE_ZEROES);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 
 	ck_assert_msg(open_disk("1M", "4096", 1, &info, &disk) == 0, "%s", err);
 	ck_assert_uint_eq(info.logical_block, 4096);
 	ck_assert_uint_eq(info.physical_block, 4096);
 	ck_assert_uint_ne(info.flags & VPROXY_DISK_READONLY, 0);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 
@@ -160,7 +161,7 @@ START_TEST(write_read_round_trip)
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL, 0), 0);
 	free(out);
 	free(in);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 
@@ -192,7 +193,7 @@ static void check_zeroing(uint32_t op, uint32_t flags, uint64_t off, uint64_t le
 	ck_assert_int_eq(memcmp(in, pat, span), 0);
 	free(pat);
 	free(in);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 
 static const struct {
@@ -259,7 +260,7 @@ START_TEST(bounds)
 	ck_assert_int_eq(run(disk, VPROXY_REQ_DISCARD, 0, 0, cap, NULL, 0), 0);
 	/* unknown operations are refused, still through complete() */
 	ck_assert_int_eq(run(disk, 99, 0, 0, 512, &v, 1), -EOPNOTSUPP);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 
@@ -275,7 +276,7 @@ START_TEST(read_only_refuses_changes)
 	ck_assert_int_eq(run(disk, VPROXY_REQ_WRITE_ZEROES, 0, 0, 512, NULL, 0), -EROFS);
 	ck_assert_int_eq(rw(disk, VPROXY_REQ_READ, 0, buf, sizeof(buf)), 0);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL, 0), 0);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 
@@ -296,7 +297,7 @@ START_TEST(large_sparse_disk)
 	ck_assert_int_eq(rw(disk, VPROXY_REQ_READ, last, in, sizeof(in)), 0);
 	for (size_t i = 0; i < sizeof(in); i++)
 		ck_assert_uint_eq(in[i], 0);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 
@@ -337,10 +338,10 @@ START_TEST(size_suffixes_accepted)
 	ck_assert_msg(open_disk("4096", "4K", 0, &info, &disk) == 0, "%s", err);
 	ck_assert_uint_eq(info.capacity, 4096);
 	ck_assert_uint_eq(info.logical_block, 4096);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	ck_assert_msg(open_disk("2MiB", NULL, 0, &info, &disk) == 0, "%s", err);
 	ck_assert_uint_eq(info.capacity, 2u << 20);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 

@@ -28,7 +28,7 @@ static void alloc_after_close(unsigned run)
 
 START_TEST(allocation_failures)
 {
-	plugin_alloc_walk(vproxy_plugin_init(vp_plugin_host()), "mem_alloc");
+	plugin_alloc_walk(VPROXY_PLUGIN_INIT_FN(vp_plugin_host()), "mem_alloc");
 }
 END_TEST
 

@@ -89,7 +89,8 @@ START_TEST(load_no_symbol)
 	ck_assert_ptr_null(vp_plugin_load(VP_TEST_BAD_PLUGIN_DIR, "nosym", err,
 					  sizeof(err)));
 	ck_assert_str_eq(err, "plugin \"nosym\": " VP_TEST_BAD_PLUGIN_DIR
-			      "/nosym.so does not export vproxy_plugin_init");
+			      "/nosym.so does not export vproxy_plugin_init (nor "
+			      "vproxy_plugin_init_v2)");
 }
 END_TEST
 
@@ -99,9 +100,10 @@ START_TEST(load_bad_abi)
 
 	ck_assert_ptr_null(vp_plugin_load(VP_TEST_BAD_PLUGIN_DIR, "badabi", err,
 					  sizeof(err)));
+	/* An ABI 1 source (it exports vproxy_plugin_init) claiming ABI 2. */
 	snprintf(want, sizeof(want),
-		 "plugin \"badabi\": built for ABI version %u, this server speaks version %u",
-		 VPROXY_PLUGIN_ABI_VERSION + 1, VPROXY_PLUGIN_ABI_VERSION);
+		 "plugin \"badabi\": built for ABI version 2, but exports "
+		 "vproxy_plugin_init (ABI 1)");
 	ck_assert_str_eq(err, want);
 }
 END_TEST
@@ -203,7 +205,9 @@ START_TEST(host_table_fields)
 	const struct vproxy_host *h = vp_plugin_host();
 
 	ck_assert_uint_eq(h->abi_version, VPROXY_PLUGIN_ABI_VERSION);
+	ck_assert_uint_eq(VPROXY_PLUGIN_ABI_VERSION, 2);
 	ck_assert_uint_eq(h->size, sizeof(struct vproxy_host));
+	ck_assert(VPROXY_HOST_HAS(h, disk_log));
 	ck_assert_ptr_nonnull(h->log);
 	ck_assert_ptr_nonnull(h->complete);
 	ck_assert_ptr_nonnull(h->param);
@@ -283,6 +287,84 @@ START_TEST(host_log_prints)
 	ck_assert_msg(strstr(out, ": warn: plugin: disk 3 is slow\n") != NULL, "%s", out);
 	ck_assert_ptr_null(strstr(out, "not shown"));
 	ck_assert_ptr_null(strstr(out, "unknown level"));
+}
+END_TEST
+
+/* ---- ABI 1 and ABI 2 side by side ---- */
+
+/* Write a pattern through one disk, read it back; both complete inline. */
+static void abi_disk_io(const struct vproxy_plugin *p, void *disk)
+{
+	struct owner o = {.base = {.complete = owner_complete}};
+	unsigned char out[1024], in[1024];
+	struct iovec iov = {out, sizeof(out)};
+	struct vproxy_req req = {.op = VPROXY_REQ_WRITE, .offset = 4096, .len = sizeof(out),
+				 .iov = &iov, .iovcnt = 1, .host_priv = &o};
+
+	for (unsigned i = 0; i < sizeof(out); i++)
+		out[i] = (unsigned char)(i * 7 + 1);
+	ck_assert_int_eq(p->submit(disk, &req), 0);
+	ck_assert_int_eq(o.calls, 1);
+	ck_assert_int_eq(o.status, 0);
+	iov.iov_base = in;
+	req.op = VPROXY_REQ_READ;
+	ck_assert_int_eq(p->submit(disk, &req), 0);
+	ck_assert_int_eq(o.calls, 2);
+	ck_assert_int_eq(o.status, 0);
+	ck_assert_mem_eq(in, out, sizeof(out));
+}
+
+static void abi_open_both(void)
+{
+	const struct vproxy_plugin *p1, *p2;
+	struct vproxy_disk_info info;
+	void *d1, *d2;
+
+	p1 = vp_plugin_load(VP_TEST_BAD_PLUGIN_DIR, "abi1", err, sizeof(err));
+	ck_assert_msg(p1 != NULL, "%s", err);
+	p2 = vp_plugin_load(VP_TEST_BAD_PLUGIN_DIR, "abi2", err, sizeof(err));
+	ck_assert_msg(p2 != NULL, "%s", err);
+	ck_assert_uint_eq(p1->abi_version, 1);
+	ck_assert_uint_eq(p2->abi_version, 2);
+	ck_assert_int_eq(vp_plugin_open(p1, 7, 3, "old", NULL, 0, &info, &d1, err,
+					sizeof(err)),
+			 0);
+	ck_assert_int_eq(vp_plugin_open(p2, 7, 4, "scratch", NULL, 0, &info, &d2, err,
+					sizeof(err)),
+			 0);
+	ck_assert_uint_eq(info.capacity, 65536);
+	abi_disk_io(p1, d1);
+	abi_disk_io(p2, d2);
+	vp_plugin_close(p1, d1);
+	vp_plugin_close(p2, d2);
+	vp_plugin_unload_all();
+}
+
+/* An ABI 1 plugin (built from a source that predates ABI 2) and an ABI 2
+ * plugin load into one server and serve I/O; only the ABI 2 plugin's
+ * messages name the plugin, guest, device and label. */
+START_TEST(abi1_and_abi2_side_by_side)
+{
+	const char *out = capture_stderr(abi_open_both);
+
+	ck_assert_msg(strstr(out, ": info: plugin: opened 65536 bytes\n") != NULL, "%s",
+		      out);
+	ck_assert_msg(strstr(out, ": info: dom 7 dev 4: plugin abi2 [device scratch]: "
+				  "opened 65536 bytes\n") != NULL,
+		      "%s", out);
+}
+END_TEST
+
+/* An ABI 1 plugin is given the host table as it was in ABI 1. */
+START_TEST(abi1_gets_v1_host_table)
+{
+	ck_assert_uint_eq(VPROXY_HOST_SIZE_V1, offsetof(struct vproxy_host, disk_log));
+	ck_assert_uint_lt(VPROXY_HOST_SIZE_V1, sizeof(struct vproxy_host));
+	/* abi1.so checks abi_version == 1 and size >= VPROXY_HOST_SIZE_V1 in
+	 * VPROXY_PLUGIN_DEFINE: it would have returned NULL otherwise. */
+	ck_assert_ptr_nonnull(vp_plugin_load(VP_TEST_BAD_PLUGIN_DIR, "abi1", err,
+					     sizeof(err)));
+	vp_plugin_unload_all();
 }
 END_TEST
 
@@ -477,6 +559,8 @@ static Suite *plugin_suite(void)
 	tcase_add_test(host, host_param_and_parse_size);
 	tcase_add_test(host, host_log_prints);
 	tcase_add_test(host, host_fd_watch);
+	tcase_add_test(host, abi1_and_abi2_side_by_side);
+	tcase_add_test(host, abi1_gets_v1_host_table);
 	tcase_add_test(host, host_fd_watch_without_loop);
 	suite_add_tcase(s, host);
 

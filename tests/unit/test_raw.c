@@ -118,7 +118,7 @@ START_TEST(open_reports_geometry)
 	ck_assert_uint_ge(info.physical_block, 512);
 	ck_assert_uint_eq(info.flags, VPROXY_DISK_FLUSH | VPROXY_DISK_DISCARD |
 	                                      VPROXY_DISK_WRITE_ZEROES);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 
@@ -154,7 +154,7 @@ START_TEST(vectored_round_trip)
 			free(bufs[i]);
 		}
 	}
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 
@@ -196,7 +196,7 @@ START_TEST(discard_and_write_zeroes)
 		free(want);
 		free(got);
 	}
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 
@@ -227,7 +227,7 @@ START_TEST(read_only_refuses_writes)
 	t.req.op = VPROXY_REQ_READ;
 	t.req.offset = 1 * MiB;
 	ck_assert_int_eq(plugin->submit(disk, &t.req), -EINVAL);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 
@@ -247,7 +247,7 @@ START_TEST(direct_io)
 	check_data(disk, 8192, 8192, 4);
 	check_data(disk, 64 * KiB, 8192, 5);
 	check_file(64 * KiB, 8192, 5);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	free(buf);
 	/* sysfs has no O_DIRECT (nor has tmpfs before Linux 6.6): a clear
 	 * refusal. */
@@ -270,7 +270,7 @@ START_TEST(threads_engine)
 	        0);
 	check_zero(disk, 512, 4096);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_DISCARD, 0, 1 * MiB, 1 * MiB, NULL), 0);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 
@@ -320,7 +320,7 @@ START_TEST(falls_back_without_io_uring)
 	write_pattern(disk, 0, 64 * KiB, 7);
 	check_data(disk, 0, 64 * KiB, 7);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 
@@ -337,7 +337,7 @@ START_TEST(file_over_2tib)
 	check_data(disk, 3 * TiB - 8192, 8192, 8);
 	check_data(disk, 2 * TiB + 512, 4096, 9);
 	check_zero(disk, 2 * TiB + 8192, 4096);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	check_file(3 * TiB - 8192, 8192, 8);
 }
 END_TEST
@@ -373,7 +373,7 @@ START_TEST(bad_input_is_refused_clearly)
 		ck_assert_int_lt(open_disk(path, NULL, NULL, 0, &info, &again), 0);
 		ck_assert_msg(strstr(err, "in use"), "%s", err);
 	}
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 

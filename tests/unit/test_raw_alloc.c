@@ -59,7 +59,7 @@ static void walk(const char *e, const char *d, const char *what)
 {
 	engine = e;
 	direct = d;
-	plugin_alloc_walk(vproxy_plugin_init(vp_plugin_host()), what);
+	plugin_alloc_walk(VPROXY_PLUGIN_INIT_FN(vp_plugin_host()), what);
 }
 
 START_TEST(io_uring)

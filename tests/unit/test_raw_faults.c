@@ -65,7 +65,7 @@ static void setup(void)
 	base = event_base_new();
 	ck_assert_ptr_nonnull(base);
 	vp_plugin_set_event_base(base);
-	plugin = vproxy_plugin_init(vp_plugin_host());
+	plugin = VPROXY_PLUGIN_INIT_FN(vp_plugin_host());
 	ck_assert_ptr_nonnull(plugin);
 	snprintf(path, sizeof(path), "%s/disk.raw", dir);
 	tsys_install();
@@ -111,12 +111,12 @@ START_TEST(eio_fails_only_the_request_that_met_it)
 	ck_assert_int_eq(run(disk, VPROXY_REQ_READ, 0, 0, 8192, buf), 0);
 	ck_assert_uint_eq(count_nonzero(buf, sizeof(buf)), 0);
 	ck_assert_uint_eq(tsys_faults, 4);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	/* Opened again, the disk flushes again. */
 	ck_assert_msg(open_disk(path, NULL, NULL, 0, &info, &disk) == 0, "%s", err);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
 	check_data(disk, 3 * MiB, 8192, 5);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 
@@ -163,7 +163,7 @@ START_TEST(enospc_in_a_sparse_raw_file)
 	ck_assert_int_eq(run(disk, VPROXY_REQ_DISCARD, 0, 0, 4 * 64 * KiB, NULL), 0);
 	ck_assert_int_eq(write_pattern_status(disk, 15 * MiB, 64 * KiB, 9), 0);
 	check_data(disk, 15 * MiB, 64 * KiB, 9);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	unlink(file);
 }
 END_TEST

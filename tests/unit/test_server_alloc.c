@@ -153,9 +153,11 @@ void __wrap_vp_log_dev(struct vp_ratelimit *rl, enum vproxy_log_level level,
 
 static const char *const no_keys[] = {NULL};
 
-static int disk_open(const struct vproxy_params *params, int read_only,
-                     struct vproxy_disk_info *info, void **disk, char *err, size_t errlen)
+static int disk_open(struct vproxy_disk_host *dh, const struct vproxy_params *params,
+                     int read_only, struct vproxy_disk_info *info, void **disk, char *err,
+                     size_t errlen)
 {
+	(void)dh;
 	(void)params;
 	(void)err;
 	(void)errlen;

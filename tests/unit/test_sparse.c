@@ -151,7 +151,7 @@ START_TEST(open_reports_info)
 	ck_assert_uint_eq(info.flags, VPROXY_DISK_FLUSH | VPROXY_DISK_DISCARD |
 	                                      VPROXY_DISK_WRITE_ZEROES);
 	ck_assert_uint_gt(info.max_discard_sectors, 0);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 
@@ -165,7 +165,7 @@ START_TEST(unallocated_reads_zero_without_allocating)
 	disk = open_ok(0);
 	check_zero(disk, 0, 128 * KiB);
 	check_zero(disk, 16 * MiB - 4096, 4096);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	ck_assert_uint_eq(file_size(), size0);
 	ck_assert_uint_eq(scan_clean(), 0);
 }
@@ -192,7 +192,7 @@ START_TEST(write_allocates_and_updates_map)
 	write_pattern(disk, 64 * KiB, 4096, 2);
 	ck_assert_uint_eq(entry_of(1), e);
 	check_data(disk, 64 * KiB, 4096, 2);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	ck_assert_uint_eq(scan_clean(), 1);
 }
 END_TEST
@@ -221,7 +221,7 @@ START_TEST(write_across_clusters)
 		free(buf);
 		free(want);
 	}
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 
@@ -234,11 +234,11 @@ START_TEST(data_persists_across_reopen)
 	write_pattern(disk, 0, 64 * KiB, 5);
 	write_pattern(disk, 20 * MiB + 512, 3000 / 512 * 512, 6);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	disk = open_ok(1);
 	check_data(disk, 0, 64 * KiB, 5);
 	check_data(disk, 20 * MiB + 512, 3000 / 512 * 512, 6);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 
@@ -261,7 +261,7 @@ START_TEST(discard_frees_whole_clusters)
 	/* A partial discard keeps the cluster. */
 	ck_assert_int_eq(run(disk, VPROXY_REQ_DISCARD, 0, 2 * 64 * KiB, 4096, NULL), 0);
 	ck_assert_uint_ne(entry_of(2), 0);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	ck_assert_uint_eq(scan_clean(), 2);
 }
 END_TEST
@@ -304,7 +304,7 @@ START_TEST(write_zeroes_with_and_without_unmap)
 		free(got);
 	}
 	ck_assert_uint_ne(e2, 0);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	ck_assert_uint_eq(scan_clean(), 3);
 }
 END_TEST
@@ -331,7 +331,7 @@ START_TEST(freed_cluster_reused_after_flush)
 	check_zero(disk, 7 * 64 * KiB, 8192);
 	check_zero(disk, 7 * 64 * KiB + 12288, 64 * KiB - 12288);
 	check_data(disk, 7 * 64 * KiB + 8192, 4096, 11);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	ck_assert_uint_eq(scan_clean(), 3);
 }
 END_TEST
@@ -369,7 +369,7 @@ START_TEST(last_cluster_of_odd_sized_disk)
 	ck_assert_int_eq(run(disk, VPROXY_REQ_DISCARD, 0, 1 * MiB, 512, NULL), 0);
 	ck_assert_uint_eq(entry_of(16), 0);
 	check_zero(disk, size - 512, 512);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	ck_assert_uint_eq(scan_clean(), 0);
 }
 END_TEST
@@ -388,7 +388,7 @@ START_TEST(image_over_2tib)
 	write_pattern(disk, 2 * TiB + 64 * KiB, 4096, 14);
 	check_data(disk, size - 4096, 4096, 13);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	ck_assert_uint_ne(entry_of(last), 0);
 	ck_assert_uint_ne(entry_of(2 * TiB / (64 * KiB) + 1), 0);
 	/* Sparse on the host too: a few MiB, not terabytes. */
@@ -397,7 +397,7 @@ START_TEST(image_over_2tib)
 	check_data(disk, size - 4096, 4096, 13);
 	check_data(disk, 2 * TiB + 64 * KiB, 4096, 14);
 	check_zero(disk, size - 8192, 4096);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	ck_assert_uint_eq(scan_clean(), 2);
 }
 END_TEST
@@ -444,7 +444,7 @@ START_TEST(petabyte_image_is_walked_by_allocation)
 	write_pattern(disk, size - 4096, 4096, 24);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
 	check_data(disk, size / 2, 4096, 23);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 
 	snprintf(args, sizeof(args), "map '%s'", path);
 	ck_assert_int_eq(img_tool(args, out, sizeof(out), &secs), 0);
@@ -512,7 +512,7 @@ START_TEST(image_cut_from_outside_fails_only_that_disk)
 	ck_assert_int_eq(try_run(disk, VPROXY_REQ_READ, 0, 4096, buf), -EIO);
 	ck_assert_int_eq(try_run(disk, VPROXY_REQ_WRITE, 0, 4096, buf), -EIO);
 	ck_assert_int_eq(try_run(disk, VPROXY_REQ_FLUSH, 0, 0, NULL), -EIO);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 
 	/* The map cut off, in parts never read yet: pread, not SIGBUS. */
 	make_image(64 * MiB, 4 * KiB);
@@ -521,7 +521,7 @@ START_TEST(image_cut_from_outside_fails_only_that_disk)
 	ck_assert_int_eq(truncate(path, 4096), 0);
 	ck_assert_int_eq(try_run(disk, VPROXY_REQ_READ, 32 * MiB, 4096, buf), -EIO);
 	ck_assert_int_eq(try_run(disk, VPROXY_REQ_WRITE, 48 * MiB, 4096, buf), -EIO);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 
@@ -551,7 +551,7 @@ START_TEST(read_only_refuses_writes)
 	ck_assert_int_eq(plugin->submit(disk, &t.req), -EROFS);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
 	check_zero(disk, 0, 4096);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 
@@ -577,7 +577,7 @@ START_TEST(concurrent_writes_into_one_new_cluster)
 		check_data(disk, 3 * 64 * KiB + i * 4096, 4096, 100 + i);
 		free(bufs[i]);
 	}
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	/* One cluster, referenced once. */
 	ck_assert_uint_eq(scan_clean(), 1);
 }
@@ -625,7 +625,7 @@ START_TEST(mixed_concurrent_load_stays_consistent)
 			free(bufs[i]);
 		}
 	}
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	scan_clean();
 }
 END_TEST
@@ -642,7 +642,7 @@ START_TEST(threads_engine_round_trip)
 	ck_assert_int_eq(run(disk, VPROXY_REQ_DISCARD, 0, 0, 16 * MiB, NULL), 0);
 	check_zero(disk, 3 * 64 * KiB, 2 * 64 * KiB);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	ck_assert_uint_eq(scan_clean(), 0);
 }
 END_TEST
@@ -667,7 +667,7 @@ START_TEST(direct_io_round_trip)
 	fill(buf + 512, 8192, 17);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_WRITE, 0, 64 * KiB, 8192, buf + 512), 0);
 	check_data(disk, 64 * KiB, 8192, 17);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	free(buf);
 }
 END_TEST
@@ -683,7 +683,7 @@ START_TEST(leak_reclaimed_at_open)
 	make_image(16 * MiB, 64 * KiB);
 	disk = open_ok(0);
 	write_pattern(disk, 0, 4096, 18);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	/* What a crash between data write and map write leaves: data in a
 	 * cluster nothing points at. */
 	fd = open(path, O_RDWR);
@@ -705,7 +705,7 @@ START_TEST(leak_reclaimed_at_open)
 	write_pattern(disk, 9 * 64 * KiB, 4096, 19);
 	check_zero(disk, 9 * 64 * KiB + 4096, 64 * KiB - 4096);
 	check_data(disk, 0, 4096, 18);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	ck_assert_uint_eq(scan_clean(), 2);
 }
 END_TEST
@@ -775,7 +775,7 @@ START_TEST(bad_input_is_refused_clearly)
 	/* Two writers of one image. */
 	disk = open_ok(0);
 	expect_open_error(path, "in use");
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 

@@ -67,14 +67,14 @@ static void teardown(void)
 START_TEST(io_uring)
 {
 	engine = "io_uring";
-	plugin_alloc_walk(vproxy_plugin_init(vp_plugin_host()), "sparse_alloc io_uring");
+	plugin_alloc_walk(VPROXY_PLUGIN_INIT_FN(vp_plugin_host()), "sparse_alloc io_uring");
 }
 END_TEST
 
 START_TEST(threads)
 {
 	engine = "threads";
-	plugin_alloc_walk(vproxy_plugin_init(vp_plugin_host()), "sparse_alloc threads");
+	plugin_alloc_walk(VPROXY_PLUGIN_INIT_FN(vp_plugin_host()), "sparse_alloc threads");
 }
 END_TEST
 

@@ -85,7 +85,7 @@ static void setup(void)
 	base = event_base_new();
 	ck_assert_ptr_nonnull(base);
 	vp_plugin_set_event_base(base);
-	plugin = vproxy_plugin_init(vp_plugin_host());
+	plugin = VPROXY_PLUGIN_INIT_FN(vp_plugin_host());
 	ck_assert_ptr_nonnull(plugin);
 	snprintf(path, sizeof(path), "%s/disk.img", dir);
 	tsys_install();
@@ -113,7 +113,7 @@ START_TEST(eio_on_reads_fails_only_those_reads)
 	check_data(disk, 4 * CS, 8192, 2);
 	check_data(disk, 0, 8192, 1); /* the fault was one read */
 	ck_assert_uint_eq(tsys_faults, 1);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	ck_assert_int_eq(img_check(path), 0);
 }
 END_TEST
@@ -138,7 +138,7 @@ START_TEST(eio_on_a_new_clusters_data_leaves_the_map_alone)
 	check_data(disk, 0, 4096, 1);
 	check_data(disk, 3 * CS, 4096, 3);
 	check_data(disk, 5 * CS, 4096, 4);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	ck_assert_int_eq(img_check(path), 0);
 }
 END_TEST
@@ -166,7 +166,7 @@ START_TEST(eio_on_a_map_write_keeps_the_image_consistent)
 		ck_assert_int_eq(write_pattern_status(disk, (20 + i) * CS, 4096, 10 + i), 0);
 	for (unsigned i = 0; i < 8; i++)
 		check_data(disk, (20 + i) * CS, 4096, 10 + i);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	ck_assert_int_eq(img_check(path), 0);
 }
 END_TEST
@@ -194,7 +194,7 @@ START_TEST(eio_on_flush_punch_and_growth)
 	}
 	ck_assert_uint_eq(tsys_faults, 2);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	ck_assert_int_eq(img_check(path), 0);
 }
 END_TEST
@@ -226,13 +226,13 @@ START_TEST(failed_flush_is_sticky_until_reopened)
 	for (unsigned i = 1; i < 40; i++)
 		check_data(disk, (uint64_t)i * CS, 4096, 1 + i);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), -EIO);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	ck_assert_int_eq(img_check(path), 0);
 	ck_assert_msg(open_disk(path, NULL, NULL, 0, &info, &disk) == 0, "%s", err);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
 	for (unsigned i = 1; i < 40; i++)
 		check_data(disk, (uint64_t)i * CS, 4096, 1 + i);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 END_TEST
 
@@ -256,7 +256,7 @@ START_TEST(failed_growth_sync_does_not_stall_later_writes)
 	check_data(disk, 3 * CS, 4096, 43);
 	/* A failed fdatasync fails every later FLUSH (see above). */
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), -EIO);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	ck_assert_int_eq(img_check(path), 0);
 }
 END_TEST
@@ -314,7 +314,7 @@ START_TEST(enospc_when_growing_on_a_full_file_system)
 	ck_assert_int_eq(run(disk, VPROXY_REQ_FLUSH, 0, 0, 0, NULL), 0);
 	ck_assert_int_eq(write_pattern_status(disk, 63 * CS, 8192, 7), 0);
 	check_data(disk, 63 * CS, 8192, 7);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	ck_assert_int_eq(img_check(file), 0);
 	unlink(file);
 }

@@ -317,7 +317,7 @@ static void live_run(void *disk)
 		event_base_loop(base, EVLOOP_ONCE);
 	}
 	ck_assert_uint_eq(live_failures, 0);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 }
 
 /* ---- replay ---- */
@@ -581,7 +581,7 @@ static void deep_check(int fd, const struct allowed *a)
 	ck_assert_int_eq(tool("check --repair", copy), 0);
 	ck_assert_msg(open_disk(copy, NULL, NULL, 0, &info, &disk) == 0, "%s", err);
 	ck_assert_int_eq(run(disk, VPROXY_REQ_READ, 0, 0, DISK, buf), 0);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	for (uint32_t b = 0; b < NBLK; b++)
 		ck_assert_msg(block_allowed(a, b, buf + b * BLK),
 		              "block %u read through the plugin", b);
@@ -876,7 +876,7 @@ START_TEST(cluster_freed_under_a_write_is_reused_only_once_zeroed)
 	wait_slot(a);
 	ck_assert(slot_issue(disk, f, VPROXY_REQ_FLUSH, 0, 0, 0, false));
 	wait_slot(f);
-	plugin->close(disk);
+	vp_plugin_close(plugin, disk);
 	tsys_record(false);
 	ck_assert_uint_eq(live_failures, 0);
 	replay_all(0, initial, len);
@@ -889,7 +889,7 @@ static void setup(void)
 	base = event_base_new();
 	ck_assert_ptr_nonnull(base);
 	vp_plugin_set_event_base(base);
-	plugin = vproxy_plugin_init(vp_plugin_host());
+	plugin = VPROXY_PLUGIN_INIT_FN(vp_plugin_host());
 	ck_assert_ptr_nonnull(plugin);
 	snprintf(path, sizeof(path), "%s/disk.img", dir);
 }

@@ -220,7 +220,9 @@ static void setup(void)
 	ck_assert_msg(mem != NULL, "%s", err);
 	params = vp_params_new();
 	ck_assert_int_eq(vp_params_set(params, "size", "1M", 1), 0);
-	ck_assert_int_eq(mem->open(params, 0, &info, &disk, err, sizeof(err)), 0);
+	ck_assert_int_eq(vp_plugin_open(mem, 1, 0, "test", params, 0, &info, &disk, err,
+	                                sizeof(err)),
+	                 0);
 	vp_params_free(params);
 	init_page();
 	broken_calls = 0;
@@ -249,7 +251,7 @@ static void teardown(void)
 		ck_assert_int_eq(fhv.maps, fhv.unmaps);
 		ck_assert_int_eq(fhv.binds, fhv.unbinds);
 	}
-	mem->close(disk);
+	vp_plugin_close(mem, disk);
 	vp_plugin_unload_all();
 	event_base_free(base);
 }

@@ -82,7 +82,7 @@ START_TEST(cancel_drops_queued_ops)
 	ck_assert_int_eq(ftruncate(fd, NOPS * BS), 0);
 	vp_plugin_set_event_base(base);
 	vpio_set_sys(&gated_sys);
-	ck_assert_int_eq(vpio_engine_create(vp_plugin_host(), VPIO_ENGINE_THREADS, 0,
+	ck_assert_int_eq(vpio_engine_create(vp_plugin_host(), NULL, VPIO_ENGINE_THREADS, 0,
 	                                    "test", &eng, err, sizeof(err)),
 	                 0);
 	for (unsigned i = 0; i < NOPS; i++) {
