@@ -1,237 +1,239 @@
-/* The server's event loop: signals, event channel dispatch, shutdown. */
+/*
+ * The event loop (loop.h): fds, event channel ports and pollers, each
+ * with its owner's callback; the polling spell of poll-us.
+ */
+#include "loop.h"
+
 #include <errno.h>
 #include <event2/event.h>
-#include <signal.h>
-#include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "hv.h"
-#include "plugin_host.h"
-#include "server.h"
 
-struct vp_server {
-	struct vp_server_opts opts;
-	struct event_base *base;
-	struct event *sig_term, *sig_int;
-	struct event *evtchn_ev;
-	struct event *grace_timer;
-	struct vp_hv *hv;
-	struct vp_xsbus *bus;
-	struct vp_device **ports; /* local port -> device */
-	size_t nports;
-	bool stopping;
-	uint64_t kicks;              /* event channel events handled, for polling */
-	struct vp_poller *pollers;   /* polled while the loop spins */
-	struct vp_poller *poll_next; /* the one run_pollers() calls next */
+struct vp_loop_port {
+	vp_loop_fn *fn; /* NULL: not registered */
+	void *opaque;
 };
 
-static void stop_pollers(struct vp_server *srv);
+struct vp_loop_fd {
+	struct event *ev;
+	vp_loop_fn *fn;
+	void *opaque;
+};
 
-struct event_base *vp_server_base(struct vp_server *srv)
+struct vp_loop {
+	struct event_base *base;
+	unsigned poll_us;
+	struct vp_hv *hv; /* event channel source, or NULL */
+	struct event *evtchn_ev;
+	struct vp_loop_port *ports; /* indexed by local port */
+	size_t nports;
+	uint64_t kicks;              /* port events handled, for the spell */
+	struct vp_poller *pollers;   /* polled while the loop spins */
+	struct vp_poller *poll_next; /* the one run_pollers() calls next */
+	bool stopped;
+};
+
+struct vp_loop *vp_loop_new(unsigned poll_us)
 {
-	return srv->base;
-}
+	struct vp_loop *loop = calloc(1, sizeof(*loop));
 
-struct vp_hv *vp_server_hv(struct vp_server *srv)
-{
-	return srv->hv;
-}
-
-const struct vp_server_opts *vp_server_opts(struct vp_server *srv)
-{
-	return &srv->opts;
-}
-
-bool vp_server_stopping(struct vp_server *srv)
-{
-	return srv->stopping;
-}
-
-int vp_server_set_port(struct vp_server *srv, int port, struct vp_device *dev)
-{
-	if (port < 0)
-		return -EINVAL;
-	if ((size_t)port >= srv->nports) {
-		size_t n = srv->nports ? srv->nports : 64;
-		struct vp_device **p;
-
-		if (!dev)
-			return 0;
-		while (n <= (size_t)port)
-			n *= 2;
-		p = realloc(srv->ports, n * sizeof(*p));
-		if (!p)
-			return -ENOMEM;
-		memset(p + srv->nports, 0, (n - srv->nports) * sizeof(*p));
-		srv->ports = p;
-		srv->nports = n;
+	if (!loop)
+		return NULL;
+	loop->poll_us = poll_us;
+	loop->base = event_base_new();
+	if (!loop->base) {
+		free(loop);
+		return NULL;
 	}
-	srv->ports[port] = dev;
-	return 0;
+	return loop;
+}
+
+void vp_loop_free(struct vp_loop *loop)
+{
+	if (!loop)
+		return;
+	if (loop->evtchn_ev)
+		event_free(loop->evtchn_ev);
+	event_base_free(loop->base);
+	free(loop->ports);
+	free(loop);
+}
+
+struct event_base *vp_loop_base(struct vp_loop *loop)
+{
+	return loop->base;
+}
+
+static void fd_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct vp_loop_fd *f = arg;
+
+	(void)fd;
+	(void)what;
+	f->fn(f->opaque);
+}
+
+struct vp_loop_fd *vp_loop_fd_add(struct vp_loop *loop, int fd, vp_loop_fn *fn,
+                                  void *opaque)
+{
+	struct vp_loop_fd *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return NULL;
+	f->fn = fn;
+	f->opaque = opaque;
+	f->ev = event_new(loop->base, fd, EV_READ | EV_PERSIST, fd_cb, f);
+	if (!f->ev || event_add(f->ev, NULL)) {
+		if (f->ev)
+			event_free(f->ev);
+		free(f);
+		return NULL;
+	}
+	return f;
+}
+
+void vp_loop_fd_remove(struct vp_loop_fd *f)
+{
+	if (!f)
+		return;
+	/* libevent lets a callback free its own event: fd_cb() does not
+	 * touch f after fn() returns. */
+	event_free(f->ev);
+	free(f);
 }
 
 /* Every port shares one fd: drain all pending ports per wake-up. */
 static void evtchn_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct vp_server *srv = arg;
+	struct vp_loop *loop = arg;
+	struct vp_hv *hv = loop->hv;
 	int port;
 
 	(void)fd;
 	(void)what;
-	while ((port = srv->hv->ops->evtchn_pending(srv->hv)) >= 0) {
-		struct vp_device *dev = NULL;
+	while ((port = hv->ops->evtchn_pending(hv)) >= 0) {
+		struct vp_loop_port p = {0};
 
-		if ((size_t)port < srv->nports)
-			dev = srv->ports[port];
-		srv->hv->ops->evtchn_unmask(srv->hv, port);
-		srv->kicks++;
-		if (dev)
-			vp_xsbus_device_kick(dev);
+		if ((size_t)port < loop->nports)
+			p = loop->ports[port];
+		hv->ops->evtchn_unmask(hv, port);
+		loop->kicks++;
+		if (p.fn)
+			p.fn(p.opaque);
 	}
 }
 
-static void grace_cb(evutil_socket_t fd, short what, void *arg)
+int vp_loop_set_evtchn(struct vp_loop *loop, struct vp_hv *hv)
 {
-	struct vp_server *srv = arg;
-
-	(void)fd;
-	(void)what;
-	vp_warn("frontends did not close within %u ms; closing anyway",
-		srv->opts.shutdown_grace_ms);
-	vp_xsbus_finish(srv->bus);
-}
-
-void vp_server_shutdown_done(struct vp_server *srv)
-{
-	event_base_loopexit(srv->base, NULL);
-}
-
-void vp_server_stop(struct vp_server *srv)
-{
-	struct timeval tv;
-
-	if (srv->stopping)
-		return;
-	srv->stopping = true;
-	stop_pollers(srv);
-	vp_info("shutting down: closing all devices");
-	tv.tv_sec = srv->opts.shutdown_grace_ms / 1000;
-	tv.tv_usec = (srv->opts.shutdown_grace_ms % 1000) * 1000;
-	evtimer_add(srv->grace_timer, &tv);
-	vp_xsbus_begin_shutdown(srv->bus);
-}
-
-static void signal_cb(evutil_socket_t sig, short what, void *arg)
-{
-	(void)what;
-	vp_info("received %s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-	vp_server_stop(arg);
-}
-
-struct vp_server *vp_server_new(const struct vp_server_opts *opts, char *err,
-				size_t errlen)
-{
-	struct vp_server *srv;
-
-	srv = calloc(1, sizeof(*srv));
-	if (!srv) {
-		snprintf(err, errlen, "out of memory");
-		return NULL;
+	if (loop->hv)
+		return -EBUSY;
+	loop->evtchn_ev = event_new(loop->base, hv->ops->evtchn_fd(hv),
+	                            EV_READ | EV_PERSIST, evtchn_cb, loop);
+	if (!loop->evtchn_ev)
+		return -ENOMEM;
+	if (event_add(loop->evtchn_ev, NULL)) {
+		event_free(loop->evtchn_ev);
+		loop->evtchn_ev = NULL;
+		return -EIO;
 	}
-	srv->opts = *opts;
-	srv->base = event_base_new();
-	if (!srv->base) {
-		snprintf(err, errlen, "cannot create the event loop");
-		goto fail;
-	}
-	vp_plugin_set_event_base(srv->base);
-	srv->hv = vp_hv_open(opts->hypervisor, opts->run_dir);
-	if (!srv->hv) {
-		snprintf(err, errlen, "cannot open the %s hypervisor layer",
-			 opts->hypervisor);
-		goto fail;
-	}
-	srv->evtchn_ev = event_new(srv->base, srv->hv->ops->evtchn_fd(srv->hv),
-				   EV_READ | EV_PERSIST, evtchn_cb, srv);
-	srv->sig_term = evsignal_new(srv->base, SIGTERM, signal_cb, srv);
-	srv->sig_int = evsignal_new(srv->base, SIGINT, signal_cb, srv);
-	srv->grace_timer = evtimer_new(srv->base, grace_cb, srv);
-	if (!srv->evtchn_ev || !srv->sig_term || !srv->sig_int || !srv->grace_timer ||
-	    event_add(srv->evtchn_ev, NULL) || event_add(srv->sig_term, NULL) ||
-	    event_add(srv->sig_int, NULL)) {
-		snprintf(err, errlen, "cannot register events");
-		goto fail;
-	}
-	/* A guest that disappears mid-write must not kill us. */
-	signal(SIGPIPE, SIG_IGN);
-	srv->bus = vp_xsbus_open(srv, err, errlen);
-	if (!srv->bus)
-		goto fail;
-	return srv;
-fail:
-	vp_server_free(srv);
-	return NULL;
+	loop->hv = hv;
+	return 0;
 }
 
-bool vp_server_poller_add(struct vp_server *srv, struct vp_poller *p)
+int vp_loop_port_add(struct vp_loop *loop, int port, vp_loop_fn *fn, void *opaque)
 {
-	if (!srv || !srv->opts.poll_us || srv->stopping)
+	if (port < 0 || !fn)
+		return -EINVAL;
+	if ((size_t)port >= loop->nports) {
+		size_t n = loop->nports ? loop->nports : 64;
+		struct vp_loop_port *p;
+
+		while (n <= (size_t)port)
+			n *= 2;
+		p = realloc(loop->ports, n * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		memset(p + loop->nports, 0, (n - loop->nports) * sizeof(*p));
+		loop->ports = p;
+		loop->nports = n;
+	}
+	loop->ports[port] = (struct vp_loop_port){fn, opaque};
+	return 0;
+}
+
+void vp_loop_port_remove(struct vp_loop *loop, int port)
+{
+	if (port >= 0 && (size_t)port < loop->nports)
+		loop->ports[port] = (struct vp_loop_port){0};
+}
+
+bool vp_loop_poller_add(struct vp_loop *loop, struct vp_poller *p)
+{
+	if (!loop || !loop->poll_us)
 		return false;
 	if (!p->queued) {
-		p->next = srv->pollers;
-		srv->pollers = p;
+		p->next = loop->pollers;
+		loop->pollers = p;
 		p->queued = true;
 	}
 	return true;
 }
 
-void vp_server_poller_remove(struct vp_server *srv, struct vp_poller *p)
+void vp_loop_poller_remove(struct vp_loop *loop, struct vp_poller *p)
 {
 	struct vp_poller **pp;
 
-	if (!srv || !p->queued)
+	if (!loop || !p->queued)
 		return;
-	for (pp = &srv->pollers; *pp; pp = &(*pp)->next) {
+	for (pp = &loop->pollers; *pp; pp = &(*pp)->next) {
 		if (*pp == p) {
 			*pp = p->next;
 			break;
 		}
 	}
-	if (srv->poll_next == p)
-		srv->poll_next = p->next;
+	if (loop->poll_next == p)
+		loop->poll_next = p->next;
 	p->queued = false;
 	p->next = NULL;
 }
 
 /* Call every poller once; true if one found work.  A poller may add or
  * remove pollers (itself included) while it runs. */
-static bool run_pollers(struct vp_server *srv)
+static bool run_pollers(struct vp_loop *loop)
 {
 	bool worked = false;
 
-	srv->poll_next = srv->pollers;
-	while (srv->poll_next) {
-		struct vp_poller *p = srv->poll_next;
+	loop->poll_next = loop->pollers;
+	while (loop->poll_next) {
+		struct vp_poller *p = loop->poll_next;
 
-		srv->poll_next = p->next;
+		loop->poll_next = p->next;
 		worked |= p->poll(p);
 	}
 	return worked;
 }
 
-/* The spin is over: every poller asks for notifications again. */
-static void stop_pollers(struct vp_server *srv)
+/* The spell is over: every poller asks for notifications again. */
+static void stop_pollers(struct vp_loop *loop)
 {
-	while (srv->pollers) {
-		struct vp_poller *p = srv->pollers;
+	while (loop->pollers) {
+		struct vp_poller *p = loop->pollers;
 
-		srv->pollers = p->next;
+		loop->pollers = p->next;
 		p->queued = false;
 		p->next = NULL;
 		p->stop(p);
 	}
+}
+
+void vp_loop_no_polling(struct vp_loop *loop)
+{
+	loop->poll_us = 0;
+	stop_pollers(loop);
 }
 
 static uint64_t now_ns(void)
@@ -242,61 +244,55 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static bool exiting(struct vp_loop *loop)
+{
+	return event_base_got_exit(loop->base) || event_base_got_break(loop->base);
+}
+
 /*
- * With poll-us set, every wake-up that handled guest events is followed by
+ * With poll-us set, every wake-up that handled port events is followed by
  * a bounded spell of non-blocking polls: a guest that kicks again soon is
  * served without the cost of a sleep and a wake-up (tens of microseconds
- * on virtual machines).  The spell ends poll-us after the last event, so an
- * idle server sleeps and uses no CPU.
+ * on virtual machines).  The spell ends poll-us after the last event or
+ * poller work, so an idle loop sleeps and uses no CPU.  poll-us is read
+ * each turn: vp_loop_no_polling() ends spinning for good.
  */
-int vp_server_run(struct vp_server *srv)
+int vp_loop_run(struct vp_loop *loop)
 {
-	const uint64_t poll_ns = (uint64_t)srv->opts.poll_us * 1000u;
+	while (!exiting(loop)) {
+		uint64_t seen = loop->kicks, deadline;
 
-	if (!poll_ns)
-		return event_base_dispatch(srv->base) < 0 ? -EIO : 0;
-	while (!event_base_got_exit(srv->base) && !event_base_got_break(srv->base)) {
-		uint64_t seen = srv->kicks, deadline;
-
-		if (event_base_loop(srv->base, EVLOOP_ONCE) < 0)
+		if (!loop->poll_us)
+			return event_base_dispatch(loop->base) < 0 ? -EIO : 0;
+		if (event_base_loop(loop->base, EVLOOP_ONCE) < 0)
 			return -EIO;
-		if (srv->kicks == seen && !srv->pollers)
+		if (loop->kicks == seen && !loop->pollers)
 			continue;
-		deadline = now_ns() + poll_ns;
-		while (!event_base_got_exit(srv->base) && now_ns() < deadline) {
+		deadline = now_ns() + (uint64_t)loop->poll_us * 1000u;
+		while (!event_base_got_exit(loop->base) && loop->poll_us &&
+		       now_ns() < deadline) {
 			bool worked;
 
-			seen = srv->kicks;
-			if (event_base_loop(srv->base, EVLOOP_NONBLOCK) < 0)
+			seen = loop->kicks;
+			if (event_base_loop(loop->base, EVLOOP_NONBLOCK) < 0)
 				return -EIO;
-			worked = run_pollers(srv);
-			if (srv->kicks != seen || worked)
-				deadline = now_ns() + poll_ns;
+			worked = run_pollers(loop);
+			if (loop->kicks != seen || worked)
+				deadline = now_ns() + (uint64_t)loop->poll_us * 1000u;
 		}
-		stop_pollers(srv);
+		stop_pollers(loop);
 	}
-	stop_pollers(srv);
+	stop_pollers(loop);
 	return 0;
 }
 
-void vp_server_free(struct vp_server *srv)
+void vp_loop_stop(struct vp_loop *loop)
 {
-	if (!srv)
-		return;
-	if (srv->bus)
-		vp_xsbus_close(srv->bus);
-	if (srv->evtchn_ev)
-		event_free(srv->evtchn_ev);
-	if (srv->sig_term)
-		event_free(srv->sig_term);
-	if (srv->sig_int)
-		event_free(srv->sig_int);
-	if (srv->grace_timer)
-		event_free(srv->grace_timer);
-	if (srv->hv)
-		srv->hv->ops->close(srv->hv);
-	if (srv->base)
-		event_base_free(srv->base);
-	free(srv->ports);
-	free(srv);
+	loop->stopped = true;
+	event_base_loopexit(loop->base, NULL);
+}
+
+bool vp_loop_stopped(struct vp_loop *loop)
+{
+	return loop->stopped;
 }

@@ -1,4 +1,8 @@
-/* Serving the shared register-access ring of one device. */
+/*
+ * Serving the shared register-access ring of one device.  Its event channel
+ * port and, while the loop spins, its poller are registered with the loop
+ * here: kicks come straight to vp_transport_kick().
+ */
 #include "transport.h"
 
 #include <errno.h>
@@ -11,7 +15,7 @@
 
 #include "hv.h"
 #include "log.h"
-#include "server.h"
+#include "loop.h"
 #include "vdev.h"
 
 /* Requests served per kick before yielding to other guests; the rest is
@@ -20,6 +24,7 @@
 
 struct vp_transport {
 	struct vp_hv *hv;
+	struct vp_loop *loop;
 	struct vp_transport_params p;
 	void *page;                  /* the mapped shared page */
 	struct vproxy_page_hdr *hdr; /* == page */
@@ -28,12 +33,12 @@ struct vp_transport {
 	struct vp_gmem *gm;
 	struct vp_vdev *vdev;
 	struct event *more;      /* deferred continuation */
-	struct vp_poller poller; /* while the server spins on us */
+	struct vp_poller poller; /* while the loop spins on us */
 	bool broken;
 	struct vp_ratelimit rl;
 };
 
-/* The server spins: serve the queues without waiting for kicks. */
+/* The loop spins: serve the queues without waiting for kicks. */
 static bool poll_cb(struct vp_poller *p)
 {
 	struct vp_transport *t =
@@ -58,6 +63,11 @@ static void poll_stop_cb(struct vp_poller *p)
 		vp_vdev_set_polled(t->vdev, false);
 }
 
+static void port_cb(void *opaque)
+{
+	vp_transport_kick(opaque);
+}
+
 static void more_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
@@ -65,7 +75,7 @@ static void more_cb(evutil_socket_t fd, short what, void *arg)
 	vp_transport_kick(arg);
 }
 
-struct vp_transport *vp_transport_open(struct event_base *base, struct vp_hv *hv,
+struct vp_transport *vp_transport_open(struct vp_loop *loop, struct vp_hv *hv,
                                        const struct vp_transport_params *p, char *err,
                                        size_t errlen)
 {
@@ -78,6 +88,7 @@ struct vp_transport *vp_transport_open(struct event_base *base, struct vp_hv *hv
 		return NULL;
 	}
 	t->hv = hv;
+	t->loop = loop;
 	t->p = *p;
 	t->port = -1;
 	t->poller.poll = poll_cb;
@@ -125,12 +136,16 @@ struct vp_transport *vp_transport_open(struct event_base *base, struct vp_hv *hv
 		         strerror(-t->port));
 		goto fail;
 	}
+	if (vp_loop_port_add(loop, t->port, port_cb, t) < 0) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	t->gm = vp_gmem_new(hv, p->dom, p->mode, p->gmem_cache_bytes);
 	if (!t->gm) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	t->more = event_new(base, -1, 0, more_cb, t);
+	t->more = event_new(vp_loop_base(loop), -1, 0, more_cb, t);
 	if (!t->more) {
 		snprintf(err, errlen, "cannot create event");
 		goto fail;
@@ -161,7 +176,9 @@ void vp_transport_attach(struct vp_transport *t, struct vp_vdev *vdev)
 void vp_transport_detach(struct vp_transport *t)
 {
 	/* The device goes away: no last pass over its queues. */
-	vp_server_poller_remove(t->p.srv, &t->poller);
+	if (t->port >= 0)
+		vp_loop_port_remove(t->loop, t->port);
+	vp_loop_poller_remove(t->loop, &t->poller);
 	t->vdev = NULL;
 	if (t->more)
 		event_del(t->more);
@@ -253,9 +270,9 @@ void vp_transport_kick(struct vp_transport *t)
 
 	if (t->broken || !t->vdev)
 		return;
-	/* A kick while the server spins: from now until the spin ends the
+	/* A kick while the loop spins: from now until the spell ends the
 	 * queues are polled, and draining them leaves the guest's kicks off. */
-	if (!t->poller.queued && vp_server_poller_add(t->p.srv, &t->poller))
+	if (!t->poller.queued && vp_loop_poller_add(t->loop, &t->poller))
 		vp_vdev_set_polled(t->vdev, true);
 	for (;;) {
 		/* One aligned load, as docs/PROTOCOL.md requires of both sides. */
@@ -306,13 +323,15 @@ void vp_transport_close(struct vp_transport *t)
 {
 	if (!t)
 		return;
-	vp_server_poller_remove(t->p.srv, &t->poller);
+	vp_loop_poller_remove(t->loop, &t->poller);
 	if (t->more)
 		event_free(t->more);
 	if (t->gm)
 		vp_gmem_free(t->gm);
-	if (t->port >= 0)
+	if (t->port >= 0) {
+		vp_loop_port_remove(t->loop, t->port);
 		t->hv->ops->evtchn_unbind(t->hv, t->port);
+	}
 	if (t->page) {
 		if (t->p.mode == VP_ADDR_GRANT)
 			t->hv->ops->unmap_grants(t->hv, t->page, 1);

@@ -2,6 +2,9 @@
  * The vproxy v1 transport for one device: the shared page (header + ring of
  * register accesses) and the event channel, feeding a virtio-mmio device
  * model (vdev.h).  See docs/PROTOCOL.md.
+ *
+ * The transport registers its own event channel port and its own poller
+ * with the loop (loop.h); its owner only opens, attaches and closes it.
  */
 #ifndef VP_TRANSPORT_H
 #define VP_TRANSPORT_H
@@ -12,9 +15,8 @@
 
 #include "gmem.h"
 
-struct event_base;
 struct vp_hv;
-struct vp_server;
+struct vp_loop;
 struct vp_vdev;
 struct vp_transport;
 
@@ -23,7 +25,6 @@ struct vp_transport;
 typedef void (*vp_transport_broken_fn)(void *opaque, const char *why);
 
 struct vp_transport_params {
-	struct vp_server *srv;   /* whose spin polls this device; NULL: never */
 	uint16_t dom;            /* frontend domid */
 	uint16_t devid;          /* device id within the guest */
 	enum vp_addr_mode mode;  /* how the frontend gives addresses */
@@ -34,20 +35,21 @@ struct vp_transport_params {
 	void *opaque;
 };
 
-/* Map the shared page, check its header, bind the event channel and set up
- * guest memory access.  Returns NULL and writes a reason to err. */
-struct vp_transport *vp_transport_open(struct event_base *base, struct vp_hv *hv,
+/* Map the shared page, check its header, bind the event channel, register
+ * its port with loop (kicks are served once attached) and set up guest
+ * memory access.  Returns NULL and writes a reason to err. */
+struct vp_transport *vp_transport_open(struct vp_loop *loop, struct vp_hv *hv,
 				       const struct vp_transport_params *p,
 				       char *err, size_t errlen);
-/* The local event channel port (for the server's port table). */
+/* The local event channel port. */
 int vp_transport_port(const struct vp_transport *t);
 /* Guest memory of this device; owned by the transport. */
 struct vp_gmem *vp_transport_gmem(struct vp_transport *t);
 /* Start serving register accesses to vdev (owned by the caller). */
 void vp_transport_attach(struct vp_transport *t, struct vp_vdev *vdev);
-/* Stop forwarding to the device (before destroying it). */
+/* Stop serving the device (before destroying it): port and poller off. */
 void vp_transport_detach(struct vp_transport *t);
-/* The event channel fired: serve everything on the ring. */
+/* Serve everything on the ring (what a kick on the port does). */
 void vp_transport_kick(struct vp_transport *t);
 /* vdev host hook: set interrupt bits in the shared page and notify. */
 void vp_transport_raise_irq(void *transport, uint32_t bits);

@@ -14,7 +14,10 @@
  *   frontend node removed, backend node removed, or @releaseDomain for the
  *     guest: stop the device and remove its nodes.
  *   shutdown: every backend Closing, wait for the frontends, then Closed
- *     and the nodes removed.
+ *     and the nodes removed; then the owner's done callback (xsbus.h).
+ *
+ * A connected device's transport registers its own event channel port and
+ * poller with the loop: kicks never pass through here.
  */
 #include <errno.h>
 #include <event2/event.h>
@@ -30,10 +33,12 @@
 
 #include "blk.h"
 #include "hv.h"
+#include "log.h"
+#include "loop.h"
 #include "plugin_host.h"
-#include "server.h"
 #include "transport.h"
 #include "vdev.h"
+#include "xsbus.h"
 
 #define PATH_LEN 128
 #define DOMID_MAX 32751u /* below DOMID_FIRST_RESERVED */
@@ -64,9 +69,10 @@ struct vp_device {
 };
 
 struct vp_xsbus {
-	struct vp_server *srv;
+	struct vp_xsbus_params p; /* the owner's, borrowed */
+	struct vp_hv *hv;         /* == p.hv */
 	struct xs_handle *xs;
-	struct event *xs_ev;
+	struct vp_loop_fd *xs_fd;
 	struct event *xs_more; /* continue after a full turn of watch events */
 	struct event *reap_ev; /* finish teardowns from the top of the loop */
 	struct event *ready_ev; /* connect devices whose guest became reachable */
@@ -282,7 +288,7 @@ static void free_device(struct vp_device *dev, bool remove_nodes)
  * stub, a new sim guest process) is then contacted afresh. */
 static void release_domain_if_idle(struct vp_xsbus *bus, unsigned dom)
 {
-	struct vp_hv *hv = vp_server_hv(bus->srv);
+	struct vp_hv *hv = bus->hv;
 
 	for (struct vp_device *d = bus->devices; d; d = d->next)
 		if (d->dom == dom && (d->t || d->destroying))
@@ -367,7 +373,6 @@ static void disconnect(struct vp_device *dev)
 
 	if (!dev->t || dev->destroying)
 		return;
-	vp_server_set_port(dev->bus->srv, vp_transport_port(dev->t), NULL);
 	vp_transport_detach(dev->t);
 	dev->vdev = NULL;
 	dev->destroying = true;
@@ -407,7 +412,7 @@ static void dev_transport_broken(void *opaque, const char *why)
 static void connect_device(struct vp_device *dev)
 {
 	struct vp_xsbus *bus = dev->bus;
-	const struct vp_server_opts *opts = vp_server_opts(bus->srv);
+	const struct vp_xsbus_params *opts = &bus->p;
 	unsigned long long ring_ref, port, version = VPROXY_PROTO_VERSION, persistent = 0;
 	struct vp_transport_params tp = {0};
 	struct vp_blk_params bp = {0};
@@ -450,7 +455,6 @@ static void connect_device(struct vp_device *dev)
 	}
 	free(mode);
 
-	tp.srv = bus->srv;
 	tp.dom = dev->dom;
 	tp.devid = dev->devid;
 	tp.ring_ref = ring_ref;
@@ -464,8 +468,7 @@ static void connect_device(struct vp_device *dev)
 	                              : opts->gmem_cache_bytes;
 	tp.broken = dev_transport_broken;
 	tp.opaque = dev;
-	dev->t = vp_transport_open(vp_server_base(bus->srv), vp_server_hv(bus->srv), &tp,
-	                           err, sizeof(err));
+	dev->t = vp_transport_open(opts->loop, bus->hv, &tp, err, sizeof(err));
 	if (!dev->t) {
 		fatal(dev, "cannot connect: %s", err);
 		return;
@@ -484,7 +487,7 @@ static void connect_device(struct vp_device *dev)
 	bp.read_only =
 	        dev->decl->read_only || (dev->info.flags & VPROXY_DISK_READONLY) != 0;
 	bp.request_timeout_ms = dev->decl->request_timeout_ms;
-	bp.base = vp_server_base(bus->srv);
+	bp.base = vp_loop_base(opts->loop);
 	if (dev->decl->serial)
 		snprintf(bp.serial, sizeof(bp.serial), "%s", dev->decl->serial);
 	else
@@ -502,11 +505,6 @@ static void connect_device(struct vp_device *dev)
 		vp_transport_close(dev->t);
 		dev->t = NULL;
 		fatal(dev, "cannot create the virtio device: out of memory");
-		return;
-	}
-	if (vp_server_set_port(bus->srv, vp_transport_port(dev->t), dev) < 0) {
-		disconnect(dev);
-		fatal(dev, "out of memory");
 		return;
 	}
 	xs_rm_at(bus, dev->be_path, "error"); /* harmless if absent */
@@ -567,8 +565,7 @@ static void frontend_changed(struct vp_device *dev)
 			break;
 		/* The hv layer may still be reaching the guest (sim): it calls
 		 * hv_domain_cb() once it knows, and ready_cb() connects. */
-		dev->hv_wait = vp_hv_domain_ready(vp_server_hv(bus->srv), dev->dom) ==
-		               -EINPROGRESS;
+		dev->hv_wait = vp_hv_domain_ready(bus->hv, dev->dom) == -EINPROGRESS;
 		if (!dev->hv_wait)
 			connect_device(dev);
 		break;
@@ -729,7 +726,7 @@ static bool decl_matches(const struct vp_devdecl *decl, unsigned dom, const char
 /* Provision the declared devices of every running guest that lacks them. */
 static void scan_domains(struct vp_xsbus *bus)
 {
-	const struct vp_server_opts *opts = vp_server_opts(bus->srv);
+	const struct vp_xsbus_params *opts = &bus->p;
 	unsigned n = 0;
 	char **doms;
 
@@ -847,14 +844,12 @@ static void backend_tree_changed(struct vp_xsbus *bus, const char *path)
  * channels of guests already connected be served in between. */
 #define WATCH_EVENTS_PER_TURN 32u
 
-static void xs_cb(evutil_socket_t fd, short what, void *arg)
+static void xs_ready(void *opaque)
 {
-	struct vp_xsbus *bus = arg;
+	struct vp_xsbus *bus = opaque;
 	unsigned handled = 0;
 	char **w;
 
-	(void)fd;
-	(void)what;
 	while (handled < WATCH_EVENTS_PER_TURN && (w = xs_check_watch(bus->xs)) != NULL) {
 		handled++;
 		const char *path = w[XS_WATCH_PATH], *token = w[XS_WATCH_TOKEN];
@@ -887,10 +882,11 @@ static void xs_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-void vp_xsbus_device_kick(struct vp_device *dev)
+static void xs_more_cb(evutil_socket_t fd, short what, void *arg)
 {
-	if (dev->t && dev->vdev)
-		vp_transport_kick(dev->t);
+	(void)fd;
+	(void)what;
+	xs_ready(arg);
 }
 
 /* The hv layer settled a domain.  It may call this from inside its own
@@ -909,7 +905,7 @@ static void hv_domain_cb(void *arg, uint16_t dom, int result)
 static void ready_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct vp_xsbus *bus = arg;
-	struct vp_hv *hv = vp_server_hv(bus->srv);
+	struct vp_hv *hv = bus->hv;
 	unsigned long long st;
 
 	(void)fd;
@@ -931,9 +927,10 @@ static void ready_cb(evutil_socket_t fd, short what, void *arg)
 	check_shutdown(bus);
 }
 
-struct vp_xsbus *vp_xsbus_open(struct vp_server *srv, char *err, size_t errlen)
+struct vp_xsbus *vp_xsbus_open(const struct vp_xsbus_params *opts, char *err,
+                               size_t errlen)
 {
-	const struct vp_server_opts *opts = vp_server_opts(srv);
+	struct event_base *base = vp_loop_base(opts->loop);
 	struct vp_xsbus *bus;
 
 	bus = calloc(1, sizeof(*bus));
@@ -941,7 +938,8 @@ struct vp_xsbus *vp_xsbus_open(struct vp_server *srv, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	bus->srv = srv;
+	bus->p = *opts;
+	bus->hv = opts->hv;
 	bus->xs = xs_open(0);
 	if (!bus->xs) {
 		const char *p = getenv("XENSTORED_PATH");
@@ -961,20 +959,18 @@ struct vp_xsbus *vp_xsbus_open(struct vp_server *srv, char *err, size_t errlen)
 			vp_info("xenstore has no \"domid\" for us; assuming domain 0");
 		free(s);
 	}
-	vp_hv_set_self_domid(vp_server_hv(srv), (uint16_t)bus->self);
+	vp_hv_set_self_domid(bus->hv, (uint16_t)bus->self);
 	snprintf(bus->be_root, sizeof(bus->be_root), "/local/domain/%u/backend/%s",
 	         bus->self, VPROXY_XS_TYPE);
-	bus->xs_ev = event_new(vp_server_base(srv), xs_fileno(bus->xs),
-	                       EV_READ | EV_PERSIST, xs_cb, bus);
-	bus->xs_more = evtimer_new(vp_server_base(srv), xs_cb, bus);
-	bus->reap_ev = event_new(vp_server_base(srv), -1, 0, reap_cb, bus);
-	bus->ready_ev = event_new(vp_server_base(srv), -1, 0, ready_cb, bus);
-	if (!bus->xs_ev || !bus->xs_more || !bus->reap_ev || !bus->ready_ev ||
-	    event_add(bus->xs_ev, NULL)) {
+	bus->xs_fd = vp_loop_fd_add(opts->loop, xs_fileno(bus->xs), xs_ready, bus);
+	bus->xs_more = evtimer_new(base, xs_more_cb, bus);
+	bus->reap_ev = event_new(base, -1, 0, reap_cb, bus);
+	bus->ready_ev = event_new(base, -1, 0, ready_cb, bus);
+	if (!bus->xs_fd || !bus->xs_more || !bus->reap_ev || !bus->ready_ev) {
 		snprintf(err, errlen, "cannot watch the xenstore connection");
 		goto fail;
 	}
-	vp_hv_set_domain_cb(vp_server_hv(srv), hv_domain_cb, bus);
+	vp_hv_set_domain_cb(bus->hv, hv_domain_cb, bus);
 	if (!xs_watch(bus->xs, "@introduceDomain", "intro") ||
 	    !xs_watch(bus->xs, "@releaseDomain", "release") ||
 	    !xs_watch(bus->xs, bus->be_root, "betree")) {
@@ -1044,22 +1040,22 @@ void vp_xsbus_finish(struct vp_xsbus *bus)
 		set_state(dev, XenbusStateClosed);
 		free_device(dev, true);
 	}
-	vp_server_shutdown_done(bus->srv);
+	if (bus->p.done)
+		bus->p.done(bus->p.opaque);
 }
 
 void vp_xsbus_close(struct vp_xsbus *bus)
 {
 	if (!bus)
 		return;
-	if (bus->xs_ev)
-		event_free(bus->xs_ev);
+	vp_loop_fd_remove(bus->xs_fd);
 	if (bus->xs_more)
 		event_free(bus->xs_more);
 	if (bus->reap_ev)
 		event_free(bus->reap_ev);
 	if (bus->ready_ev)
 		event_free(bus->ready_ev);
-	vp_hv_set_domain_cb(vp_server_hv(bus->srv), NULL, NULL);
+	vp_hv_set_domain_cb(bus->hv, NULL, NULL);
 	if (bus->xs)
 		xs_close(bus->xs);
 	free(bus);

@@ -28,6 +28,7 @@
 #include "fuzz_guest.h"
 #include "fuzz_input.h"
 #include "log.h"
+#include "loop.h"
 #include "transport.h"
 #include "vdev.h"
 
@@ -46,6 +47,7 @@ struct stub {
 };
 
 static struct vp_hv *hv;
+static struct vp_loop *loop; /* poll-us 0: the harness kicks */
 static struct event_base *base;
 static unsigned broken;
 
@@ -162,9 +164,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (!hv) {
 		hv = fake_hv_new(RAM_PAGES);
-		base = event_base_new();
-		if (!base)
+		loop = vp_loop_new(0);
+		if (!loop)
 			abort();
+		base = vp_loop_base(loop);
 		vp_log_set_level(VPROXY_LOG_ERROR);
 	}
 	fake_hv_reset(hv);
@@ -188,7 +191,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	                                  .remote_port = 3,
 	                                  .gmem_cache_bytes = cfg & 4 ? 2u << 20 : 0,
 	                                  .broken = on_broken};
-	s.t = vp_transport_open(base, hv, &tp, err, sizeof(err));
+	s.t = vp_transport_open(loop, hv, &tp, err, sizeof(err));
 	if (!s.t) {
 		if (!(cfg & 2))
 			fail(err);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Fuzzes the xenstore lifecycle (core/xsbus.c) inside a whole vproxyd
- * server (core/loop.c), with the in-memory xenstore of fake_xs.c in place
+ * server (core/server.c, core/loop.c), with the in-memory xenstore of fake_xs.c in place
  * of libxenstore and the guard page hypervisor of fake_hv.c in place of
  * the sim layer (this harness defines vp_hv_sim_open, so hv_sim.c is not
  * linked).  The input plays the toolstack and the guests: domains come
@@ -31,6 +31,7 @@
 #include "fuzz_input.h"
 #include "hv.h"
 #include "log.h"
+#include "loop.h"
 #include "server.h"
 
 #define RAM_PAGES 256u
@@ -330,7 +331,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fprintf(stderr, "fuzz_xsbus: %s\n", err);
 		abort();
 	}
-	base = vp_server_base(srv);
+	base = vp_loop_base(vp_server_loop(srv));
 	run_loop(base);
 
 	while (fz_more(&in) && !stop) {

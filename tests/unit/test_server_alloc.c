@@ -52,6 +52,7 @@
 #include "fuzz_guest.h"
 #include "hv.h"
 #include "log.h"
+#include "loop.h"
 #include "plugin_host.h"
 #include "server.h"
 
@@ -669,7 +670,7 @@ static bool run_once(unsigned n)
 		degraded = true;
 		goto out;
 	}
-	base = vp_server_base(srv);
+	base = vp_loop_base(vp_server_loop(srv));
 	fake_xs_domain(DOM, true);
 	run_loop(base);
 	phase_m();

@@ -12,6 +12,7 @@
 
 #include "blk.h"
 #include "hv.h"
+#include "loop.h"
 #include "plugin_host.h"
 #include "transport.h"
 #include "vdev.h"
@@ -143,6 +144,7 @@ static const struct vp_hv_ops fake_ops = {
 
 /* ---- fixture: transport + blk on a mem disk, the test is the frontend ---- */
 
+static struct vp_loop *loop; /* poll-us 0: the test kicks */
 static struct event_base *base;
 static const struct vproxy_plugin *mem;
 static void *disk;
@@ -186,7 +188,7 @@ static struct vp_transport *open_transport(enum vp_addr_mode mode, uint64_t ref,
 	        .opaque = &fhv,
 	};
 
-	return vp_transport_open(base, &fhv.base, &p, err, errlen);
+	return vp_transport_open(loop, &fhv.base, &p, err, errlen);
 }
 
 static void attach_device(void)
@@ -213,8 +215,9 @@ static void setup(void)
 
 	memset(&fhv, 0, sizeof(fhv));
 	fhv.base.ops = &fake_ops;
-	base = event_base_new();
-	ck_assert_ptr_nonnull(base);
+	loop = vp_loop_new(0);
+	ck_assert_ptr_nonnull(loop);
+	base = vp_loop_base(loop);
 	vp_plugin_set_event_base(base);
 	mem = vp_plugin_load(VP_TEST_PLUGIN_DIR, "mem", err, sizeof(err));
 	ck_assert_msg(mem != NULL, "%s", err);
@@ -253,7 +256,7 @@ static void teardown(void)
 	}
 	vp_plugin_close(mem, disk);
 	vp_plugin_unload_all();
-	event_base_free(base);
+	vp_loop_free(loop);
 }
 
 /* Queue one request (the frontend's side) without kicking. */

@@ -1,0 +1,158 @@
+/*
+ * The composition root: one loop, one hypervisor layer, one xenstore bus,
+ * the plugin host on the loop's base; signals and orderly shutdown.
+ *
+ * Shutdown: SIGTERM/SIGINT (or vp_server_stop) ends polling, tells the bus
+ * to close every device and starts the grace timer.  The bus reports done
+ * once every frontend closed, or the timer forces it to finish; then the
+ * loop stops and vp_server_run() returns.
+ */
+#include "server.h"
+
+#include <event2/event.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "hv.h"
+#include "log.h"
+#include "loop.h"
+#include "plugin_host.h"
+
+struct vp_server {
+	struct vp_server_opts opts;
+	struct vp_loop *loop;
+	struct vp_hv *hv;
+	struct vp_xsbus *bus;
+	struct event *sig_term, *sig_int;
+	struct event *grace_timer;
+	bool stopping;
+};
+
+static void grace_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct vp_server *srv = arg;
+
+	(void)fd;
+	(void)what;
+	vp_warn("frontends did not close within %u ms; closing anyway",
+	        srv->opts.shutdown_grace_ms);
+	vp_xsbus_finish(srv->bus);
+}
+
+/* The bus closed every device. */
+static void bus_done(void *opaque)
+{
+	struct vp_server *srv = opaque;
+
+	vp_loop_stop(srv->loop);
+}
+
+void vp_server_stop(struct vp_server *srv)
+{
+	struct timeval tv;
+
+	if (srv->stopping)
+		return;
+	srv->stopping = true;
+	vp_loop_no_polling(srv->loop);
+	vp_info("shutting down: closing all devices");
+	tv.tv_sec = srv->opts.shutdown_grace_ms / 1000;
+	tv.tv_usec = (srv->opts.shutdown_grace_ms % 1000) * 1000;
+	evtimer_add(srv->grace_timer, &tv);
+	vp_xsbus_begin_shutdown(srv->bus);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	vp_info("received %s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	vp_server_stop(arg);
+}
+
+struct vp_server *vp_server_new(const struct vp_server_opts *opts, char *err,
+                                size_t errlen)
+{
+	struct vp_xsbus_params bp;
+	struct event_base *base;
+	struct vp_server *srv;
+
+	srv = calloc(1, sizeof(*srv));
+	if (!srv) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	srv->opts = *opts;
+	srv->loop = vp_loop_new(opts->poll_us);
+	if (!srv->loop) {
+		snprintf(err, errlen, "cannot create the event loop");
+		goto fail;
+	}
+	base = vp_loop_base(srv->loop);
+	vp_plugin_set_event_base(base);
+	srv->hv = vp_hv_open(opts->hypervisor, opts->run_dir);
+	if (!srv->hv) {
+		snprintf(err, errlen, "cannot open the %s hypervisor layer",
+		         opts->hypervisor);
+		goto fail;
+	}
+	srv->sig_term = evsignal_new(base, SIGTERM, signal_cb, srv);
+	srv->sig_int = evsignal_new(base, SIGINT, signal_cb, srv);
+	srv->grace_timer = evtimer_new(base, grace_cb, srv);
+	if (vp_loop_set_evtchn(srv->loop, srv->hv) || !srv->sig_term || !srv->sig_int ||
+	    !srv->grace_timer || event_add(srv->sig_term, NULL) ||
+	    event_add(srv->sig_int, NULL)) {
+		snprintf(err, errlen, "cannot register events");
+		goto fail;
+	}
+	/* A guest that disappears mid-write must not kill us. */
+	signal(SIGPIPE, SIG_IGN);
+	bp = (struct vp_xsbus_params){
+	        .loop = srv->loop,
+	        .hv = srv->hv,
+	        .hypervisor = opts->hypervisor,
+	        .backend_domid = opts->backend_domid,
+	        .gmem_cache_bytes = opts->gmem_cache_bytes,
+	        .decls = opts->decls,
+	        .ndecls = opts->ndecls,
+	        .done = bus_done,
+	        .opaque = srv,
+	};
+	srv->bus = vp_xsbus_open(&bp, err, errlen);
+	if (!srv->bus)
+		goto fail;
+	return srv;
+fail:
+	vp_server_free(srv);
+	return NULL;
+}
+
+int vp_server_run(struct vp_server *srv)
+{
+	return vp_loop_run(srv->loop);
+}
+
+struct vp_loop *vp_server_loop(struct vp_server *srv)
+{
+	return srv->loop;
+}
+
+void vp_server_free(struct vp_server *srv)
+{
+	if (!srv)
+		return;
+	if (srv->bus)
+		vp_xsbus_close(srv->bus);
+	if (srv->sig_term)
+		event_free(srv->sig_term);
+	if (srv->sig_int)
+		event_free(srv->sig_int);
+	if (srv->grace_timer)
+		event_free(srv->grace_timer);
+	/* The loop's event channel watch goes before the layer it watches. */
+	vp_loop_free(srv->loop);
+	if (srv->hv)
+		srv->hv->ops->close(srv->hv);
+	free(srv);
+}

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The xenstore bus: every declared device of every guest through its
+ * xenbus lifecycle (provisioning, states, teardown).  See xsbus.c.
+ */
+#ifndef VP_XSBUS_H
+#define VP_XSBUS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <vproxy/plugin.h>
+
+struct vp_hv;
+struct vp_loop;
+struct vp_xsbus;
+
+/* One declared device, as the config gives it.  Strings and tables are
+ * borrowed from the config, which outlives the server. */
+struct vp_devdecl {
+	const char *label; /* [device LABEL] */
+	const char *guest; /* domid or domain name, as written */
+	int guest_domid;   /* >= 1, or -1 when guest is a name */
+	unsigned devid;    /* device id within the guest */
+	const struct vproxy_plugin *plugin;
+	const struct vproxy_params *params;
+	bool read_only;
+	unsigned queues;             /* virtio-blk request queues */
+	unsigned queue_size;         /* QueueNumMax */
+	const char *serial;          /* GET_ID answer, may be NULL */
+	unsigned request_timeout_ms; /* fail requests a plugin holds longer; 0: never */
+};
+
+/* Called once shutdown is complete (every device closed and removed). */
+typedef void vp_xsbus_done_fn(void *opaque);
+
+/* Everything is borrowed and must outlive the bus. */
+struct vp_xsbus_params {
+	struct vp_loop *loop; /* serves xenstore, transports, timers */
+	struct vp_hv *hv;
+	const char *hypervisor;  /* "sim" or "xen": the name hv was opened by */
+	int backend_domid;       /* -1: read "domid" from xenstore */
+	size_t gmem_cache_bytes; /* per-device gfn mapping cache bound */
+	const struct vp_devdecl *decls;
+	size_t ndecls;
+	vp_xsbus_done_fn *done; /* shutdown finished */
+	void *opaque;
+};
+
+/* Open xenstore, learn our domid, set the watches, provision devices of
+ * guests already running.  NULL + err on failure. */
+struct vp_xsbus *vp_xsbus_open(const struct vp_xsbus_params *p, char *err, size_t errlen);
+/* Begin shutdown: tell every frontend Closing and disconnect.  Calls done
+ * once all frontends closed, or on vp_xsbus_finish(). */
+void vp_xsbus_begin_shutdown(struct vp_xsbus *bus);
+/* End shutdown now: Closed, nodes removed, disks closed where possible;
+ * then done. */
+void vp_xsbus_finish(struct vp_xsbus *bus);
+/* Close xenstore and free. */
+void vp_xsbus_close(struct vp_xsbus *bus);
+
+#endif
