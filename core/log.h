@@ -25,6 +25,9 @@ struct vp_ratelimit {
 void vp_log_dev(struct vp_ratelimit *rl, enum vproxy_log_level level,
 		unsigned dom, unsigned dev, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
+/* The rate limiter's clock in nanoseconds (NULL: CLOCK_MONOTONIC); tests
+ * set their own. */
+void vp_log_set_clock(uint64_t (*now_ns)(void));
 
 #define vp_err(...) vp_log(VPROXY_LOG_ERROR, __VA_ARGS__)
 #define vp_warn(...) vp_log(VPROXY_LOG_WARN, __VA_ARGS__)
