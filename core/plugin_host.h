@@ -21,8 +21,9 @@ struct vp_req_owner {
 	void (*complete)(struct vproxy_req *req, int status);
 };
 
-/* The event loop that host->fd_watch() registers with. Set before any
- * plugin opens a disk. */
+/* The event loop that host->fd_watch() registers with and that off-loop
+ * opens and closes complete into.  Set before any plugin opens a disk;
+ * NULL before that loop is freed. */
 void vp_plugin_set_event_base(struct event_base *base);
 
 /* Load plugin `name` from <dir>/<name>.so (once; later calls return the
@@ -42,7 +43,48 @@ int vp_plugin_open(const struct vproxy_plugin *plugin, unsigned dom, unsigned de
 		   struct vproxy_disk_info *info, void **disk, char *err, size_t errlen);
 /* Close a disk opened with vp_plugin_open() and free its host handle. */
 void vp_plugin_close(const struct vproxy_plugin *plugin, void *disk);
-/* dlclose every loaded plugin; no disk may still be open. */
+
+/*
+ * Opening and closing without stalling the loop.  A plugin that sets
+ * VPROXY_PLUGIN_F_OFF_LOOP has its open() and close() run on a helper
+ * thread of the host; the result comes back on the loop thread.  Other
+ * plugins run on the loop thread inside these calls, as before.
+ */
+
+/* An open in progress (vp_plugin_open_async), owned by the host. */
+struct vp_plugin_job;
+
+/* The result of vp_plugin_open_async(), on the loop thread: rc 0 with the
+ * disk and its info, or a negative errno and a message in err.  info and
+ * err are valid during the call only. */
+typedef void (*vp_plugin_opened_fn)(void *arg, int rc,
+				    const struct vproxy_disk_info *info, void *disk,
+				    const char *err);
+
+/* Start opening a disk as vp_plugin_open() does and call opened(arg, ...)
+ * when it is done.  params must stay valid until then.  Returns the open
+ * in progress, or NULL when opened() was already called (the plugin opens
+ * on the loop thread, or no helper could be had). */
+struct vp_plugin_job *vp_plugin_open_async(const struct vproxy_plugin *plugin,
+					   unsigned dom, unsigned devid, const char *label,
+					   const struct vproxy_params *params, int read_only,
+					   vp_plugin_opened_fn opened, void *arg);
+/* The opener of job no longer wants its disk (its device went away):
+ * opened() is not called, and the host closes the disk if it opens. */
+void vp_plugin_open_abandon(struct vp_plugin_job *job);
+/* Close a disk as vp_plugin_close() does, off the loop thread when the
+ * plugin allows it; returns at once.  Never from inside a plugin call. */
+void vp_plugin_close_async(const struct vproxy_plugin *plugin, void *disk);
+/* Opens and closes started and not yet finished. */
+unsigned vp_plugin_jobs_pending(void);
+/* Call idle(arg) from the loop whenever the last pending open or close
+ * finishes (NULL: nobody). */
+void vp_plugin_set_idle_cb(void (*idle)(void *arg), void *arg);
+/* Log each pending open or close as abandoned (shutdown gives up). */
+void vp_plugin_report_pending(void);
+
+/* dlclose every loaded plugin; no disk may still be open.  While an open
+ * or close still runs on a helper, the plugins stay loaded (logged). */
 void vp_plugin_unload_all(void);
 /* The host table handed to ABI 2 plugins (abi_version 2). */
 const struct vproxy_host *vp_plugin_host(void);

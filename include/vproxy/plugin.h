@@ -29,6 +29,10 @@
  * appended; a reader uses a field only when the size says it is there
  * (VPROXY_PLUGIN_HAS, VPROXY_HOST_HAS, VPROXY_DISK_HOST_HAS).
  *
+ * Threads: every call into a plugin comes from the server's event loop
+ * thread, except open() and close() of a plugin that sets
+ * VPROXY_PLUGIN_F_OFF_LOOP in its table's flags (see there).
+ *
  * I/O is asynchronous: submit() queues a request and returns; the plugin
  * calls host->complete() exactly once per request, from the server's event
  * loop thread (inline inside submit() is allowed).  Plugins that complete
@@ -233,19 +237,46 @@ struct vproxy_plugin {
 	 * guest's buffers stay mapped and the guest waits. */
 	void (*cancel)(void *disk, struct vproxy_req *req);
 
+	/* Optional (0, or absent in a table built before it existed: see
+	 * VPROXY_PLUGIN_COVERS): VPROXY_PLUGIN_F_* bits. */
+	uint32_t flags;
+
 	/* Planned: an optional kick(disk), end of a loop turn's batch (see
 	 * struct vproxy_disk_host), is appended here. */
 };
+
+/*
+ * VPROXY_PLUGIN_F_OFF_LOOP: open() and close() may run on a helper thread
+ * of the host instead of the event loop thread, so that a slow one (a lock
+ * that is held, a long scan, an fdatasync) stalls no other guest.  Without
+ * the flag both run on the loop thread, as they always did.  With it:
+ *  - open() and close() of different disks may run at the same time, on
+ *    different threads, while the loop keeps calling submit(), cancel()
+ *    and fd watch callbacks of the plugin's other disks: state shared
+ *    between disks needs the plugin's own locking;
+ *  - of the host calls, open() and close() may use log(), disk_log(),
+ *    param(), parse_size(), fd_watch() and fd_unwatch(), never complete();
+ *  - fd_watch() from open() takes effect once open() has returned (the
+ *    loop starts watching then; before, nobody did either);
+ *  - before close() the host stops dispatching the watches that disk's
+ *    open() registered; close() may fd_unwatch() those (and only those:
+ *    a watch registered later, from the loop, is unwatched from the loop);
+ *  - close() is still called only when no request is in flight, and the
+ *    disk is never used again after close() began.
+ * The host completes both back on the loop thread.
+ */
+#define VPROXY_PLUGIN_F_OFF_LOOP 0x1u
 
 /* Size of the first version of struct vproxy_plugin: the least a server
  * accepts.  Later fields were appended; a server reads one only when the
  * plugin's size says it is there. */
 #define VPROXY_PLUGIN_SIZE_V1 offsetof(struct vproxy_plugin, cancel)
-/* Does plugin table p have member (appended after version 1)? */
+/* Does plugin table p reach as far as member (appended after version 1)? */
+#define VPROXY_PLUGIN_COVERS(p, member)                                       \
+	((p)->size >= offsetof(struct vproxy_plugin, member) + sizeof((p)->member))
+/* Does plugin table p have function member, set (appended after version 1)? */
 #define VPROXY_PLUGIN_HAS(p, member)                                          \
-	((p)->size >= offsetof(struct vproxy_plugin, member) +                \
-	                      sizeof((p)->member) &&                          \
-	 (p)->member != NULL)
+	(VPROXY_PLUGIN_COVERS(p, member) && (p)->member != NULL)
 
 /* The init function a plugin exports (VPROXY_PLUGIN_INIT_SYMBOL). */
 typedef const struct vproxy_plugin *(*vproxy_plugin_init_fn)(

@@ -307,4 +307,6 @@ VPROXY_PLUGIN_DEFINE(
         host, .name = "raw",
         .description = "a regular file or block device, byte for byte (io_uring)",
         .param_keys = raw_param_keys, .open = raw_open, .submit = raw_submit,
-        .close = raw_close, .cancel = raw_cancel);
+        .close = raw_close, .cancel = raw_cancel,
+        /* open() waits for the file's lock; close() drains and syncs. */
+        .flags = VPROXY_PLUGIN_F_OFF_LOOP);

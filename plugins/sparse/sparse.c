@@ -1449,4 +1449,6 @@ VPROXY_PLUGIN_DEFINE(
         host, .name = "sparse",
         .description = "a sparse image that grows on first write (vproxy-img create)",
         .param_keys = sparse_param_keys, .open = sparse_open_disk,
-        .submit = sparse_submit, .close = sparse_close_disk, .cancel = sparse_cancel);
+        .submit = sparse_submit, .close = sparse_close_disk, .cancel = sparse_cancel,
+        /* open() waits for the lock and scans the map; close() syncs. */
+        .flags = VPROXY_PLUGIN_F_OFF_LOOP);
