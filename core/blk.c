@@ -312,7 +312,7 @@ static void hung_close_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	vp_info("a disk of plugin %s abandoned earlier finished its last request: closed",
 	        h->plugin->name);
-	vp_plugin_close(h->plugin, h->disk);
+	vp_plugin_close_async(h->plugin, h->disk);
 	free(h);
 }
 
@@ -348,7 +348,7 @@ unsigned vp_blk_disk_release(const struct vproxy_plugin *plugin, void *disk)
 		h->close_wanted = true;
 		return h->zombies;
 	}
-	vp_plugin_close(plugin, disk);
+	vp_plugin_close_async(plugin, disk);
 	return 0;
 }
 

@@ -31,10 +31,11 @@ struct vp_vdev *vp_blk_create(const struct vp_blk_params *params,
 			      const struct vproxy_disk_info *info,
 			      const struct vp_vdev_host *host);
 
-/* Close disk through plugin, unless requests a device gave up on (request
+/* Close disk through plugin (vp_plugin_close_async: on a helper thread if
+ * the plugin allows), unless requests a device gave up on (request
  * timeout) are still in the plugin: then it is closed from the loop (base)
  * once the last of them finished, and this returns their number so the
- * caller can report the disk abandoned.  0 when closed now. */
+ * caller can report the disk abandoned.  0 when its close began now. */
 unsigned vp_blk_disk_release(const struct vproxy_plugin *plugin, void *disk);
 
 #endif

@@ -4,8 +4,12 @@
  *
  * Shutdown: SIGTERM/SIGINT (or vp_server_stop) ends polling, tells the bus
  * to close every device and starts the grace timer.  The bus reports done
- * once every frontend closed, or the timer forces it to finish; then the
- * loop stops and vp_server_run() returns.
+ * once every frontend closed, or the timer forces it to finish.  Disks
+ * still opening or closing on the plugin host's helper threads are waited
+ * for too: until the grace time is over (once more if the timer had to
+ * force the bus, whose closes only start then); what is still running
+ * then is logged as abandoned.  Then the loop stops and vp_server_run()
+ * returns.
  */
 #include "server.h"
 
@@ -28,7 +32,27 @@ struct vp_server {
 	struct event *sig_term, *sig_int;
 	struct event *grace_timer;
 	bool stopping;
+	bool bus_done;   /* every device closed (its disk maybe still closing) */
+	bool bus_forced; /* the grace timer had to finish the bus */
 };
+
+/* Stop the loop once the bus is done and no disk opens or closes. */
+static void maybe_stop(struct vp_server *srv)
+{
+	if (!srv->bus_done || vp_plugin_jobs_pending())
+		return;
+	evtimer_del(srv->grace_timer);
+	vp_loop_stop(srv->loop);
+}
+
+static void arm_grace(struct vp_server *srv)
+{
+	struct timeval tv;
+
+	tv.tv_sec = srv->opts.shutdown_grace_ms / 1000;
+	tv.tv_usec = (srv->opts.shutdown_grace_ms % 1000) * 1000;
+	evtimer_add(srv->grace_timer, &tv);
+}
 
 static void grace_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -36,9 +60,21 @@ static void grace_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	vp_warn("frontends did not close within %u ms; closing anyway",
-	        srv->opts.shutdown_grace_ms);
-	vp_xsbus_finish(srv->bus);
+	if (!srv->bus_done) {
+		vp_warn("frontends did not close within %u ms; closing anyway",
+		        srv->opts.shutdown_grace_ms);
+		srv->bus_forced = true;
+		vp_xsbus_finish(srv->bus);
+		if (!srv->bus_done || !vp_plugin_jobs_pending())
+			return;
+		/* Their disks' closes start only now: give them the grace. */
+		arm_grace(srv);
+		return;
+	}
+	vp_warn("%u disk open(s)/close(s) did not finish within %u ms; leaving them",
+	        vp_plugin_jobs_pending(), srv->opts.shutdown_grace_ms);
+	vp_plugin_report_pending();
+	vp_loop_stop(srv->loop);
 }
 
 /* The bus closed every device. */
@@ -46,21 +82,27 @@ static void bus_done(void *opaque)
 {
 	struct vp_server *srv = opaque;
 
-	vp_loop_stop(srv->loop);
+	srv->bus_done = true;
+	if (vp_plugin_jobs_pending() && !srv->bus_forced)
+		vp_info("waiting for %u disk open(s)/close(s) to finish",
+		        vp_plugin_jobs_pending());
+	maybe_stop(srv);
+}
+
+/* The plugin host finished its last pending open or close. */
+static void plugin_idle(void *opaque)
+{
+	maybe_stop(opaque);
 }
 
 void vp_server_stop(struct vp_server *srv)
 {
-	struct timeval tv;
-
 	if (srv->stopping)
 		return;
 	srv->stopping = true;
 	vp_loop_no_polling(srv->loop);
 	vp_info("shutting down: closing all devices");
-	tv.tv_sec = srv->opts.shutdown_grace_ms / 1000;
-	tv.tv_usec = (srv->opts.shutdown_grace_ms % 1000) * 1000;
-	evtimer_add(srv->grace_timer, &tv);
+	arm_grace(srv);
 	vp_xsbus_begin_shutdown(srv->bus);
 }
 
@@ -91,6 +133,7 @@ struct vp_server *vp_server_new(const struct vp_server_opts *opts, char *err,
 	}
 	base = vp_loop_base(srv->loop);
 	vp_plugin_set_event_base(base);
+	vp_plugin_set_idle_cb(plugin_idle, srv);
 	srv->hv = vp_hv_open(opts->hypervisor, opts->run_dir);
 	if (!srv->hv) {
 		snprintf(err, errlen, "cannot open the %s hypervisor layer",
@@ -150,6 +193,8 @@ void vp_server_free(struct vp_server *srv)
 		event_free(srv->sig_int);
 	if (srv->grace_timer)
 		event_free(srv->grace_timer);
+	vp_plugin_set_idle_cb(NULL, NULL);
+	vp_plugin_set_event_base(NULL);
 	/* The loop's event channel watch goes before the layer it watches. */
 	vp_loop_free(srv->loop);
 	if (srv->hv)

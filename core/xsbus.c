@@ -3,10 +3,14 @@
  * xen/io/xenbus.h):
  *
  *   provision: when a guest named by a [device] declaration is introduced,
- *     open its storage, create the backend node
- *     /local/domain/<self>/backend/vproxy/<fe>/<devid> and the frontend node
- *     /local/domain/<fe>/device/vproxy/<devid>, pointing at each other;
- *     backend state InitWait (Closed + "error" if the storage failed).
+ *     create the backend node /local/domain/<self>/backend/vproxy/<fe>/<devid>
+ *     and the frontend node /local/domain/<fe>/device/vproxy/<devid>,
+ *     pointing at each other, backend state Initialising, and open its
+ *     storage (off the loop thread where the plugin allows: a slow open
+ *     stalls no other guest); once open, backend state InitWait (Closed +
+ *     "error" if the storage failed).  A frontend that is ready earlier
+ *     waits; a device removed meanwhile leaves its disk to the plugin host,
+ *     which closes it once open.
  *   frontend Initialised: read ring-ref, event-channel and addr-mode, map
  *     the shared page, bind the port, create the virtio device: Connected.
  *   frontend Closing/Closed: stop the device, unmap, unbind: Closed.
@@ -60,6 +64,9 @@ struct vp_device {
 	bool remove_pending; /* free once the device is destroyed */
 	bool close_pending;  /* write Closed once the device is destroyed */
 	bool hv_wait;        /* connect once the hv layer has reached the guest */
+	bool opening;        /* the disk is being opened (Initialising) */
+	bool provisioning;   /* inside provision(): it handles the frontend */
+	struct vp_plugin_job *open_job; /* the open in progress, if off the loop */
 	void *disk;
 	struct vproxy_disk_info info;
 	struct vp_transport *t;
@@ -234,6 +241,7 @@ static struct vp_device *find_device(struct vp_xsbus *bus, unsigned dom, unsigne
 }
 
 static void check_shutdown(struct vp_xsbus *bus);
+static void frontend_changed(struct vp_device *dev);
 static void release_domain_if_idle(struct vp_xsbus *bus, unsigned dom);
 
 /* Remove a directory if it has no children left. */
@@ -255,6 +263,9 @@ static void free_device(struct vp_device *dev, bool remove_nodes)
 
 	if (dev->watching)
 		xs_unwatch(bus->xs, dev->fe_path, dev->token);
+	/* Still opening: the plugin host closes the disk once it is open. */
+	if (dev->opening)
+		vp_plugin_open_abandon(dev->open_job);
 	if (dev->disk) {
 		unsigned hung = vp_blk_disk_release(dev->decl->plugin, dev->disk);
 
@@ -299,8 +310,8 @@ static void release_domain_if_idle(struct vp_xsbus *bus, unsigned dom)
 /* A frontend starting over after Closed: offer the device again. */
 static void reoffer(struct vp_device *dev)
 {
-	if (dev->be_state == XenbusStateClosed && !dev->failed && !dev->t &&
-	    !dev->destroying && !dev->bus->shutting_down) {
+	if (dev->be_state == XenbusStateClosed && !dev->failed && !dev->opening &&
+	    !dev->t && !dev->destroying && !dev->bus->shutting_down) {
 		xs_rm_at(dev->bus, dev->be_path, "error");
 		set_state(dev, XenbusStateInitWait);
 	}
@@ -649,11 +660,60 @@ static bool write_nodes(struct vp_device *dev)
 	return false;
 }
 
+/* vp_plugin_open_async()'s answer for dev, on the loop: offer the device
+ * (InitWait), or say why not (Closed with "error"), and connect it if its
+ * frontend came up while the disk opened. */
+static void disk_opened(void *arg, int rc, const struct vproxy_disk_info *info, void *disk,
+                        const char *why)
+{
+	struct vp_device *dev = arg;
+	struct vp_xsbus *bus = dev->bus;
+	const struct vp_devdecl *decl = dev->decl;
+	char err[256];
+
+	dev->opening = false;
+	dev->open_job = NULL;
+	if (rc == 0 && (info->capacity % 512 || info->logical_block < 512 ||
+	                (info->logical_block & (info->logical_block - 1)))) {
+		snprintf(err, sizeof(err), "plugin %s reported an invalid geometry",
+		         decl->plugin->name);
+		vp_plugin_close_async(decl->plugin, disk);
+		rc = -EINVAL;
+	} else if (rc) {
+		snprintf(err, sizeof(err), "%s", why && why[0] ? why : strerror(-rc));
+	}
+	if (rc) {
+		dev->failed = true;
+		dev_log(dev, VPROXY_LOG_ERROR, "[device %s]: cannot open storage: %s",
+		        decl->label, err);
+		xs_printf_at(bus, XBT_NULL, dev->be_path, "error", "%s", err);
+		set_state(dev, XenbusStateClosed);
+		return;
+	}
+	dev->disk = disk;
+	dev->info = *info;
+	xs_printf_at(bus, XBT_NULL, dev->be_path, "sectors", "%" PRIu64,
+	             dev->info.capacity / 512);
+	/* Shutdown (Closing) or a frontend that closed meanwhile (Closed)
+	 * keep their state; reoffer() takes it from Closed. */
+	if (dev->be_state == XenbusStateInitialising) {
+		set_state(dev, XenbusStateInitWait);
+		dev_log(dev, VPROXY_LOG_INFO,
+		        "[device %s] ready on plugin %s, waiting for the frontend",
+		        decl->label, decl->plugin->name);
+	}
+	/* Inside provision() the first watch event is still to come. */
+	if (!dev->provisioning)
+		frontend_changed(dev); /* may free dev */
+}
+
+/* Create a device of decl for guest dom: its nodes (Initialising) and the
+ * frontend watch now, the disk off the loop where the plugin allows it
+ * (disk_opened() goes on). */
 static void provision(struct vp_xsbus *bus, const struct vp_devdecl *decl, unsigned dom)
 {
 	struct vp_device *dev;
-	char err[256] = "";
-	int rc;
+	struct vp_plugin_job *job;
 
 	dev = calloc(1, sizeof(*dev));
 	if (!dev) {
@@ -671,22 +731,6 @@ static void provision(struct vp_xsbus *bus, const struct vp_devdecl *decl, unsig
 	         VPROXY_XS_TYPE, decl->devid);
 	snprintf(dev->token, sizeof(dev->token), "fe/%u/%u", dom, decl->devid);
 
-	rc = vp_plugin_open(decl->plugin, dom, decl->devid, decl->label, decl->params,
-	                    decl->read_only, &dev->info, &dev->disk, err, sizeof(err));
-	if (rc == 0 && (dev->info.capacity % 512 || dev->info.logical_block < 512 ||
-	                (dev->info.logical_block & (dev->info.logical_block - 1)))) {
-		snprintf(err, sizeof(err), "plugin %s reported an invalid geometry",
-		         decl->plugin->name);
-		vp_plugin_close(decl->plugin, dev->disk);
-		dev->disk = NULL;
-		rc = -EINVAL;
-	}
-	if (rc) {
-		dev->failed = true;
-		dev->disk = NULL;
-		if (!err[0])
-			snprintf(err, sizeof(err), "%s", strerror(-rc));
-	}
 	dev->next = bus->devices;
 	bus->devices = dev;
 	bus->ndev[dom]++;
@@ -696,24 +740,20 @@ static void provision(struct vp_xsbus *bus, const struct vp_devdecl *decl, unsig
 		free_device(dev, true);
 		return;
 	}
-	if (dev->failed) {
-		dev_log(dev, VPROXY_LOG_ERROR, "[device %s]: cannot open storage: %s",
-		        decl->label, err);
-		xs_printf_at(bus, XBT_NULL, dev->be_path, "error", "%s", err);
-		set_state(dev, XenbusStateClosed);
-	} else {
-		xs_printf_at(bus, XBT_NULL, dev->be_path, "sectors", "%" PRIu64,
-		             dev->info.capacity / 512);
-		set_state(dev, XenbusStateInitWait);
-		dev_log(dev, VPROXY_LOG_INFO,
-		        "[device %s] ready on plugin %s, waiting for the frontend",
-		        decl->label, decl->plugin->name);
-	}
+	dev->be_state = XenbusStateInitialising;
 	/* The watch fires once at once, which runs frontend_changed(). */
 	dev->watching = xs_watch(bus->xs, dev->fe_path, dev->token);
 	if (!dev->watching)
 		dev_log(dev, VPROXY_LOG_ERROR, "cannot watch %s: %s", dev->fe_path,
 		        strerror(errno));
+	/* disk_opened() may run inside this call; it frees no device then. */
+	dev->opening = true;
+	dev->provisioning = true;
+	job = vp_plugin_open_async(decl->plugin, dom, decl->devid, decl->label,
+	                           decl->params, decl->read_only, disk_opened, dev);
+	dev->provisioning = false;
+	if (dev->opening)
+		dev->open_job = job;
 }
 
 static bool decl_matches(const struct vp_devdecl *decl, unsigned dom, const char *name)
