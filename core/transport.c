@@ -246,6 +246,8 @@ static void serve(struct vp_transport *t, const struct vproxy_mmio_req *req,
 	if (req->offset == 0x60 && req->size == 4) {
 		if (req->op == VPROXY_OP_READ)
 			value = __atomic_load_n(&t->hdr->irq_status, __ATOMIC_ACQUIRE);
+		else
+			st = VP_MMIO_BAD_ACCESS; /* read-only, as every such register */
 	} else if (req->offset == 0x64 && req->size == 4) {
 		if (req->op == VPROXY_OP_WRITE)
 			__atomic_fetch_and(&t->hdr->irq_status, ~(uint32_t)req->value,

@@ -457,6 +457,12 @@ START_TEST(interrupt_word)
 	kick();
 	ck_assert_uint_eq(take_rsp().status, VPROXY_ST_OK);
 	ck_assert_uint_eq(hdr->irq_status, VP_IRQ_CONFIG);
+	/* InterruptStatus is read-only: a write is refused and changes
+	 * nothing, as for the device's other read-only registers. */
+	queue_req(VPROXY_OP_WRITE, 4, VIRTIO_MMIO_INTERRUPT_STATUS, 0);
+	kick();
+	ck_assert_uint_eq(take_rsp().status, VPROXY_ST_BAD_ACCESS);
+	ck_assert_uint_eq(hdr->irq_status, VP_IRQ_CONFIG);
 }
 END_TEST
 
