@@ -134,24 +134,41 @@ void vp_plugin_set_event_base(struct event_base *base)
 
 /* ---- host table ---- */
 
-static void host_log(enum vproxy_log_level level, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+/* A plugin's message, with its disk's guest, device and label when it
+ * names one (ABI 2), else "plugin:" (ABI 1).  Open and close may run on
+ * helper threads: one lock keeps the rate limiters single-threaded. */
+static void plugin_vlog(struct disk_host *d, enum vproxy_log_level level, const char *fmt,
+			va_list ap) __attribute__((format(printf, 3, 0)));
 
-static void host_log(enum vproxy_log_level level, const char *fmt, ...)
+static void plugin_vlog(struct disk_host *d, enum vproxy_log_level level, const char *fmt,
+			va_list ap)
 {
 	char msg[900];
-	va_list ap;
 
 	/* A plugin built against a newer header may pass a level we do not
 	 * know; never index past our level names with it. */
 	if ((unsigned)level > VPROXY_LOG_DEBUG)
 		level = VPROXY_LOG_DEBUG;
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
 	pthread_mutex_lock(&log_lock);
-	vp_log(level, "plugin: %s", msg);
+	if (!d)
+		vp_log(level, "plugin: %s", msg);
+	else
+		vp_log_dev(&d->rl, level, d->pub.domid, d->pub.devid,
+			   "plugin %s [device %s]: %s", d->pub.plugin, d->pub.label, msg);
 	pthread_mutex_unlock(&log_lock);
+}
+
+static void host_log(enum vproxy_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void host_log(enum vproxy_log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	plugin_vlog(NULL, level, fmt, ap);
+	va_end(ap);
 }
 
 static void host_disk_log(const struct vproxy_disk_host *dh, enum vproxy_log_level level,
@@ -160,22 +177,11 @@ static void host_disk_log(const struct vproxy_disk_host *dh, enum vproxy_log_lev
 static void host_disk_log(const struct vproxy_disk_host *dh, enum vproxy_log_level level,
 			  const char *fmt, ...)
 {
-	struct disk_host *d = (struct disk_host *)dh;
-	char msg[900];
 	va_list ap;
 
-	if ((unsigned)level > VPROXY_LOG_DEBUG)
-		level = VPROXY_LOG_DEBUG;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	plugin_vlog((struct disk_host *)dh, level, fmt, ap);
 	va_end(ap);
-	pthread_mutex_lock(&log_lock);
-	if (!d)
-		vp_log(level, "plugin: %s", msg);
-	else
-		vp_log_dev(&d->rl, level, d->pub.domid, d->pub.devid,
-			   "plugin %s [device %s]: %s", d->pub.plugin, d->pub.label, msg);
-	pthread_mutex_unlock(&log_lock);
 }
 
 static void host_complete(struct vproxy_req *req, int status)
