@@ -15,6 +15,7 @@
 #include "bench.h"
 #include "proc.h"
 #include "report.h"
+#include "size.h"
 #include "version.h"
 
 #include <errno.h>
@@ -92,51 +93,11 @@ static void usage(FILE *f)
 	        "2 CPUs: guests, vproxyd, qsd and fio all share this machine's CPUs.\n");
 }
 
-static int parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	uint64_t v;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s || s[0] == '-')
-		return -EINVAL;
-	switch (*end) {
-	case 'k':
-	case 'K':
-		v <<= 10;
-		end++;
-		break;
-	case 'm':
-	case 'M':
-		v <<= 20;
-		end++;
-		break;
-	case 'g':
-	case 'G':
-		v <<= 30;
-		end++;
-		break;
-	default: break;
-	}
-	if (*end == 'i')
-		end++;
-	if (*end == 'B' || *end == 'b')
-		end++;
-	if (*end)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
 static int parse_uint(const char *s, unsigned long max, unsigned *out)
 {
-	char *end;
-	unsigned long v;
+	uint64_t v;
 
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || v > max || s[0] == '-')
+	if (vp_parse_count(s, max, &v) < 0)
 		return -EINVAL;
 	*out = (unsigned)v;
 	return 0;
@@ -303,7 +264,7 @@ static void parse_args(int argc, char **argv, struct cfg *c)
 			break;
 		case OPT_MIX: bad = parse_uint(optarg, 100, &c->rwmixread) < 0; break;
 		case OPT_BS:
-			bad = parse_size(optarg, &c->bs) < 0 || !c->bs || c->bs % 512 ||
+			bad = vp_parse_size(optarg, &c->bs) < 0 || !c->bs || c->bs % 512 ||
 			      c->bs > (1u << 20);
 			break;
 		case OPT_QD:
@@ -321,7 +282,7 @@ static void parse_args(int argc, char **argv, struct cfg *c)
 			break;
 		case OPT_RAMP: bad = parse_secs(optarg, &c->ramp) < 0; break;
 		case OPT_SIZE:
-			bad = parse_size(optarg, &c->size) < 0 || c->size < (1u << 20);
+			bad = vp_parse_size(optarg, &c->size) < 0 || c->size < (1u << 20);
 			break;
 		case OPT_VERIFY: c->verify = true; break;
 		case OPT_PREFILL:

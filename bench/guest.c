@@ -15,6 +15,7 @@
 #include "hist.h"
 #include "platform_sim.h"
 #include "simguest.h"
+#include "size.h"
 #include "stub.h"
 #include "vblk.h"
 #include "vhost_platform.h"
@@ -655,15 +656,6 @@ static void usage(FILE *f)
 	        "Started by vproxy-bench; see bench/README.md.\n");
 }
 
-static int parse_u64(const char *s, uint64_t max, uint64_t *out)
-{
-	char *end;
-
-	errno = 0;
-	*out = strtoull(s, &end, 0);
-	return errno || end == s || *end || *out > max || s[0] == '-' ? -EINVAL : 0;
-}
-
 static int parse_args(int argc, char **argv, struct opts *o)
 {
 	static const struct option lo[] = {
@@ -700,7 +692,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 
 		switch (c) {
 		case 'i':
-			bad = parse_u64(optarg, 1u << 20, &v) < 0;
+			bad = vp_parse_count(optarg, 1u << 20, &v) < 0;
 			o->index = (unsigned)v;
 			break;
 		case 'c': o->ctl_path = optarg; break;
@@ -714,7 +706,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 				bad = true;
 			break;
 		case 'd':
-			bad = parse_u64(optarg, 0x7fef, &v) < 0 || !v;
+			bad = vp_parse_count(optarg, 0x7fef, &v) < 0 || !v;
 			o->domid = (unsigned)v;
 			break;
 		case 'D': o->run_dir = optarg; break;
@@ -733,35 +725,35 @@ static int parse_args(int argc, char **argv, struct opts *o)
 				}
 			break;
 		case 'm':
-			bad = parse_u64(optarg, 100, &v) < 0;
+			bad = vp_parse_count(optarg, 100, &v) < 0;
 			o->rwmixread = (unsigned)v;
 			break;
 		case 'b':
-			bad = parse_u64(optarg, 64u << 20, &v) < 0 || !v || v % 512;
+			bad = vp_parse_count(optarg, 64u << 20, &v) < 0 || !v || v % 512;
 			o->bs = (size_t)v;
 			break;
 		case 'q':
-			bad = parse_u64(optarg, 32768, &v) < 0 || !v;
+			bad = vp_parse_count(optarg, 32768, &v) < 0 || !v;
 			o->iodepth = (unsigned)v;
 			break;
 		case 'Q':
-			bad = parse_u64(optarg, 64, &v) < 0 || !v;
+			bad = vp_parse_count(optarg, 64, &v) < 0 || !v;
 			o->queues = (unsigned)v;
 			break;
 		case 'z':
-			bad = parse_u64(optarg, 32768, &v) < 0;
+			bad = vp_parse_count(optarg, 32768, &v) < 0;
 			o->queue_size = (unsigned)v;
 			break;
 		case 'r':
-			bad = parse_u64(optarg, 1ull << 40, &v) < 0;
+			bad = vp_parse_count(optarg, 1ull << 40, &v) < 0;
 			o->runtime_ns = v * MSEC;
 			break;
 		case 'R':
-			bad = parse_u64(optarg, 1ull << 40, &v) < 0;
+			bad = vp_parse_count(optarg, 1ull << 40, &v) < 0;
 			o->ramp_ns = v * MSEC;
 			break;
 		case 's':
-			bad = parse_u64(optarg, UINT64_MAX, &v) < 0;
+			bad = vp_parse_count(optarg, UINT64_MAX, &v) < 0;
 			o->size = v;
 			break;
 		case 'l':
@@ -771,15 +763,15 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'P': o->prefill = true; break;
 		case 'V': o->verify = true; break;
 		case 'p':
-			bad = parse_u64(optarg, 10000000, &v) < 0;
+			bad = vp_parse_count(optarg, 10000000, &v) < 0;
 			o->spin_ns = v * 1000;
 			break;
 		case 'e':
-			bad = parse_u64(optarg, UINT64_MAX, &v) < 0;
+			bad = vp_parse_count(optarg, UINT64_MAX, &v) < 0;
 			o->seed = v;
 			break;
 		case 'T':
-			bad = parse_u64(optarg, 86400, &v) < 0 || !v;
+			bad = vp_parse_count(optarg, 86400, &v) < 0 || !v;
 			o->timeout_ns = v * NSEC;
 			break;
 		case 'h': usage(stdout); exit(0);

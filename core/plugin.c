@@ -1,9 +1,8 @@
 /* Plugin host: loading plugin .so files, the host table handed to them,
  * opening and closing disks (off the loop thread for plugins that allow
- * it), device parameters and size parsing. */
+ * it) and device parameters.  Sizes are parsed by common/size.c. */
 #include "plugin_host.h"
 
-#include <ctype.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <event2/event.h>
@@ -18,6 +17,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "size.h"
 
 /* One dlopen'ed plugin, kept until vp_plugin_unload_all(). */
 struct loaded_plugin {
@@ -1005,39 +1005,4 @@ void vp_params_free(struct vproxy_params *p)
 	}
 	free(p->v);
 	free(p);
-}
-
-/* ---- sizes ---- */
-
-int vp_parse_size(const char *text, uint64_t *out)
-{
-	static const char units[] = "KMGT";
-	const char *s = text;
-	uint64_t value = 0;
-	unsigned shift = 0;
-	const char *u;
-
-	if (!s || !isdigit((unsigned char)*s))
-		return -EINVAL;
-	for (; isdigit((unsigned char)*s); s++) {
-		if (__builtin_mul_overflow(value, 10u, &value) ||
-		    __builtin_add_overflow(value, (uint64_t)(*s - '0'), &value))
-			return -EINVAL;
-	}
-	if (*s != '\0' && (u = strchr(units, toupper((unsigned char)*s)))) {
-		shift = 10u * (unsigned)(u - units + 1);
-		s++;
-		if (strcmp(s, "iB") == 0)
-			s += 2;
-		else if (strcmp(s, "B") == 0)
-			s++;
-	} else if (strcmp(s, "B") == 0) {
-		s++;
-	}
-	if (*s != '\0')
-		return -EINVAL;
-	if (shift && value > (UINT64_MAX >> shift))
-		return -EINVAL;
-	*out = value << shift;
-	return 0;
 }

@@ -102,8 +102,5 @@ int vp_params_check(const struct vproxy_params *p, const struct vproxy_plugin *p
 		    const char **bad_key, int *bad_line);
 /* Free a parameter set (NULL is fine). */
 void vp_params_free(struct vproxy_params *p);
-/* Parse a size: digits with optional K/M/G/T suffix (powers of 1024),
- * optionally followed by 'B' or 'iB'. 0 or -EINVAL (also on overflow). */
-int vp_parse_size(const char *text, uint64_t *out);
 
 #endif

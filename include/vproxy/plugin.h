@@ -167,8 +167,10 @@ struct vproxy_host {
 	/* Value of parameter key for this device, or NULL when not set. */
 	const char *(*param)(const struct vproxy_params *params,
 			     const char *key);
-	/* Parse a size with optional K/M/G/T suffix (powers of 1024).
-	 * Returns 0 and sets *out, or -EINVAL. */
+	/* Parse a size: decimal digits ("010" is ten), an optional K/M/G/T
+	 * suffix in either case (powers of 1024), then optionally "B" or
+	 * "iB".  Returns 0 and sets *out, or -EINVAL (also for signs,
+	 * spaces, hex and overflow of 64 bits). */
 	int (*parse_size)(const char *text, uint64_t *out);
 	/* Call cb(fd, arg) from the event loop whenever fd is readable.
 	 * Returns a handle for fd_unwatch(), or NULL on failure. */

@@ -3,6 +3,7 @@
  *
  * Exit status: 0 success (check: no corruption), 1 check found corruption,
  * 2 usage or I/O error. */
+#include "size.h"
 #include "sparse_format.h"
 #include "vpio_file.h"
 
@@ -92,51 +93,6 @@ static const char *const usage_map =
         "List the allocated extents of a sparse image: virtual offset, length\n"
         "and offset in the file, adjacent clusters merged.\n"
         "  --json  a JSON array instead of text\n";
-
-static int parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-	unsigned shift = 0;
-
-	if (!s || !*s || *s == '-')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -EINVAL;
-	switch (*end) {
-	case 'k':
-	case 'K':
-		shift = 10;
-		end++;
-		break;
-	case 'm':
-	case 'M':
-		shift = 20;
-		end++;
-		break;
-	case 'g':
-	case 'G':
-		shift = 30;
-		end++;
-		break;
-	case 't':
-	case 'T':
-		shift = 40;
-		end++;
-		break;
-	default: break;
-	}
-	if (*end == 'i' && end[1] == 'B')
-		end += 2;
-	else if (*end == 'B')
-		end++;
-	if (*end || (shift && v > (UINT64_MAX >> shift)))
-		return -EINVAL;
-	*out = (uint64_t)v << shift;
-	return 0;
-}
 
 /* "1.5 GiB" style, for people. */
 static const char *human(uint64_t v, char *buf, size_t len)
@@ -308,9 +264,10 @@ static int cmd_create(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "c:f", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
-			if (parse_size(optarg, &cs) < 0)
+			if (vp_parse_size(optarg, &cs) < 0)
 				usage_error(usage_create,
-				            "cluster size \"%s\" is not a size", optarg);
+				            "cluster size \"%s\" is not a size (" VP_SIZE_RULE ")",
+				            optarg);
 			break;
 		case 'f': force = true; break;
 		default: usage_error(usage_create, "bad option");
@@ -318,9 +275,9 @@ static int cmd_create(int argc, char **argv)
 	}
 	if (argc - optind != 2)
 		usage_error(usage_create, "create needs FILE and SIZE");
-	if (parse_size(argv[optind + 1], &size) < 0)
+	if (vp_parse_size(argv[optind + 1], &size) < 0)
 		usage_error(usage_create,
-		            "\"%s\" is not a size (digits with K, M, G or T)",
+		            "\"%s\" is not a size (" VP_SIZE_RULE ")",
 		            argv[optind + 1]);
 	if (cs < (1u << SPARSE_MIN_CLUSTER_BITS) ||
 	    cs > (1u << SPARSE_MAX_CLUSTER_BITS) || (cs & (cs - 1)))
@@ -745,9 +702,10 @@ static int cmd_convert(int argc, char **argv)
 		switch (c) {
 		case 'O': out_fmt = optarg; break;
 		case 'c':
-			if (parse_size(optarg, &cs) < 0)
+			if (vp_parse_size(optarg, &cs) < 0)
 				usage_error(usage_convert,
-				            "cluster size \"%s\" is not a size", optarg);
+				            "cluster size \"%s\" is not a size (" VP_SIZE_RULE ")",
+				            optarg);
 			break;
 		case 'f': force = true; break;
 		case 'q': quiet = true; break;

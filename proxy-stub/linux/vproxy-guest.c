@@ -15,6 +15,7 @@
 #include "platform_sim.h"
 #include "platform_xen.h"
 #include "simguest.h"
+#include "size.h"
 #include "stub.h"
 #include "vblk.h"
 
@@ -161,13 +162,13 @@ static void usage(FILE *f)
 	        "                        mappings (feature-persistent; default\n"
 	        "                        persistent)\n"
 	        "  --backend-domid D     expected backend domain (default 0)\n"
-	        "  --ram SIZE            guest RAM, K/M/G suffixes (default 64M)\n"
+	        "  --ram SIZE            guest RAM, K/M/G/T suffixes (default 64M)\n"
 	        "  --addr-mode gfn|grant device addresses (default gfn)\n"
 	        "  --devices 0,1         device ids (default: all the guest has, listed\n"
 	        "                        once the list is stable for 0.5 s)\n"
 	        "  --seconds S           run time (default 10; idle: until signalled)\n"
 	        "  --iodepth Q           requests in flight per device (default 16)\n"
-	        "  --bs BYTES            block size, K/M suffixes (default 4096)\n"
+	        "  --bs BYTES            block size, K/M/G/T suffixes (default 4096)\n"
 	        "  --queues Q            virtqueues per device (default 1)\n"
 	        "  --queue-size N        entries per virtqueue (default min(max, 256))\n"
 	        "  --workload W          mixed|read|write|verify|idle|reset (default\n"
@@ -199,34 +200,9 @@ static void usage(FILE *f)
 
 static int parse_size(const char *s, size_t *out)
 {
-	char *end;
-	unsigned long long v;
+	uint64_t v;
 
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || end == s)
-		return -EINVAL;
-	switch (*end) {
-	case 'k':
-	case 'K':
-		v <<= 10;
-		end++;
-		break;
-	case 'm':
-	case 'M':
-		v <<= 20;
-		end++;
-		break;
-	case 'g':
-	case 'G':
-		v <<= 30;
-		end++;
-		break;
-	default: break;
-	}
-	if (*end == 'i' || *end == 'B')
-		end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
-	if (*end)
+	if (vp_parse_size(s, &v) < 0 || v > SIZE_MAX)
 		return -EINVAL;
 	*out = (size_t)v;
 	return 0;
@@ -234,12 +210,11 @@ static int parse_size(const char *s, size_t *out)
 
 static int parse_uint(const char *s, unsigned long long max, unsigned long long *out)
 {
-	char *end;
+	uint64_t v;
 
-	errno = 0;
-	*out = strtoull(s, &end, 0);
-	if (errno || end == s || *end || *out > max || s[0] == '-')
+	if (vp_parse_count(s, max, &v) < 0)
 		return -EINVAL;
+	*out = v;
 	return 0;
 }
 

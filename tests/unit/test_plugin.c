@@ -487,49 +487,6 @@ START_TEST(params_check)
 }
 END_TEST
 
-/* ---- sizes ---- */
-
-static const struct {
-	const char *text;
-	uint64_t value;
-} good_sizes[] = {
-	{"0", 0},
-	{"4096", 4096},
-	{"512K", 512ull << 10},
-	{"64M", 64ull << 20},
-	{"1G", 1ull << 30},
-	{"1T", 1ull << 40},
-	{"2MiB", 2ull << 20},
-	{"2MB", 2ull << 20},
-	{"3k", 3ull << 10},
-	{"512B", 512},
-	{"18446744073709551615", UINT64_MAX},
-	{"16777215T", 16777215ull << 40},
-};
-
-START_TEST(parse_size_good)
-{
-	uint64_t v = 1234;
-
-	ck_assert_int_eq(vp_parse_size(good_sizes[_i].text, &v), 0);
-	ck_assert_uint_eq(v, good_sizes[_i].value);
-}
-END_TEST
-
-static const char *const bad_sizes[] = {
-	"", "-1", "+1", " 1", "1 ", "M", "1X", "1MM", "1iB", "1MiBB", "1Mi",
-	"0x10", "1.5G", "18446744073709551616", "16777216T", "99999999999999999999K",
-};
-
-START_TEST(parse_size_bad)
-{
-	uint64_t v = 1234;
-
-	ck_assert_int_eq(vp_parse_size(bad_sizes[_i], &v), -EINVAL);
-	ck_assert_uint_eq(v, 1234);
-}
-END_TEST
-
 static Suite *plugin_suite(void)
 {
 	Suite *s = suite_create("plugin");
@@ -566,10 +523,6 @@ static Suite *plugin_suite(void)
 
 	tcase_add_test(params, params_set_get_replace);
 	tcase_add_test(params, params_check);
-	tcase_add_loop_test(params, parse_size_good, 0,
-			    (int)(sizeof(good_sizes) / sizeof(good_sizes[0])));
-	tcase_add_loop_test(params, parse_size_bad, 0,
-			    (int)(sizeof(bad_sizes) / sizeof(bad_sizes[0])));
 	suite_add_tcase(s, params);
 	return s;
 }
