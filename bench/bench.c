@@ -13,6 +13,7 @@
  * ^C.  This file: arguments and the run of every sweep point.
  */
 #include "bench.h"
+#include "config.h"
 #include "proc.h"
 #include "report.h"
 #include "size.h"
@@ -25,6 +26,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
+#include <vproxy/proto.h>
 
 struct host bench_host;
 const struct cfg *bench_cfg;
@@ -268,10 +270,13 @@ static void parse_args(int argc, char **argv, struct cfg *c)
 			      c->bs > (1u << 20);
 			break;
 		case OPT_QD:
-			bad = parse_uint(optarg, 1024, &c->iodepth) < 0 || !c->iodepth;
+			/* every request in flight needs a slot in the queue */
+			u = VP_CONFIG_MAX_QUEUE_SIZE;
+			bad = parse_uint(optarg, u, &c->iodepth) < 0 || !c->iodepth;
 			break;
 		case OPT_QUEUES:
-			bad = parse_uint(optarg, 16, &c->queues) < 0 || !c->queues;
+			bad = parse_uint(optarg, VP_CONFIG_MAX_QUEUES, &c->queues) < 0 ||
+			      !c->queues;
 			break;
 		case OPT_GUESTS:
 			bad = parse_uint(optarg, MAX_GUESTS, &c->guests) < 0 ||
@@ -343,8 +348,8 @@ static void parse_args(int argc, char **argv, struct cfg *c)
 			break;
 		case OPT_RUNDIR: c->run_dir = optarg; break;
 		case OPT_FIRST:
-			bad = parse_uint(optarg, 0x7fef - MAX_GUESTS, &c->first_domid) <
-			              0 ||
+			bad = parse_uint(optarg, VPROXY_DOMID_MAX - MAX_GUESTS,
+			                 &c->first_domid) < 0 ||
 			      !c->first_domid;
 			break;
 		case OPT_MODE:

@@ -706,7 +706,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 				bad = true;
 			break;
 		case 'd':
-			bad = vp_parse_count(optarg, 0x7fef, &v) < 0 || !v;
+			bad = vp_parse_count(optarg, VPROXY_DOMID_MAX, &v) < 0 || !v;
 			o->domid = (unsigned)v;
 			break;
 		case 'D': o->run_dir = optarg; break;
@@ -733,7 +733,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			o->bs = (size_t)v;
 			break;
 		case 'q':
-			bad = vp_parse_count(optarg, 32768, &v) < 0 || !v;
+			bad = vp_parse_count(optarg, VBLK_QUEUE_SIZE_MAX, &v) < 0 || !v;
 			o->iodepth = (unsigned)v;
 			break;
 		case 'Q':
@@ -741,7 +741,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			o->queues = (unsigned)v;
 			break;
 		case 'z':
-			bad = vp_parse_count(optarg, 32768, &v) < 0;
+			bad = vp_parse_count(optarg, VBLK_QUEUE_SIZE_MAX, &v) < 0;
 			o->queue_size = (unsigned)v;
 			break;
 		case 'r':
@@ -817,7 +817,7 @@ static int map_ctl(struct guest *g)
 /* Guest RAM: the queues' rings and request slots, the buffers, slack. */
 static size_t ram_bytes(const struct opts *o)
 {
-	size_t qs = o->queue_size ? o->queue_size : 256;
+	size_t qs = o->queue_size ? o->queue_size : VBLK_QUEUE_SIZE_DEFAULT;
 	size_t per_buf = (o->bs + 4095) / 4096 * 4096;
 
 	return (8u << 20) + o->queues * (qs * 256 + 8192) +

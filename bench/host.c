@@ -4,6 +4,7 @@
  * backing files; stopping all of it by pid, whatever happened.
  */
 #include "bench.h"
+#include "config.h"
 #include "ctl.h"
 #include "hist.h"
 #include "proc.h"
@@ -255,7 +256,7 @@ unsigned queue_size_for(unsigned iodepth)
 {
 	unsigned qs = 256;
 
-	while (qs < iodepth && qs < 1024)
+	while (qs < iodepth && qs < VP_CONFIG_MAX_QUEUE_SIZE)
 		qs *= 2;
 	return qs;
 }

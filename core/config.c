@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <vproxy/proto.h>
 
 #include "log.h"
 #include "plugin_host.h"
@@ -228,11 +229,11 @@ static int global_key(struct parser *p, const char *key, const char *value)
 	} else if (strcmp(key, "backend-domid") == 0) {
 		if (strcmp(value, "auto") == 0)
 			c->backend_domid = -1;
-		else if (parse_uint(value, VP_CONFIG_MAX_DOMID, &n) == 0)
+		else if (parse_uint(value, VPROXY_DOMID_MAX, &n) == 0)
 			c->backend_domid = (int)n;
 		else
-			fail(p, p->line, key, "\"%s\" is not allowed (auto or 0..%d)", value,
-			     VP_CONFIG_MAX_DOMID);
+			fail(p, p->line, key, "\"%s\" is not allowed (auto or 0..%u)", value,
+			     VPROXY_DOMID_MAX);
 	} else if (strcmp(key, "poll-us") == 0) {
 		if (parse_uint(value, VP_CONFIG_MAX_POLL_US, &n) == 0)
 			c->poll_us = (unsigned)n;
@@ -257,9 +258,9 @@ static int device_key(struct parser *p, const char *key, const char *value)
 
 	if (strcmp(key, "guest") == 0) {
 		if (all_digits(value)) {
-			if (parse_uint(value, VP_CONFIG_MAX_DOMID, &n) < 0 || n < 1) {
-				fail(p, p->line, key, "domid %s is out of range (1..%d)",
-				     value, VP_CONFIG_MAX_DOMID);
+			if (parse_uint(value, VPROXY_DOMID_MAX, &n) < 0 || n < 1) {
+				fail(p, p->line, key, "domid %s is out of range (1..%u)",
+				     value, VPROXY_DOMID_MAX);
 				return 0;
 			}
 			d->guest_domid = (int)n;
@@ -267,9 +268,9 @@ static int device_key(struct parser *p, const char *key, const char *value)
 			d->guest_domid = -1;
 		} else {
 			fail(p, p->line, key,
-			     "\"%s\" is not allowed (a domid 1..%d or a domain name of "
+			     "\"%s\" is not allowed (a domid 1..%u or a domain name of "
 			     "letters, digits, '_', '-', '.')",
-			     value, VP_CONFIG_MAX_DOMID);
+			     value, VPROXY_DOMID_MAX);
 			return 0;
 		}
 		if (replace_str(&d->guest, value) < 0)

@@ -16,7 +16,6 @@
 #include <stddef.h>
 #include <vproxy/plugin.h>
 
-#define VP_CONFIG_MAX_DOMID 32751     /* DOMID_FIRST_RESERVED - 1 */
 #define VP_CONFIG_MAX_DEVID 255
 #define VP_CONFIG_MAX_QUEUES 16
 #define VP_CONFIG_MAX_QUEUE_SIZE 1024

@@ -233,7 +233,7 @@ static void serve(struct vp_transport *t, const struct vproxy_mmio_req *req,
 		rsp->status = VPROXY_ST_BAD_OP;
 		return;
 	}
-	if (!size_ok(req->size) || req->offset >= 0x1000 ||
+	if (!size_ok(req->size) || req->offset >= VPROXY_MMIO_SIZE ||
 	    (req->offset & (req->size - 1u)) != 0) {
 		vp_log_dev(&t->rl, VPROXY_LOG_WARN, t->p.dom, t->p.devid,
 		           "request %u: bad access size %u at 0x%x", req->id, req->size,
@@ -243,12 +243,12 @@ static void serve(struct vp_transport *t, const struct vproxy_mmio_req *req,
 	}
 	/* InterruptStatus lives in the shared page; stubs normally serve it
 	 * themselves, but answer a forwarded access consistently. */
-	if (req->offset == 0x60 && req->size == 4) {
+	if (req->offset == VPROXY_REG_INTERRUPT_STATUS && req->size == 4) {
 		if (req->op == VPROXY_OP_READ)
 			value = __atomic_load_n(&t->hdr->irq_status, __ATOMIC_ACQUIRE);
 		else
 			st = VP_MMIO_BAD_ACCESS; /* read-only, as every such register */
-	} else if (req->offset == 0x64 && req->size == 4) {
+	} else if (req->offset == VPROXY_REG_INTERRUPT_ACK && req->size == 4) {
 		if (req->op == VPROXY_OP_WRITE)
 			__atomic_fetch_and(&t->hdr->irq_status, ~(uint32_t)req->value,
 			                   __ATOMIC_SEQ_CST);

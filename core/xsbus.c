@@ -45,7 +45,6 @@
 #include "xsbus.h"
 
 #define PATH_LEN 128
-#define DOMID_MAX 32751u /* below DOMID_FIRST_RESERVED */
 
 struct vp_device {
 	struct vp_xsbus *bus;
@@ -88,11 +87,11 @@ struct vp_xsbus {
 	struct vp_device *devices;
 	/* Devices per guest: a scan skips guests already served without a
 	 * round trip, so N guests coming up cost O(N), not O(N^2). */
-	uint16_t ndev[DOMID_MAX + 1];
+	uint16_t ndev[VPROXY_DOMID_MAX + 1];
 	/* Guests whose devices were provisioned: not again while the domain
 	 * lives, so a device whose frontend went away (a detach) stays
 	 * detached instead of coming back at the next unrelated scan. */
-	uint8_t provisioned[(DOMID_MAX + 8) / 8];
+	uint8_t provisioned[(VPROXY_DOMID_MAX + 8) / 8];
 	bool shutting_down;
 	bool finished;
 };
@@ -782,7 +781,7 @@ static void scan_domains(struct vp_xsbus *bus)
 
 		errno = 0;
 		dom = strtoul(doms[i], &end, 10);
-		if (errno || *end || dom == 0 || dom > DOMID_MAX || dom == bus->self)
+		if (errno || *end || dom == 0 || dom > VPROXY_DOMID_MAX || dom == bus->self)
 			continue;
 		if (bus->ndev[dom] || (bus->provisioned[dom / 8] & (1u << (dom % 8))))
 			continue; /* provisioned when it was introduced */
@@ -817,7 +816,7 @@ static void scan_domains(struct vp_xsbus *bus)
 static void check_released(struct vp_xsbus *bus)
 {
 	/* Ask xenstored once per guest, not once per device. */
-	uint8_t asked[(DOMID_MAX + 8) / 8] = {0}, alive[(DOMID_MAX + 8) / 8] = {0};
+	uint8_t asked[(VPROXY_DOMID_MAX + 8) / 8] = {0}, alive[(VPROXY_DOMID_MAX + 8) / 8] = {0};
 	struct vp_device *dev, *next;
 
 	for (dev = bus->devices; dev; dev = next) {
@@ -839,7 +838,7 @@ static void check_released(struct vp_xsbus *bus)
 	}
 	/* Forget the guests that are gone, so that a new domain with the same
 	 * id is provisioned (asking only about those not asked above). */
-	for (unsigned d = 1; d <= DOMID_MAX; d++) {
+	for (unsigned d = 1; d <= VPROXY_DOMID_MAX; d++) {
 		unsigned byte = d / 8, bit = 1u << (d % 8);
 
 		if (!(bus->provisioned[byte] & bit))

@@ -582,7 +582,7 @@ static int wait_frontend(struct vps_dev *dev, uint64_t deadline)
 			              sizeof(idbuf));
 		if (r >= 0) {
 			if ((size_t)r >= sizeof(idbuf) || parse_uint(idbuf, &be) < 0 ||
-			    be >= 0x7ff0 || dev->be_path[0] != '/') {
+			    be > VPROXY_DOMID_MAX || dev->be_path[0] != '/') {
 				set_error(dev, "bad backend/backend-id in %s",
 				          dev->fe_path);
 				r = -EINVAL;

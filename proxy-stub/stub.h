@@ -23,8 +23,8 @@
 #define VPS_RING_ENTRIES __CONST_RING_SIZE(vproxy, VPROXY_RING_BYTES)
 
 /* virtio-mmio registers the stub serves locally from the page header. */
-#define VPS_REG_INTERRUPT_STATUS 0x060u
-#define VPS_REG_INTERRUPT_ACK 0x064u
+#define VPS_REG_INTERRUPT_STATUS VPROXY_REG_INTERRUPT_STATUS
+#define VPS_REG_INTERRUPT_ACK VPROXY_REG_INTERRUPT_ACK
 
 /* Called from vps_poll()/vps_wait() while the device's interrupt status is
  * nonzero; it reads InterruptStatus and writes InterruptACK like a virtio

@@ -16,6 +16,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,13 +25,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <xen/xen.h>
 #include <xenstore.h>
 
 #define PROG "vproxy-simctl"
 
-/* xen/xen.h: DOMID_FIRST_RESERVED is 0x7FF0; 0 is dom0, never created. */
+/* 0 is dom0, never created; DOMID_FIRST_RESERVED and above are not
+ * ordinary domains. */
 #define DOMID_MIN 1u
-#define DOMID_MAX 0x7FEFu
+#define DOMID_MAX (DOMID_FIRST_RESERVED - 1u)
 
 /* Any values do: the shim maps a zeroed page and binds nothing. */
 #define FAKE_STORE_MFN 0xfeffcul

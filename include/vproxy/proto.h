@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include <xen/io/ring.h>
+#include <xen/xen.h>
 
 /* ring.h's barriers are its includer's business (for old interface
  * versions it maps them to kernel mb()/rmb()/wmb()); use C11 fences, which
@@ -36,6 +37,10 @@
 
 /* xenstore device type under backend/ and device/. */
 #define VPROXY_XS_TYPE "vproxy"
+
+/* The largest domid either end accepts (of a guest, of a backend):
+ * xen/xen.h's DOMID_FIRST_RESERVED and above are not ordinary domains. */
+#define VPROXY_DOMID_MAX (DOMID_FIRST_RESERVED - 1u)
 
 /* Header at the start of the shared page. */
 struct vproxy_page_hdr {
@@ -61,12 +66,22 @@ struct vproxy_page_hdr {
 #define VPROXY_ST_BAD_OP 1     /* unknown opcode */
 #define VPROXY_ST_BAD_ACCESS 2 /* size/alignment/offset not allowed */
 
+/* The virtio-mmio register window a request addresses (virtio 1.2, 4.2.2):
+ * offsets 0x000..0xfff, config space from 0x100. */
+#define VPROXY_MMIO_SIZE 0x1000u
+
+/* The two registers served from vproxy_page_hdr.irq_status, numbered as in
+ * linux/virtio_mmio.h (VIRTIO_MMIO_INTERRUPT_STATUS, _ACK), which a
+ * portable stub cannot include. */
+#define VPROXY_REG_INTERRUPT_STATUS 0x060u
+#define VPROXY_REG_INTERRUPT_ACK 0x064u
+
 /* One register access, written by FE. */
 struct vproxy_mmio_req {
 	uint8_t op;        /* VPROXY_OP_* */
 	uint8_t size;      /* 1, 2, 4 (8 only for config space) */
 	uint16_t id;       /* echoed in the response */
-	uint32_t offset;   /* virtio-mmio register offset, 0x000..0xfff */
+	uint32_t offset;   /* virtio-mmio register offset, below VPROXY_MMIO_SIZE */
 	uint64_t value;    /* WRITE: the value; READ: zero */
 };
 

@@ -23,7 +23,6 @@
 #include <linux/virtio_ring.h>
 
 #define VIRTIO_MMIO_MAGIC 0x74726976u
-#define DEFAULT_QUEUE_SIZE 256u
 #define DEFAULT_MAX_IO (1u << 20)
 #define SECTOR 512u
 #define CONFIG_RETRIES 16
@@ -460,10 +459,10 @@ static int setup_queues(struct vblk_dev *d, const struct vblk_opts *o)
 	}
 	if (o->queue_size && o->queue_size < size)
 		size = o->queue_size;
-	else if (!o->queue_size && size > DEFAULT_QUEUE_SIZE)
-		size = DEFAULT_QUEUE_SIZE;
-	if (size > 32768)
-		size = 32768;
+	else if (!o->queue_size && size > VBLK_QUEUE_SIZE_DEFAULT)
+		size = VBLK_QUEUE_SIZE_DEFAULT;
+	if (size > VBLK_QUEUE_SIZE_MAX)
+		size = VBLK_QUEUE_SIZE_MAX;
 	while (size & (size - 1))
 		size &= size - 1;
 	if (size < 4)

@@ -37,6 +37,11 @@ struct vblk_queue;
 /* WRITE_ZEROES flag: the device may deallocate the range. */
 #define VBLK_WZ_UNMAP 0x1u
 
+/* Entries per virtqueue: the largest a split ring has (virtio 1.2, 2.7),
+ * and what the driver asks for when the caller does not say. */
+#define VBLK_QUEUE_SIZE_MAX 32768u
+#define VBLK_QUEUE_SIZE_DEFAULT 256u
+
 struct vblk_opts {
 	unsigned num_queues;      /* wanted (default 1); capped at the
 	                           * device's num_queues (1 without MQ) */

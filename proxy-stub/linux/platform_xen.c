@@ -370,7 +370,7 @@ static int read_domid(struct xs_handle *xs, uint16_t *out)
 		return errno ? -errno : -ENOENT;
 	errno = 0;
 	v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || v == 0 || v >= 0x7ff0) {
+	if (errno || end == s || *end || v == 0 || v > VPROXY_DOMID_MAX) {
 		free(s);
 		return -EINVAL;
 	}

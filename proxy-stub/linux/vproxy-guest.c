@@ -334,13 +334,13 @@ static int parse_args(int argc, char **argv, struct config *c)
 
 		switch (opt) {
 		case O_DOMID:
-			bad = parse_uint(optarg, 0x7fef, &v) < 0 || v == 0;
+			bad = parse_uint(optarg, VPROXY_DOMID_MAX, &v) < 0 || v == 0;
 			c->domid = (unsigned)v;
 			have_domid = true;
 			break;
 		case O_RUNDIR: c->run_dir = optarg; break;
 		case O_BE:
-			bad = parse_uint(optarg, 0x7fef, &v) < 0;
+			bad = parse_uint(optarg, VPROXY_DOMID_MAX, &v) < 0;
 			c->backend_domid = (int)v;
 			break;
 		case O_RAM:
@@ -374,7 +374,8 @@ static int parse_args(int argc, char **argv, struct config *c)
 			c->queues = (unsigned)v;
 			break;
 		case O_QSIZE:
-			bad = parse_uint(optarg, 32768, &v) < 0 || v < 4 || (v & (v - 1));
+			bad = parse_uint(optarg, VBLK_QUEUE_SIZE_MAX, &v) < 0 || v < 4 ||
+			      (v & (v - 1));
 			c->queue_size = (unsigned)v;
 			break;
 		case O_WORKLOAD:

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <vproxy/proto.h>
 
 #include "config.h"
 #include "log.h"
@@ -41,7 +42,7 @@ static void check_config(const struct vp_config *c)
 		fail("directories", "missing");
 	if (c->poll_us > VP_CONFIG_MAX_POLL_US)
 		fail("poll-us", "over the limit");
-	if (c->backend_domid < -1 || c->backend_domid > VP_CONFIG_MAX_DOMID)
+	if (c->backend_domid < -1 || c->backend_domid > (int)VPROXY_DOMID_MAX)
 		fail("backend-domid", "out of range");
 	if (c->log_level > VPROXY_LOG_DEBUG)
 		fail("log-level", "unknown");
@@ -50,7 +51,7 @@ static void check_config(const struct vp_config *c)
 
 		if (!d->label || !d->guest || !d->plugin_name || !d->params)
 			fail("device", "a required field is missing");
-		if (d->guest_domid < -1 || d->guest_domid > VP_CONFIG_MAX_DOMID ||
+		if (d->guest_domid < -1 || d->guest_domid > (int)VPROXY_DOMID_MAX ||
 		    d->guest_domid == 0)
 			fail("guest", d->guest);
 		if (d->id > VP_CONFIG_MAX_DEVID)
