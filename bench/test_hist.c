@@ -1,4 +1,5 @@
-/* Unit tests of the bench's latency histogram. */
+/* Unit tests of the latency histogram (common/hist.c) of the bench,
+ * its guest and vproxy-guest. */
 #include "hist.h"
 
 #include <check.h>

@@ -12,6 +12,7 @@
  * Exit status: 0 all verified, 1 a data mismatch, 2 an error (I/O error,
  * device broken or gone unexpectedly, timeout, bad arguments).
  */
+#include "hist.h"
 #include "platform_sim.h"
 #include "platform_xen.h"
 #include "simguest.h"
@@ -47,9 +48,6 @@
 /* --platform xen: the granted pool when --ram is not given.  gntalloc
  * allows 1024 grants unless its "limit" parameter is raised. */
 #define XEN_POOL_DEFAULT (4u << 20)
-/* Latency histogram: 1 µs buckets below 1024 µs, then 64 per power of 2. */
-#define LAT_LINEAR 1024u
-#define LAT_BUCKETS (LAT_LINEAR + 54u * 64u)
 
 enum workload { WL_MIXED, WL_READ, WL_WRITE, WL_VERIFY, WL_IDLE, WL_RESET };
 enum rc { RC_OK = 0, RC_MISMATCH = 1, RC_ERROR = 2 };
@@ -125,7 +123,7 @@ struct gdev {
 	char detail[1200]; /* extra result lines (mismatch, id) */
 	uint64_t reads, writes, flushes, discards, zeroes, verified, bytes;
 	uint64_t t_start, t_end;
-	uint32_t lat[LAT_BUCKETS];
+	struct hist lat; /* every request's latency */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -599,51 +597,6 @@ static void report_mismatch(struct gdev *g, const struct op *o)
 	g->rc = RC_MISMATCH;
 }
 
-/* --- latency --- */
-
-static unsigned lat_bucket(uint64_t us)
-{
-	unsigned e, m;
-
-	if (us < LAT_LINEAR)
-		return (unsigned)us;
-	e = 63u - (unsigned)__builtin_clzll(us); /* >= 10 */
-	m = (unsigned)(us >> (e - 6)) & 63u;
-	if (e - 10 >= 54)
-		return LAT_BUCKETS - 1;
-	return LAT_LINEAR + (e - 10) * 64 + m;
-}
-
-static uint64_t bucket_us(unsigned b)
-{
-	unsigned e, m;
-
-	if (b < LAT_LINEAR)
-		return b;
-	e = (b - LAT_LINEAR) / 64 + 10;
-	m = (b - LAT_LINEAR) % 64;
-	return (uint64_t)(64 + m) << (e - 6);
-}
-
-static uint64_t percentile(const uint32_t *lat, double p)
-{
-	uint64_t total = 0, seen = 0, want;
-
-	for (unsigned b = 0; b < LAT_BUCKETS; b++)
-		total += lat[b];
-	if (!total)
-		return 0;
-	want = (uint64_t)((double)total * p);
-	if (want >= total)
-		want = total - 1;
-	for (unsigned b = 0; b < LAT_BUCKETS; b++) {
-		seen += lat[b];
-		if (seen > want)
-			return bucket_us(b);
-	}
-	return bucket_us(LAT_BUCKETS - 1);
-}
-
 /* --- the workload --- */
 
 static uint64_t bs_sectors(const struct gdev *g)
@@ -775,7 +728,6 @@ static int submit_op(struct gdev *g, struct op *o)
 static void complete_op(struct gdev *g, const struct vblk_completion *c)
 {
 	struct op *o;
-	uint64_t lat_us;
 	size_t bad;
 
 	if (c->tag >= g->nops || !g->ops[c->tag].busy) {
@@ -786,8 +738,7 @@ static void complete_op(struct gdev *g, const struct vblk_completion *c)
 	o->busy = false;
 	if (o->block != NO_BLOCK)
 		g->busy[o->block] = 0;
-	lat_us = (mono_ns() - o->start_ns) / 1000;
-	g->lat[lat_bucket(lat_us)]++;
+	hist_add(&g->lat, mono_ns() - o->start_ns);
 	if (c->status != VBLK_S_OK) {
 		if (o->block != NO_BLOCK)
 			g->gen[o->block] = GEN_UNKNOWN;
@@ -1293,13 +1244,22 @@ detach:
 	return NULL;
 }
 
+/* Nanoseconds as the microseconds the result lines print. */
+static uint64_t us(uint64_t ns)
+{
+	return ns / 1000;
+}
+
 static void print_results(const struct config *c, struct gdev *devs, unsigned n,
                           int *exit_rc)
 {
 	double total_iops = 0, total_mbs = 0;
-	uint32_t *all = calloc(LAT_BUCKETS, sizeof(*all));
+	struct hist *all = malloc(sizeof(*all));
 	unsigned errors = 0;
 	bool mismatch = false;
+
+	if (all)
+		hist_init(all);
 
 	for (unsigned i = 0; i < n; i++) {
 		struct gdev *g = &devs[i];
@@ -1324,21 +1284,21 @@ static void print_results(const struct config *c, struct gdev *devs, unsigned n,
 		mismatch |= g->rc == RC_MISMATCH;
 		total_iops += iops;
 		total_mbs += mbs;
-		for (unsigned b = 0; all && b < LAT_BUCKETS; b++)
-			all[b] += g->lat[b];
+		if (all)
+			hist_merge(all, &g->lat);
 		printf("guest %u dev %u: %.0f IOPS %.1f MB/s reads %" PRIu64
 		       " writes %" PRIu64 " flushes %" PRIu64 " discards %" PRIu64
 		       " zeroes %" PRIu64 " verified %" PRIu64 " p50-us %" PRIu64
 		       " p99-us %" PRIu64 " verify %s\n",
 		       c->domid, g->devid, iops, mbs, g->reads, g->writes, g->flushes,
-		       g->discards, g->zeroes, g->verified, percentile(g->lat, 0.5),
-		       percentile(g->lat, 0.99), g->rc == RC_MISMATCH ? "FAILED" : "OK");
+		       g->discards, g->zeroes, g->verified, us(hist_percentile(&g->lat, 0.5)),
+		       us(hist_percentile(&g->lat, 0.99)), g->rc == RC_MISMATCH ? "FAILED" : "OK");
 	}
-	/* max-us: the slowest request, to the histogram's resolution (1/64). */
+	/* max-us: the slowest request, exactly. */
 	printf("guest %u: total %.0f IOPS %.1f MB/s devices %u errors %u p50-us %" PRIu64
 	       " p99-us %" PRIu64 " max-us %" PRIu64 " verify %s\n",
-	       c->domid, total_iops, total_mbs, n, errors, all ? percentile(all, 0.5) : 0,
-	       all ? percentile(all, 0.99) : 0, all ? percentile(all, 1.0) : 0,
+	       c->domid, total_iops, total_mbs, n, errors, all ? us(hist_percentile(all, 0.5)) : 0,
+	       all ? us(hist_percentile(all, 0.99)) : 0, all ? us(all->max_ns) : 0,
 	       mismatch ? "FAILED" : "OK");
 	fflush(stdout);
 	free(all);
@@ -1467,6 +1427,7 @@ int main(int argc, char **argv)
 
 		g->cfg = &cfg;
 		g->devid = cfg.devids[i];
+		hist_init(&g->lat);
 		g->plat = plat;
 		for (unsigned h = 0; h < cfg.nhostile; h++) {
 			if ((unsigned)cfg.hostile_dev[h] == g->devid) {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A latency histogram in the HDR style: nanosecond values, exact below
  * 256 ns, above that 128 sub-buckets per power of two, so every recorded
@@ -5,8 +6,8 @@
  * Histograms of several queues or guests merge by adding bucket counts,
  * so percentiles of a run come from every sample, never from averages.
  */
-#ifndef BENCH_HIST_H
-#define BENCH_HIST_H
+#ifndef VP_HIST_H
+#define VP_HIST_H
 
 #include <stdbool.h>
 #include <stdint.h>

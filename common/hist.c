@@ -1,4 +1,7 @@
-/* HDR-style latency histogram; see hist.h for the bucket layout. */
+/* SPDX-License-Identifier: MIT */
+/* HDR-style latency histogram; see hist.h for the bucket layout.  One
+ * histogram for every program that reports latency: the bench, its guest
+ * and vproxy-guest. */
 #include "hist.h"
 
 #include <inttypes.h>
