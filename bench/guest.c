@@ -13,6 +13,7 @@
  */
 #include "ctl.h"
 #include "hist.h"
+#include "pattern.h"
 #include "platform_sim.h"
 #include "simguest.h"
 #include "size.h"
@@ -151,42 +152,24 @@ static void set_state(struct guest *g, enum bench_guest_state s)
 
 /* ---- data pattern ---- */
 
-static uint64_t mix64(uint64_t z)
-{
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 static uint64_t rnd(struct guest *g)
 {
-	g->rng += 0x9e3779b97f4a7c15ull;
-	return mix64(g->rng);
-}
-
-static uint64_t block_seed(const struct guest *g, uint64_t lblock, uint32_t gen)
-{
-	return mix64(g->key ^ mix64(lblock) ^ ((uint64_t)gen << 40));
+	g->rng += VP_GOLDEN64;
+	return vp_mix64(g->rng);
 }
 
 static void fill_block(const struct guest *g, uint64_t lblock, uint32_t gen, uint64_t *w)
 {
-	uint64_t seed = block_seed(g, lblock, gen);
-
-	for (size_t i = 0; i < g->o.bs / 8; i++)
-		w[i] = mix64(seed + i);
+	vp_pattern_fill(vp_pattern_seed(g->key, lblock, gen), w, g->o.bs);
 }
 
 /* Index of the first wrong word, or -1. */
 static long check_block(const struct guest *g, uint64_t lblock, uint32_t gen,
                         const uint64_t *w)
 {
-	uint64_t seed = block_seed(g, lblock, gen);
+	size_t i = vp_pattern_check(vp_pattern_seed(g->key, lblock, gen), w, g->o.bs);
 
-	for (size_t i = 0; i < g->o.bs / 8; i++)
-		if (w[i] != mix64(seed + i))
-			return (long)i;
-	return -1;
+	return i == g->o.bs / 8 ? -1 : (long)i;
 }
 
 /* ---- the workload ---- */
@@ -849,7 +832,7 @@ int main(int argc, char **argv)
 	hist_init(&g.lat_r);
 	hist_init(&g.lat_w);
 	g.rng = g.o.seed ^ ((uint64_t)g.o.index << 32);
-	g.key = mix64(g.o.seed * 0x100000001b3ull + g.o.index);
+	g.key = vp_mix64(g.o.seed * 0x100000001b3ull + g.o.index);
 	if (g.o.transport == T_VPROXY) {
 		size_t ram = ram_bytes(&g.o), pages = ram / 4096;
 

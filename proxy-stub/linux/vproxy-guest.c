@@ -13,6 +13,7 @@
  * device broken or gone unexpectedly, timeout, bad arguments).
  */
 #include "hist.h"
+#include "pattern.h"
 #include "platform_sim.h"
 #include "platform_xen.h"
 #include "simguest.h"
@@ -522,49 +523,43 @@ static void add_detail(struct gdev *g, const char *fmt, ...)
 
 /* --- data patterns --- */
 
-static uint64_t mix64(uint64_t z)
-{
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 static uint64_t rnd(struct gdev *g)
 {
-	g->rng += 0x9e3779b97f4a7c15ull;
-	return mix64(g->rng);
+	g->rng += VP_GOLDEN64;
+	return vp_mix64(g->rng);
 }
 
+/* The seed of a block's data (common/pattern.h): the writer is the guest
+ * and device. */
 static uint64_t pattern_seed(const struct gdev *g, uint64_t block, uint32_t gen)
 {
-	return mix64(((uint64_t)g->cfg->domid << 48) ^ ((uint64_t)g->devid << 40) ^
-	             block) ^
-	       mix64(0x5eed0000ull + gen);
+	return vp_pattern_seed(((uint64_t)g->cfg->domid << 32) | g->devid, block, gen);
 }
 
 static void fill_pattern(const struct gdev *g, uint64_t block, uint32_t gen, void *buf,
                          size_t len)
 {
-	uint64_t seed = pattern_seed(g, block, gen), *w = buf;
-
-	for (size_t i = 0; i < len / 8; i++)
-		w[i] = mix64(seed + i * 0x9e3779b97f4a7c15ull);
+	vp_pattern_fill(pattern_seed(g, block, gen), buf, len);
 }
 
+/* Whether buf holds generation gen of block (zeros for GEN_ZERO); if not,
+ * *bad_word is the first word that differs. */
 static bool matches_pattern(const struct gdev *g, uint64_t block, uint32_t gen,
                             const void *buf, size_t len, size_t *bad_word)
 {
-	uint64_t seed = pattern_seed(g, block, gen);
 	const uint64_t *w = buf;
+	size_t i = 0;
 
-	for (size_t i = 0; i < len / 8; i++) {
-		if (w[i] !=
-		    (gen == GEN_ZERO ? 0 : mix64(seed + i * 0x9e3779b97f4a7c15ull))) {
-			*bad_word = i;
-			return false;
-		}
+	if (gen == GEN_ZERO) {
+		while (i < len / 8 && w[i] == 0)
+			i++;
+	} else {
+		i = vp_pattern_check(pattern_seed(g, block, gen), buf, len);
 	}
-	return true;
+	if (i == len / 8)
+		return true;
+	*bad_word = i;
+	return false;
 }
 
 static void report_mismatch(struct gdev *g, const struct op *o)
@@ -576,9 +571,9 @@ static void report_mismatch(struct gdev *g, const struct op *o)
 	char expect[32];
 
 	matches_pattern(g, o->block, o->gen, o->buf.ptr, g->cfg->bs, &bad);
-	want = o->gen == GEN_ZERO ? 0
-	                          : mix64(pattern_seed(g, o->block, o->gen) +
-	                                  bad * 0x9e3779b97f4a7c15ull);
+	want = o->gen == GEN_ZERO
+	               ? 0
+	               : vp_pattern_word(pattern_seed(g, o->block, o->gen), bad);
 	if (matches_pattern(g, o->block, GEN_ZERO, o->buf.ptr, g->cfg->bs, &dummy))
 		what = "zeros";
 	else if (o->gen != GEN_ZERO && o->gen > 1 &&
@@ -1291,13 +1286,16 @@ static void print_results(const struct config *c, struct gdev *devs, unsigned n,
 		       " zeroes %" PRIu64 " verified %" PRIu64 " p50-us %" PRIu64
 		       " p99-us %" PRIu64 " verify %s\n",
 		       c->domid, g->devid, iops, mbs, g->reads, g->writes, g->flushes,
-		       g->discards, g->zeroes, g->verified, us(hist_percentile(&g->lat, 0.5)),
-		       us(hist_percentile(&g->lat, 0.99)), g->rc == RC_MISMATCH ? "FAILED" : "OK");
+		       g->discards, g->zeroes, g->verified,
+		       us(hist_percentile(&g->lat, 0.5)),
+		       us(hist_percentile(&g->lat, 0.99)),
+		       g->rc == RC_MISMATCH ? "FAILED" : "OK");
 	}
 	/* max-us: the slowest request, exactly. */
 	printf("guest %u: total %.0f IOPS %.1f MB/s devices %u errors %u p50-us %" PRIu64
 	       " p99-us %" PRIu64 " max-us %" PRIu64 " verify %s\n",
-	       c->domid, total_iops, total_mbs, n, errors, all ? us(hist_percentile(all, 0.5)) : 0,
+	       c->domid, total_iops, total_mbs, n, errors,
+	       all ? us(hist_percentile(all, 0.5)) : 0,
 	       all ? us(hist_percentile(all, 0.99)) : 0, all ? us(all->max_ns) : 0,
 	       mismatch ? "FAILED" : "OK");
 	fflush(stdout);
