@@ -315,16 +315,6 @@ const struct vps_platform *vhu_platform(struct vhu_platform *v)
 	return &v->plat;
 }
 
-size_t vhu_free_bytes(struct vhu_platform *v)
-{
-	size_t n;
-
-	pthread_mutex_lock(&v->lock);
-	n = v->free_pages << PAGE_SHIFT;
-	pthread_mutex_unlock(&v->lock);
-	return n;
-}
-
 void vhu_destroy(struct vhu_platform *v)
 {
 	if (!v)

@@ -38,8 +38,6 @@ struct vhu_platform *vhu_create(const char *path, uint16_t domid, size_t ram_byt
                                 uint64_t timeout_ns, char *err, size_t errlen);
 /* The stub platform; owned by v. */
 const struct vps_platform *vhu_platform(struct vhu_platform *v);
-/* Guest RAM not yet handed out, in bytes. */
-size_t vhu_free_bytes(struct vhu_platform *v);
 /* Close the connection (the backend stops every ring) and free
  * everything; every allocation must have been freed. */
 void vhu_destroy(struct vhu_platform *v);

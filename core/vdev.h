@@ -134,8 +134,6 @@ struct vp_vq *vp_vdev_vq(struct vp_vdev *d, unsigned q);
 unsigned vp_vdev_num_queues(const struct vp_vdev *d);
 /* Features the driver accepted (valid once FEATURES_OK is set). */
 uint64_t vp_vdev_features(const struct vp_vdev *d);
-/* The device/driver status byte (virtio_config.h VIRTIO_CONFIG_S_*). */
-uint8_t vp_vdev_status(const struct vp_vdev *d);
 /* True while queues may be processed: FEATURES_OK and DRIVER_OK set, not
  * FAILED, not broken, not being reset or destroyed. */
 bool vp_vdev_running(const struct vp_vdev *d);

@@ -155,11 +155,6 @@ uint64_t vp_vdev_features(const struct vp_vdev *d)
 	return d->driver_features;
 }
 
-uint8_t vp_vdev_status(const struct vp_vdev *d)
-{
-	return d->status;
-}
-
 bool vp_vdev_is_broken(const struct vp_vdev *d)
 {
 	return d->status & VIRTIO_CONFIG_S_NEEDS_RESET;

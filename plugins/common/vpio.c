@@ -102,11 +102,6 @@ const char *vpio_engine_name(const struct vpio_engine *eng)
 	return eng->uring ? "io_uring" : "threads";
 }
 
-unsigned vpio_inflight(const struct vpio_engine *eng)
-{
-	return eng->inflight;
-}
-
 static bool flag_get(const bool *f)
 {
 	return __atomic_load_n(f, __ATOMIC_RELAXED);

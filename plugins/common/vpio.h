@@ -103,9 +103,6 @@ void vpio_submit(struct vpio_engine *eng, struct vpio_op *op);
  * issuing calls), else with its real result.  Never completes inline. */
 void vpio_cancel(struct vpio_engine *eng, struct vpio_op *op);
 
-/* Operations submitted and not yet completed. */
-unsigned vpio_inflight(const struct vpio_engine *eng);
-
 /* Wait (blocking the caller) until nothing is in flight, running the
  * completions; for close paths.  done() callbacks may submit more. */
 void vpio_drain(struct vpio_engine *eng);

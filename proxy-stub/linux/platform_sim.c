@@ -267,16 +267,6 @@ void vps_sim_set_log_level(struct vps_sim *s, enum vps_log_level level)
 	s->level = level;
 }
 
-size_t vps_sim_free_bytes(struct vps_sim *s)
-{
-	size_t n;
-
-	pthread_mutex_lock(&s->lock);
-	n = s->free_pages << PAGE_SHIFT;
-	pthread_mutex_unlock(&s->lock);
-	return n;
-}
-
 void vps_sim_destroy(struct vps_sim *s)
 {
 	if (!s)

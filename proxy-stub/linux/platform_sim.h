@@ -24,8 +24,6 @@ struct vps_sim *vps_sim_create(struct simguest *sg, enum vps_addr_mode mode,
 const struct vps_platform *vps_sim_platform(struct vps_sim *s);
 /* Print log lines up to level (default VPS_LOG_WARN). */
 void vps_sim_set_log_level(struct vps_sim *s, enum vps_log_level level);
-/* Guest memory not handed out by dma_alloc(), in bytes. */
-size_t vps_sim_free_bytes(struct vps_sim *s);
 /* Free the platform; every allocation and watch must be released. */
 void vps_sim_destroy(struct vps_sim *s);
 

@@ -440,17 +440,6 @@ void vps_xen_set_log_level(struct vps_xen *x, enum vps_log_level level)
 	x->level = level;
 }
 
-size_t vps_xen_free_bytes(struct vps_xen *x)
-{
-	size_t n = 0;
-
-	pthread_mutex_lock(&x->lock);
-	for (unsigned i = 0; i < x->npools; i++)
-		n += x->pools[i].free_pages << PAGE_SHIFT;
-	pthread_mutex_unlock(&x->lock);
-	return n;
-}
-
 void vps_xen_destroy(struct vps_xen *x)
 {
 	if (!x)

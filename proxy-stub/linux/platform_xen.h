@@ -33,8 +33,6 @@ struct vps_xen *vps_xen_create(size_t pool_bytes, const char *prog);
 const struct vps_platform *vps_xen_platform(struct vps_xen *x);
 /* Print log lines up to level (default VPS_LOG_WARN). */
 void vps_xen_set_log_level(struct vps_xen *x, enum vps_log_level level);
-/* Pool pages not handed out by dma_alloc(), in bytes, over all pools. */
-size_t vps_xen_free_bytes(struct vps_xen *x);
 /* Revoke every pool's grants and free the platform; every allocation,
  * port and watch must be released. */
 void vps_xen_destroy(struct vps_xen *x);
