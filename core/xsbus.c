@@ -46,7 +46,10 @@
 
 #define PATH_LEN 128
 
-struct vp_device {
+/* The xenbus backend of one declared device of one guest: its xenstore
+ * nodes and state, its disk, and, once the frontend connected, its
+ * transport (transport.h) and virtio device (vdev.h). */
+struct vp_backend {
 	struct vp_xsbus *bus;
 	const struct vp_devdecl *decl;
 	uint16_t dom;
@@ -71,7 +74,7 @@ struct vp_device {
 	struct vp_transport *t;
 	struct vp_vdev *vdev;
 	struct vp_ratelimit rl;
-	struct vp_device *next;
+	struct vp_backend *next;
 };
 
 struct vp_xsbus {
@@ -84,7 +87,7 @@ struct vp_xsbus {
 	struct event *ready_ev; /* connect devices whose guest became reachable */
 	unsigned self;
 	char be_root[64];
-	struct vp_device *devices;
+	struct vp_backend *devices;
 	/* Devices per guest: a scan skips guests already served without a
 	 * round trip, so N guests coming up cost O(N), not O(N^2). */
 	uint16_t ndev[VPROXY_DOMID_MAX + 1];
@@ -105,10 +108,10 @@ static const char *state_name(int s)
 	return s >= 0 && s <= 6 ? names[s] : "invalid";
 }
 
-static void dev_log(struct vp_device *dev, enum vproxy_log_level lvl, const char *fmt,
+static void dev_log(struct vp_backend *dev, enum vproxy_log_level lvl, const char *fmt,
                     ...) __attribute__((format(printf, 3, 4)));
 
-static void dev_log(struct vp_device *dev, enum vproxy_log_level lvl, const char *fmt,
+static void dev_log(struct vp_backend *dev, enum vproxy_log_level lvl, const char *fmt,
                     ...)
 {
 	char msg[512];
@@ -202,7 +205,7 @@ static const char *read_error(int rc)
 	return buf;
 }
 
-static void set_state(struct vp_device *dev, int state)
+static void set_state(struct vp_backend *dev, int state)
 {
 	if (!xs_printf_at(dev->bus, XBT_NULL, dev->be_path, "state", "%d", state))
 		dev_log(dev, VPROXY_LOG_WARN, "cannot write backend state %s: %s",
@@ -215,10 +218,10 @@ static void set_state(struct vp_device *dev, int state)
 
 /* A fatal error for this device (as xenbus_dev_fatal): tell the
  * frontend why and move to Closing. */
-static void fatal(struct vp_device *dev, const char *fmt, ...)
+static void fatal(struct vp_backend *dev, const char *fmt, ...)
         __attribute__((format(printf, 2, 3)));
 
-static void fatal(struct vp_device *dev, const char *fmt, ...)
+static void fatal(struct vp_backend *dev, const char *fmt, ...)
 {
 	char msg[256];
 	va_list ap;
@@ -231,16 +234,16 @@ static void fatal(struct vp_device *dev, const char *fmt, ...)
 	set_state(dev, XenbusStateClosing);
 }
 
-static struct vp_device *find_device(struct vp_xsbus *bus, unsigned dom, unsigned devid)
+static struct vp_backend *find_device(struct vp_xsbus *bus, unsigned dom, unsigned devid)
 {
-	for (struct vp_device *d = bus->devices; d; d = d->next)
+	for (struct vp_backend *d = bus->devices; d; d = d->next)
 		if (d->dom == dom && d->devid == devid)
 			return d;
 	return NULL;
 }
 
 static void check_shutdown(struct vp_xsbus *bus);
-static void frontend_changed(struct vp_device *dev);
+static void frontend_changed(struct vp_backend *dev);
 static void release_domain_if_idle(struct vp_xsbus *bus, unsigned dom);
 
 /* Remove a directory if it has no children left. */
@@ -255,7 +258,7 @@ static void rm_if_empty(struct vp_xsbus *bus, const char *path)
 }
 
 /* Unlink and free dev; the virtio device and transport must be gone. */
-static void free_device(struct vp_device *dev, bool remove_nodes)
+static void free_device(struct vp_backend *dev, bool remove_nodes)
 {
 	struct vp_xsbus *bus = dev->bus;
 	unsigned dom = dev->dom;
@@ -282,7 +285,7 @@ static void free_device(struct vp_device *dev, bool remove_nodes)
 		snprintf(parent, sizeof(parent), "%s/%u", bus->be_root, dom);
 		rm_if_empty(bus, parent);
 	}
-	for (struct vp_device **pp = &bus->devices; *pp; pp = &(*pp)->next) {
+	for (struct vp_backend **pp = &bus->devices; *pp; pp = &(*pp)->next) {
 		if (*pp == dev) {
 			*pp = dev->next;
 			break;
@@ -300,14 +303,14 @@ static void release_domain_if_idle(struct vp_xsbus *bus, unsigned dom)
 {
 	struct vp_hv *hv = bus->hv;
 
-	for (struct vp_device *d = bus->devices; d; d = d->next)
+	for (struct vp_backend *d = bus->devices; d; d = d->next)
 		if (d->dom == dom && (d->t || d->destroying))
 			return;
 	hv->ops->forget_domain(hv, (uint16_t)dom);
 }
 
 /* A frontend starting over after Closed: offer the device again. */
-static void reoffer(struct vp_device *dev)
+static void reoffer(struct vp_backend *dev)
 {
 	if (dev->be_state == XenbusStateClosed && !dev->failed && !dev->opening &&
 	    !dev->t && !dev->destroying && !dev->bus->shutting_down) {
@@ -317,7 +320,7 @@ static void reoffer(struct vp_device *dev)
 }
 
 /* Close the transport of a device whose virtio device is gone. */
-static void finish_disconnect(struct vp_device *dev)
+static void finish_disconnect(struct vp_backend *dev)
 {
 	dev->reap_pending = false;
 	vp_transport_close(dev->t);
@@ -332,7 +335,7 @@ static void finish_disconnect(struct vp_device *dev)
  * the teardown from the top of the event loop. */
 static void vdev_destroyed(void *arg)
 {
-	struct vp_device *dev = arg;
+	struct vp_backend *dev = arg;
 
 	dev->reap_pending = true;
 	event_active(dev->bus->reap_ev, EV_TIMEOUT, 0);
@@ -341,7 +344,7 @@ static void vdev_destroyed(void *arg)
 static void reap_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct vp_xsbus *bus = arg;
-	struct vp_device *dev, *next;
+	struct vp_backend *dev, *next;
 
 	(void)fd;
 	(void)what;
@@ -377,7 +380,7 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg)
 
 /* Stop serving the guest.  Never frees dev: the rest of the teardown
  * happens in reap_cb(), so callers walking the device list stay safe. */
-static void disconnect(struct vp_device *dev)
+static void disconnect(struct vp_backend *dev)
 {
 	struct vp_vdev *vdev = dev->vdev;
 
@@ -394,7 +397,7 @@ static void disconnect(struct vp_device *dev)
 
 /* Tear the device down and remove its nodes; frees dev (now or once its
  * in-flight I/O has completed). */
-static void remove_device(struct vp_device *dev)
+static void remove_device(struct vp_backend *dev)
 {
 	dev->remove_pending = true;
 	if (dev->t)
@@ -405,7 +408,7 @@ static void remove_device(struct vp_device *dev)
 
 static void dev_raise_irq(void *opaque, uint32_t bits)
 {
-	struct vp_device *dev = opaque;
+	struct vp_backend *dev = opaque;
 
 	if (dev->t)
 		vp_transport_raise_irq(dev->t, bits);
@@ -413,13 +416,13 @@ static void dev_raise_irq(void *opaque, uint32_t bits)
 
 static void dev_transport_broken(void *opaque, const char *why)
 {
-	struct vp_device *dev = opaque;
+	struct vp_backend *dev = opaque;
 
 	/* The ring cannot be trusted any more: stop and tell the guest. */
 	fatal(dev, "malformed ring: %s", why);
 }
 
-static void connect_device(struct vp_device *dev)
+static void connect_device(struct vp_backend *dev)
 {
 	struct vp_xsbus *bus = dev->bus;
 	const struct vp_xsbus_params *opts = &bus->p;
@@ -528,7 +531,7 @@ static void connect_device(struct vp_device *dev)
 	        persistent == 1 ? ", persistent grants" : "");
 }
 
-static void frontend_changed(struct vp_device *dev)
+static void frontend_changed(struct vp_backend *dev)
 {
 	struct vp_xsbus *bus = dev->bus;
 	unsigned long long st;
@@ -601,7 +604,7 @@ static void frontend_changed(struct vp_device *dev)
 }
 
 /* Write both nodes of a new device in one transaction. */
-static bool write_nodes(struct vp_device *dev)
+static bool write_nodes(struct vp_backend *dev)
 {
 	struct vp_xsbus *bus = dev->bus;
 	struct xs_permissions be_perms[2] = {{bus->self, XS_PERM_NONE},
@@ -665,7 +668,7 @@ static bool write_nodes(struct vp_device *dev)
 static void disk_opened(void *arg, int rc, const struct vproxy_disk_info *info, void *disk,
                         const char *why)
 {
-	struct vp_device *dev = arg;
+	struct vp_backend *dev = arg;
 	struct vp_xsbus *bus = dev->bus;
 	const struct vp_devdecl *decl = dev->decl;
 	char err[256];
@@ -711,7 +714,7 @@ static void disk_opened(void *arg, int rc, const struct vproxy_disk_info *info, 
  * (disk_opened() goes on). */
 static void provision(struct vp_xsbus *bus, const struct vp_devdecl *decl, unsigned dom)
 {
-	struct vp_device *dev;
+	struct vp_backend *dev;
 	struct vp_plugin_job *job;
 
 	dev = calloc(1, sizeof(*dev));
@@ -791,7 +794,7 @@ static void scan_domains(struct vp_xsbus *bus)
 		name = xs_read(bus->xs, XBT_NULL, path, &len);
 		for (size_t k = 0; k < opts->ndecls; k++) {
 			const struct vp_devdecl *decl = &opts->decls[k];
-			struct vp_device *old;
+			struct vp_backend *old;
 
 			if (!decl_matches(decl, (unsigned)dom, name))
 				continue;
@@ -817,7 +820,7 @@ static void check_released(struct vp_xsbus *bus)
 {
 	/* Ask xenstored once per guest, not once per device. */
 	uint8_t asked[(VPROXY_DOMID_MAX + 8) / 8] = {0}, alive[(VPROXY_DOMID_MAX + 8) / 8] = {0};
-	struct vp_device *dev, *next;
+	struct vp_backend *dev, *next;
 
 	for (dev = bus->devices; dev; dev = next) {
 		unsigned d = dev->dom, byte = d / 8, bit = 1u << (d % 8);
@@ -857,7 +860,7 @@ static void check_released(struct vp_xsbus *bus)
 /* Something under our backend tree changed: was a device's node removed? */
 static void backend_tree_changed(struct vp_xsbus *bus, const char *path)
 {
-	struct vp_device *dev, *next;
+	struct vp_backend *dev, *next;
 	size_t plen = strlen(path);
 
 	for (dev = bus->devices; dev; dev = next) {
@@ -905,7 +908,7 @@ static void xs_ready(void *opaque)
 		} else if (strcmp(token, "betree") == 0) {
 			backend_tree_changed(bus, path);
 		} else if (sscanf(token, "fe/%u/%u", &dom, &devid) == 2) {
-			struct vp_device *dev = find_device(bus, dom, devid);
+			struct vp_backend *dev = find_device(bus, dom, devid);
 
 			if (dev && !dev->remove_pending)
 				frontend_changed(dev);
@@ -952,7 +955,7 @@ static void ready_cb(evutil_socket_t fd, short what, void *arg)
 	if (bus->finished)
 		return;
 	/* connect_device() frees no device: the walk stays valid. */
-	for (struct vp_device *dev = bus->devices; dev; dev = dev->next) {
+	for (struct vp_backend *dev = bus->devices; dev; dev = dev->next) {
 		if (!dev->hv_wait || vp_hv_domain_ready(hv, dev->dom) == -EINPROGRESS)
 			continue;
 		dev->hv_wait = false;
@@ -1029,7 +1032,7 @@ static void check_shutdown(struct vp_xsbus *bus)
 {
 	if (!bus->shutting_down || bus->finished)
 		return;
-	for (struct vp_device *dev = bus->devices; dev; dev = dev->next) {
+	for (struct vp_backend *dev = bus->devices; dev; dev = dev->next) {
 		unsigned long long st;
 
 		if (dev->t || dev->destroying)
@@ -1044,7 +1047,7 @@ static void check_shutdown(struct vp_xsbus *bus)
 
 void vp_xsbus_begin_shutdown(struct vp_xsbus *bus)
 {
-	struct vp_device *dev, *next;
+	struct vp_backend *dev, *next;
 
 	bus->shutting_down = true;
 	for (dev = bus->devices; dev; dev = next) {
@@ -1061,7 +1064,7 @@ void vp_xsbus_begin_shutdown(struct vp_xsbus *bus)
 
 void vp_xsbus_finish(struct vp_xsbus *bus)
 {
-	struct vp_device *dev, *next;
+	struct vp_backend *dev, *next;
 
 	if (bus->finished)
 		return;
