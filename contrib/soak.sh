@@ -31,7 +31,7 @@
 #   VPROXY_SOAK_FD_SLACK      fds vproxyd may hold beyond the start (2)
 #   VPROXY_SOAK_THREAD_SLACK  threads beyond the start (default 4: the
 #                             plugin host's helper threads for opens and
-#                             closes, HELPERS_MAX in core/plugin.c, stay
+#                             closes, HELPERS_MAX in core/plugin/plugin_host.c, stay
 #                             once started)
 #   VPROXY_SOAK_NAMED_SLACK   named mappings (files, memfds of guest RAM,
 #                             io_uring rings) beyond the start (default 2)

@@ -36,5 +36,5 @@ for corpus in "$src"/tests/fuzz/corpus/*/; do
 done
 llvm-profdata merge -sparse -o "$prof/all.profdata" "$prof"/*.profraw
 llvm-cov report "${objects[@]:1}" -instr-profile="$prof/all.profdata" \
-	"$src"/core/*.c "$src"/plugins/sparse/sparse_format.c \
+	"$src"/core/*.c "$src"/core/*/*.c "$src"/plugins/sparse/sparse_format.c \
 	"$src"/plugins/sparse/vproxy-img.c

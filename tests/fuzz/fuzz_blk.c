@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Fuzzes virtio-blk request handling (core/blk.c) through the device model
- * (core/virtio_mmio.c) and the virtqueues, with the checking RAM disk of
+ * Fuzzes virtio-blk request handling (core/virtio/blk.c) through the device model
+ * (core/virtio/vdev.c) and the virtqueues, with the checking RAM disk of
  * fuzz_disk.c as the plugin and guest RAM behind the guard page
  * hypervisor.  The input chooses the disk (size, block size, operations it
  * supports, read-only), the device (queues, queue size, features the

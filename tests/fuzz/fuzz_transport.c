@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Fuzzes the transport (core/transport.c): the shared page and its ring of
- * register accesses, served into a whole virtio-blk device (virtio_mmio.c,
+ * register accesses, served into a whole virtio-blk device (vdev.c,
  * virtqueue.c, blk.c and the checking RAM disk of fuzz_disk.c) over the
  * guard page hypervisor.  The harness is the guest's stub: it puts
  * register accesses on the ring, either whole virtio-blk driver sequences

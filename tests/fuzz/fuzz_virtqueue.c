@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Fuzzes the device side of a split virtqueue (core/virtqueue.c) over guest
- * memory reached through core/gmem.c, in gfn and grant mode, with and
+ * Fuzzes the device side of a split virtqueue (core/virtio/virtqueue.c) over guest
+ * memory reached through core/hv/gmem.c, in gfn and grant mode, with and
  * without EVENT_IDX, indirect descriptors and the mapping caches.  The
  * guest is the input: its RAM holds whatever descriptor chains, indirect
  * tables, indices and addresses the input says, and a list of operations

@@ -1,7 +1,7 @@
 /*
  * A virtio device behind the virtio-mmio v2 register model.  The transport
  * (transport.c) forwards register accesses here; the device raises
- * interrupts through its host.  Implemented in virtio_mmio.c (registers,
+ * interrupts through its host.  Implemented in vdev.c (registers,
  * status, features, queues) with device types (blk.c) plugged in through
  * struct vp_vdev_type.
  */
@@ -70,7 +70,7 @@ void vp_vdev_destroy(struct vp_vdev *d, void (*done)(void *arg), void *arg);
 /*
  * Device types (blk.c) plug in here, kvmtool's virtio_ops style.  The
  * transport part (registers, status, feature negotiation, queue setup)
- * lives in virtio_mmio.c; a type supplies its config space and handles
+ * lives in vdev.c; a type supplies its config space and handles
  * queue notifications.
  */
 struct vp_vq;
