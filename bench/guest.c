@@ -81,8 +81,8 @@ struct guest {
 	struct bench_ctl_hdr *ctl;
 	struct bench_ctl_guest *slot;
 	size_t ctl_len;
-	struct vps_dev vps;
-	struct vblk_dev *blk;
+	struct vps_frontend vps;
+	struct vblk_driver *blk;
 	const struct vblk_info *info;
 	struct op *ops;
 	unsigned nops;

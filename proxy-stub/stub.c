@@ -23,10 +23,10 @@
  * oldest outstanding request always carries a known id. */
 #define REQ_ID(idx) ((uint16_t)(idx))
 
-static void dev_log(const struct vps_dev *dev, enum vps_log_level level, const char *fmt,
+static void dev_log(const struct vps_frontend *dev, enum vps_log_level level, const char *fmt,
                     ...) __attribute__((format(printf, 3, 4)));
 
-static void dev_log(const struct vps_dev *dev, enum vps_log_level level, const char *fmt,
+static void dev_log(const struct vps_frontend *dev, enum vps_log_level level, const char *fmt,
                     ...)
 {
 	char msg[256];
@@ -43,7 +43,7 @@ static void dev_log(const struct vps_dev *dev, enum vps_log_level level, const c
 	dev->p->log(dev->p->ctx, level, msg);
 }
 
-static uint64_t deadline_after(const struct vps_dev *dev, uint64_t timeout_ns)
+static uint64_t deadline_after(const struct vps_frontend *dev, uint64_t timeout_ns)
 {
 	uint64_t now = dev->p->now_ns(dev->p->ctx);
 
@@ -68,7 +68,7 @@ static int parse_uint(const char *s, uint64_t *out)
 	return 0;
 }
 
-static int read_node(const struct vps_dev *dev, uint32_t tx, const char *dir,
+static int read_node(const struct vps_frontend *dev, uint32_t tx, const char *dir,
                      const char *leaf, char *buf, size_t len)
 {
 	char path[192];
@@ -80,7 +80,7 @@ static int read_node(const struct vps_dev *dev, uint32_t tx, const char *dir,
 	return dev->p->xs_read(dev->p->ctx, tx, path, buf, len);
 }
 
-static int read_uint_node(const struct vps_dev *dev, const char *dir, const char *leaf,
+static int read_uint_node(const struct vps_frontend *dev, const char *dir, const char *leaf,
                           uint64_t *v)
 {
 	char buf[32];
@@ -92,7 +92,7 @@ static int read_uint_node(const struct vps_dev *dev, const char *dir, const char
 	return parse_uint(buf, v);
 }
 
-static int write_node(const struct vps_dev *dev, uint32_t tx, const char *dir,
+static int write_node(const struct vps_frontend *dev, uint32_t tx, const char *dir,
                       const char *leaf, const char *value)
 {
 	char path[192];
@@ -104,7 +104,7 @@ static int write_node(const struct vps_dev *dev, uint32_t tx, const char *dir,
 	return dev->p->xs_write(dev->p->ctx, tx, path, value);
 }
 
-static int write_uint_node(const struct vps_dev *dev, uint32_t tx, const char *dir,
+static int write_uint_node(const struct vps_frontend *dev, uint32_t tx, const char *dir,
                            const char *leaf, uint64_t v)
 {
 	char buf[24];
@@ -114,10 +114,10 @@ static int write_uint_node(const struct vps_dev *dev, uint32_t tx, const char *d
 }
 
 /* The first reason sticks: later failures are usually its consequences. */
-static void set_error(struct vps_dev *dev, const char *fmt, ...)
+static void set_error(struct vps_frontend *dev, const char *fmt, ...)
         __attribute__((format(printf, 2, 3)));
 
-static void set_error(struct vps_dev *dev, const char *fmt, ...)
+static void set_error(struct vps_frontend *dev, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -129,7 +129,7 @@ static void set_error(struct vps_dev *dev, const char *fmt, ...)
 }
 
 /* The backend's own explanation if it left one, else fallback. */
-static void take_backend_error(struct vps_dev *dev, const char *fallback)
+static void take_backend_error(struct vps_frontend *dev, const char *fallback)
 {
 	char text[sizeof(dev->error)];
 
@@ -139,14 +139,14 @@ static void take_backend_error(struct vps_dev *dev, const char *fallback)
 		set_error(dev, "%s", fallback);
 }
 
-static void mark_gone(struct vps_dev *dev)
+static void mark_gone(struct vps_frontend *dev)
 {
 	if (!dev->gone)
 		dev_log(dev, VPS_LOG_WARN, "backend gone: %s", dev->error);
 	dev->gone = true;
 }
 
-static void protocol_error(struct vps_dev *dev, const char *what, unsigned a, unsigned b)
+static void protocol_error(struct vps_frontend *dev, const char *what, unsigned a, unsigned b)
 {
 	set_error(dev, "protocol error: %s (%u, %u)", what, a, b);
 	mark_gone(dev);
@@ -154,7 +154,7 @@ static void protocol_error(struct vps_dev *dev, const char *what, unsigned a, un
 
 /* Frontend state, written only while the toolstack's frontend directory
  * exists, so a late write never recreates a removed device. */
-static int write_fe_state(struct vps_dev *dev, enum xenbus_state state)
+static int write_fe_state(struct vps_frontend *dev, enum xenbus_state state)
 {
 	char buf[256];
 	uint32_t tx;
@@ -179,7 +179,7 @@ static int write_fe_state(struct vps_dev *dev, enum xenbus_state state)
 
 /* Sleep on the event channel and the backend watch; a watch event means
  * the backend's directory changed, so look at its state. */
-static int sleep_once(struct vps_dev *dev, uint64_t timeout_ns)
+static int sleep_once(struct vps_frontend *dev, uint64_t timeout_ns)
 {
 	int w;
 
@@ -198,7 +198,7 @@ static uint64_t access_mask(unsigned size)
 }
 
 /* Take every answer the backend has produced. */
-static void consume(struct vps_dev *dev)
+static void consume(struct vps_frontend *dev)
 {
 	struct vproxy_front_ring *ring = &dev->ring;
 	RING_IDX prod, cons;
@@ -241,7 +241,7 @@ static void consume(struct vps_dev *dev)
 
 /* The ring is full: ask for a notification on the next answer and sleep
  * until a slot frees. */
-static int wait_slot(struct vps_dev *dev)
+static int wait_slot(struct vps_frontend *dev)
 {
 	uint64_t deadline = deadline_after(dev, dev->opts.read_timeout_ns);
 	int r;
@@ -272,7 +272,7 @@ static int wait_slot(struct vps_dev *dev)
 	}
 }
 
-static int push(struct vps_dev *dev, uint8_t op, uint32_t offset, unsigned size,
+static int push(struct vps_frontend *dev, uint8_t op, uint32_t offset, unsigned size,
                 uint64_t value, RING_IDX *idx)
 {
 	struct vproxy_front_ring *ring = &dev->ring;
@@ -315,7 +315,7 @@ static int push(struct vps_dev *dev, uint8_t op, uint32_t offset, unsigned size,
 }
 
 /* Wait for the answer to request dev->await_idx. */
-static int await_answer(struct vps_dev *dev)
+static int await_answer(struct vps_frontend *dev)
 {
 	uint64_t spin_until = deadline_after(dev, dev->opts.spin_ns);
 	uint64_t deadline = deadline_after(dev, dev->opts.read_timeout_ns);
@@ -362,12 +362,12 @@ static bool access_ok(uint32_t offset, unsigned size)
 	return offset < VPROXY_PAGE_SIZE && offset + size <= VPROXY_PAGE_SIZE;
 }
 
-static struct vproxy_page_hdr *page_hdr(const struct vps_dev *dev)
+static struct vproxy_page_hdr *page_hdr(const struct vps_frontend *dev)
 {
 	return (struct vproxy_page_hdr *)dev->page;
 }
 
-int vps_read(struct vps_dev *dev, uint32_t offset, unsigned size, uint64_t *val)
+int vps_read(struct vps_frontend *dev, uint32_t offset, unsigned size, uint64_t *val)
 {
 	RING_IDX idx;
 	int r;
@@ -402,7 +402,7 @@ int vps_read(struct vps_dev *dev, uint32_t offset, unsigned size, uint64_t *val)
 	return 0;
 }
 
-int vps_write(struct vps_dev *dev, uint32_t offset, unsigned size, uint64_t val)
+int vps_write(struct vps_frontend *dev, uint32_t offset, unsigned size, uint64_t val)
 {
 	RING_IDX idx;
 	int r;
@@ -424,18 +424,18 @@ int vps_write(struct vps_dev *dev, uint32_t offset, unsigned size, uint64_t val)
 	return 0;
 }
 
-void vps_set_spin_ns(struct vps_dev *dev, uint64_t spin_ns)
+void vps_set_spin_ns(struct vps_frontend *dev, uint64_t spin_ns)
 {
 	dev->opts.spin_ns = spin_ns;
 }
 
-void vps_set_irq_handler(struct vps_dev *dev, vps_irq_fn fn, void *arg)
+void vps_set_irq_handler(struct vps_frontend *dev, vps_irq_fn fn, void *arg)
 {
 	dev->irq_fn = fn;
 	dev->irq_arg = arg;
 }
 
-int vps_poll(struct vps_dev *dev)
+int vps_poll(struct vps_frontend *dev)
 {
 	if (!dev->attached)
 		return -ENODEV;
@@ -451,7 +451,7 @@ int vps_poll(struct vps_dev *dev)
 	return 1;
 }
 
-int vps_wait(struct vps_dev *dev, uint64_t timeout_ns)
+int vps_wait(struct vps_frontend *dev, uint64_t timeout_ns)
 {
 	uint64_t spin_until = deadline_after(dev, dev->opts.spin_ns);
 	uint64_t deadline = deadline_after(dev, timeout_ns);
@@ -478,7 +478,7 @@ int vps_wait(struct vps_dev *dev, uint64_t timeout_ns)
 	}
 }
 
-int vps_check_backend(struct vps_dev *dev)
+int vps_check_backend(struct vps_frontend *dev)
 {
 	uint64_t state = 0;
 	int r;
@@ -498,27 +498,27 @@ int vps_check_backend(struct vps_dev *dev)
 	return dev->gone ? -ENODEV : 0;
 }
 
-bool vps_is_gone(const struct vps_dev *dev)
+bool vps_is_gone(const struct vps_frontend *dev)
 {
 	return dev->gone;
 }
 
-const char *vps_error(const struct vps_dev *dev)
+const char *vps_error(const struct vps_frontend *dev)
 {
 	return dev->error;
 }
 
-uint16_t vps_backend_id(const struct vps_dev *dev)
+uint16_t vps_backend_id(const struct vps_frontend *dev)
 {
 	return dev->be;
 }
 
-const struct vps_platform *vps_platform_of(const struct vps_dev *dev)
+const struct vps_platform *vps_platform_of(const struct vps_frontend *dev)
 {
 	return dev->p;
 }
 
-void vps_get_stats(const struct vps_dev *dev, struct vps_stats *st)
+void vps_get_stats(const struct vps_frontend *dev, struct vps_stats *st)
 {
 	*st = dev->stats;
 }
@@ -562,7 +562,7 @@ int vps_list(const struct vps_platform *p, unsigned *ids, unsigned max)
 
 /* Handshake step 1a: the toolstack's frontend directory with its pointer
  * to the backend. */
-static int wait_frontend(struct vps_dev *dev, uint64_t deadline)
+static int wait_frontend(struct vps_frontend *dev, uint64_t deadline)
 {
 	struct vps_watch *watch = NULL;
 	char idbuf[16];
@@ -612,7 +612,7 @@ static int wait_frontend(struct vps_dev *dev, uint64_t deadline)
  * fails the handshake with the backend's text, but only after grace_until:
  * a backend asked to start over needs a moment to leave Closed and drop
  * its old error. */
-static int wait_backend(struct vps_dev *dev, enum xenbus_state want, uint64_t deadline,
+static int wait_backend(struct vps_frontend *dev, enum xenbus_state want, uint64_t deadline,
                         uint64_t grace_until)
 {
 	char text[sizeof(dev->error)];
@@ -653,7 +653,7 @@ static int wait_backend(struct vps_dev *dev, enum xenbus_state want, uint64_t de
 }
 
 /* Wait for the backend to be Closed or gone; 0 or -ETIMEDOUT. */
-static int wait_backend_closed(struct vps_dev *dev, uint64_t deadline)
+static int wait_backend_closed(struct vps_frontend *dev, uint64_t deadline)
 {
 	uint64_t state = 0;
 	int r;
@@ -677,7 +677,7 @@ static int wait_backend_closed(struct vps_dev *dev, uint64_t deadline)
  * over (after our own earlier session, or a crashed one) says Initialising;
  * a backend still Connected to a dead session is first taken through
  * Closing/Closed, as Linux's xenbus_reset_state() does. */
-static int start_over(struct vps_dev *dev)
+static int start_over(struct vps_frontend *dev)
 {
 	uint64_t deadline = deadline_after(dev, dev->opts.attach_timeout_ns);
 	uint64_t fe_state = XenbusStateUnknown, be_state = XenbusStateUnknown;
@@ -713,7 +713,7 @@ static int start_over(struct vps_dev *dev)
 
 /* Handshake step 3: everything the backend needs, then Initialised, in one
  * transaction. */
-static int publish(struct vps_dev *dev)
+static int publish(struct vps_frontend *dev)
 {
 	/* ring-ref is the gfn or the grant ref: the page number in either
 	 * address encoding. */
@@ -748,7 +748,7 @@ static int publish(struct vps_dev *dev)
 }
 
 /* Closing, wait for the backend to be Closed (or removed), Closed. */
-static int close_handshake(struct vps_dev *dev)
+static int close_handshake(struct vps_frontend *dev)
 {
 	int r, ret;
 
@@ -767,7 +767,7 @@ static int close_handshake(struct vps_dev *dev)
 	return ret;
 }
 
-static void release(struct vps_dev *dev)
+static void release(struct vps_frontend *dev)
 {
 	if (dev->port >= 0)
 		dev->p->evtchn_close(dev->p->ctx, dev->port);
@@ -781,7 +781,7 @@ static void release(struct vps_dev *dev)
 	dev->attached = false;
 }
 
-int vps_attach(struct vps_dev *dev, const struct vps_platform *p, unsigned devid,
+int vps_attach(struct vps_frontend *dev, const struct vps_platform *p, unsigned devid,
                const struct vps_opts *opts)
 {
 	struct vproxy_page_hdr *hdr;
@@ -868,7 +868,7 @@ fail:
 	return r;
 }
 
-int vps_detach(struct vps_dev *dev)
+int vps_detach(struct vps_frontend *dev)
 {
 	int r;
 
@@ -886,7 +886,7 @@ int vps_detach(struct vps_dev *dev)
 	return r;
 }
 
-void vps_debug_overflow_ring(struct vps_dev *dev)
+void vps_debug_overflow_ring(struct vps_frontend *dev)
 {
 	if (!dev->attached || dev->gone)
 		return;

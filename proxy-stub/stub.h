@@ -5,7 +5,7 @@
  * accesses into ring messages (wire protocol: include/vproxy/proto.h).
  *
  * Portable: no allocation, no OS headers; everything system-specific goes
- * through struct vps_platform.  The caller owns struct vps_dev (static,
+ * through struct vps_platform.  The caller owns struct vps_frontend (static,
  * on the heap, wherever) and keeps it in place from vps_attach() to
  * vps_detach().  One device is used by one thread at a time; different
  * devices are independent.
@@ -54,8 +54,8 @@ struct vps_stats {
 	uint64_t read_timeouts; /* reads that got no answer in time */
 };
 
-/* One device.  Every field is private to stub.c. */
-struct vps_dev {
+/* The frontend of one device.  Every field is private to stub.c. */
+struct vps_frontend {
 	const struct vps_platform *p;
 	unsigned devid;
 	uint16_t be;        /* backend domid */
@@ -95,62 +95,62 @@ int vps_list(const struct vps_platform *p, unsigned *ids, unsigned max);
  * and event channel, go Initialised, wait for Connected.  dev is filled
  * in; p must outlive it.  opts NULL = defaults.  0, -ETIMEDOUT, -ENODEV
  * (backend closed or reported an error: see vps_error()), or -errno. */
-int vps_attach(struct vps_dev *dev, const struct vps_platform *p, unsigned devid,
+int vps_attach(struct vps_frontend *dev, const struct vps_platform *p, unsigned devid,
                const struct vps_opts *opts);
 
 /* Close the connection (Closing, wait for backend Closed, Closed), revoke
  * the page and close the port.  Also for a device whose backend is gone.
  * 0, or -ETIMEDOUT if the backend never reached Closed (cleaned up anyway). */
-int vps_detach(struct vps_dev *dev);
+int vps_detach(struct vps_frontend *dev);
 
 /* Read a register (size 1, 2, 4; 8 for config space) and wait for the
  * answer.  On error *val is all-ones for size.  0, -EINVAL (bad
  * size/offset), -EIO (the backend refused the access), -ETIMEDOUT,
  * -ENODEV (backend gone), -EPIPE (ring poisoned). */
-int vps_read(struct vps_dev *dev, uint32_t offset, unsigned size, uint64_t *val);
+int vps_read(struct vps_frontend *dev, uint32_t offset, unsigned size, uint64_t *val);
 
 /* Write a register; posted (does not wait for the answer; a refusal is
  * counted in stats.write_errors and logged).  0 or the errors of
  * vps_read() (-ETIMEDOUT: the ring stayed full). */
-int vps_write(struct vps_dev *dev, uint32_t offset, unsigned size, uint64_t val);
+int vps_write(struct vps_frontend *dev, uint32_t offset, unsigned size, uint64_t val);
 
 /* Change opts.spin_ns of an attached device. */
-void vps_set_spin_ns(struct vps_dev *dev, uint64_t spin_ns);
+void vps_set_spin_ns(struct vps_frontend *dev, uint64_t spin_ns);
 
 /* Register the interrupt handler (NULL to remove). */
-void vps_set_irq_handler(struct vps_dev *dev, vps_irq_fn fn, void *arg);
+void vps_set_irq_handler(struct vps_frontend *dev, vps_irq_fn fn, void *arg);
 
 /* Consume answers; if the interrupt status is nonzero call the handler.
  * 1 if it was called (or the status is nonzero without a handler),
  * 0 if not, -ENODEV when the backend is gone. */
-int vps_poll(struct vps_dev *dev);
+int vps_poll(struct vps_frontend *dev);
 
 /* vps_poll(), sleeping on the event channel (and the backend's xenstore
  * state) until it returns nonzero or timeout_ns passes (then 0). */
-int vps_wait(struct vps_dev *dev, uint64_t timeout_ns);
+int vps_wait(struct vps_frontend *dev, uint64_t timeout_ns);
 
 /* Re-read the backend's state from xenstore now; marks the device gone
  * if the backend is Closing/Closed/removed.  0 or -ENODEV. */
-int vps_check_backend(struct vps_dev *dev);
+int vps_check_backend(struct vps_frontend *dev);
 
 /* True once the backend has gone away or broke the protocol. */
-bool vps_is_gone(const struct vps_dev *dev);
+bool vps_is_gone(const struct vps_frontend *dev);
 
 /* Why the device failed or went away ("" if it did not); owned by dev. */
-const char *vps_error(const struct vps_dev *dev);
+const char *vps_error(const struct vps_frontend *dev);
 
 /* The backend's domid (for dma_alloc()). */
-uint16_t vps_backend_id(const struct vps_dev *dev);
+uint16_t vps_backend_id(const struct vps_frontend *dev);
 
 /* The platform the device was attached with. */
-const struct vps_platform *vps_platform_of(const struct vps_dev *dev);
+const struct vps_platform *vps_platform_of(const struct vps_frontend *dev);
 
 /* Copy the counters. */
-void vps_get_stats(const struct vps_dev *dev, struct vps_stats *st);
+void vps_get_stats(const struct vps_frontend *dev, struct vps_stats *st);
 
 /* Hostile mode for tests: publish a req_prod far beyond what the ring can
  * hold and notify.  The device accepts no more requests (-EPIPE); wait
  * with vps_wait() for the backend to close it. */
-void vps_debug_overflow_ring(struct vps_dev *dev);
+void vps_debug_overflow_ring(struct vps_frontend *dev);
 
 #endif

@@ -38,7 +38,7 @@ _Static_assert(sizeof(struct virtio_blk_config) >= BLK_CONFIG_LEN, "config layou
  * buffer; a larger one gets IOERR (Linux splits I/O far below this). */
 #define BLK_BOUNCE_MAX (16u << 20)
 
-struct blk_dev;
+struct vp_blk;
 
 /* A disk whose plugin still holds requests a device gave up on
  * (request-timeout).  Outlives the device; the disk is closed once the
@@ -59,7 +59,7 @@ static struct blk_hung_disk *hung_disks;
 struct blk_req {
 	struct vp_req_owner owner; /* first: host->complete() routes here */
 	struct vproxy_req preq;    /* what the plugin is working on */
-	struct blk_dev *blk;
+	struct vp_blk *blk;
 	unsigned q;
 	struct vp_vq_elem elem;   /* iov and ref arrays owned, elem.max long */
 	uint8_t *status;          /* the guest's status byte */
@@ -96,7 +96,9 @@ struct blk_queue {
 	bool irq_pending;  /* a push wants an interrupt once processing ends */
 };
 
-struct blk_dev {
+/* The virtio-blk function of one vdev (its type's private state): the
+ * disk it serves, the requests in flight per queue. */
+struct vp_blk {
 	struct vp_vdev *vdev;
 	const struct vproxy_plugin *plugin;
 	void *disk;
@@ -120,10 +122,10 @@ struct blk_dev {
 	bool disk_failed;         /* a request timed out: the plugin gets no more */
 };
 
-static void blk_process(struct blk_dev *blk, unsigned q);
+static void blk_process(struct vp_blk *blk, unsigned q);
 static void blk_plugin_done(struct vproxy_req *preq, int status);
 
-static struct blk_req *req_get(struct blk_dev *blk, unsigned n)
+static struct blk_req *req_get(struct vp_blk *blk, unsigned n)
 {
 	struct blk_req *req = blk->free_reqs;
 	struct iovec *iov;
@@ -155,7 +157,7 @@ static struct blk_req *req_get(struct blk_dev *blk, unsigned n)
 	return req;
 }
 
-static void inflight_add(struct blk_dev *blk, struct blk_req *req)
+static void inflight_add(struct vp_blk *blk, struct blk_req *req)
 {
 	req->prev = NULL;
 	req->next = blk->inflight;
@@ -164,7 +166,7 @@ static void inflight_add(struct blk_dev *blk, struct blk_req *req)
 	blk->inflight = req;
 }
 
-static void inflight_del(struct blk_dev *blk, struct blk_req *req)
+static void inflight_del(struct vp_blk *blk, struct blk_req *req)
 {
 	if (req->prev)
 		req->prev->next = req->next;
@@ -181,7 +183,7 @@ static bool req_wanted(const struct blk_req *req)
 	return vp_vq_elem_current(vp_vdev_vq(req->blk->vdev, req->q), &req->elem);
 }
 
-static void req_put(struct blk_dev *blk, struct blk_req *req)
+static void req_put(struct vp_blk *blk, struct blk_req *req)
 {
 	free(req->segs);
 	req->segs = NULL;
@@ -256,7 +258,7 @@ static struct iovec *iov_trim_front(struct iovec *iov, unsigned cnt, size_t skip
 }
 
 /* Is [sector, sector + bytes/512) inside the disk?  Overflow-safe. */
-static bool blk_range_ok(const struct blk_dev *blk, uint64_t sector, uint64_t bytes)
+static bool blk_range_ok(const struct vp_blk *blk, uint64_t sector, uint64_t bytes)
 {
 	uint64_t cap = blk->sectors << SECTOR_SHIFT;
 
@@ -272,7 +274,7 @@ static uint64_t mono_ns(void)
 }
 
 /* Check for timed-out requests a quarter of the timeout from now. */
-static void blk_timer_arm(struct blk_dev *blk)
+static void blk_timer_arm(struct vp_blk *blk)
 {
 	uint64_t period = blk->timeout_ns / 4;
 	struct timeval tv;
@@ -363,7 +365,7 @@ static uint8_t status_from_errno(int err)
  * free the device. */
 static void blk_end(struct blk_req *req, int st, bool zombie)
 {
-	struct blk_dev *blk = req->blk;
+	struct vp_blk *blk = req->blk;
 	struct vp_vdev *d = blk->vdev;
 	unsigned q = req->q;
 	struct blk_queue *bq = &blk->queues[q];
@@ -408,7 +410,7 @@ static void blk_finish(struct blk_req *req, int st)
  * returns it.  May free the device. */
 static void blk_abandon(struct blk_req *req)
 {
-	struct blk_dev *blk = req->blk;
+	struct vp_blk *blk = req->blk;
 	struct blk_hung_disk *h = hung_find(blk->disk);
 	const struct vproxy_req *p = &req->preq;
 
@@ -438,7 +440,7 @@ static void blk_abandon(struct blk_req *req)
 
 static void blk_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct blk_dev *blk = arg;
+	struct vp_blk *blk = arg;
 	uint64_t now = mono_ns();
 	struct blk_req *req, *next;
 
@@ -521,7 +523,7 @@ static void blk_bounce_back(struct blk_req *req)
  * completes inline is handled here rather than by recursion. */
 static void blk_submit(struct blk_req *req)
 {
-	struct blk_dev *blk = req->blk;
+	struct vp_blk *blk = req->blk;
 	int r;
 
 	while (req->next_sub < req->nsubs) {
@@ -586,7 +588,7 @@ static void blk_plugin_done(struct vproxy_req *preq, int status)
  * still while we walk it. */
 static void blk_cancel(struct vp_vdev *d)
 {
-	struct blk_dev *blk = vp_vdev_priv(d);
+	struct vp_blk *blk = vp_vdev_priv(d);
 
 	if (!blk->can_cancel)
 		return;
@@ -599,7 +601,7 @@ static void blk_cancel(struct vp_vdev *d)
  * (IN).  Returns a status byte, or -1 when the plugin must be called. */
 static int blk_parse_rw(struct blk_req *req, uint64_t sector)
 {
-	struct blk_dev *blk = req->blk;
+	struct vp_blk *blk = req->blk;
 	struct vp_vq_elem *e = &req->elem;
 	struct iovec *data;
 	unsigned cnt;
@@ -663,7 +665,7 @@ static int blk_parse_rw(struct blk_req *req, uint64_t sector)
 /* Discard / write-zeroes: an array of segments follows the header. */
 static int blk_parse_dz(struct blk_req *req)
 {
-	struct blk_dev *blk = req->blk;
+	struct vp_blk *blk = req->blk;
 	struct vp_vq_elem *e = &req->elem;
 	bool discard = req->type == VIRTIO_BLK_T_DISCARD;
 	uint32_t flag = discard ? VPROXY_DISK_DISCARD : VPROXY_DISK_WRITE_ZEROES;
@@ -717,7 +719,7 @@ static int blk_parse_dz(struct blk_req *req)
 /* Parse a freshly popped request and start it. */
 static void blk_start(struct blk_req *req)
 {
-	struct blk_dev *blk = req->blk;
+	struct vp_blk *blk = req->blk;
 	struct vp_vq_elem *e = &req->elem;
 	struct virtio_blk_outhdr hdr;
 	char why[96];
@@ -773,7 +775,7 @@ static void blk_start(struct blk_req *req)
 }
 
 /* Move the scratch element into a request and start it. */
-static void blk_take(struct blk_dev *blk, unsigned q)
+static void blk_take(struct vp_blk *blk, unsigned q)
 {
 	struct vp_vq_elem *s = &blk->scratch;
 	unsigned n = s->out_num + s->in_num;
@@ -820,7 +822,7 @@ static void blk_take(struct blk_dev *blk, unsigned q)
 
 /* Take every available request of queue q, until the queue is empty, the
  * device stops, or q has a queue's worth of requests in flight. */
-static void blk_process(struct blk_dev *blk, unsigned q)
+static void blk_process(struct vp_blk *blk, unsigned q)
 {
 	struct blk_queue *bq = &blk->queues[q];
 	struct vp_vdev *d = blk->vdev;
@@ -868,7 +870,7 @@ static void blk_process(struct blk_dev *blk, unsigned q)
 
 static void blk_queue_notify(struct vp_vdev *d, unsigned q)
 {
-	struct blk_dev *blk = vp_vdev_priv(d);
+	struct vp_blk *blk = vp_vdev_priv(d);
 
 	if (q < VP_BLK_MAX_QUEUES)
 		blk_process(blk, q);
@@ -876,21 +878,21 @@ static void blk_queue_notify(struct vp_vdev *d, unsigned q)
 
 static bool blk_queue_busy(struct vp_vdev *d, unsigned q)
 {
-	const struct blk_dev *blk = vp_vdev_priv(d);
+	const struct vp_blk *blk = vp_vdev_priv(d);
 
 	return q < VP_BLK_MAX_QUEUES && blk->queues[q].inflight > 0;
 }
 
 static void blk_config_read(struct vp_vdev *d, uint32_t offset, void *buf, unsigned len)
 {
-	const struct blk_dev *blk = vp_vdev_priv(d);
+	const struct vp_blk *blk = vp_vdev_priv(d);
 
 	memcpy(buf, (const uint8_t *)&blk->cfg + offset, len);
 }
 
 static void blk_reset(struct vp_vdev *d)
 {
-	struct blk_dev *blk = vp_vdev_priv(d);
+	struct vp_blk *blk = vp_vdev_priv(d);
 
 	/* The reset waited for every request in flight to finish. */
 	for (unsigned q = 0; q < VP_BLK_MAX_QUEUES; q++) {
@@ -901,7 +903,7 @@ static void blk_reset(struct vp_vdev *d)
 
 static void blk_free(struct vp_vdev *d)
 {
-	struct blk_dev *blk = vp_vdev_priv(d);
+	struct vp_blk *blk = vp_vdev_priv(d);
 
 	while (blk->free_reqs) {
 		struct blk_req *req = blk->free_reqs;
@@ -935,7 +937,7 @@ static bool is_pow2(uint64_t v)
 	return v && !(v & (v - 1));
 }
 
-static uint64_t blk_setup_config(struct blk_dev *blk, const struct vp_blk_params *p)
+static uint64_t blk_setup_config(struct vp_blk *blk, const struct vp_blk_params *p)
 {
 	const struct vproxy_disk_info *info = &blk->info;
 	struct virtio_blk_config *c = &blk->cfg;
@@ -993,7 +995,7 @@ struct vp_vdev *vp_blk_create(const struct vp_blk_params *params,
                               const struct vp_vdev_host *host)
 {
 	struct vp_vdev_params vp = {0};
-	struct blk_dev *blk;
+	struct vp_blk *blk;
 	unsigned qmax = params->queue_size_max;
 
 	if (params->num_queues < 1 || params->num_queues > VP_BLK_MAX_QUEUES ||

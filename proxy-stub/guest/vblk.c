@@ -55,7 +55,7 @@ struct vblk_slot {
 };
 
 struct vblk_queue {
-	struct vblk_dev *d;
+	struct vblk_driver *d;
 	unsigned index;
 	uint16_t size;
 	void *mem;
@@ -78,8 +78,9 @@ struct vblk_queue {
 	unsigned inflight;
 };
 
-struct vblk_dev {
-	struct vps_dev *vps;
+/* The driver of one device: its frontend (the stub), queues and buffers. */
+struct vblk_driver {
+	struct vps_frontend *vps;
 	const struct vps_platform *p;
 	uint16_t be;
 	uint32_t status;
@@ -110,10 +111,10 @@ static uint16_t *avail_event(struct vblk_queue *q)
 	return (uint16_t *)&q->used->ring[q->size];
 }
 
-static void set_health(struct vblk_dev *d, enum vblk_health h, int err, const char *fmt,
+static void set_health(struct vblk_driver *d, enum vblk_health h, int err, const char *fmt,
                        ...) __attribute__((format(printf, 4, 5)));
 
-static void set_health(struct vblk_dev *d, enum vblk_health h, int err, const char *fmt,
+static void set_health(struct vblk_driver *d, enum vblk_health h, int err, const char *fmt,
                        ...)
 {
 	va_list ap;
@@ -128,10 +129,10 @@ static void set_health(struct vblk_dev *d, enum vblk_health h, int err, const ch
 }
 
 /* Open failures before the device is usable, in d->error. */
-static int fail(struct vblk_dev *d, int err, const char *fmt, ...)
+static int fail(struct vblk_driver *d, int err, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 
-static int fail(struct vblk_dev *d, int err, const char *fmt, ...)
+static int fail(struct vblk_driver *d, int err, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -144,14 +145,14 @@ static int fail(struct vblk_dev *d, int err, const char *fmt, ...)
 }
 
 /* A stub error tells the device's health: -ENODEV means the backend left. */
-static int stub_error(struct vblk_dev *d, int r)
+static int stub_error(struct vblk_driver *d, int r)
 {
 	if (r == -ENODEV)
 		set_health(d, VBLK_GONE, -ENODEV, "%s", vps_error(d->vps));
 	return r;
 }
 
-static int rd(struct vblk_dev *d, uint32_t off, unsigned size, uint32_t *v)
+static int rd(struct vblk_driver *d, uint32_t off, unsigned size, uint32_t *v)
 {
 	uint64_t x;
 	int r = vps_read(d->vps, off, size, &x);
@@ -160,33 +161,33 @@ static int rd(struct vblk_dev *d, uint32_t off, unsigned size, uint32_t *v)
 	return r < 0 ? stub_error(d, r) : 0;
 }
 
-static int wr(struct vblk_dev *d, uint32_t off, uint32_t v)
+static int wr(struct vblk_driver *d, uint32_t off, uint32_t v)
 {
 	int r = vps_write(d->vps, off, 4, v);
 
 	return r < 0 ? stub_error(d, r) : 0;
 }
 
-static int wr64(struct vblk_dev *d, uint32_t lo_off, uint64_t v)
+static int wr64(struct vblk_driver *d, uint32_t lo_off, uint64_t v)
 {
 	int r = wr(d, lo_off, (uint32_t)v);
 
 	return r < 0 ? r : wr(d, lo_off + 4, (uint32_t)(v >> 32));
 }
 
-static int set_status(struct vblk_dev *d, uint32_t bits)
+static int set_status(struct vblk_driver *d, uint32_t bits)
 {
 	d->status |= bits;
 	return wr(d, VIRTIO_MMIO_STATUS, d->status);
 }
 
-static uint64_t now_ns(struct vblk_dev *d)
+static uint64_t now_ns(struct vblk_driver *d)
 {
 	return d->p->now_ns(d->p->ctx);
 }
 
 /* Write 0 and wait for the device to read back 0 (virtio 1.x 4.2.3.1). */
-static int reset_device(struct vblk_dev *d)
+static int reset_device(struct vblk_driver *d)
 {
 	uint64_t start = now_ns(d), deadline = start + d->timeout_ns;
 	uint32_t st;
@@ -225,7 +226,7 @@ static int reset_device(struct vblk_dev *d)
 
 static void vblk_irq(void *arg)
 {
-	struct vblk_dev *d = arg;
+	struct vblk_driver *d = arg;
 	uint64_t st;
 
 	if (vps_read(d->vps, VPS_REG_INTERRUPT_STATUS, 4, &st) < 0 || st == 0)
@@ -236,7 +237,7 @@ static void vblk_irq(void *arg)
 		d->config_changed = true;
 }
 
-static int probe(struct vblk_dev *d)
+static int probe(struct vblk_driver *d)
 {
 	uint32_t magic, version, id;
 	int r;
@@ -254,7 +255,7 @@ static int probe(struct vblk_dev *d)
 	return 0;
 }
 
-static int negotiate(struct vblk_dev *d, const struct vblk_opts *o)
+static int negotiate(struct vblk_driver *d, const struct vblk_opts *o)
 {
 	struct vblk_info *in = &d->info;
 	uint32_t lo, hi, st;
@@ -295,7 +296,7 @@ static int negotiate(struct vblk_dev *d, const struct vblk_opts *o)
 
 /* One consistent snapshot of config space (ConfigGeneration unchanged
  * across the reads). */
-static int read_config(struct vblk_dev *d)
+static int read_config(struct vblk_driver *d)
 {
 	struct vblk_info *in = &d->info;
 	uint64_t f = in->features;
@@ -362,7 +363,7 @@ static size_t align_up(size_t v, size_t a)
 	return (v + a - 1) & ~(a - 1);
 }
 
-static void free_queue(struct vblk_dev *d, struct vblk_queue *q)
+static void free_queue(struct vblk_driver *d, struct vblk_queue *q)
 {
 	if (q->mem)
 		d->p->dma_free(d->p->ctx, q->mem, q->mem_bytes);
@@ -373,7 +374,7 @@ static void free_queue(struct vblk_dev *d, struct vblk_queue *q)
 	q->next = NULL;
 }
 
-static int setup_queue(struct vblk_dev *d, struct vblk_queue *q, unsigned index,
+static int setup_queue(struct vblk_driver *d, struct vblk_queue *q, unsigned index,
                        uint16_t size)
 {
 	size_t avail_off, used_off, slot_off, ind_off, total;
@@ -429,7 +430,7 @@ static int setup_queue(struct vblk_dev *d, struct vblk_queue *q, unsigned index,
 	return 0;
 }
 
-static int setup_queues(struct vblk_dev *d, const struct vblk_opts *o)
+static int setup_queues(struct vblk_driver *d, const struct vblk_opts *o)
 {
 	struct vblk_info *in = &d->info;
 	unsigned want = o->num_queues ? o->num_queues : 1, size = UINT16_MAX + 1u;
@@ -501,7 +502,7 @@ static int setup_queues(struct vblk_dev *d, const struct vblk_opts *o)
 	return 0;
 }
 
-static void free_queues(struct vblk_dev *d)
+static void free_queues(struct vblk_driver *d)
 {
 	for (unsigned i = 0; i < d->nq; i++)
 		free_queue(d, &d->q[i]);
@@ -518,11 +519,11 @@ void vblk_opts_default(struct vblk_opts *o)
 	o->timeout_ns = 5000000000ull;
 }
 
-int vblk_open(struct vps_dev *vps, const struct vblk_opts *opts, struct vblk_dev **out,
+int vblk_open(struct vps_frontend *vps, const struct vblk_opts *opts, struct vblk_driver **out,
               char *why, size_t why_len)
 {
 	struct vblk_opts o;
-	struct vblk_dev *d;
+	struct vblk_driver *d;
 	int r;
 
 	if (opts)
@@ -573,7 +574,7 @@ fail:
 	return r;
 }
 
-void vblk_stop(struct vblk_dev *d)
+void vblk_stop(struct vblk_driver *d)
 {
 	if (d->stopped)
 		return;
@@ -584,7 +585,7 @@ void vblk_stop(struct vblk_dev *d)
 	set_health(d, VBLK_FAILED, -ESHUTDOWN, "stopped");
 }
 
-void vblk_close(struct vblk_dev *d)
+void vblk_close(struct vblk_driver *d)
 {
 	if (!d)
 		return;
@@ -596,29 +597,29 @@ void vblk_close(struct vblk_dev *d)
 	free(d);
 }
 
-bool vblk_may_free(const struct vblk_dev *d)
+bool vblk_may_free(const struct vblk_driver *d)
 {
 	return d->stats.reset_timeouts == 0;
 }
 
-const struct vblk_info *vblk_info(const struct vblk_dev *d)
+const struct vblk_info *vblk_info(const struct vblk_driver *d)
 {
 	return &d->info;
 }
 
-struct vblk_queue *vblk_queue(struct vblk_dev *d, unsigned i)
+struct vblk_queue *vblk_queue(struct vblk_driver *d, unsigned i)
 {
 	return i < d->nq ? &d->q[i] : NULL;
 }
 
-int vblk_buf_alloc(struct vblk_dev *d, size_t len, struct vblk_buf *buf)
+int vblk_buf_alloc(struct vblk_driver *d, size_t len, struct vblk_buf *buf)
 {
 	buf->ptr = d->p->dma_alloc(d->p->ctx, d->be, len, &buf->addr);
 	buf->len = buf->ptr ? len : 0;
 	return buf->ptr ? 0 : -ENOMEM;
 }
 
-void vblk_buf_free(struct vblk_dev *d, struct vblk_buf *buf)
+void vblk_buf_free(struct vblk_driver *d, struct vblk_buf *buf)
 {
 	if (buf->ptr)
 		d->p->dma_free(d->p->ctx, buf->ptr, buf->len);
@@ -654,7 +655,7 @@ static void emit(struct chain *c, uint64_t addr, uint32_t len, uint16_t flags)
 	c->i++;
 }
 
-static int check_req(struct vblk_dev *d, const struct vblk_req *r, unsigned *nseg)
+static int check_req(struct vblk_driver *d, const struct vblk_req *r, unsigned *nseg)
 {
 	const struct vblk_info *in = &d->info;
 
@@ -694,7 +695,7 @@ static int check_req(struct vblk_dev *d, const struct vblk_req *r, unsigned *nse
  * (hostile mode). */
 static int submit(struct vblk_queue *q, const struct vblk_req *r, uint64_t bad_addr)
 {
-	struct vblk_dev *d = q->d;
+	struct vblk_driver *d = q->d;
 	struct virtio_blk_outhdr *hdr;
 	struct chain c = {.q = q};
 	unsigned nseg = 0;
@@ -828,7 +829,7 @@ static void free_chain(struct vblk_queue *q, uint16_t head, uint16_t n)
 
 int vblk_reap(struct vblk_queue *q, struct vblk_completion *out, unsigned max)
 {
-	struct vblk_dev *d = q->d;
+	struct vblk_driver *d = q->d;
 	uint16_t used_idx;
 	unsigned n = 0;
 
@@ -871,7 +872,7 @@ unsigned vblk_inflight(const struct vblk_queue *q)
 	return q->inflight;
 }
 
-static bool any_used(struct vblk_dev *d)
+static bool any_used(struct vblk_driver *d)
 {
 	for (unsigned i = 0; i < d->nq; i++) {
 		struct vblk_queue *q = &d->q[i];
@@ -883,7 +884,7 @@ static bool any_used(struct vblk_dev *d)
 }
 
 /* Ask for an interrupt at the next completion of every queue. */
-static void want_interrupts(struct vblk_dev *d, bool on)
+static void want_interrupts(struct vblk_driver *d, bool on)
 {
 	for (unsigned i = 0; i < d->nq; i++) {
 		struct vblk_queue *q = &d->q[i];
@@ -903,7 +904,7 @@ static void want_interrupts(struct vblk_dev *d, bool on)
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
-int vblk_wait(struct vblk_dev *d, uint64_t timeout_ns)
+int vblk_wait(struct vblk_driver *d, uint64_t timeout_ns)
 {
 	int r;
 
@@ -931,7 +932,7 @@ int vblk_wait(struct vblk_dev *d, uint64_t timeout_ns)
 	return (r > 0 || any_used(d)) ? 1 : 0;
 }
 
-int vblk_check(struct vblk_dev *d)
+int vblk_check(struct vblk_driver *d)
 {
 	uint32_t st;
 	int r;
@@ -948,17 +949,17 @@ int vblk_check(struct vblk_dev *d)
 	return 0;
 }
 
-enum vblk_health vblk_health(const struct vblk_dev *d)
+enum vblk_health vblk_health(const struct vblk_driver *d)
 {
 	return d->health;
 }
 
-const char *vblk_error(const struct vblk_dev *d)
+const char *vblk_error(const struct vblk_driver *d)
 {
 	return d->error;
 }
 
-void vblk_get_stats(const struct vblk_dev *d, struct vblk_stats *st)
+void vblk_get_stats(const struct vblk_driver *d, struct vblk_stats *st)
 {
 	*st = d->stats;
 }
@@ -986,7 +987,7 @@ static int corrupt_desc_loop(struct vblk_queue *q)
 	return 0;
 }
 
-int vblk_debug_corrupt(struct vblk_dev *d, enum vblk_corrupt kind)
+int vblk_debug_corrupt(struct vblk_driver *d, enum vblk_corrupt kind)
 {
 	struct vblk_queue *q = &d->q[0];
 	struct vblk_buf fake = {.ptr = NULL, .addr = 0, .len = SECTOR};

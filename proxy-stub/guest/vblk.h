@@ -16,8 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct vps_dev;
-struct vblk_dev;
+struct vps_frontend;
+struct vblk_driver;
 struct vblk_queue;
 
 /* Request types (the virtio-blk VIRTIO_BLK_T_* values). */
@@ -133,34 +133,34 @@ void vblk_opts_default(struct vblk_opts *o);
  * caller (vblk_close).  0, -ENODEV (not a virtio-blk v2 device, no
  * VERSION_1, backend gone), -ENOTSUP (FEATURES_OK refused), -ENOMEM, or a
  * stub error; then why (if not NULL) holds the reason. */
-int vblk_open(struct vps_dev *vps, const struct vblk_opts *opts, struct vblk_dev **out,
+int vblk_open(struct vps_frontend *vps, const struct vblk_opts *opts, struct vblk_driver **out,
               char *why, size_t why_len);
 
 /* Reset the device (unless its backend is gone) so it lets go of queues
  * and buffers; afterwards requests fail with -ESHUTDOWN and only
  * vblk_buf_free() and vblk_close() are useful.  Idempotent. */
-void vblk_stop(struct vblk_dev *d);
+void vblk_stop(struct vblk_driver *d);
 
 /* False when the last reset gave up waiting for Status 0: the device may
  * still use the queues and buffers, so they must not be reused. */
-bool vblk_may_free(const struct vblk_dev *d);
+bool vblk_may_free(const struct vblk_driver *d);
 
 /* vblk_stop(), then free everything, including the queues' memory (left
  * allocated when !vblk_may_free()).  Free buffers after vblk_stop() and
  * before this, if vblk_may_free(). */
-void vblk_close(struct vblk_dev *d);
+void vblk_close(struct vblk_driver *d);
 
 /* Negotiated features and limits; owned by d. */
-const struct vblk_info *vblk_info(const struct vblk_dev *d);
+const struct vblk_info *vblk_info(const struct vblk_driver *d);
 
 /* Queue i (< info.num_queues); owned by d. */
-struct vblk_queue *vblk_queue(struct vblk_dev *d, unsigned i);
+struct vblk_queue *vblk_queue(struct vblk_driver *d, unsigned i);
 
 /* Allocate a zeroed DMA buffer of len bytes the device can reach.
  * 0 or -ENOMEM. */
-int vblk_buf_alloc(struct vblk_dev *d, size_t len, struct vblk_buf *buf);
+int vblk_buf_alloc(struct vblk_driver *d, size_t len, struct vblk_buf *buf);
 /* Free a buffer from vblk_buf_alloc() (no request may still use it). */
-void vblk_buf_free(struct vblk_dev *d, struct vblk_buf *buf);
+void vblk_buf_free(struct vblk_driver *d, struct vblk_buf *buf);
 
 /* Put a request on q (not yet notified: see vblk_kick).  0, -EAGAIN (no
  * room on the queue: reap first), -EINVAL (bad request), -EOPNOTSUPP
@@ -182,24 +182,24 @@ unsigned vblk_inflight(const struct vblk_queue *q);
  * interrupt only now (EVENT_IDX used_event / NO_INTERRUPT), or timeout.
  * 1 (something to reap or an interrupt arrived), 0 (timeout), -EIO
  * (NEEDS_RESET), -ENODEV (backend gone), or another error. */
-int vblk_wait(struct vblk_dev *d, uint64_t timeout_ns);
+int vblk_wait(struct vblk_driver *d, uint64_t timeout_ns);
 
 /* Read the device status now; 0, or -EIO if it has NEEDS_RESET. */
-int vblk_check(struct vblk_dev *d);
+int vblk_check(struct vblk_driver *d);
 
 /* VBLK_OK or why the device is unusable (see vblk_error()). */
-enum vblk_health vblk_health(const struct vblk_dev *d);
+enum vblk_health vblk_health(const struct vblk_driver *d);
 
 /* Text for the current health ("" when OK); owned by d. */
-const char *vblk_error(const struct vblk_dev *d);
+const char *vblk_error(const struct vblk_driver *d);
 
 /* Copy the counters. */
-void vblk_get_stats(const struct vblk_dev *d, struct vblk_stats *st);
+void vblk_get_stats(const struct vblk_driver *d, struct vblk_stats *st);
 
 /* Break the protocol on purpose (queue 0 / the stub ring) and notify the
  * device.  After anything but BAD_ADDR the device takes no more requests.
  * 0, -EBUSY (queue 0 too full to build the bad chain), or a stub error. */
-int vblk_debug_corrupt(struct vblk_dev *d, enum vblk_corrupt kind);
+int vblk_debug_corrupt(struct vblk_driver *d, enum vblk_corrupt kind);
 
 /* Parse "desc-loop|bad-addr|avail-jump|ring-overflow". 0 or -EINVAL. */
 int vblk_corrupt_parse(const char *name, enum vblk_corrupt *out);

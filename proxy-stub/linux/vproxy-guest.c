@@ -101,8 +101,8 @@ struct gdev {
 	enum vblk_corrupt kind;
 	pthread_t thread;
 	bool started;
-	struct vps_dev vps;
-	struct vblk_dev *blk;
+	struct vps_frontend vps;
+	struct vblk_driver *blk;
 	const struct vblk_info *info;
 
 	struct op *ops;

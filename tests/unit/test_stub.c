@@ -698,7 +698,7 @@ static void provision(struct fake *f, const char *be_state)
 	xs_put(f, FE_DIR "/state", "1");
 }
 
-static struct vps_dev dev;
+static struct vps_frontend dev;
 static struct vps_opts opts;
 
 static void setup(void)
@@ -1218,7 +1218,7 @@ static uint64_t irq_seen;
 
 static void test_irq(void *arg)
 {
-	struct vps_dev *d = arg;
+	struct vps_frontend *d = arg;
 	uint64_t v;
 
 	irq_calls++;
@@ -1733,7 +1733,7 @@ static const struct fake_dev_ops fblk_ops = {fb_read, fb_write};
 	 (1ull << VIRTIO_BLK_F_DISCARD) | (1ull << VIRTIO_BLK_F_WRITE_ZEROES) |          \
 	 (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_RING_F_INDIRECT_DESC))
 
-static struct vblk_dev *blk;
+static struct vblk_driver *blk;
 static struct vblk_opts bopts;
 
 static void vblk_setup(void)
