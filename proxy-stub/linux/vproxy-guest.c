@@ -316,7 +316,7 @@ static int parse_args(int argc, char **argv, struct config *c)
 	        {"help", no_argument, NULL, O_HELP},
 	        {NULL, 0, NULL, 0},
 	};
-	unsigned long long v;
+	unsigned long long v = 0; /* read after a failed parse too (then unused) */
 	bool have_domid = false;
 	int opt;
 
