@@ -76,7 +76,9 @@ static void usage(FILE *f)
 	        "  --plot FILE.png        IOPS and p99 against the swept value "
 	        "(gnuplot)\n"
 	        "tuning:\n"
-	        "  --poll-us N            vproxyd poll-us (default 50)\n"
+	        "  --poll-us auto|N       vproxyd poll-us (default auto, vproxyd's own)\n"
+	        "  --poll-max-us N        vproxyd poll-max-us, auto's cap (default: "
+	        "vproxyd's)\n"
 	        "  --guest-spin-us N      guests poll the used ring N us before sleeping "
 	        "(0)\n"
 	        "  --qsd-poll-ns N        qsd iothread poll-max-ns (default: qsd's own)\n"
@@ -165,6 +167,7 @@ static void parse_args(int argc, char **argv, struct cfg *c)
 		OPT_SWEEP,
 		OPT_PLOT,
 		OPT_POLL,
+		OPT_POLLMAX,
 		OPT_SPIN,
 		OPT_QSDPOLL,
 		OPT_JSON,
@@ -207,6 +210,7 @@ static void parse_args(int argc, char **argv, struct cfg *c)
 	        {"sweep", 1, NULL, OPT_SWEEP},
 	        {"plot", 1, NULL, OPT_PLOT},
 	        {"poll-us", 1, NULL, OPT_POLL},
+	        {"poll-max-us", 1, NULL, OPT_POLLMAX},
 	        {"guest-spin-us", 1, NULL, OPT_SPIN},
 	        {"qsd-poll-ns", 1, NULL, OPT_QSDPOLL},
 	        {"json", 1, NULL, OPT_JSON},
@@ -230,7 +234,7 @@ static void parse_args(int argc, char **argv, struct cfg *c)
 	};
 	static const char *const rws[] = {"read", "write", "randread", "randwrite",
 	                                  "randrw"};
-	unsigned u;
+	unsigned u = 0; /* read after a failed parse too (then unused) */
 	int o;
 
 	*c = (struct cfg){.rw = "randread",
@@ -244,7 +248,7 @@ static void parse_args(int argc, char **argv, struct cfg *c)
 	                  .size = 256u << 20,
 	                  .plugin = "mem",
 	                  .prefill = -1,
-	                  .poll_us = 50,
+	                  .poll_auto = true,
 	                  .qsd_poll_ns = -1,
 	                  .first_domid = 10,
 	                  .addr_mode = "gfn",
@@ -326,7 +330,13 @@ static void parse_args(int argc, char **argv, struct cfg *c)
 			break;
 		case OPT_SWEEP: bad = parse_sweep(optarg, c) < 0; break;
 		case OPT_PLOT: c->plot = optarg; break;
-		case OPT_POLL: bad = parse_uint(optarg, 1000000, &c->poll_us) < 0; break;
+		case OPT_POLL:
+			c->poll_auto = strcmp(optarg, "auto") == 0;
+			bad = !c->poll_auto && parse_uint(optarg, 1000000, &c->poll_us) < 0;
+			break;
+		case OPT_POLLMAX:
+			bad = parse_uint(optarg, 1000000, &c->poll_max_us) < 0 || !c->poll_max_us;
+			break;
 		case OPT_SPIN: bad = parse_uint(optarg, 1000000, &c->spin_us) < 0; break;
 		case OPT_QSDPOLL:
 			bad = parse_uint(optarg, 100000000, &u) < 0;
@@ -498,7 +508,9 @@ int main(int argc, char **argv)
 	                          .direct = cfg.direct,
 	                          .engine = cfg.engine,
 	                          .verify = cfg.verify,
+	                          .poll_auto = cfg.poll_auto,
 	                          .poll_us = cfg.poll_us,
+	                          .poll_max_us = cfg.poll_max_us,
 	                          .spin_us = cfg.spin_us,
 	                          .cpus = sysconf(_SC_NPROCESSORS_ONLN),
 	                          .version = VPROXY_VERSION};

@@ -42,7 +42,10 @@ struct cfg {
 	enum sweep sweep;
 	unsigned sweep_vals[MAX_SWEEP], nsweep;
 	bool fio, qsd, no_vproxy;
-	unsigned poll_us, spin_us;
+	bool poll_auto;       /* vproxyd poll-us = auto (its default) */
+	unsigned poll_us;     /* fixed poll-us when !poll_auto */
+	unsigned poll_max_us; /* auto's cap; 0: vproxyd's default */
+	unsigned spin_us;
 	long qsd_poll_ns; /* -1: qsd's default */
 	pid_t attach_pid;
 	const char *run_dir;

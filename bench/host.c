@@ -273,13 +273,18 @@ static void write_vproxyd_config(const struct cfg *c, unsigned guests, unsigned 
 	/* info at least: start-up is detected by its "serving" line */
 	fprintf(f,
 	        "[vproxyd]\nhypervisor = sim\nrun-dir = %s\nplugin-dir = %s\nlog-level = "
-	        "%s\npoll-us = %u\n\n",
+	        "%s\n",
 	        run_dir, plugdir,
 	        getenv("VPROXY_LOG_LEVEL") &&
 	                        strcmp(getenv("VPROXY_LOG_LEVEL"), "debug") == 0
 	                ? "debug"
-	                : "info",
-	        c->poll_us);
+	                : "info");
+	/* Polling as vproxyd does by default unless told otherwise. */
+	if (!c->poll_auto)
+		fprintf(f, "poll-us = %u\n", c->poll_us);
+	if (c->poll_max_us)
+		fprintf(f, "poll-max-us = %u\n", c->poll_max_us);
+	fprintf(f, "\n");
 	for (unsigned i = 0; i < guests; i++) {
 		fprintf(f,
 		        "[device bench%u]\nguest = %u\nid = 0\nplugin = %s\nqueues = "

@@ -122,8 +122,12 @@ void report_table(FILE *f, const struct report_info *ri, const struct run_point 
 	const struct target_result *vp = find(p, "vproxy"), *qsd = find(p, "qsd"),
 	                           *fio = find(p, "fio"), *mc = find(p, "memcpy");
 	unsigned guests = ri->guests, iodepth = ri->iodepth;
-	char bs[32], size[32];
+	char bs[32], size[32], poll[16];
 
+	if (ri->poll_auto)
+		snprintf(poll, sizeof(poll), "auto");
+	else
+		snprintf(poll, sizeof(poll), "%u", ri->poll_us);
 	if (p->sweep_name && strcmp(p->sweep_name, "guests") == 0)
 		guests = p->sweep_value;
 	if (p->sweep_name && strcmp(p->sweep_name, "iodepth") == 0)
@@ -133,9 +137,9 @@ void report_table(FILE *f, const struct report_info *ri, const struct run_point 
 	fprintf(f,
 	        "\n%s bs=%s iodepth=%u queues=%u guests=%u (total QD %u) plugin=%s "
 	        "size=%s "
-	        "runtime=%.1fs ramp=%.1fs poll-us=%u spin-us=%u%s\n",
+	        "runtime=%.1fs ramp=%.1fs poll-us=%s spin-us=%u%s\n",
 	        ri->rw, bs, iodepth, ri->queues, guests, guests * ri->queues * iodepth,
-	        ri->plugin, size, ri->runtime_s, ri->ramp_s, ri->poll_us, ri->spin_us,
+	        ri->plugin, size, ri->runtime_s, ri->ramp_s, poll, ri->spin_us,
 	        ri->verify ? " verify" : "");
 	fprintf(f, "%-7s %-6s %9s %9s %8s %8s %8s %9s %9s %9s %8s\n", "target", "guest",
 	        "IOPS", "MB/s", "mean-us", "p50-us", "p99-us", "p99.9-us", "max-us",
@@ -369,9 +373,13 @@ void report_json(FILE *f, const struct report_info *ri, const struct run_point *
 	fprintf(f, ", \"engine\": ");
 	json_str(f, ri->engine ? ri->engine : "");
 	fprintf(f,
-	        ", \"verify\": %s, \"poll_us\": %u, \"guest_spin_us\": %u, \"cpus\": "
-	        "%ld},\n",
-	        ri->verify ? "true" : "false", ri->poll_us, ri->spin_us, ri->cpus);
+	        ", \"verify\": %s, \"poll_us\": ", ri->verify ? "true" : "false");
+	if (ri->poll_auto)
+		fprintf(f, "\"auto\"");
+	else
+		fprintf(f, "%u", ri->poll_us);
+	fprintf(f, ", \"poll_max_us\": %u, \"guest_spin_us\": %u, \"cpus\": %ld},\n",
+	        ri->poll_max_us, ri->spin_us, ri->cpus);
 	fprintf(f, "  \"runs\": [\n");
 	for (unsigned i = 0; i < n; i++) {
 		const struct run_point *p = &pts[i];

@@ -74,7 +74,8 @@ struct report_info {
 	uint64_t size;
 	const char *plugin, *file, *direct, *engine;
 	bool verify;
-	unsigned poll_us, spin_us;
+	bool poll_auto;
+	unsigned poll_us, poll_max_us, spin_us;
 	long cpus;
 	const char *version;
 };

@@ -235,8 +235,19 @@ static int global_key(struct parser *p, const char *key, const char *value)
 			fail(p, p->line, key, "\"%s\" is not allowed (auto or 0..%u)", value,
 			     VPROXY_DOMID_MAX);
 	} else if (strcmp(key, "poll-us") == 0) {
-		if (parse_uint(value, VP_CONFIG_MAX_POLL_US, &n) == 0)
+		if (strcmp(value, "auto") == 0) {
+			c->poll_auto = true;
+		} else if (parse_uint(value, VP_CONFIG_MAX_POLL_US, &n) == 0) {
+			c->poll_auto = false;
 			c->poll_us = (unsigned)n;
+		} else {
+			fail(p, p->line, key,
+			     "\"%s\" is not allowed (auto or microseconds, 0..%d)", value,
+			     VP_CONFIG_MAX_POLL_US);
+		}
+	} else if (strcmp(key, "poll-max-us") == 0) {
+		if (parse_uint(value, VP_CONFIG_MAX_POLL_US, &n) == 0)
+			c->poll_max_us = (unsigned)n;
 		else
 			fail(p, p->line, key,
 			     "\"%s\" is not allowed (microseconds, 0..%d)", value,
@@ -244,7 +255,7 @@ static int global_key(struct parser *p, const char *key, const char *value)
 	} else {
 		fail(p, p->line, key,
 		     "unknown key in [vproxyd] (known: hypervisor, run-dir, plugin-dir, "
-		     "log-level, backend-domid, poll-us)");
+		     "log-level, backend-domid, poll-us, poll-max-us)");
 	}
 	return 0;
 }
@@ -570,6 +581,8 @@ static struct vp_config *config_new(const char *file)
 	c->hypervisor = "sim";
 	c->log_level = VPROXY_LOG_INFO;
 	c->backend_domid = -1;
+	c->poll_auto = true;
+	c->poll_max_us = VP_CONFIG_DEFAULT_POLL_MAX_US;
 	c->path = strdup(file);
 	c->run_dir = strdup(DEFAULT_RUN_DIR);
 	c->plugin_dir = strdup(VPROXY_DEFAULT_PLUGIN_DIR);

@@ -20,6 +20,8 @@
 #define VP_CONFIG_MAX_QUEUES 16
 #define VP_CONFIG_MAX_QUEUE_SIZE 1024
 #define VP_CONFIG_MAX_POLL_US 1000000
+/* poll-max-us when not set: the adaptive window's cap (bench/README.md). */
+#define VP_CONFIG_DEFAULT_POLL_MAX_US 50
 #define VP_CONFIG_SERIAL_MAX 20       /* bytes of virtio-blk GET_ID */
 #define VP_CONFIG_MAX_TIMEOUT_MS 3600000 /* request-timeout: one hour */
 
@@ -55,7 +57,9 @@ struct vp_config {
 	int plugin_dir_line; /* line that set plugin-dir, 0 when defaulted */
 	enum vproxy_log_level log_level; /* log-level, default info */
 	int backend_domid;   /* backend-domid: -1 for "auto" (the default) */
-	unsigned poll_us;    /* poll-us, 0..1000000, default 0 */
+	bool poll_auto;      /* poll-us = auto (the default): adaptive */
+	unsigned poll_us;    /* poll-us when a number, 0..1000000 (0: off) */
+	unsigned poll_max_us; /* poll-max-us, the adaptive window's cap */
 	/* [device NAME] sections in file order */
 	struct vp_config_device *devices;
 	size_t n_devices;

@@ -1,6 +1,7 @@
 /*
  * The event loop (loop.h): fds, event channel ports and pollers, each
- * with its owner's callback; the polling spell of poll-us.
+ * with its owner's callback; the polling spell, as long as the poll window
+ * (pollwin.h) says.
  */
 #include "loop.h"
 
@@ -12,6 +13,7 @@
 #include <time.h>
 
 #include "hv.h"
+#include "pollwin.h"
 
 struct vp_loop_port {
 	vp_loop_fn *fn; /* NULL: not registered */
@@ -19,6 +21,7 @@ struct vp_loop_port {
 };
 
 struct vp_loop_fd {
+	struct vp_loop *loop;
 	struct event *ev;
 	vp_loop_fn *fn;
 	void *opaque;
@@ -26,24 +29,29 @@ struct vp_loop_fd {
 
 struct vp_loop {
 	struct event_base *base;
-	unsigned poll_us;
+	struct vp_pollwin win;       /* how long a spell spins */
+	bool asleep;                 /* in a blocking wait; the next event ends it */
+	uint64_t last_work_ns;       /* when the loop last found work */
+	uint64_t events;             /* fd and port events handled */
 	struct vp_hv *hv; /* event channel source, or NULL */
 	struct event *evtchn_ev;
 	struct vp_loop_port *ports; /* indexed by local port */
 	size_t nports;
-	uint64_t kicks;              /* port events handled, for the spell */
 	struct vp_poller *pollers;   /* polled while the loop spins */
 	struct vp_poller *poll_next; /* the one run_pollers() calls next */
 	bool stopped;
 };
 
-struct vp_loop *vp_loop_new(unsigned poll_us)
+struct vp_loop *vp_loop_new(unsigned poll_us, bool adaptive)
 {
 	struct vp_loop *loop = calloc(1, sizeof(*loop));
 
 	if (!loop)
 		return NULL;
-	loop->poll_us = poll_us;
+	if (adaptive)
+		vp_pollwin_adaptive(&loop->win, (uint64_t)poll_us * 1000u);
+	else
+		vp_pollwin_fixed(&loop->win, (uint64_t)poll_us * 1000u);
 	loop->base = event_base_new();
 	if (!loop->base) {
 		free(loop);
@@ -68,12 +76,32 @@ struct event_base *vp_loop_base(struct vp_loop *loop)
 	return loop->base;
 }
 
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* An event: if it ended a sleep, tell the poll window how long the gap
+ * since the last work was. */
+static void got_event(struct vp_loop *loop)
+{
+	loop->events++;
+	if (loop->asleep) {
+		loop->asleep = false;
+		vp_pollwin_woke(&loop->win, now_ns() - loop->last_work_ns);
+	}
+}
+
 static void fd_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct vp_loop_fd *f = arg;
 
 	(void)fd;
 	(void)what;
+	got_event(f->loop);
 	f->fn(f->opaque);
 }
 
@@ -84,6 +112,7 @@ struct vp_loop_fd *vp_loop_fd_add(struct vp_loop *loop, int fd, vp_loop_fn *fn,
 
 	if (!f)
 		return NULL;
+	f->loop = loop;
 	f->fn = fn;
 	f->opaque = opaque;
 	f->ev = event_new(loop->base, fd, EV_READ | EV_PERSIST, fd_cb, f);
@@ -121,7 +150,7 @@ static void evtchn_cb(evutil_socket_t fd, short what, void *arg)
 		if ((size_t)port < loop->nports)
 			p = loop->ports[port];
 		hv->ops->evtchn_unmask(hv, port);
-		loop->kicks++;
+		got_event(loop);
 		if (p.fn)
 			p.fn(p.opaque);
 	}
@@ -173,7 +202,7 @@ void vp_loop_port_remove(struct vp_loop *loop, int port)
 
 bool vp_loop_poller_add(struct vp_loop *loop, struct vp_poller *p)
 {
-	if (!loop || !loop->poll_us)
+	if (!loop || !loop->win.ns)
 		return false;
 	if (!p->queued) {
 		p->next = loop->pollers;
@@ -232,16 +261,13 @@ static void stop_pollers(struct vp_loop *loop)
 
 void vp_loop_no_polling(struct vp_loop *loop)
 {
-	loop->poll_us = 0;
+	vp_pollwin_fixed(&loop->win, 0);
 	stop_pollers(loop);
 }
 
-static uint64_t now_ns(void)
+unsigned vp_loop_poll_window_us(const struct vp_loop *loop)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	return (unsigned)(loop->win.ns / 1000u);
 }
 
 static bool exiting(struct vp_loop *loop)
@@ -250,35 +276,43 @@ static bool exiting(struct vp_loop *loop)
 }
 
 /*
- * With poll-us set, every wake-up that handled port events is followed by
- * a bounded spell of non-blocking polls: a guest that kicks again soon is
- * served without the cost of a sleep and a wake-up (tens of microseconds
- * on virtual machines).  The spell ends poll-us after the last event or
- * poller work, so an idle loop sleeps and uses no CPU.  poll-us is read
- * each turn: vp_loop_no_polling() ends spinning for good.
+ * With a poll window, every wake-up that handled events is followed by a
+ * bounded spell of non-blocking polls: a guest that kicks again soon, or a
+ * disk that completes soon, is served without the cost of a sleep and a
+ * wake-up (tens of microseconds on virtual machines).  The spell ends one
+ * window after the last event or poller work, so an idle loop sleeps and
+ * uses no CPU.  The window is read each turn: an adaptive one follows the
+ * gaps between events (pollwin.h), and vp_loop_no_polling() closes it for
+ * good.
  */
 int vp_loop_run(struct vp_loop *loop)
 {
 	while (!exiting(loop)) {
-		uint64_t seen = loop->kicks, deadline;
+		uint64_t seen = loop->events, deadline, now;
 
-		if (!loop->poll_us)
+		if (!vp_pollwin_enabled(&loop->win))
 			return event_base_dispatch(loop->base) < 0 ? -EIO : 0;
+		loop->asleep = true;
 		if (event_base_loop(loop->base, EVLOOP_ONCE) < 0)
 			return -EIO;
-		if (loop->kicks == seen && !loop->pollers)
+		loop->asleep = false;
+		if (loop->events == seen && !loop->pollers)
 			continue;
-		deadline = now_ns() + (uint64_t)loop->poll_us * 1000u;
-		while (!event_base_got_exit(loop->base) && loop->poll_us &&
-		       now_ns() < deadline) {
+		now = now_ns();
+		loop->last_work_ns = now;
+		deadline = now + loop->win.ns;
+		while (!event_base_got_exit(loop->base) && loop->win.ns && now < deadline) {
 			bool worked;
 
-			seen = loop->kicks;
+			seen = loop->events;
 			if (event_base_loop(loop->base, EVLOOP_NONBLOCK) < 0)
 				return -EIO;
 			worked = run_pollers(loop);
-			if (loop->kicks != seen || worked)
-				deadline = now_ns() + (uint64_t)loop->poll_us * 1000u;
+			now = now_ns();
+			if (loop->events != seen || worked) {
+				loop->last_work_ns = now;
+				deadline = now + loop->win.ns;
+			}
 		}
 		stop_pollers(loop);
 	}

@@ -3,7 +3,8 @@
  * The event loop: a dispatcher, not an owner.  Whoever has something to
  * serve registers it with a callback and an opaque pointer: a file
  * descriptor, an event channel port, or a poller that the loop calls while
- * it spins (poll-us).  The loop knows nothing of what it serves.
+ * it spins (the poll window, pollwin.h).  The loop knows nothing of what
+ * it serves.
  *
  * Underneath is one libevent base (vp_loop_base): timers and deferred calls
  * are plain libevent events on it.
@@ -21,9 +22,11 @@ struct vp_loop_fd;
 /* What the loop calls when an fd is readable or a port has an event. */
 typedef void vp_loop_fn(void *opaque);
 
-/* A new loop; with poll_us > 0 it spins that long after work before
- * sleeping.  NULL on failure.  Free with vp_loop_free(). */
-struct vp_loop *vp_loop_new(unsigned poll_us);
+/* A new loop.  With poll_us > 0 it spins after work before sleeping:
+ * poll_us long, or with adaptive set, as long as the gaps between events
+ * warrant, at most poll_us (pollwin.h).  NULL on failure.  Free with
+ * vp_loop_free(). */
+struct vp_loop *vp_loop_new(unsigned poll_us, bool adaptive);
 /* Free the loop and its base.  Every fd and port must be removed. */
 void vp_loop_free(struct vp_loop *loop);
 /* The libevent base underneath (owned by the loop). */
@@ -58,13 +61,16 @@ struct vp_poller {
 	bool queued;
 };
 /* Poll p until the current spell ends.  False (p not added) when the
- * loop does not spin (poll-us 0) or loop is NULL. */
+ * loop does not spin now (its poll window is 0) or loop is NULL. */
 bool vp_loop_poller_add(struct vp_loop *loop, struct vp_poller *p);
 /* Take p off the list without calling stop() (its owner goes away). */
 void vp_loop_poller_remove(struct vp_loop *loop, struct vp_poller *p);
 /* Stop spinning for good: end the spell now (stop() for every poller);
  * later vp_loop_poller_add() calls fail. */
 void vp_loop_no_polling(struct vp_loop *loop);
+
+/* The poll window now, in microseconds (rounded down). */
+unsigned vp_loop_poll_window_us(const struct vp_loop *loop);
 
 /* Dispatch until vp_loop_stop().  0, or -EIO if libevent failed. */
 int vp_loop_run(struct vp_loop *loop);

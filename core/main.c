@@ -159,7 +159,8 @@ int main(int argc, char **argv)
 	opts.backend_domid = cfg->backend_domid;
 	opts.gmem_cache_bytes = 64u << 20;
 	opts.shutdown_grace_ms = 2000;
-	opts.poll_us = cfg->poll_us;
+	opts.poll_adaptive = cfg->poll_auto;
+	opts.poll_us = cfg->poll_auto ? cfg->poll_max_us : cfg->poll_us;
 	opts.decls = decls;
 	opts.ndecls = cfg->n_devices;
 

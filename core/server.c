@@ -126,7 +126,7 @@ struct vp_server *vp_server_new(const struct vp_server_opts *opts, char *err,
 		return NULL;
 	}
 	srv->opts = *opts;
-	srv->loop = vp_loop_new(opts->poll_us);
+	srv->loop = vp_loop_new(opts->poll_us, opts->poll_adaptive);
 	if (!srv->loop) {
 		snprintf(err, errlen, "cannot create the event loop");
 		goto fail;

@@ -7,6 +7,7 @@
 #ifndef VP_SERVER_H
 #define VP_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "xsbus.h"
@@ -20,6 +21,7 @@ struct vp_server_opts {
 	size_t gmem_cache_bytes;    /* per-device gfn mapping cache bound */
 	unsigned shutdown_grace_ms; /* wait for frontends to close on exit */
 	unsigned poll_us;           /* after work, poll this long before sleeping */
+	bool poll_adaptive;         /* ...or as the gaps warrant, at most poll_us */
 	const struct vp_devdecl *decls;
 	size_t ndecls;
 };

@@ -164,7 +164,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (!hv) {
 		hv = fake_hv_new(RAM_PAGES);
-		loop = vp_loop_new(0);
+		loop = vp_loop_new(0, false);
 		if (!loop)
 			abort();
 		base = vp_loop_base(loop);

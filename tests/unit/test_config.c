@@ -126,7 +126,8 @@ START_TEST(parse_defaults)
 	ck_assert_int_eq(c->plugin_dir_line, 0);
 	ck_assert_int_eq(c->log_level, VPROXY_LOG_INFO);
 	ck_assert_int_eq(c->backend_domid, -1);
-	ck_assert_uint_eq(c->poll_us, 0);
+	ck_assert(c->poll_auto);
+	ck_assert_uint_eq(c->poll_max_us, VP_CONFIG_DEFAULT_POLL_MAX_US);
 	ck_assert_uint_eq(c->n_devices, 1);
 	ck_assert(!c->devices[0].read_only);
 	ck_assert_uint_eq(c->devices[0].queues, 1);
@@ -161,6 +162,7 @@ START_TEST(parse_fixture_file)
 	ck_assert_str_eq(c->run_dir, "/tmp/vproxy-test");
 	ck_assert_int_eq(c->log_level, VPROXY_LOG_DEBUG);
 	ck_assert_int_eq(c->backend_domid, 7);
+	ck_assert(!c->poll_auto);
 	ck_assert_uint_eq(c->poll_us, 50);
 	ck_assert_uint_eq(c->n_devices, 2);
 	ck_assert_str_eq(c->devices[0].label, "root");
@@ -206,11 +208,26 @@ END_TEST
 
 /* ---- errors, one test per kind ---- */
 
+START_TEST(parse_poll_modes)
+{
+	struct vp_config *c = parse_ok("[vproxyd]\npoll-us = auto\npoll-max-us = 200\n"
+	                               "[device d]\nguest=1\nid=0\nplugin=mem\n");
+
+	ck_assert(c->poll_auto);
+	ck_assert_uint_eq(c->poll_max_us, 200);
+	vp_config_free(c);
+	c = parse_ok("[vproxyd]\npoll-us = 0\n[device d]\nguest=1\nid=0\nplugin=mem\n");
+	ck_assert(!c->poll_auto);
+	ck_assert_uint_eq(c->poll_us, 0);
+	vp_config_free(c);
+}
+END_TEST
+
 START_TEST(err_unknown_global_key)
 {
 	expect_error("[vproxyd]\nhypervisor = sim\ncolour = blue\n",
 		     "t.ini:3: colour: unknown key in [vproxyd] (known: hypervisor, "
-		     "run-dir, plugin-dir, log-level, backend-domid, poll-us)");
+		     "run-dir, plugin-dir, log-level, backend-domid, poll-us, poll-max-us)");
 }
 END_TEST
 
@@ -244,12 +261,18 @@ static const struct {
 	{"[vproxyd]\nbackend-domid = -1\n",
 	 "t.ini:2: backend-domid: \"-1\" is not allowed (auto or 0..32751)"},
 	{"[vproxyd]\npoll-us = 1000001\n",
-	 "t.ini:2: poll-us: \"1000001\" is not allowed (microseconds, 0..1000000)"},
+	 "t.ini:2: poll-us: \"1000001\" is not allowed (auto or microseconds, 0..1000000)"},
 	{"[vproxyd]\npoll-us = 1.5\n",
-	 "t.ini:2: poll-us: \"1.5\" is not allowed (microseconds, 0..1000000)"},
+	 "t.ini:2: poll-us: \"1.5\" is not allowed (auto or microseconds, 0..1000000)"},
+	{"[vproxyd]\npoll-us = Auto\n",
+	 "t.ini:2: poll-us: \"Auto\" is not allowed (auto or microseconds, 0..1000000)"},
+	{"[vproxyd]\npoll-max-us = 1000001\n",
+	 "t.ini:2: poll-max-us: \"1000001\" is not allowed (microseconds, 0..1000000)"},
+	{"[vproxyd]\npoll-max-us = auto\n",
+	 "t.ini:2: poll-max-us: \"auto\" is not allowed (microseconds, 0..1000000)"},
 	{"[vproxyd]\npoll-us = 99999999999999999999999\n",
-	 "t.ini:2: poll-us: \"99999999999999999999999\" is not allowed (microseconds, "
-	 "0..1000000)"},
+	 "t.ini:2: poll-us: \"99999999999999999999999\" is not allowed (auto or "
+	 "microseconds, 0..1000000)"},
 	{"[device a]\nguest = 0\n", "t.ini:2: guest: domid 0 is out of range (1..32751)"},
 	{"[device a]\nguest = 32752\n",
 	 "t.ini:2: guest: domid 32752 is out of range (1..32751)"},
@@ -506,6 +529,7 @@ static Suite *config_suite(void)
 	TCase *bad = tcase_create("errors");
 
 	tcase_add_test(good, parse_all_keys);
+	tcase_add_test(good, parse_poll_modes);
 	tcase_add_test(good, parse_defaults);
 	tcase_add_test(good, parse_fixture_file);
 	tcase_add_test(good, shipped_config_parses);

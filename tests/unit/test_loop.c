@@ -9,6 +9,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <event2/event.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -77,11 +78,16 @@ static void kick(int port)
 
 static struct vp_loop *loop;
 
-static void open_loop(unsigned poll_us)
+static void open_loop_mode(unsigned poll_us, bool adaptive)
 {
-	loop = vp_loop_new(poll_us);
+	loop = vp_loop_new(poll_us, adaptive);
 	ck_assert_ptr_nonnull(loop);
 	ck_assert_int_eq(vp_loop_set_evtchn(loop, &fhv.base), 0);
+}
+
+static void open_loop(unsigned poll_us)
+{
+	open_loop_mode(poll_us, false);
 }
 
 static void setup(void)
@@ -353,22 +359,40 @@ START_TEST(spell_runs_while_work_then_ends)
 }
 END_TEST
 
-START_TEST(no_spell_without_events)
+static struct poller_probe *fd_adds;
+
+static void fd_adds_poller_cb(void *opaque)
+{
+	struct fd_probe *p = opaque;
+	char c;
+
+	p->calls++;
+	ck_assert_int_eq(read(p->fd, &c, 1), 1);
+	ck_assert(vp_loop_poller_add(loop, &fd_adds->p));
+}
+
+START_TEST(fd_event_starts_a_spell)
 {
 	int fds[2];
-	struct fd_probe f = {.stop_loop = true};
+	struct fd_probe f = {0};
 	struct poller_probe a;
 
-	/* An fd event alone starts no spell: run returns at once. */
+	/* An fd event (a disk's completions) starts a spell too, so what its
+	 * callback queued is polled until the spell ends. */
 	probe_init(&a);
+	a.work = 3;
+	a.stop_loop = true;
+	fd_adds = &a;
 	open_loop(POLL_US);
 	ck_assert_int_eq(pipe(fds), 0);
 	f.fd = fds[0];
-	f.handle = vp_loop_fd_add(loop, fds[0], fd_cb, &f);
+	f.handle = vp_loop_fd_add(loop, fds[0], fd_adds_poller_cb, &f);
 	ck_assert_int_eq(write(fds[1], "x", 1), 1);
 	ck_assert_int_eq(vp_loop_run(loop), 0);
 	ck_assert_uint_eq(f.calls, 1);
-	ck_assert_uint_eq(a.polls, 0);
+	ck_assert_uint_gt(a.polls, 3);
+	ck_assert_uint_eq(a.stops, 1);
+	ck_assert_uint_ge(a.stop_us - a.last_work_us, POLL_US);
 	vp_loop_fd_remove(f.handle);
 	close(fds[0]);
 	close(fds[1]);
@@ -480,6 +504,95 @@ START_TEST(stop_inside_spell_ends_it)
 }
 END_TEST
 
+/* ---- the adaptive poll window ---- */
+
+/* A timer kicks port 1: `fast` kicks 1 ms apart (within the cap), then
+ * `slow` kicks 60 ms apart (beyond it), then it stops the loop.  The
+ * window is recorded when the fast kicks are done. */
+struct kicker {
+	struct event *ev;
+	unsigned fast, slow;
+	unsigned seen;
+	unsigned win_after_fast;
+};
+
+static void kicker_arm(struct kicker *k, unsigned every_us)
+{
+	struct timeval tv = {every_us / 1000000u, every_us % 1000000u};
+
+	event_del(k->ev);
+	ck_assert_int_eq(event_add(k->ev, &tv), 0);
+}
+
+static void kicker_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct kicker *k = arg;
+
+	(void)fd;
+	(void)what;
+	if (k->fast) {
+		k->fast--;
+		kick(1);
+		return;
+	}
+	if (k->slow) {
+		if (!k->win_after_fast) {
+			k->win_after_fast = vp_loop_poll_window_us(loop) + 1;
+			kicker_arm(k, 60000);
+		}
+		k->slow--;
+		kick(1);
+		return;
+	}
+	event_del(k->ev);
+	vp_loop_stop(loop);
+}
+
+static void count_cb(void *opaque)
+{
+	((struct kicker *)opaque)->seen++;
+}
+
+#define CAP_US 20000u
+
+START_TEST(adaptive_window_follows_the_gaps)
+{
+	struct kicker k = {.fast = 30, .slow = 16};
+	unsigned win;
+
+	/* Closed at first. */
+	open_loop_mode(CAP_US, true);
+	ck_assert_uint_eq(vp_loop_poll_window_us(loop), 0);
+	ck_assert_int_eq(vp_loop_port_add(loop, 1, count_cb, &k), 0);
+	k.ev = event_new(vp_loop_base(loop), -1, EV_PERSIST, kicker_cb, &k);
+	ck_assert_ptr_nonnull(k.ev);
+	kicker_arm(&k, 1000);
+	ck_assert_int_eq(vp_loop_run(loop), 0);
+	event_free(k.ev);
+	ck_assert_uint_eq(k.seen, 30 + 16);
+	/* Kicks 1 ms apart: the window opened and grew until a spell
+	 * outlasted the gap (then the loop stopped sleeping between kicks,
+	 * and it stayed), never past the cap. */
+	win = k.win_after_fast - 1;
+	ck_assert_uint_ge(win, 1000);
+	ck_assert_uint_le(win, CAP_US);
+	/* Kicks 60 ms apart: every sleep halved it, down to 0. */
+	ck_assert_uint_eq(vp_loop_poll_window_us(loop), 0);
+}
+END_TEST
+
+START_TEST(adaptive_window_closed_takes_no_poller)
+{
+	struct poller_probe a;
+
+	probe_init(&a);
+	open_loop_mode(CAP_US, true);
+	/* An adaptive loop that has not grown a window does not spin. */
+	ck_assert(!vp_loop_poller_add(loop, &a.p));
+	ck_assert(!a.p.queued);
+}
+END_TEST
+
 static Suite *loop_suite(void)
 {
 	Suite *s = suite_create("loop");
@@ -491,11 +604,13 @@ static Suite *loop_suite(void)
 	tcase_add_test(tc, port_dispatch);
 	tcase_add_test(tc, port_removed_inside_a_callback);
 	tcase_add_test(tc, spell_runs_while_work_then_ends);
-	tcase_add_test(tc, no_spell_without_events);
+	tcase_add_test(tc, fd_event_starts_a_spell);
 	tcase_add_test(tc, poller_removed_mid_spell);
 	tcase_add_test(tc, poller_removes_itself);
 	tcase_add_test(tc, polling_off);
 	tcase_add_test(tc, stop_inside_spell_ends_it);
+	tcase_add_test(tc, adaptive_window_follows_the_gaps);
+	tcase_add_test(tc, adaptive_window_closed_takes_no_poller);
 	suite_add_tcase(s, tc);
 	return s;
 }

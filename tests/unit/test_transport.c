@@ -215,7 +215,7 @@ static void setup(void)
 
 	memset(&fhv, 0, sizeof(fhv));
 	fhv.base.ops = &fake_ops;
-	loop = vp_loop_new(0);
+	loop = vp_loop_new(0, false);
 	ck_assert_ptr_nonnull(loop);
 	base = vp_loop_base(loop);
 	vp_plugin_set_event_base(base);

@@ -251,7 +251,7 @@ static void setup(void)
 	if (!hv)
 		hv = fake_hv_new(64);
 	fake_hv_reset(hv);
-	loop = vp_loop_new(0);
+	loop = vp_loop_new(0, false);
 	ck_assert_ptr_nonnull(loop);
 	ck_assert_int_eq(vp_loop_set_evtchn(loop, hv), 0);
 	vp_plugin_set_event_base(vp_loop_base(loop));
