@@ -116,6 +116,8 @@ struct vp_blk {
 	struct blk_req *free_reqs;
 	struct blk_req *inflight; /* every request from pop to finish */
 	bool can_cancel;          /* the plugin has cancel() */
+	bool can_kick;            /* the plugin has kick() */
+	bool kick_due;            /* submit() since the last kick() */
 	uint64_t timeout_ns;      /* request-timeout; 0: none (no bouncing) */
 	struct event_base *base;
 	struct event *timer;      /* checks for timed-out requests */
@@ -519,6 +521,18 @@ static void blk_bounce_back(struct blk_req *req)
 		iov_write(req->data, req->data_cnt, req->bounce, (size_t)req->len);
 }
 
+/* The end of a batch: the plugin may have held back what submit() gave it
+ * (one io_uring_submit for many requests) until now.  Called at the end of
+ * everything that submits: a pass over a queue, a completion that issued
+ * the next segment. */
+static void blk_kick(struct vp_blk *blk)
+{
+	if (blk->kick_due) {
+		blk->kick_due = false;
+		blk->plugin->kick(blk->disk);
+	}
+}
+
 /* Issue the remaining plugin requests of req, one at a time; a plugin that
  * completes inline is handled here rather than by recursion. */
 static void blk_submit(struct blk_req *req)
@@ -547,6 +561,7 @@ static void blk_submit(struct blk_req *req)
 				blk_bounce_back(req);
 		} else if (r == 0) {
 			req->in_plugin = true;
+			blk->kick_due = blk->can_kick;
 			return; /* blk_plugin_done() carries on */
 		}
 		if (r < 0) {
@@ -560,6 +575,7 @@ static void blk_submit(struct blk_req *req)
 static void blk_plugin_done(struct vproxy_req *preq, int status)
 {
 	struct blk_req *req = preq->host_priv;
+	struct vp_blk *blk;
 
 	if (req->hung) {
 		blk_zombie_done(req);
@@ -580,7 +596,9 @@ static void blk_plugin_done(struct vproxy_req *preq, int status)
 		return;
 	}
 	blk_bounce_back(req);
+	blk = req->blk; /* req may be recycled by blk_submit() */
 	blk_submit(req);
+	blk_kick(blk);
 }
 
 /* The device is being reset or destroyed: have the plugin drop what it
@@ -862,6 +880,7 @@ static void blk_process(struct vp_blk *blk, unsigned q)
 		}
 	} while (bq->rerun);
 	bq->processing = false;
+	blk_kick(blk);
 	if (bq->irq_pending) {
 		bq->irq_pending = false;
 		vp_vdev_raise_irq(d, VP_IRQ_VRING);
@@ -1011,6 +1030,7 @@ struct vp_vdev *vp_blk_create(const struct vp_blk_params *params,
 		return NULL;
 	blk->plugin = plugin;
 	blk->can_cancel = VPROXY_PLUGIN_HAS(plugin, cancel);
+	blk->can_kick = VPROXY_PLUGIN_HAS(plugin, kick);
 	if (params->request_timeout_ms && params->base) {
 		blk->timeout_ns = (uint64_t)params->request_timeout_ms * 1000000u;
 		blk->base = params->base;

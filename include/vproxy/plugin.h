@@ -135,9 +135,8 @@ struct vproxy_params;
  *    threads (librbd): a thread-safe host->complete_from_thread(dh, req,
  *    status) appended to struct vproxy_host, queueing per disk and waking
  *    the loop once, or a completion eventfd appended here;
- *  - end of batch: an optional kick(disk) appended to struct vproxy_plugin,
- *    called once per loop turn for each disk that got submit() calls in
- *    that turn (one io_uring_submit() for all of them).
+ * (The end of a batch, planned here before, is kick() in struct
+ * vproxy_plugin.)
  */
 struct vproxy_disk_host {
 	uint32_t size;     /* sizeof(struct vproxy_disk_host) of the server */
@@ -243,8 +242,17 @@ struct vproxy_plugin {
 	 * VPROXY_PLUGIN_COVERS): VPROXY_PLUGIN_F_* bits. */
 	uint32_t flags;
 
-	/* Planned: an optional kick(disk), end of a loop turn's batch (see
-	 * struct vproxy_disk_host), is appended here. */
+	/* Optional (NULL, or absent in a table built before it existed: see
+	 * VPROXY_PLUGIN_HAS).  The end of a batch: the host has handed disk
+	 * every request that one pass over a queue (a guest's kick, a turn of
+	 * polling) or one completion brought.  A host that calls kick() at
+	 * all calls it after every run of submit() calls on that disk, before
+	 * it returns to its loop, so from the first kick() on a plugin may
+	 * hold back what submit() queued until the next kick() (one
+	 * io_uring_submit() for many requests).  It may be called from inside
+	 * host->complete(), as submit() may; it never completes a request
+	 * inline. */
+	void (*kick)(void *disk);
 };
 
 /*

@@ -55,6 +55,7 @@ struct vpio_engine {
 	bool uring;
 	struct io_uring ring;
 	bool in_dispatch;     /* completions running: submit once at the end */
+	bool host_kicks;      /* vpio_kick() ends each batch: submit then */
 	unsigned unsubmitted; /* SQEs prepared and not yet submitted */
 	struct vpio_op *backlog, *backlog_tail; /* no SQE was free */
 
@@ -506,7 +507,7 @@ static bool uring_issue(struct vpio_engine *eng, struct vpio_op *op)
 	}
 	io_uring_sqe_set_data(sqe, op);
 	eng->unsubmitted++;
-	if (!eng->in_dispatch)
+	if (!eng->in_dispatch && !eng->host_kicks)
 		uring_flush(eng);
 	return true;
 }
@@ -603,6 +604,13 @@ void vpio_cancel(struct vpio_engine *eng, struct vpio_op *op)
 	io_uring_sqe_set_data(sqe, NULL);
 	eng->unsubmitted++;
 	if (!eng->in_dispatch)
+		uring_flush(eng);
+}
+
+void vpio_kick(struct vpio_engine *eng)
+{
+	eng->host_kicks = true;
+	if (eng->uring && !eng->in_dispatch)
 		uring_flush(eng);
 }
 

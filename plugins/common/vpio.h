@@ -96,6 +96,10 @@ const char *vpio_engine_name(const struct vpio_engine *eng);
 
 /* Start op.  Never completes inline: done() runs later from the loop. */
 void vpio_submit(struct vpio_engine *eng, struct vpio_op *op);
+/* The end of a batch (the plugin's kick()): issue what vpio_submit()
+ * queued since the last one, with one system call.  From the first call
+ * on, vpio_submit() on the loop thread only queues until the next. */
+void vpio_kick(struct vpio_engine *eng);
 
 /* Give op up if it has not started: taken off a queue, or an io_uring
  * cancel for an SQE in flight.  done() still runs exactly once, later,

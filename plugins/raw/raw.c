@@ -285,6 +285,14 @@ static void raw_cancel(void *disk, struct vproxy_req *req)
 	vpio_cancel(d->eng, &op->vpio);
 }
 
+/* The host's end of a batch: one io_uring_submit() for all of it. */
+static void raw_kick(void *disk)
+{
+	struct raw_disk *d = disk;
+
+	vpio_kick(d->eng);
+}
+
 static void raw_close(void *disk)
 {
 	struct raw_disk *d = disk;
@@ -307,6 +315,6 @@ VPROXY_PLUGIN_DEFINE(
         host, .name = "raw",
         .description = "a regular file or block device, byte for byte (io_uring)",
         .param_keys = raw_param_keys, .open = raw_open, .submit = raw_submit,
-        .close = raw_close, .cancel = raw_cancel,
+        .close = raw_close, .cancel = raw_cancel, .kick = raw_kick,
         /* open() waits for the file's lock; close() drains and syncs. */
         .flags = VPROXY_PLUGIN_F_OFF_LOOP);

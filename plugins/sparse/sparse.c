@@ -1426,6 +1426,14 @@ static void sparse_cancel(void *disk, struct vproxy_req *req)
 		vpio_cancel(d->eng, &r->ops[k]);
 }
 
+/* The host's end of a batch: one io_uring_submit() for all of it. */
+static void sparse_kick(void *disk)
+{
+	struct sparse_disk *d = disk;
+
+	vpio_kick(d->eng);
+}
+
 static void sparse_close_disk(void *disk)
 {
 	struct sparse_disk *d = disk;
@@ -1450,5 +1458,6 @@ VPROXY_PLUGIN_DEFINE(
         .description = "a sparse image that grows on first write (vproxy-img create)",
         .param_keys = sparse_param_keys, .open = sparse_open_disk,
         .submit = sparse_submit, .close = sparse_close_disk, .cancel = sparse_cancel,
+        .kick = sparse_kick,
         /* open() waits for the lock and scans the map; close() syncs. */
         .flags = VPROXY_PLUGIN_F_OFF_LOOP);

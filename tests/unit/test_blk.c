@@ -85,6 +85,8 @@ struct fake_disk {
 	unsigned ndropped;
 	unsigned cancels;
 	unsigned closes;
+	unsigned kicks;          /* kick() calls */
+	unsigned nlog_at_kick;   /* submits seen at the last kick() */
 };
 
 static struct fake_disk *disk;
@@ -246,6 +248,24 @@ static const struct vproxy_plugin fake_plugin_cancel = {
         .submit = fake_submit,
         .close = fake_close,
         .cancel = fake_cancel,
+};
+
+static void fake_kick(void *d)
+{
+	ck_assert_ptr_eq(d, disk);
+	disk->kicks++;
+	disk->nlog_at_kick = disk->nlog;
+}
+
+static const struct vproxy_plugin fake_plugin_kick = {
+        .abi_version = VPROXY_PLUGIN_ABI_VERSION,
+        .size = sizeof(struct vproxy_plugin),
+        .name = "fake",
+        .description = "in-test disk that wants the end of each batch",
+        .param_keys = fake_keys,
+        .submit = fake_submit,
+        .close = fake_close,
+        .kick = fake_kick,
 };
 
 /* ---- the guest ---- */
@@ -1573,6 +1593,53 @@ START_TEST(reset_cancels_in_plugin)
 }
 END_TEST
 
+/* kick() ends every batch: once after all that one guest kick brought,
+ * once after a completion that issued the next segment, never when
+ * nothing reached the plugin. */
+START_TEST(kick_ends_each_batch)
+{
+	struct virtio_blk_discard_write_zeroes s[3] = {dz(8, 4, 0), dz(40, 16, 0),
+	                                               dz(80, 8, 0)};
+	struct req r[5], d;
+
+	g.plugin = &fake_plugin_kick;
+	start();
+	disk->deferred = true;
+	for (unsigned i = 0; i < 5; i++) {
+		r[i] = make_req(0, i % 2 ? VIRTIO_BLK_T_IN : VIRTIO_BLK_T_OUT, i * 8, 512);
+		post(0, r[i].head);
+	}
+	kick(0);
+	ck_assert_uint_eq(disk->npending, 5);
+	ck_assert_uint_eq(disk->kicks, 1);
+	ck_assert_uint_eq(disk->nlog_at_kick, 5);
+	/* Completions that submit nothing: no kick. */
+	ck_assert_uint_eq(fake_complete_all(), 5);
+	ck_assert_uint_eq(disk->kicks, 1);
+	for (unsigned i = 0; i < 5; i++)
+		ck_assert_uint_eq(status_of(&r[i]), VIRTIO_BLK_S_OK);
+	/* A three-segment discard: each completion issues the next segment
+	 * and ends its own batch. */
+	d = make_dz(VIRTIO_BLK_T_DISCARD, s, 3);
+	post(0, d.head);
+	kick(0);
+	ck_assert_uint_eq(disk->kicks, 2);
+	fake_complete_one();
+	ck_assert_uint_eq(disk->kicks, 3);
+	ck_assert_uint_eq(disk->nlog_at_kick, 7);
+	fake_complete_one();
+	ck_assert_uint_eq(disk->kicks, 4);
+	fake_complete_one();
+	ck_assert_uint_eq(disk->kicks, 4);
+	ck_assert_uint_eq(status_of(&d), VIRTIO_BLK_S_OK);
+	/* A disk that completes inline gets no kick: nothing is held back. */
+	disk->deferred = false;
+	r[0] = make_req(0, VIRTIO_BLK_T_IN, 0, 512);
+	ck_assert_uint_eq(run(0, &r[0]), VIRTIO_BLK_S_OK);
+	ck_assert_uint_eq(disk->kicks, 4);
+}
+END_TEST
+
 /* Destroying a device cancels what is in flight as well. */
 START_TEST(destroy_cancels_in_plugin)
 {
@@ -1706,6 +1773,7 @@ int main(void)
 	tcase_add_test(tc, destroy_idle);
 	tcase_add_test(tc, reset_with_request_in_flight);
 	tcase_add_test(tc, reset_cancels_in_plugin);
+	tcase_add_test(tc, kick_ends_each_batch);
 	tcase_add_test(tc, queue_disable_waits_for_requests);
 	tcase_add_test(tc, request_timeout_abandons);
 	tcase_add_test(tc, disk_release_closes);
