@@ -1,6 +1,6 @@
 /*
  * Sim rendezvous wire format: how a backend's "sim" hypervisor layer
- * (core/hv/hv_sim.c) and a simulated guest (proxy-stub/linux/simguest.c)
+ * (core/hv/hv_sim_wire.c) and a simulated guest (proxy-stub/linux/simguest.c)
  * hand each other guest memory and event channels.
  *
  * Transport: a unix SOCK_SEQPACKET socket at <run_dir>/dom<domid>.sock;

@@ -3,7 +3,7 @@
  * Fuzzes the xenstore lifecycle (core/xsbus.c) inside a whole vproxyd
  * server (core/server.c, core/loop.c), with the in-memory xenstore of
  * fake_xs.c in place of libxenstore and the guard page hypervisor of
- * fake_hv.c in place of the sim layer (this harness defines vp_hv_sim_open, so hv_sim.c is not
+ * fake_hv.c in place of the sim layer (this harness defines vp_hv_sim_open, so hv_sim*.c are not
  * linked).  The input plays the toolstack and the guests: domains come
  * and go, frontends write any value to ring-ref, event-channel, addr-mode,
  * protocol-version, feature-persistent and state in any order, remove
