@@ -11,7 +11,7 @@
  *    AF_UNIX datagram socketpair for interrupts (backend -> guest: it
  *    gets one end, the guest reads the other).
  * It listens on <run_dir>/dom<domid>.sock (a unix SOCK_SEQPACKET socket)
- * from a small thread; the backend's "sim" hv layer (core/hv/hv_sim.c)
+ * from a small thread; the backend's "sim" hv layer (core/hv/hv_sim_wire.c)
  * connects and receives the memfds, eventfds and sockets with SCM_RIGHTS.
  * The messages are in include/vproxy/simwire.h.
  */
