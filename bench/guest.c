@@ -101,6 +101,8 @@ struct guest {
 	/* driver and stub counters at the start and the end of the window */
 	struct vblk_stats bs0, bs1;
 	struct vps_stats ss0, ss1;
+	struct vhu_platform *vhu; /* vhost-user transport, else NULL */
+	uint64_t kw0, kw1;        /* vhost-user: kick eventfd writes */
 	int snaps;
 	char mismatch[256];
 	char error[300];
@@ -395,6 +397,8 @@ static int run_phase(struct guest *g, bool prefill, uint64_t count, uint64_t sub
 		if (we && g->snaps < 2 && t >= (g->snaps ? we : ws)) {
 			vblk_get_stats(g->blk, g->snaps ? &g->bs1 : &g->bs0);
 			vps_get_stats(&g->vps, g->snaps ? &g->ss1 : &g->ss0);
+			if (g->vhu)
+				*(g->snaps ? &g->kw1 : &g->kw0) = vhu_kick_writes(g->vhu);
 			g->snaps++;
 		}
 		if (n > 0) {
@@ -491,7 +495,7 @@ static int setup(struct guest *g)
 }
 
 static void write_result(struct guest *g, const struct vps_stats *ss,
-                         const struct vblk_stats *bs)
+                         const struct vblk_stats *bs, uint64_t kick_writes)
 {
 	char tmp[512];
 	FILE *f;
@@ -519,6 +523,10 @@ static void write_result(struct guest *g, const struct vps_stats *ss,
 	        "\nirqs %" PRIu64 "\nnotifies %" PRIu64 "\nsleeps %" PRIu64 "\n",
 	        bs->kicks, bs->kicks_saved, bs->waits, bs->irqs, ss->notifies,
 	        ss->sleeps);
+	/* Notifications each way, counted alike for both transports: eventfd
+	 * writes to the server's kick fd(s), and interrupts the stub saw. */
+	fprintf(f, "kick_writes %" PRIu64 "\nirq_calls %" PRIu64 "\n", kick_writes,
+	        ss->irq_calls);
 	hist_write(&g->lat_r, "lat_read", f);
 	hist_write(&g->lat_w, "lat_write", f);
 	if (fclose(f) != 0 || rename(tmp, g->o.result_path) != 0)
@@ -533,7 +541,7 @@ static void run(struct guest *g, const struct vps_platform *plat)
 	struct vblk_opts bo;
 	struct vps_stats ss = {0};
 	struct vblk_stats bs = {0};
-	uint64_t go, deadline, ws, we;
+	uint64_t go, deadline, ws, we, kick_writes = 0;
 	char why[200];
 	int r;
 
@@ -605,8 +613,13 @@ close:
 		bs.irqs = g->bs1.irqs - g->bs0.irqs;
 		ss.notifies = g->ss1.notifies - g->ss0.notifies;
 		ss.sleeps = g->ss1.sleeps - g->ss0.sleeps;
+		ss.irq_calls = g->ss1.irq_calls - g->ss0.irq_calls;
+		/* The sim's event channel sends are eventfd writes; over
+		 * vhost-user the stub's sends stay in-process and QueueNotify
+		 * becomes the kick eventfd write. */
+		kick_writes = g->vhu ? g->kw1 - g->kw0 : ss.notifies;
 	}
-	write_result(g, &ss, &bs);
+	write_result(g, &ss, &bs, kick_writes);
 	set_state(g, g->rc == RC_ERROR ? BG_FAILED : BG_DONE);
 	if (g->blk) {
 		/* the device lets go of the buffers before they are freed */
@@ -857,6 +870,7 @@ int main(int argc, char **argv)
 			fail(&g, "vhost-user: %s", err);
 			goto out;
 		}
+		g.vhu = vhu;
 		run(&g, vhu_platform(vhu));
 	}
 out:
@@ -865,7 +879,7 @@ out:
 		struct vps_stats ss = {0};
 		struct vblk_stats bs = {0};
 
-		write_result(&g, &ss, &bs);
+		write_result(&g, &ss, &bs, 0);
 		set_state(&g, BG_FAILED);
 	}
 	free(g.ops);

@@ -1,12 +1,14 @@
 /*
  * Running the guests of one target: one vproxy-bench-guest process each,
- * a common measured window through the control file (ctl.h), server CPU
- * sampled at its edges, results collected from the guests' files.
+ * a common measured window through the control file (ctl.h), server CPU,
+ * wake-ups and system calls sampled at its edges, results collected from
+ * the guests' files.
  */
 #include "bench.h"
 #include "ctl.h"
 #include "hist.h"
 #include "proc.h"
+#include "srvstat.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -82,6 +84,8 @@ static int parse_result(const char *path, struct guest_result *g)
 		FIELD(irqs);
 		FIELD(notifies);
 		FIELD(sleeps);
+		FIELD(kick_writes);
+		FIELD(irq_calls);
 #undef FIELD
 	}
 	fclose(f);
@@ -254,6 +258,40 @@ static pid_t xenstored_pid(void)
 	return pid;
 }
 
+/* Start counting the server's wake-ups and system calls (srvstat.h). */
+static void server_counters_start(const struct cfg *c, pid_t server, struct srv_snap *w0,
+                                  struct srv_sys *sys)
+{
+	static bool told;
+	char why[256];
+
+	if (srv_snap_take(w0, server) < 0)
+		msg(c, "server wake-ups not counted: cannot read /proc/%d/task",
+		    (int)server);
+	if (srv_sys_open(sys, server, why, sizeof(why)) < 0 && !told) {
+		/* Not a failure: the counter is reported as unknown. */
+		msg(c, "server system calls not counted: %s", why);
+		told = true;
+	}
+}
+
+/* Read them at the window's end into t. */
+static void server_counters_end(pid_t server, const struct srv_snap *w0,
+                                const struct srv_sys *sys, struct target_result *t)
+{
+	struct srv_snap w1;
+
+	if (sys->n && srv_sys_read(sys, &t->server_syscalls) == 0) {
+		t->syscalls_known = true;
+		t->syscall_threads = (unsigned)sys->n;
+	}
+	if (w0->n && srv_snap_take(&w1, server) == 0) {
+		t->server_wakeups = srv_snap_delta(w0, &w1);
+		t->wakeups_known = true;
+		srv_snap_free(&w1);
+	}
+}
+
 /* Start the guests, run them through one common window, collect. */
 void run_guests(const struct cfg *c, const struct guest_run *gr, struct target_result *t)
 {
@@ -264,6 +302,8 @@ void run_guests(const struct cfg *c, const struct guest_run *gr, struct target_r
 	double cpu0 = -1, cpu1 = -1, g0 = 0, g1 = 0, acpu0, xcpu0, acpu1 = -1, xcpu1 = -1;
 	unsigned bad = 0, ready = 0;
 	pid_t xs_pid;
+	struct srv_snap wake0 = {0};
+	struct srv_sys sys = {0};
 	static char store[GUEST_ARGS][PATH_MAX];
 	char *argv[GUEST_ARGS + 1];
 
@@ -358,8 +398,10 @@ void run_guests(const struct cfg *c, const struct guest_run *gr, struct target_r
 		goto window_failed;
 	cpu0 = proc_cpu_seconds(gr->server);
 	g0 = guests_cpu();
+	server_counters_start(c, gr->server, &wake0, &sys);
 	if (!sleep_until(c, gr, h, we, go, we, &li, &lt, &bad))
 		goto window_failed;
+	server_counters_end(gr->server, &wake0, &sys, t);
 	cpu1 = proc_cpu_seconds(gr->server);
 	g1 = guests_cpu();
 	t->server_rss_kib = proc_peak_rss_kib(gr->server);
@@ -431,6 +473,8 @@ stop:
 		tail_file(log, 10);
 	}
 out:
+	srv_sys_close(&sys);
+	srv_snap_free(&wake0);
 	stop_guests();
 	munmap(h, bench_ctl_bytes(gr->guests));
 	free(spawned);

@@ -22,6 +22,18 @@ static void summary_from(struct summary *s, const struct hist *all, uint64_t rea
 	s->max_us = (double)all->max_ns / 1e3;
 }
 
+/* The notification counters per I/O completed; -1 where unknown. */
+static void per_io(struct target_result *t, uint64_t ios)
+{
+	double n = (double)ios;
+
+	t->kicks_per_io = ios ? (double)t->kick_writes / n : -1;
+	t->irqs_per_io = ios ? (double)t->irq_calls / n : -1;
+	t->wakeups_per_io = ios && t->wakeups_known ? (double)t->server_wakeups / n : -1;
+	t->syscalls_per_io =
+	        ios && t->syscalls_known ? (double)t->server_syscalls / n : -1;
+}
+
 void report_summarise(struct target_result *t)
 {
 	uint64_t reads = 0, writes = 0, bytes = 0, window = 0;
@@ -31,6 +43,7 @@ void report_summarise(struct target_result *t)
 	hist_init(&t->lat_w);
 	t->verified = t->mismatches = 0;
 	t->kicks = t->kicks_saved = t->waits = t->irqs = t->notifies = t->sleeps = 0;
+	t->kick_writes = t->irq_calls = 0;
 	for (unsigned i = 0; i < t->guests; i++) {
 		const struct guest_result *g = &t->g[i];
 
@@ -47,6 +60,8 @@ void report_summarise(struct target_result *t)
 		t->irqs += g->irqs;
 		t->notifies += g->notifies;
 		t->sleeps += g->sleeps;
+		t->kick_writes += g->kick_writes;
+		t->irq_calls += g->irq_calls;
 		if (g->window_ns > window)
 			window = g->window_ns;
 	}
@@ -59,6 +74,7 @@ void report_summarise(struct target_result *t)
 	if (reads + writes && t->server_cpu_s >= 0)
 		t->server_cpu_us_per_io =
 		        t->server_cpu_s * 1e6 / (double)(reads + writes);
+	per_io(t, reads + writes);
 }
 
 double report_ratio(double ours, double theirs)
@@ -94,6 +110,36 @@ static void row(FILE *f, const char *name, const char *who, const struct summary
 	fprintf(f, "%-7s %-6s %9s %9.1f %8.1f %8.1f %8.1f %9.1f %9.1f %9s %8s\n", name,
 	        who, iops, s->mb_s, s->mean_us, s->p50_us, s->p99_us, s->p999_us,
 	        s->max_us, cpu, rss);
+}
+
+/* v with three decimals (two digits below 0.01), or "-" when unknown
+ * (< 0). */
+static const char *per_io_text(char *buf, size_t len, double v)
+{
+	if (v < 0)
+		snprintf(buf, len, "-");
+	else if (v > 0 && v < 0.01)
+		snprintf(buf, len, "%.2g", v);
+	else
+		snprintf(buf, len, "%.3f", v);
+	return buf;
+}
+
+/* Notification costs of a guest target, per I/O. */
+static void notify_line(FILE *f, const struct target_result *t)
+{
+	char k[32], i[32], w[32], s[32], th[32] = "";
+
+	if (t->syscalls_known)
+		snprintf(th, sizeof(th), " (%u thread%s)", t->syscall_threads,
+		         t->syscall_threads == 1 ? "" : "s");
+	fprintf(f,
+	        "%s per I/O: kicks %s, interrupts %s, server wake-ups %s, server "
+	        "syscalls %s%s\n",
+	        t->name, per_io_text(k, sizeof(k), t->kicks_per_io),
+	        per_io_text(i, sizeof(i), t->irqs_per_io),
+	        per_io_text(w, sizeof(w), t->wakeups_per_io),
+	        per_io_text(s, sizeof(s), t->syscalls_per_io), th);
 }
 
 static const struct target_result *find(const struct run_point *p, const char *name)
@@ -179,7 +225,7 @@ void report_table(FILE *f, const struct report_info *ri, const struct run_point 
 			fprintf(f,
 			        "%s: %u guest(s) attached in %.1f ms%s; server CPU %.3f "
 			        "s; guests "
-			        "CPU %.3f s; kicks/IO %.3f, guest sleeps/IO %.3f\n",
+			        "CPU %.3f s; QueueNotify/IO %.3f, guest sleeps/IO %.3f\n",
 			        t->name, t->guests, t->attach_ms,
 			        t->provision_ms > 0 ? "" : "", t->server_cpu_s,
 			        t->guest_cpu_s,
@@ -189,6 +235,8 @@ void report_table(FILE *f, const struct report_info *ri, const struct run_point 
 			        t->sum.iops > 0
 			                ? (double)t->waits / (t->sum.iops * ri->runtime_s)
 			                : 0);
+		if (t->ran && t->ok && t->g)
+			notify_line(f, t);
 		if (t->ran && t->ok && t->attach_server_cpu_s >= 0 && t->attach_ms > 0)
 			fprintf(f, "%s: CPU while attaching: server %.3f s%s", t->name,
 			        t->attach_server_cpu_s,
@@ -272,6 +320,43 @@ static void json_summary_dir(FILE *f, const char *name, double iops,
 	        s->mean_us * 1e3, s->p50_us * 1e3, s->p99_us * 1e3, s->p999_us * 1e3);
 }
 
+/* A per-I/O value, or null when unknown (< 0). */
+static void json_per_io(FILE *f, const char *key, double v, const char *sep)
+{
+	if (v < 0)
+		fprintf(f, "\"%s\": null%s", key, sep);
+	else
+		fprintf(f, "\"%s\": %.6f%s", key, v, sep);
+}
+
+static void json_count(FILE *f, const char *key, bool known, uint64_t v, const char *sep)
+{
+	if (known)
+		fprintf(f, "\"%s\": %" PRIu64 "%s", key, v, sep);
+	else
+		fprintf(f, "\"%s\": null%s", key, sep);
+}
+
+/* The notification costs (null for targets that have none). */
+static void json_notify(FILE *f, const struct target_result *t)
+{
+	bool g = t->g != NULL;
+
+	fprintf(f, "       ");
+	json_per_io(f, "kicks_per_io", g ? t->kicks_per_io : -1, ", ");
+	json_per_io(f, "irqs_per_io", g ? t->irqs_per_io : -1, ", ");
+	json_per_io(f, "server_wakeups_per_io", g ? t->wakeups_per_io : -1, ", ");
+	json_per_io(f, "server_syscalls_per_io", g ? t->syscalls_per_io : -1,
+	            ",\n       ");
+	json_count(f, "kick_writes", g, t->kick_writes, ", ");
+	json_count(f, "irq_calls", g, t->irq_calls, ", ");
+	json_count(f, "server_wakeups", g && t->wakeups_known, t->server_wakeups, ", ");
+	json_count(f, "server_syscalls", g && t->syscalls_known, t->server_syscalls,
+	           ", ");
+	json_count(f, "server_syscall_threads", g && t->syscalls_known,
+	           t->syscall_threads, "");
+}
+
 static void json_target(FILE *f, const struct report_info *ri,
                         const struct target_result *t)
 {
@@ -314,7 +399,8 @@ static void json_target(FILE *f, const struct report_info *ri,
 		        t->attach_xs_cpu_s, t->provision_ms, t->verified, t->mismatches,
 		        t->kicks, t->kicks_saved, t->waits, t->irqs, t->notifies,
 		        t->sleeps);
-		fprintf(f, "       \"per_guest\": [\n");
+		json_notify(f, t);
+		fprintf(f, ",\n       \"per_guest\": [\n");
 		for (unsigned i = 0; i < t->guests; i++) {
 			const struct guest_result *g = &t->g[i];
 			double gs = (double)g->window_ns / 1e9;
@@ -346,6 +432,8 @@ static void json_target(FILE *f, const struct report_info *ri,
 		fprintf(f, ",\n");
 		json_summary_dir(f, "write", t->sum.write_iops, &t->sum, 1 - r,
 		                 "       ");
+		fprintf(f, ",\n");
+		json_notify(f, t);
 		fprintf(f, "}");
 	}
 }
@@ -422,19 +510,35 @@ void report_json(FILE *f, const struct report_info *ri, const struct run_point *
 
 /* ---- CSV ---- */
 
-static void csv_row(FILE *f, const struct run_point *p, const struct target_result *t,
-                    const char *guest, const struct summary *s, bool server)
+/* A per-I/O value, empty when unknown (< 0). */
+static void csv_per_io(FILE *f, double v, const char *end)
 {
+	if (v >= 0)
+		fprintf(f, "%.6f", v);
+	fputs(end, f);
+}
+
+/* A row of t; the numbers are src's (t itself, or one of its guests). */
+static void csv_row(FILE *f, const struct run_point *p, const struct target_result *t,
+                    const char *guest, const struct target_result *src, bool server)
+{
+	const struct summary *s = &src->sum;
+	bool g = src->g != NULL;
+
 	fprintf(f, "%s,%u,%s,%s,%u,%u,%u,%.2f,%.2f,%.2f,%.3f,%.2f,%.2f,%.2f,%.2f,%.2f,",
 	        p->sweep_name ? p->sweep_name : "", p->sweep_name ? p->sweep_value : 0,
 	        t->name, guest, t->guests, t->queues, t->iodepth, s->iops, s->read_iops,
 	        s->write_iops, s->mb_s, s->mean_us, s->p50_us, s->p99_us, s->p999_us,
 	        s->max_us);
 	if (server)
-		fprintf(f, "%.3f,%" PRIu64 ",%.2f\n", t->server_cpu_us_per_io,
+		fprintf(f, "%.3f,%" PRIu64 ",%.2f,", t->server_cpu_us_per_io,
 		        t->server_rss_kib, t->attach_ms);
 	else
-		fprintf(f, ",,\n");
+		fprintf(f, ",,,");
+	csv_per_io(f, g ? src->kicks_per_io : -1, ",");
+	csv_per_io(f, g ? src->irqs_per_io : -1, ",");
+	csv_per_io(f, g && server ? src->wakeups_per_io : -1, ",");
+	csv_per_io(f, g && server ? src->syscalls_per_io : -1, "\n");
 }
 
 void report_csv(FILE *f, const struct report_info *ri, const struct run_point *pts,
@@ -444,14 +548,16 @@ void report_csv(FILE *f, const struct report_info *ri, const struct run_point *p
 	fprintf(f, "sweep,sweep_value,target,guest,guests,queues,iodepth,iops,read_iops,"
 	           "write_iops,mb_s,lat_mean_us,lat_p50_us,lat_p99_us,lat_p999_us,lat_"
 	           "max_us,"
-	           "server_cpu_us_per_io,server_peak_rss_kib,attach_ms\n");
+	           "server_cpu_us_per_io,server_peak_rss_kib,attach_ms,"
+	           "kicks_per_io,irqs_per_io,server_wakeups_per_io,"
+	           "server_syscalls_per_io\n");
 	for (unsigned i = 0; i < n; i++) {
 		for (unsigned k = 0; k < pts[i].nt; k++) {
 			const struct target_result *t = &pts[i].t[k];
 
 			if (!t->ran || !t->ok)
 				continue;
-			csv_row(f, &pts[i], t, "total", &t->sum, true);
+			csv_row(f, &pts[i], t, "total", t, true);
 			for (unsigned gi = 0; t->g && gi < t->guests; gi++) {
 				struct target_result one = {0};
 				char who[16];
@@ -461,7 +567,7 @@ void report_csv(FILE *f, const struct report_info *ri, const struct run_point *p
 				one.server_cpu_s = -1;
 				report_summarise(&one);
 				snprintf(who, sizeof(who), "%u", gi);
-				csv_row(f, &pts[i], t, who, &one.sum, false);
+				csv_row(f, &pts[i], t, who, &one, false);
 			}
 		}
 	}

@@ -22,6 +22,8 @@ struct guest_result {
 	uint64_t verified, mismatches;
 	uint64_t kicks, kicks_saved, waits, irqs, notifies, sleeps;
 	double attach_ms; /* from its process start to its device open */
+	/* notifications each way: kick eventfd writes, interrupts taken */
+	uint64_t kick_writes, irq_calls;
 	struct hist lat_r, lat_w;
 };
 
@@ -52,6 +54,16 @@ struct target_result {
 	double attach_server_cpu_s; /* server CPU while the guests attached */
 	double attach_xs_cpu_s;     /* xenstored CPU meanwhile (-1: unknown) */
 	double provision_ms;        /* every device provisioned (vproxy only) */
+	/* Notification costs over the window (README "Notification costs"):
+	 * guest kicks and interrupts summed over the guests; the server's
+	 * wake-ups and system calls over its threads, when they could be
+	 * counted. */
+	uint64_t kick_writes, irq_calls;
+	bool wakeups_known, syscalls_known;
+	uint64_t server_wakeups, server_syscalls;
+	unsigned syscall_threads; /* threads whose system calls were counted */
+	/* the same per I/O completed in the window (report_summarise); -1: unknown */
+	double kicks_per_io, irqs_per_io, wakeups_per_io, syscalls_per_io;
 };
 
 #define BENCH_MAX_TARGETS 4

@@ -63,6 +63,48 @@ json_num() {
 	grep -o "\"$2\": [0-9.e+-]*" "$1" | head -n 1 | awk '{print $2}'
 }
 
+# The notification costs of guest targets in a JSON file (issue 13):
+# kicks, interrupts and server wake-ups per I/O are numbers >= 0 (kicks
+# and interrupts at most 2: one of each per I/O is the worst case); server
+# syscalls per I/O are null (perf cannot count them here) or >= 0.
+# Arguments: file, then the jobs to check.
+check_notify() {
+	local file=$1 key v
+	shift
+	for key in kicks_per_io irqs_per_io server_wakeups_per_io; do
+		v=$(json_num "$file" "$key")
+		awk -v v="$v" 'BEGIN { exit !(v != "" && v + 0 >= 0) }' ||
+			die "$file: $key is not a number >= 0 (${v:-null or missing})"
+	done
+	grep -Eq '"server_syscalls_per_io": (null|[0-9][0-9.e+-]*)' "$file" ||
+		die "$file: no server_syscalls_per_io"
+	command -v python3 >/dev/null || return 0
+	python3 - "$file" "$@" <<'EOF' || die "$file: notification counters"
+import json, sys
+
+path, jobs = sys.argv[1], sys.argv[2:]
+found = {j["jobname"]: j for run in json.load(open(path))["runs"] for j in run["jobs"]}
+def num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+for name in jobs:
+    j = found.get(name)
+    if j is None:
+        sys.exit(f"no {name} job")
+    for k in ("kicks_per_io", "irqs_per_io", "server_wakeups_per_io"):
+        if not num(j.get(k)):
+            sys.exit(f"{name}: {k} = {j.get(k, 'missing')!r}")
+    for k in ("kicks_per_io", "irqs_per_io"):
+        if j[k] > 2:
+            sys.exit(f"{name}: {k} = {j[k]} is not plausible")
+    v = j.get("server_syscalls_per_io", "missing")
+    if v is not None and not num(v):
+        sys.exit(f"{name}: server_syscalls_per_io = {v!r}")
+for name, j in found.items():
+    if name in ("fio", "memcpy") and j.get("ok") and j.get("kicks_per_io", 0) is not None:
+        sys.exit(f"{name}: kicks_per_io should be null")
+EOF
+}
+
 common=(--runtime 0.6 --ramp 0.2 --size 8M --timeout 20 --progress off)
 
 echo "== two guests x two queues, randrw, verify, JSON and CSV"
@@ -82,6 +124,9 @@ fi
 # header + total + one row per guest
 [[ $(grep -c '^,0,vproxy,' "$tmp/run1.csv") == 3 ]] || die "CSV rows: $(cat "$tmp/run1.csv")"
 grep -q '^,0,vproxy,1,' "$tmp/run1.csv" || die "no CSV row for guest 1"
+check_notify "$tmp/run1.json" vproxy
+head -n 1 "$tmp/run1.csv" | grep -q ',kicks_per_io,irqs_per_io,server_wakeups_per_io,server_syscalls_per_io$' ||
+	die "no notification columns in the CSV header"
 check_clean "a good run"
 
 if command -v qemu-storage-daemon >/dev/null && command -v fio >/dev/null; then
@@ -94,6 +139,10 @@ if command -v qemu-storage-daemon >/dev/null && command -v fio >/dev/null; then
 	ratio=$(json_num "$tmp/run2.json" "vproxy/qsd iops")
 	awk -v v="$ratio" 'BEGIN { exit !(v > 0) }' || die "no vproxy/qsd ratio ($ratio)"
 	grep -q 'ratios: vproxy/qsd IOPS' "$tmp/run2.out" || die "no ratio line in the table"
+	check_notify "$tmp/run2.json" vproxy qsd
+	for job in vproxy qsd; do
+		grep -q "^$job per I/O: kicks " "$tmp/run2.out" || die "no notification line for $job"
+	done
 	check_clean "a peer run"
 else
 	echo "skipping the peer run: qemu-storage-daemon or fio missing"

@@ -168,6 +168,7 @@ struct vhu_platform {
 	uint32_t dev_sel, drv_sel, queue_sel;
 	uint64_t drv_features;
 	struct vhu_queue q[VHU_MAX_QUEUES];
+	uint64_t kick_writes; /* eventfd writes to the kick fds (QueueNotify) */
 };
 
 /* vhost_user.c: messages to the backend; 0 or -errno. */

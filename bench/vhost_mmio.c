@@ -166,6 +166,8 @@ static uint8_t mmio_write(struct vhu_platform *v, uint32_t off, unsigned size,
 	case VIRTIO_MMIO_QUEUE_NOTIFY:
 		if (w >= v->max_queues || !v->q[w].ready)
 			return VPROXY_ST_BAD_ACCESS;
+		/* Counted like the stub's event channel sends: every write. */
+		v->kick_writes++;
 		if (write(v->q[w].kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 			return VPROXY_ST_BAD_ACCESS;
 		break;

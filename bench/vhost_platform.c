@@ -315,6 +315,11 @@ const struct vps_platform *vhu_platform(struct vhu_platform *v)
 	return &v->plat;
 }
 
+uint64_t vhu_kick_writes(const struct vhu_platform *v)
+{
+	return v->kick_writes;
+}
+
 void vhu_destroy(struct vhu_platform *v)
 {
 	if (!v)

@@ -38,6 +38,10 @@ struct vhu_platform *vhu_create(const char *path, uint16_t domid, size_t ram_byt
                                 uint64_t timeout_ns, char *err, size_t errlen);
 /* The stub platform; owned by v. */
 const struct vps_platform *vhu_platform(struct vhu_platform *v);
+/* Eventfd writes to the backend's kick fds so far (one per QueueNotify
+ * the driver did not suppress): the guest's notifications to the server,
+ * as the stub's stats.notifies are over the sim's event channels. */
+uint64_t vhu_kick_writes(const struct vhu_platform *v);
 /* Close the connection (the backend stops every ring) and free
  * everything; every allocation must have been freed. */
 void vhu_destroy(struct vhu_platform *v);
