@@ -534,8 +534,10 @@ static void blk_kick(struct vp_blk *blk)
 }
 
 /* Issue the remaining plugin requests of req, one at a time; a plugin that
- * completes inline is handled here rather than by recursion. */
-static void blk_submit(struct blk_req *req)
+ * completes inline is handled here rather than by recursion.  True when
+ * req is left in the plugin (so the device lives on); false when req was
+ * finished, which may have freed the device. */
+static bool blk_submit(struct blk_req *req)
 {
 	struct vp_blk *blk = req->blk;
 	int r;
@@ -544,7 +546,7 @@ static void blk_submit(struct blk_req *req)
 		/* Reset or detached between two segments: issue no more. */
 		if (!req_wanted(req)) {
 			blk_finish(req, -1);
-			return;
+			return false;
 		}
 		blk_fill_sub(req, req->next_sub++);
 		if (blk->timeout_ns) {
@@ -562,14 +564,15 @@ static void blk_submit(struct blk_req *req)
 		} else if (r == 0) {
 			req->in_plugin = true;
 			blk->kick_due = blk->can_kick;
-			return; /* blk_plugin_done() carries on */
+			return true; /* blk_plugin_done() carries on */
 		}
 		if (r < 0) {
 			blk_plugin_failed(req, r);
-			return;
+			return false;
 		}
 	}
 	blk_finish(req, VIRTIO_BLK_S_OK);
+	return false;
 }
 
 static void blk_plugin_done(struct vproxy_req *preq, int status)
@@ -596,9 +599,11 @@ static void blk_plugin_done(struct vproxy_req *preq, int status)
 		return;
 	}
 	blk_bounce_back(req);
-	blk = req->blk; /* req may be recycled by blk_submit() */
-	blk_submit(req);
-	blk_kick(blk);
+	/* Only a request still in the plugin keeps the device alive: a
+	 * finished one may have taken the last reference with it. */
+	blk = req->blk;
+	if (blk_submit(req))
+		blk_kick(blk);
 }
 
 /* The device is being reset or destroyed: have the plugin drop what it
