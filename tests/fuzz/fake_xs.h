@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * An in-memory xenstore for fuzzing, linked in place of libxenstore: the
- * xs_* calls core/xsbus.c makes (read, write, mkdir, rm, directory,
- * permissions, transactions, watches through a pollable fd, domain
- * introduction) over a small tree of nodes.  Watches fire on registration
- * and on every change at or below (or above) the watched path, as
- * xenstored's do.  The harness plays the toolstack and the guests with the
- * fake_xs_* calls.
+ * xs_* calls the xenstore bus makes (core/xsbus.c, backend.c, provision.c,
+ * xs_node.c: read, write, mkdir, rm, directory, permissions, transactions,
+ * watches through a pollable fd, domain introduction) over a small tree of
+ * nodes.  Watches fire on registration and on every change at or below
+ * (or above) the watched path, as xenstored's do.  The harness plays the
+ * toolstack and the guests with the fake_xs_* calls.
  */
 #ifndef VP_FUZZ_FAKE_XS_H
 #define VP_FUZZ_FAKE_XS_H
