@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * vproxy-bench: throughput and latency of vproxyd serving N simulated
  * guests, next to fio on the same store (the limit) and QEMU's

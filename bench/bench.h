@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * vproxy-bench's driver: the settings of a run, what it has started, and
  * the parts that start things (host.c), run the guests (guests.c) and run

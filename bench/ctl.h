@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The control file shared by vproxy-bench and its guest processes: a file
  * in the run's work directory, mapped MAP_SHARED by both.  The driver

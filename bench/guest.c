@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * vproxy-bench-guest: one simulated guest of a vproxy-bench run.  It
  * attaches device 0 through the proxy stub -- to vproxyd over the sim

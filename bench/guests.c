@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Running the guests of one target: one vproxy-bench-guest process each,
  * a common measured window through the control file (ctl.h), server CPU,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The simulated host of a bench run: the work directory, xenstored with
  * the shim, vproxyd with a generated config, the guests' domains and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Child processes and /proc readings for the bench driver. */
 #include "proc.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Processes the bench starts and watches: spawning with output to a log
  * file, waiting with a deadline, stopping by pid (TERM, then KILL), and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Printing bench results: table, fio-like JSON, CSV. */
 #include "report.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * What one bench run measured and how it is printed: the human table,
  * JSON in a shape close to fio's (--output-format=json), CSV, and the

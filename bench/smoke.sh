@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Smoke run of vproxy-bench (ctest int.bench_smoke): a few seconds of small
 # runs that exercise every part -- guests with several queues and verify,
 # JSON and CSV output, the qsd peer and the fio baseline, a sweep with a

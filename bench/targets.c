@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The targets of a run: vproxyd, qemu-storage-daemon (the peer), fio and
  * memcpy (the limits), and the plot of a sweep.

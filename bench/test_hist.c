@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unit tests of the latency histogram (common/hist.c) of the bench,
  * its guest and vproxy-guest. */
 #include "hist.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A proxy-stub platform whose device is a vhost-user-blk backend (the
  * peer: qemu-storage-daemon's vhost-user-blk export), so that the very

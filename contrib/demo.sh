@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # README command 1: install what is missing, build, and run the main job on
 # its built-in default: a simulated Xen host (Debian's real xenstored with a
 # shim for its hypervisor calls), one vproxyd, and four simulated guests with

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Installs what vproxy needs to build and test on Debian 12 (bookworm), and
 # unpacks Debian's xenstored for the hypervisor-less test setup.
 #

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # README command 2: install what is missing, build with AddressSanitizer and
 # UndefinedBehaviorSanitizer, and run every test (unit and integration)
 # through ctest. .ci/run calls exactly this.

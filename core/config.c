@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Configuration file parsing on top of inih.
  *
  * inih numbers lines only in builds with INI_HANDLER_LINENO, which

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * vproxyd's configuration file (INI, parsed with inih):
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Logging: one line per message on stderr, guest-provoked lines
  * rate-limited per device. */
 #include "log.h"

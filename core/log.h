@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Logging for vproxyd: levels, stderr/syslog-free, rate limiting for
  * messages a guest can provoke. */
 #ifndef VP_LOG_H

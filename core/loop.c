@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The event loop (loop.h): fds, event channel ports and pollers, each
  * with its owner's callback; the polling spell, as long as the poll window

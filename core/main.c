@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* vproxyd: the virtio backend daemon for Xen guests. */
 #include <errno.h>
 #include <getopt.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The composition root: one loop, one hypervisor layer, one xenstore bus,
  * the plugin host on the loop's base; signals and orderly shutdown.

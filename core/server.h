@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * vproxyd's server: the composition root.  It wires the event loop
  * (loop.h), the hypervisor layer (hv.h), the xenstore bus (xsbus.h) and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Serving the shared register-access ring of one device.  Its event channel
  * port and, while the loop spins, its poller are registered with the loop

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The vproxy v1 transport for one device: the shared page (header + ring of
  * register accesses) and the event channel, feeding a virtio-mmio device

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * What the proxy stub needs from the system it runs on: guest memory the
  * backend can reach, event channels, xenstore, a clock and a log.  One

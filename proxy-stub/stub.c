@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The proxy stub: xenbus handshake, then virtio-mmio register accesses as
  * vproxy ring messages.  Reads wait for their answer; writes are posted and

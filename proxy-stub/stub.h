@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The proxy stub: the guest end of one vproxy device.  It connects to the
  * backend through xenstore (the handshake in README.md), shares one ring

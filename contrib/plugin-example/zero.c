@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * An example third-party vproxy plugin, built outside the source tree
  * against the installed header:

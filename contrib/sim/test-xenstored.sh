@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # shellcheck source-path=SCRIPTDIR
 # sim.xenstored: proves the hypervisor-less xenstore setup works end to end.
 # Real xenstored with the shim on a private socket; keys read and written;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * vproxy-simctl: the simulator's toolstack. It does to xenstore what xl does
  * over a domain's life, so that backends see guests come and go exactly as on

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Starts and stops Debian's real xenstored without Xen, on a private socket,
 # with libvproxy-xsshim.so preloaded to fake its hypervisor calls.
 #

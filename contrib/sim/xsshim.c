@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libvproxy-xsshim.so: LD_PRELOAD library that lets Debian's real xenstored
  * (xen-utils-4.17) run on a machine without Xen.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Guest memory accessor.  gfn mode keeps 2 MiB chunks of guest-physical
  * space foreign-mapped in an LRU cache, because virtqueue rings and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Guest memory access for one device: turns guest addresses from
  * virtqueues into host pointers, in gfn mode (guest-physical addresses,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Choosing a hypervisor layer by name, and settings common to all. */
 #include "hv.h"
 #include "log.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Hypervisor layer: event channels and guest memory, behind one ops table
  * (like QEMU's xen_backend_ops).  Two implementations: "xen" (libxenevtchn,

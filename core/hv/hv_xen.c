@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The "xen" hypervisor layer: event channels through libxenevtchn, guest
  * frames through libxenforeignmemory, grant refs through libxengnttab.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Plugin host: loading plugin .so files, the host table handed to them,
  * opening and closing disks (off the loop thread for plugins that allow
  * it) and device parameters.  Sizes are parsed by common/size.c. */

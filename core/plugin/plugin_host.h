@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Server side of the plugin ABI: loading plugins from a directory and the
  * host table they are given.  Parameters of a device (struct

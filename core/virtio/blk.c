@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * virtio-blk (virtio 1.2 section 5.2) over a storage plugin.  A request is
  * parsed from its descriptor chain once, its guest buffers stay mapped

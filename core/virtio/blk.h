@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* virtio-blk device (virtio 1.2 section 5.2) on top of a storage plugin. */
 #ifndef VP_BLK_H
 #define VP_BLK_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * virtio-mmio v2 register model (virtio 1.2 section 4.2.2): device status,
  * feature negotiation, queue configuration and the config-space window,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A virtio device behind the virtio-mmio v2 register model.  The transport
  * (transport.c) forwards register accesses here; the device raises

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Split virtqueue, device side.  The guest owns the descriptor table and
  * the avail ring and may rewrite them while we read: every value is read

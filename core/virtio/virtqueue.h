@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Split virtqueue, device side (virtio 1.2 section 2.7), over guest memory
  * reached through a struct vp_gmem.  Everything read from the rings is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * vproxy wire protocol, version 1: the contract between the guest's proxy
  * stub and vproxyd.  Documented field by field in docs/PROTOCOL.md.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Sim rendezvous wire format: how a backend's "sim" hypervisor layer
  * (core/hv/hv_sim_wire.c) and a simulated guest (proxy-stub/linux/simguest.c)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The "mem" plugin: a RAM disk.  Space is reserved lazily
  * (MAP_NORESERVE), so a large disk costs only the pages ever written, and
  * DISCARD/WRITE_ZEROES hand whole pages back to the kernel.  Every request

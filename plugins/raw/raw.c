@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The "raw" plugin: a regular file or a block device, byte for byte.
  *
  * Reads and writes go straight from the guest's mapped buffers to the

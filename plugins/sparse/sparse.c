@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The "sparse" plugin: disks in the vproxy sparse image format
  * (docs/SPARSE-FORMAT.md), on the same vpio engine as raw.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The sparse image format: header, map, scan, check and repair. */
 #include "sparse_format.h"
 

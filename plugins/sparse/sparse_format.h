@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The vproxy sparse image format (docs/SPARSE-FORMAT.md): a 128-byte
  * header in the first 4 KiB, a flat cluster map of 64-bit little-endian

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* vproxy-img: create, inspect, check, repair and convert disk images for
  * the sparse and raw plugins.  See usage() and vproxy-img.1.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * virtio-blk driver over the proxy stub: virtio-mmio v2 initialisation,
  * split virtqueues in platform DMA memory, asynchronous requests.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A small virtio-blk driver (virtio-mmio v2, split virtqueues) on top of
  * the proxy stub: "the guest" for tests and the bench.  Requests are

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The stub's platform on the sim host: a first-fit page allocator over the
  * simguest's RAM (granting what it hands out in grant mode), the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The stub's platform for Linux userspace on the sim host: guest memory,
  * grants and event channels from a struct simguest, xenstore from

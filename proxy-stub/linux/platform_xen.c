@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The stub's platform in a Xen domU.  Memory: a granted pool per backend
  * domain with a first-fit allocator that only hands out runs of pages

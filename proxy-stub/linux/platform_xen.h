@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The stub's platform for Linux userspace in a real Xen domU: memory shared
  * with libxengnttab's gntshr (/dev/xen/gntalloc), event channels from

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A simulated guest: memfd RAM and grant table, event channels as a kick
  * eventfd and an irq datagram socketpair, handed to backends over a unix
  * SOCK_SEQPACKET socket by a listener thread (wire format in

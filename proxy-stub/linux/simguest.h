@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The guest's view of the simulated hypervisor (Linux userspace, sim host).
  *

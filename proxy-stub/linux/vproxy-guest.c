@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * vproxy-guest: a simulated guest.  It creates a simguest (memfd RAM, grant
  * table, event channels, a socket in --run-dir for the backend), attaches

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libxenstore behind the stub's platform interface, and the other pieces
  * the Linux platforms share (see xs_linux.h). */
 #include "xs_linux.h"

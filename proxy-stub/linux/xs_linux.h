@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * What the proxy stub's two Linux userspace platforms (the sim host's and
  * the Xen domU's) share: the xenstore half, on libxenstore (xs_open(0)

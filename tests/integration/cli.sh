@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # vproxyd's command line and configuration errors, without xenstored.
 set -euo pipefail
 vpd=$VPROXY_BUILD_DIR/core/vproxyd

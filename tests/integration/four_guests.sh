@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Four guests with two devices each, served by one vproxyd: every guest's
 # data written is read back intact, in gfn and grant mode, with MQ on one.
 set -euo pipefail

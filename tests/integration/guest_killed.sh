@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # A guest killed in the middle of its I/O is cleaned up when its domain is
 # released, and the other guests keep going; a new guest is served after.
 set -euo pipefail

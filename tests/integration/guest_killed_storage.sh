@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Guests with raw (io_uring and worker threads) and sparse disks die in the
 # middle of their I/O, a hundred times, while another guest runs verified
 # I/O that must finish clean.  Half of the victims crash (process killed,

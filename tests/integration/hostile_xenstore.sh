@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # A guest that publishes garbage in its frontend node (no stub at all, or a
 # stub that lies) gets an error and Closing for that device; the server and
 # the guest's other device are unaffected, and the device can reconnect.

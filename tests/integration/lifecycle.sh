@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # xenstore lifecycle: storage that fails to open, reconnect after a guest
 # closed its devices, and a clean SIGTERM that tells connected guests Closing.
 set -euo pipefail

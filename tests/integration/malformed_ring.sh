@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # A hostile guest breaks only the device it attacks: a malformed register
 # ring closes that device (error node, backend Closing), virtqueue attacks
 # put it in NEEDS_RESET; its other device and the other guests keep working.

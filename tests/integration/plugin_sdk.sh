@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # A third party builds a plugin against the installed <vproxy/plugin.h> and
 # vproxy-plugin.pc only (contrib/plugin-example/zero.c), and vproxyd loads it
 # from a plugin directory and serves a guest from it.  zero.c predates ABI 2

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # The raw plugin on a block device: a loop device with 4 KiB sectors gives
 # its size (BLKGETSIZE64) and block sizes (BLKSSZGET/BLKPBSZGET) to the
 # guest, serves a verified read/write workload with flushes, and takes

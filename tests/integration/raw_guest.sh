@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # The raw plugin under a simulated guest: mixed read/write/flush/discard/
 # write-zeroes round trips (verified by the guest) on a file with io_uring
 # and with the worker threads, a read-only device the guest may not write,

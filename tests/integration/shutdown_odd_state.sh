@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # SIGTERM while a connected frontend's state is not a number (a guest can
 # write anything there) and another device of the guest never connected:
 # shutdown used to free the whole device list from inside its own walk

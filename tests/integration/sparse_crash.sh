@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Crash safety of the sparse format: a writer drives the sparse plugin
 # (through the plugin host, as vproxyd does) with random writes, discards,
 # write-zeroes, reads and flushes, and is killed with SIGKILL at a random

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # The sparse plugin under a simulated guest: mixed read/write/flush/
 # discard/write-zeroes round trips (verified by the guest) with io_uring and
 # with worker threads, a read-only device, a 3 TiB image, and bad images (a

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # vproxy-img: --help for every command, create/info/check/map/convert, the
 # exit codes of check (0 clean, 1 corrupt, 2 not an image), leak repair,
 # raw -> sparse -> raw round trip, and a progress bar only on a terminal.

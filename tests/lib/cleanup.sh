@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # shellcheck shell=bash
 # Cleanup stack for test scripts: cleanup_push registers a command, and on
 # exit (normal, failure under set -e, INT, TERM) the commands run last-first.

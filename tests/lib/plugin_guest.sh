@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # shellcheck shell=bash
 # Helpers for the storage plugin tests under a simulated guest (raw_guest,
 # sparse_guest, raw_blockdev).  Source after simhost.sh.

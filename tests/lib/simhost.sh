@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # shellcheck shell=bash source-path=SCRIPTDIR
 # A simulated Xen host for integration tests and the demo: a private
 # xenstored (xenstored.sh), one vproxyd, and simulated guests (vproxy-guest

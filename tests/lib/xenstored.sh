@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # shellcheck shell=bash source-path=SCRIPTDIR
 # A private xenstored for a test: Debian's real daemon on its own socket, with
 # the LD_PRELOAD shim faking the hypervisor (contrib/sim/xenstored-sim.sh).

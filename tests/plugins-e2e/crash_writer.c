@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * crash-writer: drives a storage plugin the way vproxyd does (plugin host,
  * libevent loop, async completions) with a random workload, and keeps a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Fixture shared by the raw and sparse plugin tests: the plugin loaded
  * from the build tree through the plugin host, completions in a libevent
  * loop, and a scratch directory per test.  Each test file defines its own

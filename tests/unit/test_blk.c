@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* virtio-blk: every request type against an in-test plugin that keeps the
  * disk in a malloc'd array and completes inline or when the test says,
  * driven through the virtio-mmio registers by a small guest driver whose

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Configuration parsing: values, defaults, and one test per kind of error,
  * each checking the exact "<file>:<line>: <key>: ..." message. */
 #include <check.h>

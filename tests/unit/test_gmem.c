@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Guest memory accessor: flat bounds, the gfn-mode chunk cache (hits,
  * eviction order, refcounts, partial chunks) and grant mode, against a
  * fake hypervisor whose "guest RAM" is a malloc'd buffer. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The sim hypervisor layer against simulated guests in this process:
  * the rendezvous, guest memory (direct and page-by-page), grants, event
  * channels both ways, guest death, forgetting a domain, and hostile or

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The mem plugin, loaded from the build tree through the plugin host:
  * data round trips, zeroing, bounds, read-only, parameter errors. */
 #include <check.h>

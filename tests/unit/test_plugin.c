@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Plugin host: loading (and refusing) plugins, the host table, device
  * parameters, size parsing. */
 #include <check.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The raw plugin, loaded from the build tree through the plugin host with
  * completions in a libevent loop: vectored round trips, flush, discard
  * punching holes, write-zeroes with and without unmap, read-only, direct

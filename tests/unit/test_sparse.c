@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The sparse plugin, loaded from the build tree through the plugin host
  * with completions running in a libevent loop: allocation on first write,
  * zeros for unallocated clusters, map updates, discard / write-zeroes

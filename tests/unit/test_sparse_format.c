@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The sparse image format code (plugins/sparse/sparse_format.c): header
  * encoding and every validation rule, layouts up to and past 2 TiB, map
  * entries at the boundaries (first and last cluster, end of file), the

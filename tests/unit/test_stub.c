@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The proxy stub (proxy-stub/stub.c) through a fake in-process platform:
  * an in-memory xenstore with transactions and watches, a fake clock, and a

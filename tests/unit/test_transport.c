@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The vproxy v1 transport (core/transport.c): the shared page's header
  * checks, register accesses over the ring, posted writes in order, the
  * interrupt word, a malformed ring, and random ring contents, against a

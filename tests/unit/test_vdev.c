@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* virtio-mmio register model: identity registers, feature negotiation and
  * FEATURES_OK refusal, queue configuration, bad accesses, reset,
  * NEEDS_RESET, and destroy with requests in flight, on a small test

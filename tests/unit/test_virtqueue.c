@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Split virtqueue: chains, indirect tables, notification suppression, and
  * every kind of hostile ring content the device must refuse without
  * crashing or reading outside guest memory.  The "guest" builds its rings

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # shellcheck disable=SC2086 # unquoted expansions hold numbers or lists split on purpose
 # /init of dom0 in the real-Xen test (tests/xen/xen_e2e.sh boots it).  It
 # brings up the Xen tools and vproxyd (hypervisor = xen), then twice:

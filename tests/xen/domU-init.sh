@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # /init of the test's PV domU: load the Xen guest modules and run the
 # guest driver (vproxy-guest --platform xen) on every vproxy device vproxyd
 # gave this domain: a verify pass (patterns written, flushed, read back),

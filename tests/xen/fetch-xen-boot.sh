@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Fetches what booting a real Xen under QEMU needs, from Debian's archive,
 # without installing anything: the hypervisor, a kernel that runs as PV dom0
 # and domU, the headers of exactly that kernel (to build virtio_vproxy.ko

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Builds the initramfs images of the real-Xen test from this machine's
 # binaries: two for domUs, the userspace stub's (busybox, vproxy-guest, the
 # Xen guest modules) and the kernel module's (busybox, virtio_vproxy.ko

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * gfn mode on a real Xen, for tests/xen: the domU side fills a page with a
  * pattern and prints its frame; the dom0 side maps that frame through

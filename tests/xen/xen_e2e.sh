@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # End-to-end test on a real Xen: boots Debian's Xen 4.17 under QEMU (TCG)
 # with a Debian kernel as PV dom0, which starts xenstored, xen-init-dom0,
 # xenconsoled and vproxyd (hypervisor = xen), then twice creates a PV domU

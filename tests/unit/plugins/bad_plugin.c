@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Broken plugins for test_plugin: one source, one defect per build, chosen
  * by a BAD_* definition from CMakeLists.txt. */
 #include <stddef.h>
