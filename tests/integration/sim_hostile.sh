@@ -8,8 +8,10 @@
 # Meanwhile another guest runs verified I/O: no error, and its slowest
 # request (max-us) stays under VPROXY_STALL_LIMIT_MS (default 50).  On a
 # machine so loaded that the same guest alone (a control run just before)
-# already has a request that slow, the scheduler decides, not vproxyd: the
-# limit becomes 1 s, still half of the shortest freeze these guests used to
+# already has a request half that slow, the scheduler decides, not vproxyd
+# (one control window is a small sample: CI once saw 44 ms alone, then 72
+# ms beside the hostile guests on a loaded 2-core machine): the limit
+# becomes 1 s, still half of the shortest freeze these guests used to
 # cause (2 s for a silent HELLO or BIND and for the kick-drain pattern; the
 # irq-fill guest blocked vproxyd for good).  The unit test
 # silent_guests_block_nobody (test_hv_sim) holds the hv calls to "never
@@ -48,7 +50,7 @@ guest_max_us() {
 sh_guest_start 70 --devices 0,1 --seconds 4 --workload mixed --iodepth 4
 guest_max_us 70
 control_us=$MAX_US
-if ((control_us >= limit_ms * 1000)); then
+if ((control_us * 2 >= limit_ms * 1000)); then
 	limit_ms=1000
 	echo "the machine is loaded (control's slowest request ${control_us} us):" \
 		"limit ${limit_ms} ms"
