@@ -311,6 +311,7 @@ int vp_loop_run(struct vp_loop *loop)
 			worked = run_pollers(loop);
 			now = now_ns();
 			if (loop->events != seen || worked) {
+				vp_pollwin_hit(&loop->win);
 				loop->last_work_ns = now;
 				deadline = now + loop->win.ns;
 			}

@@ -25,13 +25,17 @@ void vp_pollwin_woke(struct vp_pollwin *w, uint64_t gap_ns)
 
 		if (ns > w->max_ns)
 			ns = w->max_ns;
+		w->misses = 0;
 		if (ns != w->ns) {
 			w->ns = ns;
 			w->grows++;
 		}
 		return;
 	}
-	/* No window within the cap would have: spinning was wasted. */
+	/* No window within the cap would have: spinning was wasted, if it
+	 * happens twice in a row. */
+	if (++w->misses < 2)
+		return;
 	if (w->ns) {
 		w->ns /= 2;
 		if (w->ns < POLLWIN_START_NS)

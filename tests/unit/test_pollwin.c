@@ -2,8 +2,9 @@
 /*
  * The poll window controller (core/pollwin.c): an adaptive window grows
  * from 0 by doubling while the gaps between events fit under the cap,
- * never passes the cap, shrinks by halving (to 0) when gaps do not fit,
- * and stays at 0 for an idle server; a fixed window never moves.
+ * never passes the cap, shrinks by halving (to 0) from the second gap in
+ * a row that does not fit (a hit in between starts the count again), and
+ * stays at 0 for an idle server; a fixed window never moves.
  */
 #include <check.h>
 #include <stdint.h>
@@ -47,6 +48,8 @@ START_TEST(gap_at_the_cap_grows_beyond_it_shrinks)
 	vp_pollwin_woke(&w, 50 * US);
 	ck_assert_uint_eq(w.ns, 4 * US);
 	vp_pollwin_woke(&w, 50 * US + 1);
+	ck_assert_uint_eq(w.ns, 4 * US); /* one long gap: not yet */
+	vp_pollwin_woke(&w, 50 * US + 1);
 	ck_assert_uint_eq(w.ns, 0);
 	ck_assert_uint_eq(w.shrinks, 1);
 }
@@ -55,7 +58,7 @@ END_TEST
 START_TEST(shrinks_by_halving_to_zero)
 {
 	struct vp_pollwin w;
-	const uint64_t want[] = {32 * US, 16 * US, 8 * US, 4 * US, 0, 0};
+	const uint64_t want[] = {64 * US, 32 * US, 16 * US, 8 * US, 4 * US, 0, 0};
 
 	vp_pollwin_adaptive(&w, 64 * US);
 	for (int i = 0; i < 5; i++)
@@ -92,6 +95,7 @@ START_TEST(small_cap_is_reached_at_once)
 	vp_pollwin_woke(&w, 1 * US);
 	ck_assert_uint_eq(w.ns, 1 * US);
 	vp_pollwin_woke(&w, 2 * US);
+	vp_pollwin_woke(&w, 2 * US);
 	ck_assert_uint_eq(w.ns, 0);
 }
 END_TEST
@@ -106,9 +110,33 @@ START_TEST(mixed_gaps_follow_the_load)
 		vp_pollwin_woke(&w, 20 * US);
 	ck_assert_uint_eq(w.ns, 100 * US);
 	vp_pollwin_woke(&w, 5000 * US);
+	vp_pollwin_woke(&w, 5000 * US);
 	ck_assert_uint_eq(w.ns, 50 * US);
 	vp_pollwin_woke(&w, 20 * US);
 	ck_assert_uint_eq(w.ns, 100 * US);
+}
+END_TEST
+
+START_TEST(hits_between_long_gaps_keep_the_window)
+{
+	struct vp_pollwin w;
+
+	/* Queue depth 1: the spell catches the disk's completion (a hit),
+	 * then the guest's next request comes after a long gap, in turn. */
+	vp_pollwin_adaptive(&w, 50 * US);
+	for (int i = 0; i < 6; i++)
+		vp_pollwin_woke(&w, 30 * US);
+	ck_assert_uint_eq(w.ns, 50 * US);
+	for (int i = 0; i < 100; i++) {
+		vp_pollwin_hit(&w);
+		vp_pollwin_woke(&w, 80 * US);
+	}
+	ck_assert_uint_eq(w.ns, 50 * US);
+	ck_assert_uint_eq(w.shrinks, 0);
+	/* Without the hits the long gaps close it. */
+	for (int i = 0; i < 6; i++)
+		vp_pollwin_woke(&w, 80 * US);
+	ck_assert_uint_eq(w.ns, 0);
 }
 END_TEST
 
@@ -153,6 +181,7 @@ static Suite *pollwin_suite(void)
 	tcase_add_test(tc, idle_stays_closed);
 	tcase_add_test(tc, small_cap_is_reached_at_once);
 	tcase_add_test(tc, mixed_gaps_follow_the_load);
+	tcase_add_test(tc, hits_between_long_gaps_keep_the_window);
 	tcase_add_test(tc, fixed_never_moves);
 	tcase_add_test(tc, off_never_spins);
 	suite_add_tcase(s, tc);
