@@ -2,6 +2,7 @@
 /* Child processes and /proc readings for the bench driver. */
 #include "proc.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -131,29 +132,62 @@ int proc_run(char *const argv[], const char *log, unsigned timeout_ms)
 	return r;
 }
 
+int proc_list_tids(pid_t pid, int **out, size_t *n)
+{
+	char path[64];
+	struct dirent *e;
+	size_t cap = 0;
+	int *v = NULL;
+	DIR *d;
+
+	*out = NULL;
+	*n = 0;
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	if (!d)
+		return -errno;
+	while ((e = readdir(d)) != NULL) {
+		char *end;
+		long tid = strtol(e->d_name, &end, 10);
+
+		if (!isdigit((unsigned char)e->d_name[0]) || *end || tid <= 0)
+			continue;
+		if (*n == cap) {
+			int *nv = realloc(v, (cap ? cap * 2 : 16) * sizeof(*v));
+
+			if (!nv) {
+				free(v);
+				closedir(d);
+				return -ENOMEM;
+			}
+			v = nv;
+			cap = cap ? cap * 2 : 16;
+		}
+		v[(*n)++] = (int)tid;
+	}
+	closedir(d);
+	*out = v;
+	return *n ? 0 : -ESRCH;
+}
+
 /* Nanoseconds on a CPU of every live thread of pid (schedstat is exact,
  * where stat's utime/stime are sampled at clock ticks); -1 if unknown. */
 static double schedstat_seconds(pid_t pid)
 {
-	char path[64];
-	struct dirent *e;
 	unsigned long long sum = 0;
 	bool any = false;
-	DIR *d;
+	size_t n;
+	int *tids;
 
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	d = opendir(path);
-	if (!d)
+	if (proc_list_tids(pid, &tids, &n) < 0)
 		return -1;
-	while ((e = readdir(d)) != NULL) {
-		char tpath[320];
+	for (size_t i = 0; i < n; i++) {
+		char tpath[64];
 		unsigned long long ns;
 		FILE *f;
 
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(tpath, sizeof(tpath), "/proc/%d/task/%s/schedstat", (int)pid,
-		         e->d_name);
+		snprintf(tpath, sizeof(tpath), "/proc/%d/task/%d/schedstat", (int)pid,
+		         tids[i]);
 		f = fopen(tpath, "re");
 		if (!f)
 			continue;
@@ -163,7 +197,7 @@ static double schedstat_seconds(pid_t pid)
 		}
 		fclose(f);
 	}
-	closedir(d);
+	free(tids);
 	return any ? (double)sum / 1e9 : -1;
 }
 

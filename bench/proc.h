@@ -8,6 +8,7 @@
 #define BENCH_PROC_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -29,6 +30,9 @@ int proc_stop(pid_t pid, unsigned grace_ms);
 /* CPU seconds pid's live threads have used (schedstat, else stat's
  * user+system), or -1. */
 double proc_cpu_seconds(pid_t pid);
+/* The thread ids of pid now, into a fresh array (free it).  0, or -ESRCH
+ * when there are none, or -errno. */
+int proc_list_tids(pid_t pid, int **out, size_t *n);
 /* Peak resident set (VmHWM) of pid in KiB, or 0. */
 uint64_t proc_peak_rss_kib(pid_t pid);
 /* Monotonic clock in ns. */

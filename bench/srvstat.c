@@ -3,7 +3,6 @@
 #include "srvstat.h"
 
 #include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/perf_event.h>
@@ -12,6 +11,8 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "proc.h"
 
 bool srv_status_field(const char *text, const char *key, uint64_t *out)
 {
@@ -60,45 +61,6 @@ uint64_t srv_snap_delta(const struct srv_snap *a, const struct srv_snap *b)
 	return sum;
 }
 
-/* The thread ids of pid now, into a fresh array.  0 or -errno. */
-static int list_tids(pid_t pid, int **out, size_t *n)
-{
-	char path[64];
-	struct dirent *e;
-	size_t cap = 0;
-	int *v = NULL;
-	DIR *d;
-
-	*out = NULL;
-	*n = 0;
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	d = opendir(path);
-	if (!d)
-		return -errno;
-	while ((e = readdir(d)) != NULL) {
-		char *end;
-		long tid = strtol(e->d_name, &end, 10);
-
-		if (!isdigit((unsigned char)e->d_name[0]) || *end || tid <= 0)
-			continue;
-		if (*n == cap) {
-			int *nv = realloc(v, (cap ? cap * 2 : 16) * sizeof(*v));
-
-			if (!nv) {
-				free(v);
-				closedir(d);
-				return -ENOMEM;
-			}
-			v = nv;
-			cap = cap ? cap * 2 : 16;
-		}
-		v[(*n)++] = (int)tid;
-	}
-	closedir(d);
-	*out = v;
-	return *n ? 0 : -ESRCH;
-}
-
 /* The whole (small) text of a /proc file into buf.  Bytes, or -errno. */
 static ssize_t read_text(const char *path, char *buf, size_t len)
 {
@@ -134,7 +96,7 @@ int srv_snap_take(struct srv_snap *s, pid_t pid)
 
 	s->v = NULL;
 	s->n = 0;
-	r = list_tids(pid, &tids, &ntid);
+	r = proc_list_tids(pid, &tids, &ntid);
 	if (r < 0)
 		return r;
 	s->v = calloc(ntid, sizeof(*s->v));
@@ -233,7 +195,7 @@ int srv_sys_open(struct srv_sys *s, pid_t pid, char *why, size_t len)
 		        strerror((int)-id));
 		return (int)id;
 	}
-	r = list_tids(pid, &tids, &ntid);
+	r = proc_list_tids(pid, &tids, &ntid);
 	if (r < 0) {
 		snprintf(why, len, "no threads of pid %d: %s", (int)pid, strerror(-r));
 		return r;
