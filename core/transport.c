@@ -45,13 +45,10 @@ static bool poll_cb(struct vp_poller *p)
 	struct vp_transport *t =
 	        (struct vp_transport *)((char *)p -
 	                                offsetof(struct vp_transport, poller));
-	uint64_t before;
 
 	if (t->broken || !t->vdev)
 		return false;
-	before = vp_vdev_reqs_started(t->vdev);
-	vp_vdev_poll(t->vdev);
-	return vp_vdev_reqs_started(t->vdev) != before;
+	return vp_vdev_poll(t->vdev);
 }
 
 static void poll_stop_cb(struct vp_poller *p)

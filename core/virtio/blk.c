@@ -119,6 +119,8 @@ struct vp_blk {
 	bool can_cancel;          /* the plugin has cancel() */
 	bool can_kick;            /* the plugin has kick() */
 	bool kick_due;            /* submit() since the last kick() */
+	bool can_poll;            /* the plugin has poll() and poll_end() */
+	bool polling;             /* poll() called since the last poll_end() */
 	uint64_t timeout_ns;      /* request-timeout; 0: none (no bouncing) */
 	struct event_base *base;
 	struct event *timer;      /* checks for timed-out requests */
@@ -893,6 +895,29 @@ static void blk_process(struct vp_blk *blk, unsigned q)
 	}
 }
 
+/* Polled mode: run the plugin's ready completions without waiting for
+ * its fd.  Completions that issue more (the next segment) end their own
+ * batch in blk_plugin_done(). */
+static bool blk_poll(struct vp_vdev *d)
+{
+	struct vp_blk *blk = vp_vdev_priv(d);
+
+	if (!blk->can_poll || !blk->inflight)
+		return false;
+	blk->polling = true;
+	return blk->plugin->poll(blk->disk) > 0;
+}
+
+static void blk_poll_end(struct vp_vdev *d)
+{
+	struct vp_blk *blk = vp_vdev_priv(d);
+
+	if (!blk->polling)
+		return;
+	blk->polling = false;
+	blk->plugin->poll_end(blk->disk);
+}
+
 static void blk_queue_notify(struct vp_vdev *d, unsigned q)
 {
 	struct vp_blk *blk = vp_vdev_priv(d);
@@ -953,6 +978,8 @@ static const struct vp_vdev_type blk_type = {
         .queue_notify = blk_queue_notify,
         .cancel = blk_cancel,
         .queue_busy = blk_queue_busy,
+        .poll = blk_poll,
+        .poll_end = blk_poll_end,
         .reset = blk_reset,
         .free = blk_free,
 };
@@ -1037,6 +1064,8 @@ struct vp_vdev *vp_blk_create(const struct vp_blk_params *params,
 	blk->plugin = plugin;
 	blk->can_cancel = VPROXY_PLUGIN_HAS(plugin, cancel);
 	blk->can_kick = VPROXY_PLUGIN_HAS(plugin, kick);
+	blk->can_poll = VPROXY_PLUGIN_HAS(plugin, poll) &&
+	                VPROXY_PLUGIN_HAS(plugin, poll_end);
 	if (params->request_timeout_ms && params->base) {
 		blk->timeout_ns = (uint64_t)params->request_timeout_ms * 1000000u;
 		blk->base = params->base;

@@ -217,14 +217,32 @@ static void vdev_notify_queue(struct vp_vdev *d, unsigned q)
 	vdev_maybe_finish(d);
 }
 
-void vp_vdev_poll(struct vp_vdev *d)
+bool vp_vdev_poll(struct vp_vdev *d)
 {
+	uint64_t before = d->started;
+	bool worked = false;
+
 	d->busy++;
+	/* Completions first: they free room in the queues. */
+	if (d->polled && d->type->poll)
+		worked = d->type->poll(d);
 	for (unsigned q = 0; q < d->num_queues && vp_vdev_running(d); q++)
 		if (d->vqs[q].ready)
 			d->type->queue_notify(d, q);
+	worked |= d->started != before;
 	d->busy--;
 	vdev_maybe_finish(d);
+	return worked;
+}
+
+/* Polled mode is over: the type's storage notifies again. */
+static void vdev_poll_end(struct vp_vdev *d)
+{
+	if (!d->type->poll_end)
+		return;
+	d->busy++;
+	d->type->poll_end(d);
+	d->busy--;
 }
 
 /* Requests still in flight are no longer wanted: ask the type to have
@@ -245,6 +263,12 @@ void vp_vdev_destroy(struct vp_vdev *d, void (*done)(void *arg), void *arg)
 	d->destroying = true;
 	d->done = done;
 	d->done_arg = arg;
+	/* Nobody polls a device that goes away: its storage must wake the
+	 * loop for the completions still to come. */
+	if (d->polled) {
+		d->polled = false;
+		vdev_poll_end(d);
+	}
 	/* Requests still in a plugin hold their own buffer mappings; the
 	 * rings go now, so nothing can be pushed to the guest any more. */
 	for (unsigned q = 0; q < d->num_queues; q++)
@@ -264,8 +288,12 @@ void vp_vdev_set_polled(struct vp_vdev *d, bool on)
 	if (d->polled == on)
 		return;
 	d->polled = on;
-	/* Off: every queue asks for kicks again and catches what raced in. */
-	if (!on && !d->destroying)
+	if (on)
+		return;
+	/* Off: the storage notifies its completions again, and every queue
+	 * asks for kicks again and catches what raced in. */
+	vdev_poll_end(d);
+	if (!d->destroying)
 		vp_vdev_poll(d);
 }
 

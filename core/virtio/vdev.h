@@ -51,8 +51,10 @@ void vp_vdev_set_broken(struct vp_vdev *d, const char *why);
 /* True once the device is in NEEDS_RESET and not yet reset by the guest. */
 bool vp_vdev_is_broken(const struct vp_vdev *d);
 /* Process all available buffers of every ready queue (used by pollers;
- * queue notifications call it per queue). */
-void vp_vdev_poll(struct vp_vdev *d);
+ * queue notifications call it per queue); in polled mode first run the
+ * completions the type's storage has ready (type->poll).  True if it
+ * found work: a request taken or a completion run. */
+bool vp_vdev_poll(struct vp_vdev *d);
 /* Polled mode, while the server spins on this device (poll-us): draining
  * a queue leaves the driver's notifications off, so a busy guest need not
  * kick.  Turning it off asks for notifications again and serves whatever
@@ -101,6 +103,13 @@ struct vp_vdev_type {
 	/* The driver reset the device; its queues are already torn down and
 	 * no request is in flight any more.  May be NULL. */
 	void (*reset)(struct vp_vdev *d);
+	/* Polled mode (vp_vdev_set_polled): run the completions that are
+	 * ready without waiting for their notification; true if any ran.
+	 * May be NULL. */
+	bool (*poll)(struct vp_vdev *d);
+	/* Polled mode ends (or the device is destroyed in it): completions
+	 * must notify again.  May be NULL. */
+	void (*poll_end)(struct vp_vdev *d);
 	/* Free the type's private data: once, after vp_vdev_destroy(), when
 	 * no request is in flight.  May be NULL. */
 	void (*free)(struct vp_vdev *d);

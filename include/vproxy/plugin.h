@@ -253,6 +253,25 @@ struct vproxy_plugin {
 	 * host->complete(), as submit() may; it never completes a request
 	 * inline. */
 	void (*kick)(void *disk);
+
+	/* Optional, both or neither (NULL, or absent in a table built before
+	 * they existed: see VPROXY_PLUGIN_HAS).  Completion polling.  While
+	 * the host's loop spins (its poll window, after work) and disk has
+	 * requests in flight, the host calls poll() on every turn instead of
+	 * waiting for the plugin's fd watch: run the completions that are
+	 * ready now, without blocking, each through host->complete() as an fd
+	 * watch callback would, and return how many ran (0: none yet).  From
+	 * the first poll() of a spell the plugin may stop signalling its fd
+	 * (io_uring: IORING_CQ_EVENTFD_DISABLED), saving the fd's wake-up and
+	 * read per completion.  poll_end() ends the spell: the loop is about
+	 * to sleep, so from its return on every completion, including those
+	 * that arrived during the spell and were not run yet, must again
+	 * wake the plugin's fd watch (or be run inside poll_end(), which may
+	 * call host->complete() as poll() does).  Both are called from the
+	 * loop, never from inside a host call; poll_end() follows poll()
+	 * once per spell, before close(). */
+	int (*poll)(void *disk);
+	void (*poll_end)(void *disk);
 };
 
 /*

@@ -57,6 +57,10 @@ struct vpio_engine {
 	bool in_dispatch;     /* completions running: submit once at the end */
 	bool host_kicks;      /* vpio_kick() ends each batch: submit then */
 	unsigned unsubmitted; /* SQEs prepared and not yet submitted */
+	bool polling;         /* between vpio_poll() and vpio_poll_end() */
+	bool efd_off;         /* the ring's eventfd is off while polling */
+	bool no_efd_toggle;   /* the kernel cannot turn it off: never try */
+	uint64_t finished;    /* operations finished, for vpio_poll() */
 	struct vpio_op *backlog, *backlog_tail; /* no SQE was free */
 
 	/* Worker pool: all engines of threads mode, and for io_uring the
@@ -323,6 +327,7 @@ static void op_finish(struct vpio_engine *eng, struct vpio_op *op, int status)
 	free(op->rest);
 	op->rest = NULL;
 	eng->inflight--;
+	eng->finished++;
 	op->done(op, status);
 }
 
@@ -743,8 +748,48 @@ static void on_efd(int fd, void *arg)
 	dispatch(arg);
 }
 
+int vpio_poll(struct vpio_engine *eng)
+{
+	uint64_t before = eng->finished;
+
+	if (eng->in_dispatch)
+		return 0;
+	if (!eng->polling) {
+		eng->polling = true;
+		/* The loop looks at the ring itself until vpio_poll_end(): a
+		 * completion need not signal the eventfd (no wake-up, no read
+		 * per completion).  Kernels before 5.8 cannot turn it off;
+		 * polling works all the same, with the signals. */
+		if (eng->uring && !eng->no_efd_toggle) {
+			if (io_uring_cq_eventfd_toggle(&eng->ring, false) == 0)
+				eng->efd_off = true;
+			else
+				eng->no_efd_toggle = true;
+		}
+	}
+	if (eng->inflight)
+		dispatch(eng);
+	return (int)(eng->finished - before);
+}
+
+void vpio_poll_end(struct vpio_engine *eng)
+{
+	if (!eng->polling)
+		return;
+	eng->polling = false;
+	if (!eng->efd_off)
+		return;
+	eng->efd_off = false;
+	io_uring_cq_eventfd_toggle(&eng->ring, true);
+	/* Completions posted while it was off signalled nothing: run them
+	 * now; every later one signals again. */
+	if (io_uring_cq_ready(&eng->ring))
+		dispatch(eng);
+}
+
 void vpio_drain(struct vpio_engine *eng)
 {
+	vpio_poll_end(eng); /* the wait below needs the eventfd */
 	while (eng->inflight) {
 		struct pollfd p = {.fd = eng->efd, .events = POLLIN};
 		uint64_t v;

@@ -101,6 +101,16 @@ void vpio_submit(struct vpio_engine *eng, struct vpio_op *op);
  * on, vpio_submit() on the loop thread only queues until the next. */
 void vpio_kick(struct vpio_engine *eng);
 
+/* Completion polling (the plugin ABI's poll() and poll_end()): run the
+ * completions that are ready, without blocking, and return how many ran.
+ * From the first call until vpio_poll_end() an io_uring engine turns its
+ * eventfd off (IORING_CQ_EVENTFD_DISABLED, where the kernel has it), so
+ * the caller must keep polling or call vpio_poll_end(), which turns it on
+ * again and runs what completed in between.  Loop thread only; never
+ * from inside a done() callback. */
+int vpio_poll(struct vpio_engine *eng);
+void vpio_poll_end(struct vpio_engine *eng);
+
 /* Give op up if it has not started: taken off a queue, or an io_uring
  * cancel for an SQE in flight.  done() still runs exactly once, later,
  * from the loop: with -ECANCELED if op was dropped (a multi-call op stops

@@ -294,6 +294,21 @@ static void raw_kick(void *disk)
 	vpio_kick(d->eng);
 }
 
+/* The host's loop spins: run what completed without the eventfd. */
+static int raw_poll(void *disk)
+{
+	struct raw_disk *d = disk;
+
+	return vpio_poll(d->eng);
+}
+
+static void raw_poll_end(void *disk)
+{
+	struct raw_disk *d = disk;
+
+	vpio_poll_end(d->eng);
+}
+
 static void raw_close(void *disk)
 {
 	struct raw_disk *d = disk;
@@ -316,6 +331,7 @@ VPROXY_PLUGIN_DEFINE(
         host, .name = "raw",
         .description = "a regular file or block device, byte for byte (io_uring)",
         .param_keys = raw_param_keys, .open = raw_open, .submit = raw_submit,
-        .close = raw_close, .cancel = raw_cancel, .kick = raw_kick,
+        .close = raw_close, .cancel = raw_cancel, .kick = raw_kick, .poll = raw_poll,
+        .poll_end = raw_poll_end,
         /* open() waits for the file's lock; close() drains and syncs. */
         .flags = VPROXY_PLUGIN_F_OFF_LOOP);

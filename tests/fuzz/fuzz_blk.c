@@ -173,7 +173,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint8_t op = fz_u8(&in);
 
 
-		switch (op % 11) {
+		switch (op % 12) {
 		case 0:
 		case 1: fg_request(&g, &in); break;
 		case 2: fg_write(&g, VIRTIO_MMIO_QUEUE_NOTIFY, fz_u8(&in) % 5); break;
@@ -187,7 +187,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			uint8_t m = fz_u8(&in);
 			struct fuzz_disk_mode mode = {.deferred = m & 1,
 			                              .submit_ret = m & 2 ? -12 : 0,
-			                              .status = m & 4 ? -95 : 0};
+			                              .status = m & 4 ? -95 : 0,
+			                              .poll_ready = (m >> 3) & 3};
 
 			fuzz_disk_set_mode(&mode);
 			break;
@@ -226,11 +227,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		case 9: vp_vdev_poll(d); break;
 		case 10: reset_and_wait(&g, &in); break;
+		case 11: vp_vdev_set_polled(d, fz_u8(&in) & 1); break;
 		}
 	}
 	fg_harvest(&g);
 	thaw();
 	vp_vdev_destroy(d, on_done, &done);
+	if (fuzz_disk_polling()) {
+		fprintf(stderr, "fuzz_blk: destroyed in polled mode, poll_end() missing\n");
+		abort();
+	}
 	fuzz_disk_complete(~0u, 0, 0);
 	if (!done) {
 		fprintf(stderr, "fuzz_blk: device not freed after its last request\n");

@@ -18,6 +18,7 @@ static struct {
 	struct vproxy_req *pending[MAX_PENDING];
 	bool cancelled[MAX_PENDING];
 	unsigned npending;
+	bool polling; /* poll() called, poll_end() not yet */
 	const bool *tainted; /* check the pattern while this is false */
 } disk;
 
@@ -167,6 +168,27 @@ static void fuzz_cancel(void *d, struct vproxy_req *req)
 	violation(req, "cancel of a request not in flight");
 }
 
+/* Completion polling: each poll() finishes mode.poll_ready of what is
+ * held; poll_end() must follow a poll(), once. */
+static int fuzz_poll(void *d)
+{
+	if (d != &disk) {
+		fprintf(stderr, "fuzz_disk: poll() of another disk\n");
+		abort();
+	}
+	disk.polling = true;
+	return (int)fuzz_disk_complete(disk.mode.poll_ready, 0, disk.mode.status);
+}
+
+static void fuzz_poll_end(void *d)
+{
+	if (d != &disk || !disk.polling) {
+		fprintf(stderr, "fuzz_disk: poll_end() without poll()\n");
+		abort();
+	}
+	disk.polling = false;
+}
+
 static const char *const fuzz_keys[] = {NULL};
 
 const struct vproxy_plugin fuzz_disk_plugin = {
@@ -177,6 +199,8 @@ const struct vproxy_plugin fuzz_disk_plugin = {
         .param_keys = fuzz_keys,
         .submit = fuzz_submit,
         .cancel = fuzz_cancel,
+        .poll = fuzz_poll,
+        .poll_end = fuzz_poll_end,
 };
 
 const struct vproxy_plugin fuzz_disk_plugin_v1 = {
@@ -190,7 +214,7 @@ const struct vproxy_plugin fuzz_disk_plugin_v1 = {
 
 void *fuzz_disk_open(const struct vproxy_disk_info *info)
 {
-	if (disk.npending)
+	if (disk.npending || disk.polling)
 		abort();
 	if (info->capacity > FUZZ_DISK_MAX_BYTES)
 		abort();
@@ -228,6 +252,11 @@ unsigned fuzz_disk_complete(unsigned n, unsigned pick, int status)
 		pick = 0;
 	}
 	return done;
+}
+
+bool fuzz_disk_polling(void)
+{
+	return disk.polling;
 }
 
 unsigned fuzz_disk_pending(void)

@@ -20,13 +20,14 @@ struct fuzz_disk_mode {
 	bool deferred;  /* hold requests until fuzz_disk_complete() */
 	int submit_ret; /* non-zero: submit() refuses with it */
 	int status;     /* completion status (0 or a negative errno) */
+	unsigned poll_ready; /* held requests each poll() completes */
 };
 
-/* The plugin table (submit and cancel; the harness opens the disk
- * itself).  cancel() marks a held request: fuzz_disk_complete() then ends
+/* The plugin table (submit, cancel, poll and poll_end; the harness
+ * opens the disk itself).  poll_end() without a poll() before it aborts.  cancel() marks a held request: fuzz_disk_complete() then ends
  * it with -ECANCELED, untouched, as the plugin ABI allows. */
 extern const struct vproxy_plugin fuzz_disk_plugin;
-/* The same as a first-version plugin: no cancel(). */
+/* The same as a first-version plugin: no cancel(), no polling. */
 extern const struct vproxy_plugin fuzz_disk_plugin_v1;
 
 /* Start a new disk of info->capacity bytes (<= FUZZ_DISK_MAX_BYTES);
@@ -45,6 +46,8 @@ unsigned fuzz_disk_complete(unsigned n, unsigned pick, int status);
  * changes that data.  Read at each request, since a request can taint
  * the guest and be served before the harness looks again. */
 void fuzz_disk_expect_pattern(const bool *tainted);
+/* Between a poll() and its poll_end()? */
+bool fuzz_disk_polling(void);
 /* Requests held. */
 unsigned fuzz_disk_pending(void);
 

@@ -86,6 +86,9 @@ struct fake_disk {
 	unsigned ndropped;
 	unsigned cancels;
 	unsigned closes;
+	unsigned polls;          /* poll() calls */
+	unsigned poll_ends;      /* poll_end() calls */
+	bool poll_holds;         /* poll() finds nothing ready */
 	unsigned kicks;          /* kick() calls */
 	unsigned nlog_at_kick;   /* submits seen at the last kick() */
 };
@@ -267,6 +270,34 @@ static const struct vproxy_plugin fake_plugin_kick = {
         .submit = fake_submit,
         .close = fake_close,
         .kick = fake_kick,
+};
+
+/* Completion polling: poll() runs what is pending, as a ring that
+ * completed it would; poll_end() only counts. */
+static int fake_poll(void *d)
+{
+	ck_assert_ptr_eq(d, disk);
+	disk->polls++;
+	return disk->poll_holds ? 0 : (int)fake_complete_all();
+}
+
+static void fake_poll_end(void *d)
+{
+	ck_assert_ptr_eq(d, disk);
+	disk->poll_ends++;
+}
+
+static const struct vproxy_plugin fake_plugin_poll = {
+        .abi_version = VPROXY_PLUGIN_ABI_VERSION,
+        .size = sizeof(struct vproxy_plugin),
+        .name = "fake",
+        .description = "in-test disk whose completions can be polled",
+        .param_keys = fake_keys,
+        .submit = fake_submit,
+        .close = fake_close,
+        .cancel = fake_cancel,
+        .poll = fake_poll,
+        .poll_end = fake_poll_end,
 };
 
 /* ---- the guest ---- */
@@ -1641,6 +1672,71 @@ START_TEST(kick_ends_each_batch)
 }
 END_TEST
 
+/* Polled mode runs the plugin's completions without its fd, only while
+ * requests are in flight; leaving polled mode, or destroying the device
+ * in it, ends the plugin's spell once. */
+START_TEST(polled_mode_polls_completions)
+{
+	struct vp_vdev *d;
+	struct req r[3];
+
+	g.plugin = &fake_plugin_poll;
+	start();
+	disk->deferred = true;
+	/* Not polled: completions are the plugin's fd's business. */
+	r[0] = make_req(0, VIRTIO_BLK_T_IN, 0, 512);
+	post(0, r[0].head);
+	kick(0);
+	ck_assert_uint_eq(disk->npending, 1);
+	ck_assert(!vp_vdev_poll(g.d));
+	ck_assert_uint_eq(disk->polls, 0);
+	ck_assert_uint_eq(fake_complete_all(), 1);
+
+	vp_vdev_set_polled(g.d, true);
+	/* Nothing in flight: the plugin is not asked. */
+	ck_assert(!vp_vdev_poll(g.d));
+	ck_assert_uint_eq(disk->polls, 0);
+	/* Polling takes the request, the next poll runs its completion. */
+	r[1] = make_req(0, VIRTIO_BLK_T_OUT, 8, 512);
+	post(0, r[1].head);
+	ck_assert(vp_vdev_poll(g.d));
+	ck_assert_uint_eq(disk->npending, 1);
+	ck_assert_uint_eq(status_of(&r[1]), SENTINEL);
+	ck_assert(vp_vdev_poll(g.d));
+	ck_assert_uint_eq(disk->polls, 1);
+	ck_assert_uint_eq(status_of(&r[1]), VIRTIO_BLK_S_OK);
+	ck_assert(!vp_vdev_poll(g.d));
+	ck_assert_uint_eq(disk->polls, 1);
+	vp_vdev_set_polled(g.d, false);
+	ck_assert_uint_eq(disk->poll_ends, 1);
+	/* A spell in which the plugin was never polled needs no end. */
+	vp_vdev_set_polled(g.d, true);
+	vp_vdev_set_polled(g.d, false);
+	ck_assert_uint_eq(disk->poll_ends, 1);
+
+	/* Destroyed while polled, with a request in the plugin: the spell
+	 * ends, and the completion arrives the usual way. */
+	vp_vdev_set_polled(g.d, true);
+	r[2] = make_req(0, VIRTIO_BLK_T_IN, 16, 512);
+	post(0, r[2].head);
+	ck_assert(vp_vdev_poll(g.d));
+	ck_assert_uint_eq(disk->npending, 1);
+	disk->poll_holds = true; /* the disk is slow */
+	ck_assert(!vp_vdev_poll(g.d));
+	ck_assert_uint_eq(disk->polls, 2);
+	d = g.d;
+	g.d = NULL;
+	vp_vdev_destroy(d, on_done, &g);
+	ck_assert_uint_eq(disk->poll_ends, 2);
+	ck_assert_uint_eq(g.done_calls, 0);
+	/* cancel() dropped it; it completes later, from the loop. */
+	fake_complete_dropped();
+	fake_complete_all();
+	ck_assert_uint_eq(g.done_calls, 1);
+	ck_assert_uint_eq(g.broken, 0);
+}
+END_TEST
+
 /* Destroying a device cancels what is in flight as well. */
 START_TEST(destroy_cancels_in_plugin)
 {
@@ -1775,6 +1871,7 @@ int main(void)
 	tcase_add_test(tc, reset_with_request_in_flight);
 	tcase_add_test(tc, reset_cancels_in_plugin);
 	tcase_add_test(tc, kick_ends_each_batch);
+	tcase_add_test(tc, polled_mode_polls_completions);
 	tcase_add_test(tc, queue_disable_waits_for_requests);
 	tcase_add_test(tc, request_timeout_abandons);
 	tcase_add_test(tc, disk_release_closes);
