@@ -10,29 +10,69 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 #include <xenstore.h>
 
+/*
+ * One xenstore connection per platform carries every watch: a guest with
+ * many devices costs xenstored one connection, not one per watch (C
+ * xenstored scans all its connections on every request).  libxenstore
+ * queues the watch events of all tokens behind one fd (xs_fileno); each
+ * watch has an eventfd of its own that whoever reads the queue signals
+ * for the events with its token, so a waiter on one watch never takes
+ * another's event or misses its own.
+ */
 struct vps_watch {
-	struct xs_handle *xs; /* a connection of its own */
+	struct vps_xs *x;
 	char *path;
 	char token[32];
+	int efd;                /* readable while an event waits for its waiter */
+	struct vps_watch *next; /* in vps_xs.watches */
 };
 
 int vps_xs_open(struct vps_xs *x)
 {
 	x->watch_seq = 0;
+	x->watches = NULL;
 	x->xs = xs_open(0);
 	if (!x->xs)
 		return errno ? -errno : -EIO;
+	pthread_mutex_init(&x->lock, NULL);
 	return 0;
 }
 
 void vps_xs_close(struct vps_xs *x)
 {
-	if (x->xs)
-		xs_close(x->xs);
+	if (!x->xs)
+		return;
+	xs_close(x->xs);
 	x->xs = NULL;
+	pthread_mutex_destroy(&x->lock);
+}
+
+/* Hand every queued watch event to its watch. */
+static void xs_dispatch(struct vps_xs *x)
+{
+	char **ev;
+
+	pthread_mutex_lock(&x->lock);
+	while ((ev = xs_check_watch(x->xs)) != NULL) {
+		for (struct vps_watch *w = x->watches; w; w = w->next) {
+			if (strcmp(w->token, ev[XS_WATCH_TOKEN]) == 0) {
+				uint64_t one = 1;
+
+				/* Fails only if the counter is full: it is
+				 * readable then anyway. */
+				if (write(w->efd, &one, sizeof(one)) < 0)
+					(void)0;
+				break;
+			}
+		}
+		/* No such watch: it was removed with events still queued. */
+		free(ev);
+	}
+	pthread_mutex_unlock(&x->lock);
 }
 
 static int lx_read(void *ctx, uint32_t tx, const char *path, char *buf, size_t len)
@@ -110,6 +150,18 @@ static int lx_tx_end(void *ctx, uint32_t tx, int abort_tx)
 	return 0;
 }
 
+static void lx_unlink(struct vps_xs *x, struct vps_watch *w)
+{
+	pthread_mutex_lock(&x->lock);
+	for (struct vps_watch **pp = &x->watches; *pp; pp = &(*pp)->next) {
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&x->lock);
+}
+
 static int lx_watch(void *ctx, const char *path, struct vps_watch **out)
 {
 	struct vps_xs *x = ctx;
@@ -119,24 +171,35 @@ static int lx_watch(void *ctx, const char *path, struct vps_watch **out)
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
+	w->x = x;
+	w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	w->path = strdup(path);
-	w->xs = xs_open(0);
-	if (!w->path || !w->xs) {
-		err = errno ? -errno : -EIO;
+	if (!w->path || w->efd < 0) {
+		err = errno ? -errno : -ENOMEM;
 		goto fail;
 	}
 	snprintf(w->token, sizeof(w->token), "vps%u",
 	         __atomic_fetch_add(&x->watch_seq, 1, __ATOMIC_RELAXED));
-	/* The fd exists before the first event so none is missed. */
-	if (xs_fileno(w->xs) < 0 || !xs_watch(w->xs, path, w->token)) {
+	/* The queue's fd exists before the first event so none is missed,
+	 * and the watch is listed before it can fire. */
+	if (xs_fileno(x->xs) < 0) {
 		err = errno ? -errno : -EIO;
+		goto fail;
+	}
+	pthread_mutex_lock(&x->lock);
+	w->next = x->watches;
+	x->watches = w;
+	pthread_mutex_unlock(&x->lock);
+	if (!xs_watch(x->xs, path, w->token)) {
+		err = errno ? -errno : -EIO;
+		lx_unlink(x, w);
 		goto fail;
 	}
 	*out = w;
 	return 0;
 fail:
-	if (w->xs)
-		xs_close(w->xs);
+	if (w->efd >= 0)
+		close(w->efd);
 	free(w->path);
 	free(w);
 	return err;
@@ -144,11 +207,13 @@ fail:
 
 static void lx_unwatch(void *ctx, struct vps_watch *w)
 {
-	(void)ctx;
+	struct vps_xs *x = ctx;
+
 	if (!w)
 		return;
-	xs_unwatch(w->xs, w->path, w->token);
-	xs_close(w->xs);
+	xs_unwatch(x->xs, w->path, w->token);
+	lx_unlink(x, w);
+	close(w->efd);
 	free(w->path);
 	free(w);
 }
@@ -164,17 +229,12 @@ void vps_xs_fill_ops(struct vps_platform *plat)
 	plat->xs_unwatch = lx_unwatch;
 }
 
-int vps_watch_fd(const struct vps_watch *w)
-{
-	return xs_fileno(w->xs);
-}
-
 void vps_watch_drain(struct vps_watch *w)
 {
-	char **ev;
+	uint64_t v;
 
-	while ((ev = xs_check_watch(w->xs)) != NULL)
-		free(ev);
+	if (read(w->efd, &v, sizeof(v)) < 0)
+		return; /* EAGAIN: nothing pending */
 }
 
 uint64_t vps_linux_now_ns(void *ctx)
@@ -198,26 +258,50 @@ void vps_linux_log(const char *prog, enum vps_log_level max,
 
 int vps_linux_poll(int fd, struct vps_watch *w, uint64_t timeout_ns)
 {
-	struct pollfd fds[2];
-	struct timespec ts = {.tv_sec = (time_t)(timeout_ns / 1000000000u),
-	                      .tv_nsec = (long)(timeout_ns % 1000000000u)};
-	int n = 0, e_slot = -1, w_slot = -1, mask = 0;
+	uint64_t deadline = vps_linux_now_ns(NULL) + timeout_ns;
 
-	if (fd >= 0) {
-		fds[n] = (struct pollfd){.fd = fd, .events = POLLIN};
-		e_slot = n++;
+	if (timeout_ns > UINT64_MAX / 2)
+		deadline = UINT64_MAX;
+	for (;;) {
+		struct pollfd fds[3];
+		uint64_t left, now;
+		struct timespec ts;
+		int n = 0, e_slot = -1, w_slot = -1, q_slot = -1, mask = 0;
+
+		if (fd >= 0) {
+			fds[n] = (struct pollfd){.fd = fd, .events = POLLIN};
+			e_slot = n++;
+		}
+		if (w) {
+			fds[n] = (struct pollfd){.fd = w->efd, .events = POLLIN};
+			w_slot = n++;
+			/* The connection's queue: whoever waits reads it. */
+			fds[n] = (struct pollfd){.fd = xs_fileno(w->x->xs), .events = POLLIN};
+			q_slot = n++;
+		}
+		now = vps_linux_now_ns(NULL);
+		left = deadline > now ? deadline - now : 0;
+		ts.tv_sec = left / 1000000000u > (uint64_t)INT32_MAX
+		                    ? INT32_MAX
+		                    : (time_t)(left / 1000000000u);
+		ts.tv_nsec = (long)(left % 1000000000u);
+		if (ppoll(fds, (nfds_t)n, &ts, NULL) < 0)
+			return errno == EINTR ? 0 : -errno;
+		if (e_slot >= 0 && (fds[e_slot].revents & POLLIN))
+			mask |= VPS_WAKE_EVTCHN;
+		if (w_slot >= 0 && fds[w_slot].revents)
+			mask |= VPS_WAKE_WATCH;
+		if (q_slot >= 0 && (fds[q_slot].revents & (POLLERR | POLLNVAL)))
+			return -EPIPE; /* the connection's queue is gone */
+		if (q_slot >= 0 && fds[q_slot].revents) {
+			struct pollfd mine = {.fd = w->efd, .events = POLLIN};
+
+			xs_dispatch(w->x);
+			if (poll(&mine, 1, 0) > 0)
+				mask |= VPS_WAKE_WATCH;
+		}
+		/* Only other watches' events: keep waiting. */
+		if (mask || vps_linux_now_ns(NULL) >= deadline)
+			return mask;
 	}
-	if (w) {
-		fds[n] = (struct pollfd){.fd = vps_watch_fd(w), .events = POLLIN};
-		w_slot = n++;
-	}
-	if (timeout_ns / 1000000000u > (uint64_t)INT32_MAX)
-		ts.tv_sec = INT32_MAX;
-	if (ppoll(fds, (nfds_t)n, &ts, NULL) < 0)
-		return errno == EINTR ? 0 : -errno;
-	if (e_slot >= 0 && (fds[e_slot].revents & POLLIN))
-		mask |= VPS_WAKE_EVTCHN;
-	if (w_slot >= 0 && fds[w_slot].revents)
-		mask |= VPS_WAKE_WATCH;
-	return mask;
 }

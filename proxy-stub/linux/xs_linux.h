@@ -7,6 +7,8 @@
 #ifndef VPROXY_XS_LINUX_H
 #define VPROXY_XS_LINUX_H
 
+#include <pthread.h>
+
 #include "platform.h"
 
 struct xs_handle;
@@ -15,8 +17,13 @@ struct xs_handle;
  * struct the platform passes as ctx: the operations vps_xs_fill_ops()
  * installs read ctx as a struct vps_xs. */
 struct vps_xs {
-	struct xs_handle *xs; /* reads, writes, transactions (thread-safe) */
-	unsigned watch_seq;   /* makes watch tokens unique; atomic */
+	/* The one connection: reads, writes, transactions and every watch
+	 * of every device on the platform (libxenstore is thread-safe). */
+	struct xs_handle *xs;
+	unsigned watch_seq; /* makes watch tokens unique; atomic */
+	/* The watches, for handing each event to its own waiter. */
+	pthread_mutex_t lock;
+	struct vps_watch *watches;
 };
 
 /* Connect. 0 or -errno. */
@@ -25,9 +32,6 @@ int vps_xs_open(struct vps_xs *x);
 void vps_xs_close(struct vps_xs *x);
 /* Point plat's xs_read .. xs_unwatch at the libxenstore operations. */
 void vps_xs_fill_ops(struct vps_platform *plat);
-/* The fd that becomes readable when watch w fires (a connection of its
- * own, so one waiter's events never wake another). */
-int vps_watch_fd(const struct vps_watch *w);
 /* Consume every event pending on w. */
 void vps_watch_drain(struct vps_watch *w);
 
@@ -40,7 +44,9 @@ void vps_linux_log(const char *prog, enum vps_log_level max,
 /* The wait operation's sleep: up to timeout_ns for fd (skipped when < 0)
  * to become readable or w (when not NULL) to fire.  VPS_WAKE_EVTCHN when
  * fd is readable, VPS_WAKE_WATCH when w fired, 0 on timeout or a signal,
- * or -errno.  The caller consumes fd's event, then drains w. */
+ * or -errno.  Events of other watches on the connection that arrive
+ * meanwhile are handed to their own waiters without ending the wait.
+ * The caller consumes fd's event, then drains w. */
 int vps_linux_poll(int fd, struct vps_watch *w, uint64_t timeout_ns);
 
 #endif
