@@ -46,7 +46,8 @@ static void usage(FILE *f)
 	fprintf(f,
 	        "usage: " PROG " [options]\n"
 	        "workload:\n"
-	        "  --rw read|write|randread|randwrite|randrw   (default randread)\n"
+	        "  --rw read|write|randread|randwrite|randrw|idle   (default randread;\n"
+	        "                         idle: guests attached, no I/O: the server's idle CPU)\n"
 	        "  --rwmixread PCT        reads in randrw (default 50)\n"
 	        "  --bs SIZE              block size (default 4k)\n"
 	        "  --iodepth N            requests in flight per queue (default 32)\n"
@@ -234,7 +235,7 @@ static void parse_args(int argc, char **argv, struct cfg *c)
 	        {NULL, 0, NULL, 0},
 	};
 	static const char *const rws[] = {"read", "write", "randread", "randwrite",
-	                                  "randrw"};
+	                                  "randrw", "idle"};
 	unsigned u = 0; /* read after a failed parse too (then unused) */
 	int o;
 
@@ -263,7 +264,7 @@ static void parse_args(int argc, char **argv, struct cfg *c)
 		switch (o) {
 		case OPT_RW:
 			bad = true;
-			for (unsigned i = 0; i < 5; i++)
+			for (unsigned i = 0; i < sizeof(rws) / sizeof(rws[0]); i++)
 				if (strcmp(optarg, rws[i]) == 0) {
 					c->rw = rws[i];
 					bad = false;
@@ -402,6 +403,10 @@ static void parse_args(int argc, char **argv, struct cfg *c)
 		fprintf(stderr,
 		        PROG ": --plugin sparse cannot be compared with fio or qsd: "
 		             "its image format is vproxy's own (compare --plugin raw)\n");
+		exit(2);
+	}
+	if (strcmp(c->rw, "idle") == 0 && c->fio) {
+		fprintf(stderr, PROG ": --rw idle has no fio baseline (fio has no server)\n");
 		exit(2);
 	}
 	if (c->plot && !c->nsweep) {

@@ -43,7 +43,8 @@
 #define REAP_BATCH 64u
 #define GEN_NONE 0u /* block content unknown: reads are not checked */
 
-enum rw { RW_READ, RW_WRITE, RW_RANDREAD, RW_RANDWRITE, RW_RANDRW };
+/* RW_IDLE: attached, no I/O in the window (what an idle guest costs). */
+enum rw { RW_READ, RW_WRITE, RW_RANDREAD, RW_RANDWRITE, RW_RANDRW, RW_IDLE };
 enum transport { T_VPROXY, T_VHOST_USER };
 enum rc { RC_OK = 0, RC_MISMATCH = 1, RC_ERROR = 2 };
 
@@ -197,6 +198,8 @@ static bool plan(struct guest *g, struct op *o, bool prefill)
 {
 	bool seq = prefill || g->o.rw == RW_READ || g->o.rw == RW_WRITE;
 
+	if (g->o.rw == RW_IDLE && !prefill)
+		return false;
 	o->type = prefill ? VBLK_T_WRITE : is_read_op(g) ? VBLK_T_READ : VBLK_T_WRITE;
 	for (int tries = 0; tries < 8; tries++) {
 		uint64_t b;
@@ -408,6 +411,8 @@ static int run_phase(struct guest *g, bool prefill, uint64_t count, uint64_t sub
 		}
 		if (!submitting && inflight(g) == 0)
 			break;
+		if (g->o.rw == RW_IDLE)
+			last = t; /* nothing is asked, nothing is late */
 		if (t - last > g->o.timeout_ns) {
 			fail(g, "timeout: %u requests unanswered for %.0f s", inflight(g),
 			     (double)g->o.timeout_ns / NSEC);
@@ -645,7 +650,7 @@ static void usage(FILE *f)
 	        "         (--transport vproxy --domid D --run-dir DIR [--addr-mode "
 	        "gfn|grant]\n"
 	        "          | --transport vhost-user --socket PATH)\n"
-	        "         [--rw read|write|randread|randwrite|randrw] [--rwmixread P]\n"
+	        "         [--rw read|write|randread|randwrite|randrw|idle] [--rwmixread P]\n"
 	        "         [--bs BYTES] [--iodepth N] [--queues M] [--queue-size N]\n"
 	        "         [--runtime-ms MS] [--ramp-ms MS] [--size BYTES] [--slice I/N]\n"
 	        "         [--prefill] [--verify] [--spin-us N] [--seed N] [--timeout-s "
@@ -671,7 +676,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	        {NULL, 0, NULL, 0},
 	};
 	static const char *const rws[] = {"read", "write", "randread", "randwrite",
-	                                  "randrw"};
+	                                  "randrw", "idle"};
 	uint64_t v;
 	int c;
 
@@ -715,7 +720,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'S': o->socket = optarg; break;
 		case 'w':
 			bad = true;
-			for (unsigned i = 0; i < 5; i++)
+			for (unsigned i = 0; i < sizeof(rws) / sizeof(rws[0]); i++)
 				if (strcmp(optarg, rws[i]) == 0) {
 					o->rw = (enum rw)i;
 					bad = false;

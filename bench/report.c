@@ -225,10 +225,11 @@ void report_table(FILE *f, const struct report_info *ri, const struct run_point 
 		if (t->ran && t->ok && t->g)
 			fprintf(f,
 			        "%s: %u guest(s) attached in %.1f ms%s; server CPU %.3f "
-			        "s; guests "
+			        "s (%.2f%% of a CPU); guests "
 			        "CPU %.3f s; QueueNotify/IO %.3f, guest sleeps/IO %.3f\n",
 			        t->name, t->guests, t->attach_ms,
 			        t->provision_ms > 0 ? "" : "", t->server_cpu_s,
+			        ri->runtime_s > 0 ? 100.0 * t->server_cpu_s / ri->runtime_s : 0,
 			        t->guest_cpu_s,
 			        t->sum.iops > 0
 			                ? (double)t->kicks / (t->sum.iops * ri->runtime_s)

@@ -169,6 +169,19 @@ if command -v gnuplot >/dev/null; then
 	check_clean "a sweep"
 fi
 
+echo "== idle guests: attached, no I/O, the server's CPU reported"
+"$bench" "${common[@]}" --guests 2 --rw idle --json "$tmp/idle.json" >"$tmp/idle.out" \
+	2>"$tmp/idle.err" || die "idle run failed (exit $?)"
+grep -q '"ok": true' "$tmp/idle.json" || die "idle: vproxy job not ok"
+[[ $(json_num "$tmp/idle.json" iops) == 0.00 ]] || die "idle: I/O was done"
+grep -Eq '^vproxy: 2 guest\(s\) attached in .*server CPU [0-9.]+ s \([0-9.]+% of a CPU\)' \
+	"$tmp/idle.out" || die "idle: no server CPU line: $(cat "$tmp/idle.out")"
+st=0
+"$bench" "${common[@]}" --rw idle --baseline fio >/dev/null 2>"$tmp/idle-fio.err" || st=$?
+((st == 2)) && grep -q "no fio baseline" "$tmp/idle-fio.err" ||
+	die "idle with fio: not refused ($st)"
+check_clean "an idle run"
+
 echo "== a server that cannot start: error, nothing left running"
 st=0
 "$bench" "${common[@]}" --plugin-param no-such-key=1 >"$tmp/bad.out" 2>"$tmp/bad.err" || st=$?

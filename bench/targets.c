@@ -25,7 +25,8 @@
 
 static bool wants_prefill(const struct cfg *c, bool store_is_laid_out)
 {
-	bool reads = strcmp(c->rw, "write") != 0 && strcmp(c->rw, "randwrite") != 0;
+	bool reads = strcmp(c->rw, "write") != 0 && strcmp(c->rw, "randwrite") != 0 &&
+	             strcmp(c->rw, "idle") != 0;
 
 	if (c->prefill >= 0)
 		return c->prefill || c->verify;
