@@ -57,6 +57,8 @@ struct vpio_engine {
 	bool in_dispatch;     /* completions running: submit once at the end */
 	bool host_kicks;      /* vpio_kick() ends each batch: submit then */
 	unsigned unsubmitted; /* SQEs prepared and not yet submitted */
+	unsigned setup_flags; /* the IORING_SETUP_* the kernel took */
+	int fixed_fd;         /* registered as file 0 (IOSQE_FIXED_FILE), or -1 */
 	bool polling;         /* between vpio_poll() and vpio_poll_end() */
 	bool efd_off;         /* the ring's eventfd is off while polling */
 	bool no_efd_toggle;   /* the kernel cannot turn it off: never try */
@@ -83,10 +85,17 @@ struct vpio_engine {
 
 /* vpio_set_sys(); read when an engine is created. */
 static const struct vpio_sys *test_sys;
+/* vpio_set_uring_refused(); read when an engine is created. */
+static unsigned test_refused;
 
 void vpio_set_sys(const struct vpio_sys *sys)
 {
 	test_sys = sys;
+}
+
+void vpio_set_uring_refused(unsigned what)
+{
+	test_refused = what;
 }
 
 int vpio_engine_parse(const char *text, enum vpio_engine_choice *out)
@@ -487,6 +496,7 @@ static bool uring_issue(struct vpio_engine *eng, struct vpio_op *op)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&eng->ring);
 	struct sys_call s;
+	bool fixed;
 
 	if (!sqe) {
 		eng->unsubmitted = io_uring_sq_ready(&eng->ring);
@@ -496,6 +506,9 @@ static bool uring_issue(struct vpio_engine *eng, struct vpio_op *op)
 			return false;
 	}
 	op_plan(eng, op, &s);
+	fixed = eng->fixed_fd >= 0 && s.fd == eng->fixed_fd;
+	if (fixed)
+		s.fd = 0; /* its index in the registered table */
 	switch (s.what) {
 	case SYS_PREADV: io_uring_prep_readv(sqe, s.fd, s.iov, s.iovcnt, s.offset); break;
 	case SYS_PWRITEV:
@@ -510,6 +523,8 @@ static bool uring_issue(struct vpio_engine *eng, struct vpio_op *op)
 		io_uring_prep_nop(sqe);
 		break;
 	}
+	if (fixed)
+		sqe->flags |= IOSQE_FIXED_FILE;
 	io_uring_sqe_set_data(sqe, op);
 	eng->unsubmitted++;
 	if (!eng->in_dispatch && !eng->host_kicks)
@@ -748,6 +763,24 @@ static void on_efd(int fd, void *arg)
 	dispatch(arg);
 }
 
+unsigned vpio_engine_setup_flags(const struct vpio_engine *eng)
+{
+	return eng->uring ? eng->setup_flags : 0;
+}
+
+bool vpio_register_fd(struct vpio_engine *eng, int fd)
+{
+	if (!eng->uring || eng->fixed_fd >= 0 || fd < 0 ||
+	    (test_refused & VPIO_REFUSE_FILES))
+		return false;
+	/* Saves the kernel a file lookup and reference per request (the
+	 * loop shares its file table with the helper threads). */
+	if (io_uring_register_files(&eng->ring, &fd, 1) < 0)
+		return false;
+	eng->fixed_fd = fd;
+	return true;
+}
+
 int vpio_poll(struct vpio_engine *eng)
 {
 	uint64_t before = eng->finished;
@@ -804,15 +837,44 @@ void vpio_drain(struct vpio_engine *eng)
 
 /* ---- life cycle ---- */
 
+/*
+ * The setup flags worth having, best first; each kernel takes the first
+ * it knows (an older one refuses an unknown flag with -EINVAL):
+ *  - COOP_TASKRUN (5.19): completions are run when the loop thread enters
+ *    the kernel anyway (its epoll_wait, its submit) instead of
+ *    interrupting it with an IPI; the loop enters the kernel on every turn.
+ *  - SUBMIT_ALL (5.18): a bad SQE does not stop the rest of the batch.
+ * Not used: SINGLE_ISSUER and DEFER_TASKRUN, because engines are created
+ * and drained on the plugin host's helper threads (open and close off the
+ * loop), and DEFER_TASKRUN would need a system call to reap what the loop
+ * now reaps from shared memory while it polls; SQPOLL, which spends a
+ * core per engine.
+ */
+static const unsigned setup_tries[] = {
+	IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+	IORING_SETUP_SUBMIT_ALL,
+	0,
+};
+
 static int uring_init(struct vpio_engine *eng)
 {
 	struct io_uring_probe *probe;
 	static const int ops[] = {IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_FSYNC,
 	                          IORING_OP_FALLOCATE};
-	int r = io_uring_queue_init(RING_ENTRIES, &eng->ring, 0);
+	int r = -EINVAL;
 
+	for (size_t i = 0; i < sizeof(setup_tries) / sizeof(setup_tries[0]); i++) {
+		struct io_uring_params p = {.flags = setup_tries[i]};
+
+		if (setup_tries[i] & test_refused)
+			continue; /* as an older kernel would refuse it */
+		r = io_uring_queue_init_params(RING_ENTRIES, &eng->ring, &p);
+		if (r != -EINVAL)
+			break;
+	}
 	if (r < 0)
 		return r;
+	eng->setup_flags = eng->ring.flags;
 	probe = io_uring_get_probe_ring(&eng->ring);
 	if (!probe) {
 		r = -ENOSYS;
@@ -850,6 +912,7 @@ int vpio_engine_create(const struct vproxy_host *host, const struct vproxy_disk_
 	}
 	eng->host = host;
 	eng->dh = dh;
+	eng->fixed_fd = -1;
 	eng->align = align;
 	eng->sys = test_sys;
 	if (eng->sys)

@@ -93,6 +93,15 @@ int vpio_engine_create(const struct vproxy_host *host, const struct vproxy_disk_
 
 /* "io_uring" or "threads". Static string. */
 const char *vpio_engine_name(const struct vpio_engine *eng);
+/* The IORING_SETUP_* flags the kernel accepted for this engine's ring
+ * (vpio.c lists those tried, best first); 0 for threads. */
+unsigned vpio_engine_setup_flags(const struct vpio_engine *eng);
+/* Register fd, the file most requests go to, with the ring: requests on
+ * it skip the kernel's file lookup (IOSQE_FIXED_FILE).  One per engine;
+ * fd must stay open until the engine is destroyed.  False (and nothing
+ * changes: requests on fd work as before) for the threads engine, a
+ * second fd, or a kernel that refuses. */
+bool vpio_register_fd(struct vpio_engine *eng, int fd);
 
 /* Start op.  Never completes inline: done() runs later from the loop. */
 void vpio_submit(struct vpio_engine *eng, struct vpio_op *op);
@@ -150,5 +159,12 @@ struct vpio_sys {
  * restores the real calls.  Only tests that link vproxy_aio themselves
  * can reach this (plugins keep it hidden); sys stays the caller's. */
 void vpio_set_sys(const struct vpio_sys *sys);
+
+/* For tests of the fallbacks: engines created from now on act as if the
+ * kernel refused these io_uring setup flags (IORING_SETUP_*, tried as
+ * an older kernel would refuse them) and, with VPIO_REFUSE_FILES, file
+ * registration.  0 restores the kernel's own answers. */
+#define VPIO_REFUSE_FILES (1u << 31)
+void vpio_set_uring_refused(unsigned what);
 
 #endif

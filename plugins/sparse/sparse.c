@@ -1381,6 +1381,8 @@ static int sparse_open_disk(struct vproxy_disk_host *dh,
 	                       &d->eng, err, errlen);
 	if (r < 0)
 		goto fail;
+	/* Every data cluster is read and written through it. */
+	vpio_register_fd(d->eng, d->data_fd);
 
 	memset(info, 0, sizeof(*info));
 	info->logical_block = direct ? DIRECT_ALIGN : SECTOR;
