@@ -104,6 +104,8 @@ int vpio_engine_parse(const char *text, enum vpio_engine_choice *out)
 		*out = VPIO_ENGINE_AUTO;
 	else if (strcmp(text, "io_uring") == 0)
 		*out = VPIO_ENGINE_IO_URING;
+	else if (strcmp(text, "sqpoll") == 0)
+		*out = VPIO_ENGINE_SQPOLL;
 	else if (strcmp(text, "threads") == 0)
 		*out = VPIO_ENGINE_THREADS;
 	else
@@ -113,7 +115,9 @@ int vpio_engine_parse(const char *text, enum vpio_engine_choice *out)
 
 const char *vpio_engine_name(const struct vpio_engine *eng)
 {
-	return eng->uring ? "io_uring" : "threads";
+	if (!eng->uring)
+		return "threads";
+	return eng->setup_flags & IORING_SETUP_SQPOLL ? "sqpoll" : "io_uring";
 }
 
 static bool flag_get(const bool *f)
@@ -856,17 +860,32 @@ static const unsigned setup_tries[] = {
 	0,
 };
 
-static int uring_init(struct vpio_engine *eng)
+/* engine = sqpoll: a kernel thread takes the submissions from the ring,
+ * so submitting is a memory write, not a system call, while it is awake
+ * (it sleeps after SQPOLL_IDLE_MS without any; the next submit wakes
+ * it).  It spends a CPU while the disk is busy: for hosts that can give
+ * one to storage.  (COOP_TASKRUN does not go with it.) */
+#define SQPOLL_IDLE_MS 50u
+static const unsigned sqpoll_tries[] = {
+	IORING_SETUP_SQPOLL | IORING_SETUP_SUBMIT_ALL,
+	IORING_SETUP_SQPOLL,
+};
+
+static int uring_init(struct vpio_engine *eng, bool sqpoll)
 {
 	struct io_uring_probe *probe;
 	static const int ops[] = {IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_FSYNC,
 	                          IORING_OP_FALLOCATE};
+	const unsigned *tries = sqpoll ? sqpoll_tries : setup_tries;
+	size_t ntries = sqpoll ? sizeof(sqpoll_tries) / sizeof(sqpoll_tries[0])
+	                       : sizeof(setup_tries) / sizeof(setup_tries[0]);
 	int r = -EINVAL;
 
-	for (size_t i = 0; i < sizeof(setup_tries) / sizeof(setup_tries[0]); i++) {
-		struct io_uring_params p = {.flags = setup_tries[i]};
+	for (size_t i = 0; i < ntries; i++) {
+		struct io_uring_params p = {.flags = tries[i],
+		                            .sq_thread_idle = SQPOLL_IDLE_MS};
 
-		if (setup_tries[i] & test_refused)
+		if (tries[i] & test_refused)
 			continue; /* as an older kernel would refuse it */
 		r = io_uring_queue_init_params(RING_ENTRIES, &eng->ring, &p);
 		if (r != -EINVAL)
@@ -935,9 +954,15 @@ int vpio_engine_create(const struct vproxy_host *host, const struct vproxy_disk_
 		goto fail;
 	}
 	if (choice != VPIO_ENGINE_THREADS) {
-		r = uring_init(eng);
+		r = uring_init(eng, choice == VPIO_ENGINE_SQPOLL);
 		if (r == 0) {
 			eng->uring = true;
+		} else if (choice == VPIO_ENGINE_SQPOLL) {
+			snprintf(err, errlen,
+			         "engine=sqpoll: the kernel refused an io_uring with a "
+			         "submission thread: %s",
+			         strerror(-r));
+			goto fail;
 		} else if (choice == VPIO_ENGINE_IO_URING) {
 			snprintf(err, errlen,
 			         "engine=io_uring: io_uring is not available: %s",

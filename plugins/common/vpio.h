@@ -44,6 +44,7 @@ enum vpio_engine_choice {
 	VPIO_ENGINE_AUTO,     /* io_uring, else threads (logged) */
 	VPIO_ENGINE_IO_URING, /* io_uring or fail */
 	VPIO_ENGINE_THREADS,  /* worker threads */
+	VPIO_ENGINE_SQPOLL,   /* io_uring with a kernel submission thread, or fail */
 };
 
 struct vpio_op;
@@ -78,7 +79,7 @@ struct vpio_op {
 
 struct vpio_engine;
 
-/* Parse "auto|io_uring|threads" (NULL = auto). 0 or -EINVAL. */
+/* Parse "auto|io_uring|sqpoll|threads" (NULL = auto). 0 or -EINVAL. */
 int vpio_engine_parse(const char *text, enum vpio_engine_choice *out);
 
 /* Create an engine for one disk.  align: buffer/offset alignment the fds
@@ -91,7 +92,7 @@ int vpio_engine_create(const struct vproxy_host *host, const struct vproxy_disk_
                        enum vpio_engine_choice choice, uint32_t align, const char *label,
                        struct vpio_engine **out, char *err, size_t errlen);
 
-/* "io_uring" or "threads". Static string. */
+/* "io_uring", "sqpoll" or "threads". Static string. */
 const char *vpio_engine_name(const struct vpio_engine *eng);
 /* The IORING_SETUP_* flags the kernel accepted for this engine's ring
  * (vpio.c lists those tried, best first); 0 for threads. */

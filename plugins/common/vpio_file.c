@@ -35,7 +35,7 @@ int vpio_parse_params(const struct vproxy_host *host, const struct vproxy_params
 		return -EINVAL;
 	}
 	if (vpio_engine_parse(engine_text, choice) < 0) {
-		snprintf(err, errlen, "engine: \"%s\" is not auto, io_uring or threads",
+		snprintf(err, errlen, "engine: \"%s\" is not auto, io_uring, sqpoll or threads",
 		         engine_text);
 		return -EINVAL;
 	}

@@ -15,7 +15,7 @@ source "$(dirname "$0")/../lib/plugin_guest.sh"
 sh_start_host
 data=$(mktemp -d "${TMPDIR:-/tmp}/vproxy-raw.XXXXXX")
 cleanup_push rm -rf -- "$data"
-truncate -s 64M "$data/a.raw" "$data/b.raw" "$data/ro.raw" "$data/imm.raw"
+truncate -s 64M "$data/a.raw" "$data/b.raw" "$data/c.raw" "$data/ro.raw" "$data/imm.raw"
 : >"$data/empty.raw"
 mkdir "$data/dir"
 # An immutable file cannot be opened for writing, not even by root.
@@ -33,6 +33,8 @@ sh_start_vproxyd < <(
 	pg_device dir 51 4 raw "$data/dir"
 	pg_device empty 51 5 raw "$data/empty.raw"
 	pg_device immutable 51 6 raw "$data/imm.raw"
+	pg_device sqpoll 51 7 raw "$data/c.raw" engine=sqpoll
+	pg_device badengine 51 8 raw "$data/a.raw" engine=aio
 )
 
 be=/local/domain/0/backend/vproxy/51
@@ -41,14 +43,18 @@ sh_create_dom 51 guest51
 pg_expect_error "$be" 3 "No such file"
 pg_expect_error "$be" 4 "is a directory"
 pg_expect_error "$be" 5 "is empty"
+pg_expect_error "$be" 8 'engine: "aio" is not auto, io_uring, sqpoll or threads'
 
 # The good devices work, in the same guest, at the same time.
-pg_guest_run 51 0 "mixed workload" --devices 0,1 --seconds 3 --workload mixed --iodepth 16
+pg_guest_run 51 0 "mixed workload" --devices 0,1,7 --seconds 3 --workload mixed --iodepth 16
 grep -E "^guest 51 dev 0: .*flushes [1-9].*discards [1-9].*zeroes [1-9].*verify OK" \
 	"$SH_DIR/guest-51.log" || { echo "FAIL: dev 0 did not do every kind of request"; exit 1; }
 grep -E "^guest 51 dev 1: .*verify OK" "$SH_DIR/guest-51.log"
 grep -E "dom 51 dev 1: plugin raw \[device threads\]: .*b.raw: .*threads engine" "$SH_DIR/vproxyd.log" >/dev/null ||
 	{ echo "FAIL: dev 1 is not on the threads engine"; exit 1; }
+grep -E "^guest 51 dev 7: .*verify OK" "$SH_DIR/guest-51.log"
+grep -E "dom 51 dev 7: plugin raw \[device sqpoll\]: .*c.raw: .*sqpoll engine" "$SH_DIR/vproxyd.log" >/dev/null ||
+	{ echo "FAIL: dev 7 is not on the sqpoll engine"; exit 1; }
 
 # Write then read back every block, twice over.
 sh_wait_xs "$be/0/state" 6 10

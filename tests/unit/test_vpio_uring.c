@@ -5,7 +5,8 @@
  * has them and dropped one by one where it refuses them, and a registered
  * file (IOSQE_FIXED_FILE) is used where registration works; in every
  * case reads and writes, on the registered file and on another one, give
- * the same bytes.  vpio_set_uring_refused() plays the older kernel.
+ * the same bytes.  engine = sqpoll gets a submission thread or a clear
+ * error.  vpio_set_uring_refused() plays the older kernel.
  */
 #include <check.h>
 #include <event2/event.h>
@@ -182,6 +183,51 @@ START_TEST(without_registered_files)
 }
 END_TEST
 
+/* engine = sqpoll: a submission thread where the kernel gives one (the
+ * same bytes), and a clear refusal where it does not. */
+START_TEST(sqpoll_engine)
+{
+	struct event_base *base = event_base_new();
+	struct vpio_engine *eng;
+	char err[256];
+	int fd_a = memfd_create("vpio-sqpoll-a", MFD_CLOEXEC);
+	int fd_b = memfd_create("vpio-sqpoll-b", MFD_CLOEXEC);
+	int r;
+
+	ck_assert_int_eq(ftruncate(fd_a, 4 * BS), 0);
+	ck_assert_int_eq(ftruncate(fd_b, 4 * BS), 0);
+	vp_plugin_set_event_base(base);
+	r = vpio_engine_create(vp_plugin_host(), NULL, VPIO_ENGINE_SQPOLL, 0, "test", &eng,
+	                       err, sizeof(err));
+	if (r == 0) {
+		ck_assert_str_eq(vpio_engine_name(eng), "sqpoll");
+		ck_assert(vpio_engine_setup_flags(eng) & IORING_SETUP_SQPOLL);
+		ck_assert(!(vpio_engine_setup_flags(eng) & IORING_SETUP_COOP_TASKRUN));
+		ck_assert(vpio_register_fd(eng, fd_a));
+		round_trip(base, eng, fd_a, fd_b);
+		/* Past the thread's idle time it sleeps; a submit wakes it. */
+		usleep(80 * 1000);
+		round_trip(base, eng, fd_a, fd_b);
+		vpio_drain(eng);
+		vpio_engine_destroy(eng);
+	} else {
+		ck_assert_msg(strstr(err, "engine=sqpoll") != NULL, "%s", err);
+		fprintf(stderr, "sqpoll not available here: %s\n", err);
+	}
+	/* Refused (an older or stricter kernel): an error, no fallback. */
+	vpio_set_uring_refused(IORING_SETUP_SQPOLL);
+	r = vpio_engine_create(vp_plugin_host(), NULL, VPIO_ENGINE_SQPOLL, 0, "test", &eng,
+	                       err, sizeof(err));
+	vpio_set_uring_refused(0);
+	ck_assert_int_lt(r, 0);
+	ck_assert_msg(strstr(err, "engine=sqpoll: the kernel refused") != NULL, "%s", err);
+	vp_plugin_set_event_base(NULL);
+	event_base_free(base);
+	close(fd_a);
+	close(fd_b);
+}
+END_TEST
+
 /* The threads engine has no ring: no flags, nothing registered, and the
  * same bytes. */
 START_TEST(threads_engine_has_none)
@@ -221,6 +267,7 @@ int main(void)
 	tcase_add_test(tc, without_coop_taskrun);
 	tcase_add_test(tc, without_any_flag);
 	tcase_add_test(tc, without_registered_files);
+	tcase_add_test(tc, sqpoll_engine);
 	tcase_add_test(tc, threads_engine_has_none);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
