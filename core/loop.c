@@ -276,6 +276,12 @@ static bool exiting(struct vp_loop *loop)
 	return event_base_got_exit(loop->base) || event_base_got_break(loop->base);
 }
 
+/* In a spell whose pollers keep finding work, how often the fds (other
+ * guests' event channels, disks' completions, xenstore) are still looked
+ * at: a non-blocking epoll_wait per poller round would cost a system call
+ * for every few requests, and waiting longer would delay the others. */
+#define SPELL_FDS_NS 10000u
+
 /*
  * With a poll window, every wake-up that handled events is followed by a
  * bounded spell of non-blocking polls: a guest that kicks again soon, or a
@@ -289,7 +295,8 @@ static bool exiting(struct vp_loop *loop)
 int vp_loop_run(struct vp_loop *loop)
 {
 	while (!exiting(loop)) {
-		uint64_t seen = loop->events, deadline, now;
+		uint64_t seen = loop->events, deadline, now, fds_at;
+		bool worked;
 
 		if (!vp_pollwin_enabled(&loop->win))
 			return event_base_dispatch(loop->base) < 0 ? -EIO : 0;
@@ -302,12 +309,17 @@ int vp_loop_run(struct vp_loop *loop)
 		now = now_ns();
 		loop->last_work_ns = now;
 		deadline = now + loop->win.ns;
+		fds_at = 0;
+		worked = false;
 		while (!event_base_got_exit(loop->base) && loop->win.ns && now < deadline) {
-			bool worked;
-
 			seen = loop->events;
-			if (event_base_loop(loop->base, EVLOOP_NONBLOCK) < 0)
-				return -EIO;
+			/* While the pollers keep finding work, the fds (a
+			 * system call) are looked at only every SPELL_FDS_NS. */
+			if (!worked || now - fds_at >= SPELL_FDS_NS) {
+				if (event_base_loop(loop->base, EVLOOP_NONBLOCK) < 0)
+					return -EIO;
+				fds_at = now;
+			}
 			worked = run_pollers(loop);
 			now = now_ns();
 			if (loop->events != seen || worked) {

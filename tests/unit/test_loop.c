@@ -359,6 +359,61 @@ START_TEST(spell_runs_while_work_then_ends)
 }
 END_TEST
 
+/* A poller that always finds work must not keep fd events waiting: the
+ * spell still looks at the fds (every SPELL_FDS_NS). */
+static int busy_pipe[2];
+static unsigned busy_polls_at_fd;
+static struct poller_probe *busy;
+
+static bool busy_poll(struct vp_poller *vp)
+{
+	struct poller_probe *p = (struct poller_probe *)vp;
+
+	if (p->polls == 5)
+		ck_assert_int_eq(write(busy_pipe[1], "x", 1), 1);
+	return probe_poll(vp);
+}
+
+static void busy_fd_cb(void *opaque)
+{
+	struct fd_probe *f = opaque;
+	char c;
+
+	f->calls++;
+	ck_assert_int_eq(read(f->fd, &c, 1), 1);
+	busy_polls_at_fd = busy->polls;
+}
+
+START_TEST(busy_pollers_do_not_starve_fds)
+{
+	struct fd_probe f = {0};
+	struct poller_probe a;
+
+	probe_init(&a);
+	a.p.poll = busy_poll;
+	a.work = 100000; /* far longer than SPELL_FDS_NS */
+	a.stop_loop = true;
+	busy = &a;
+	to_add[0] = &a;
+	to_add[1] = NULL;
+	open_loop(POLL_US);
+	ck_assert_int_eq(pipe(busy_pipe), 0);
+	f.fd = busy_pipe[0];
+	f.handle = vp_loop_fd_add(loop, busy_pipe[0], busy_fd_cb, &f);
+	ck_assert_int_eq(vp_loop_port_add(loop, 1, add_pollers_cb, NULL), 0);
+	kick(1);
+	ck_assert_int_eq(vp_loop_run(loop), 0);
+	ck_assert_uint_eq(f.calls, 1);
+	/* Served while the poller still had work, long before its end. */
+	ck_assert_uint_gt(busy_polls_at_fd, 5);
+	ck_assert_uint_lt(busy_polls_at_fd, 50000);
+	ck_assert_uint_eq(a.work, 0);
+	vp_loop_fd_remove(f.handle);
+	close(busy_pipe[0]);
+	close(busy_pipe[1]);
+}
+END_TEST
+
 static struct poller_probe *fd_adds;
 
 static void fd_adds_poller_cb(void *opaque)
@@ -605,6 +660,7 @@ static Suite *loop_suite(void)
 	tcase_add_test(tc, port_removed_inside_a_callback);
 	tcase_add_test(tc, spell_runs_while_work_then_ends);
 	tcase_add_test(tc, fd_event_starts_a_spell);
+	tcase_add_test(tc, busy_pollers_do_not_starve_fds);
 	tcase_add_test(tc, poller_removed_mid_spell);
 	tcase_add_test(tc, poller_removes_itself);
 	tcase_add_test(tc, polling_off);
