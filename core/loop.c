@@ -233,16 +233,19 @@ void vp_loop_poller_remove(struct vp_loop *loop, struct vp_poller *p)
 
 /* Call every poller once; true if one found work.  A poller may add or
  * remove pollers (itself included) while it runs. */
-static bool run_pollers(struct vp_loop *loop)
+static bool run_pollers(struct vp_loop *loop, bool *awaiting)
 {
 	bool worked = false;
 
+	*awaiting = false;
 	loop->poll_next = loop->pollers;
 	while (loop->poll_next) {
 		struct vp_poller *p = loop->poll_next;
 
 		loop->poll_next = p->next;
+		p->awaiting = false;
 		worked |= p->poll(p);
+		*awaiting |= p->awaiting;
 	}
 	return worked;
 }
@@ -312,6 +315,8 @@ int vp_loop_run(struct vp_loop *loop)
 		fds_at = 0;
 		worked = false;
 		while (!event_base_got_exit(loop->base) && loop->win.ns && now < deadline) {
+			bool awaiting;
+
 			seen = loop->events;
 			/* While the pollers keep finding work, the fds (a
 			 * system call) are looked at only every SPELL_FDS_NS. */
@@ -320,13 +325,19 @@ int vp_loop_run(struct vp_loop *loop)
 					return -EIO;
 				fds_at = now;
 			}
-			worked = run_pollers(loop);
+			worked = run_pollers(loop, &awaiting);
 			now = now_ns();
 			if (loop->events != seen || worked) {
 				vp_pollwin_hit(&loop->win);
 				loop->last_work_ns = now;
 				deadline = now + loop->win.ns;
 			}
+			/* A disk's completions are sure to come: wait for them
+			 * longer than for a guest's next request, which may
+			 * not. */
+			if (awaiting && deadline < loop->last_work_ns + loop->win.max_ns *
+			                                                    VP_LOOP_AWAIT_FACTOR)
+				deadline = loop->last_work_ns + loop->win.max_ns * VP_LOOP_AWAIT_FACTOR;
 		}
 		stop_pollers(loop);
 	}

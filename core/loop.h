@@ -57,9 +57,15 @@ void vp_loop_port_remove(struct vp_loop *loop, int port);
 struct vp_poller {
 	bool (*poll)(struct vp_poller *p);
 	void (*stop)(struct vp_poller *p);
+	/* Set by poll(): work is sure to come that poll() will find (its
+	 * disk's completions).  While any poller awaits, the spell lasts
+	 * up to VP_LOOP_AWAIT_FACTOR windows' caps past the last work, not
+	 * one window: waiting for what is certain is not speculation. */
+	bool awaiting;
 	struct vp_poller *next;
 	bool queued;
 };
+#define VP_LOOP_AWAIT_FACTOR 4u
 /* Poll p until the current spell ends.  False (p not added) when the
  * loop does not spin now (its poll window is 0) or loop is NULL. */
 bool vp_loop_poller_add(struct vp_loop *loop, struct vp_poller *p);

@@ -45,10 +45,14 @@ static bool poll_cb(struct vp_poller *p)
 	struct vp_transport *t =
 	        (struct vp_transport *)((char *)p -
 	                                offsetof(struct vp_transport, poller));
+	bool worked;
 
 	if (t->broken || !t->vdev)
 		return false;
-	return vp_vdev_poll(t->vdev);
+	worked = vp_vdev_poll(t->vdev);
+	/* Its disk's completions are on their way: worth waiting for. */
+	p->awaiting = t->vdev && vp_vdev_awaiting(t->vdev);
+	return worked;
 }
 
 static void poll_stop_cb(struct vp_poller *p)

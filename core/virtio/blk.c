@@ -908,6 +908,13 @@ static bool blk_poll(struct vp_vdev *d)
 	return blk->plugin->poll(blk->disk) > 0;
 }
 
+static bool blk_awaiting(const struct vp_vdev *d)
+{
+	const struct vp_blk *blk = vp_vdev_priv(d);
+
+	return blk->can_poll && blk->inflight;
+}
+
 static void blk_poll_end(struct vp_vdev *d)
 {
 	struct vp_blk *blk = vp_vdev_priv(d);
@@ -980,6 +987,7 @@ static const struct vp_vdev_type blk_type = {
         .queue_busy = blk_queue_busy,
         .poll = blk_poll,
         .poll_end = blk_poll_end,
+        .awaiting = blk_awaiting,
         .reset = blk_reset,
         .free = blk_free,
 };

@@ -302,6 +302,11 @@ bool vp_vdev_polled(const struct vp_vdev *d)
 	return d->polled;
 }
 
+bool vp_vdev_awaiting(const struct vp_vdev *d)
+{
+	return d->polled && !d->destroying && d->type->awaiting && d->type->awaiting(d);
+}
+
 uint64_t vp_vdev_reqs_started(const struct vp_vdev *d)
 {
 	return d->started;

@@ -62,6 +62,9 @@ bool vp_vdev_poll(struct vp_vdev *d);
 void vp_vdev_set_polled(struct vp_vdev *d, bool on);
 /* True in polled mode (device types check it when a queue runs dry). */
 bool vp_vdev_polled(const struct vp_vdev *d);
+/* In polled mode, are completions sure to come that vp_vdev_poll() will
+ * run (the poller then keeps the loop spinning longer: loop.h)? */
+bool vp_vdev_awaiting(const struct vp_vdev *d);
 /* Requests taken from the queues so far (vp_vdev_req_begin() calls). */
 uint64_t vp_vdev_reqs_started(const struct vp_vdev *d);
 /* Stop the device: no new requests are taken from queues.  done(arg) is
@@ -110,6 +113,9 @@ struct vp_vdev_type {
 	/* Polled mode ends (or the device is destroyed in it): completions
 	 * must notify again.  May be NULL. */
 	void (*poll_end)(struct vp_vdev *d);
+	/* Polled mode: will poll() surely find completions later (requests
+	 * are out at storage that poll() reaps)?  May be NULL. */
+	bool (*awaiting)(const struct vp_vdev *d);
 	/* Free the type's private data: once, after vp_vdev_destroy(), when
 	 * no request is in flight.  May be NULL. */
 	void (*free)(struct vp_vdev *d);

@@ -1688,6 +1688,7 @@ START_TEST(polled_mode_polls_completions)
 	post(0, r[0].head);
 	kick(0);
 	ck_assert_uint_eq(disk->npending, 1);
+	ck_assert(!vp_vdev_awaiting(g.d));
 	ck_assert(!vp_vdev_poll(g.d));
 	ck_assert_uint_eq(disk->polls, 0);
 	ck_assert_uint_eq(fake_complete_all(), 1);
@@ -1702,7 +1703,10 @@ START_TEST(polled_mode_polls_completions)
 	ck_assert(vp_vdev_poll(g.d));
 	ck_assert_uint_eq(disk->npending, 1);
 	ck_assert_uint_eq(status_of(&r[1]), SENTINEL);
+	/* Its completion is sure to come: the loop may wait for it. */
+	ck_assert(vp_vdev_awaiting(g.d));
 	ck_assert(vp_vdev_poll(g.d));
+	ck_assert(!vp_vdev_awaiting(g.d));
 	ck_assert_uint_eq(disk->polls, 1);
 	ck_assert_uint_eq(status_of(&r[1]), VIRTIO_BLK_S_OK);
 	ck_assert(!vp_vdev_poll(g.d));

@@ -414,6 +414,88 @@ START_TEST(busy_pollers_do_not_starve_fds)
 }
 END_TEST
 
+/* A poller whose disk has a request out: it awaits a completion that
+ * comes late_us after the spell began, later than one window. */
+struct awaiter {
+	struct poller_probe probe;
+	uint64_t begin_us, late_us;
+	bool taken; /* the completion was found */
+	bool forever; /* awaits and never gets it */
+};
+
+static bool awaiter_poll(struct vp_poller *vp)
+{
+	struct awaiter *a = (struct awaiter *)vp;
+
+	a->probe.polls++;
+	if (!a->begin_us)
+		a->begin_us = now_us();
+	if (a->forever) {
+		vp->awaiting = true;
+		return false;
+	}
+	if (a->taken)
+		return false;
+	if (now_us() - a->begin_us < a->late_us) {
+		vp->awaiting = true;
+		return false;
+	}
+	a->taken = true;
+	a->probe.last_work_us = now_us();
+	return true;
+}
+
+static struct awaiter *to_await;
+
+static void add_awaiter_cb(void *opaque)
+{
+	(void)opaque;
+	ck_assert(vp_loop_poller_add(loop, &to_await->probe.p));
+}
+
+#define AWAIT_WIN_US 2000u
+
+START_TEST(spell_waits_longer_for_awaited_completions)
+{
+	struct awaiter a = {.late_us = 2 * AWAIT_WIN_US};
+
+	probe_init(&a.probe);
+	a.probe.p.poll = awaiter_poll;
+	a.probe.stop_loop = true;
+	to_await = &a;
+	open_loop(AWAIT_WIN_US);
+	ck_assert_int_eq(vp_loop_port_add(loop, 1, add_awaiter_cb, NULL), 0);
+	kick(1);
+	ck_assert_int_eq(vp_loop_run(loop), 0);
+	/* Found in the one spell, two windows in: it was awaited. */
+	ck_assert(a.taken);
+	ck_assert_uint_eq(a.probe.stops, 1);
+	ck_assert_uint_ge(a.probe.last_work_us - a.begin_us, 2 * AWAIT_WIN_US);
+	/* After it, an ordinary window. */
+	ck_assert_uint_ge(a.probe.stop_us - a.probe.last_work_us, AWAIT_WIN_US);
+}
+END_TEST
+
+START_TEST(awaiting_is_bounded)
+{
+	struct awaiter a = {.forever = true};
+
+	probe_init(&a.probe);
+	a.probe.p.poll = awaiter_poll;
+	a.probe.stop_loop = true;
+	to_await = &a;
+	open_loop(AWAIT_WIN_US);
+	ck_assert_int_eq(vp_loop_port_add(loop, 1, add_awaiter_cb, NULL), 0);
+	kick(1);
+	ck_assert_int_eq(vp_loop_run(loop), 0);
+	/* A disk that never completes: the loop still goes to sleep,
+	 * VP_LOOP_AWAIT_FACTOR windows after the spell's last work. */
+	ck_assert_uint_eq(a.probe.stops, 1);
+	ck_assert_uint_ge(a.probe.stop_us - a.begin_us,
+	                  VP_LOOP_AWAIT_FACTOR * AWAIT_WIN_US - AWAIT_WIN_US / 10);
+}
+END_TEST
+
 static struct poller_probe *fd_adds;
 
 static void fd_adds_poller_cb(void *opaque)
@@ -661,6 +743,8 @@ static Suite *loop_suite(void)
 	tcase_add_test(tc, spell_runs_while_work_then_ends);
 	tcase_add_test(tc, fd_event_starts_a_spell);
 	tcase_add_test(tc, busy_pollers_do_not_starve_fds);
+	tcase_add_test(tc, spell_waits_longer_for_awaited_completions);
+	tcase_add_test(tc, awaiting_is_bounded);
 	tcase_add_test(tc, poller_removed_mid_spell);
 	tcase_add_test(tc, poller_removes_itself);
 	tcase_add_test(tc, polling_off);
