@@ -2,6 +2,7 @@
 /* vproxyd: the virtio backend daemon for Xen guests. */
 #include <errno.h>
 #include <getopt.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,17 @@ static int write_pid_file(const char *path)
 	if (fclose(f))
 		return -errno;
 	return 0;
+}
+
+/* CPUs this process may run on (its affinity, as taskset or a cpuset
+ * limits it), else those online. */
+static long usable_cpus(void)
+{
+	cpu_set_t set;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0)
+		return CPU_COUNT(&set);
+	return sysconf(_SC_NPROCESSORS_ONLN);
 }
 
 int main(int argc, char **argv)
@@ -162,6 +174,14 @@ int main(int argc, char **argv)
 	opts.shutdown_grace_ms = 2000;
 	opts.poll_adaptive = cfg->poll_auto;
 	opts.poll_us = cfg->poll_auto ? cfg->poll_max_us : cfg->poll_us;
+	/* On one CPU a spinning loop only delays what it waits for (the
+	 * io_uring workers that complete its reads, the guests of the sim
+	 * host): auto polls only where vproxyd may run on two CPUs or more. */
+	if (cfg->poll_auto && usable_cpus() < 2) {
+		opts.poll_us = 0;
+		vp_info("poll-us = auto: vproxyd may run on one CPU only, so it does "
+		        "not poll");
+	}
 	opts.decls = decls;
 	opts.ndecls = cfg->n_devices;
 

@@ -88,7 +88,10 @@ sh_start_vproxyd() {
 			"${VPROXY_POLL_US:-0}"
 		cat
 	} >"$cfg"
-	"$VPROXY_BUILD_DIR/core/vproxyd" --foreground --config "$cfg" "$@" \
+	# VPROXY_VPD_CPUS: run it on these CPUs only (taskset execs it, so
+	# VPD_PID is vproxyd's own).
+	${VPROXY_VPD_CPUS:+taskset -c "$VPROXY_VPD_CPUS"} \
+		"$VPROXY_BUILD_DIR/core/vproxyd" --foreground --config "$cfg" "$@" \
 		>"$SH_DIR/vproxyd.log" 2>&1 &
 	VPD_PID=$!
 	deadline=$((SECONDS + 15))
