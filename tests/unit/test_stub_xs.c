@@ -165,19 +165,12 @@ int main(void)
 {
 	Suite *s = suite_create("stub_xs");
 	TCase *tc = tcase_create("stub_xs");
-	char bin[512];
 	SRunner *sr;
-	int failed;
+	int failed, st;
 
-	find_xenstored(bin, sizeof(bin));
-	if (!bin[0]) {
-		const char *req = getenv("VPROXY_REQUIRE_XENSTORED");
-
-		printf("SKIP: no xenstored (see contrib/sim/xenstored-sim.sh find)\n");
-		return req && strcmp(req, "1") == 0 ? EXIT_FAILURE : 77;
-	}
-	if (start_xenstored(bin))
-		return EXIT_FAILURE;
+	st = xs_daemon_start_or_skip();
+	if (st)
+		return st;
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, each_watch_gets_its_own_events);
 	tcase_add_test(tc, a_waiter_on_another_thread_gets_its_event);

@@ -24,40 +24,11 @@
 
 #include "plugin_host.h"
 #include "vpio.h"
+#include "vpio_loop_util.h"
 
 #define NOPS 8u
 #define BS 4096u
 
-static unsigned done_calls;
-static int last_res;
-
-static void op_done(struct vpio_op *op, int res)
-{
-	(void)op;
-	done_calls++;
-	last_res = res;
-}
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-/* Run the loop until want completions arrived or ms passed. */
-static void run_until(struct event_base *base, unsigned want, unsigned ms)
-{
-	uint64_t end = now_ms() + ms;
-
-	while (done_calls < want && now_ms() < end) {
-		struct timespec ts = {0, 1000 * 1000};
-
-		event_base_loop(base, EVLOOP_NONBLOCK);
-		nanosleep(&ts, NULL);
-	}
-}
 
 START_TEST(kick_ends_the_batch)
 {
@@ -118,12 +89,7 @@ END_TEST
 /* IORING_CQ_EVENTFD_DISABLED came with Linux 5.8. */
 static bool kernel_can_quiet_eventfd(void)
 {
-	struct utsname u;
-	unsigned major = 0, minor = 0;
-
-	if (uname(&u) < 0 || sscanf(u.release, "%u.%u", &major, &minor) != 2)
-		return false;
-	return major > 5 || (major == 5 && minor >= 8);
+	return kernel_at_least(5, 8);
 }
 
 static void read_op(struct vpio_op *op, struct iovec *iov, void *buf, int fd, unsigned i)

@@ -24,48 +24,10 @@
 
 #include "plugin_host.h"
 #include "vpio.h"
+#include "vpio_loop_util.h"
 
 #define BS 4096u
 
-static unsigned done_calls;
-static int last_res;
-
-static void op_done(struct vpio_op *op, int res)
-{
-	(void)op;
-	done_calls++;
-	last_res = res;
-}
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void run_until(struct event_base *base, unsigned want, unsigned ms)
-{
-	uint64_t end = now_ms() + ms;
-
-	while (done_calls < want && now_ms() < end) {
-		struct timespec ts = {0, 200 * 1000};
-
-		event_base_loop(base, EVLOOP_NONBLOCK);
-		nanosleep(&ts, NULL);
-	}
-}
-
-static bool kernel_at_least(unsigned want_major, unsigned want_minor)
-{
-	struct utsname u;
-	unsigned major = 0, minor = 0;
-
-	if (uname(&u) < 0 || sscanf(u.release, "%u.%u", &major, &minor) != 2)
-		return false;
-	return major > want_major || (major == want_major && minor >= want_minor);
-}
 
 /* One operation through eng, run to completion; its result. */
 static int io(struct event_base *base, struct vpio_engine *eng, enum vpio_kind kind,

@@ -401,19 +401,12 @@ static Suite *xsbus_suite(void)
 
 int main(void)
 {
-	char bin[512];
 	SRunner *sr;
-	int failed;
+	int failed, st;
 
-	find_xenstored(bin, sizeof(bin));
-	if (!bin[0]) {
-		const char *req = getenv("VPROXY_REQUIRE_XENSTORED");
-
-		printf("SKIP: no xenstored (see contrib/sim/xenstored-sim.sh find)\n");
-		return req && strcmp(req, "1") == 0 ? EXIT_FAILURE : 77;
-	}
-	if (start_xenstored(bin))
-		return EXIT_FAILURE;
+	st = xs_daemon_start_or_skip();
+	if (st)
+		return st;
 	sr = srunner_create(xsbus_suite());
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);

@@ -145,4 +145,21 @@ static int start_xenstored(const char *bin)
 	return -1;
 }
 
+/* Find and start xenstored for main(): 0 when it runs; otherwise the exit
+ * status main() should return: 77 (skipped) where no xenstored is found,
+ * unless VPROXY_REQUIRE_XENSTORED=1 makes that a failure, and a failure
+ * when it does not start. */
+static int xs_daemon_start_or_skip(void)
+{
+	char bin[512];
+	const char *req;
+
+	find_xenstored(bin, sizeof(bin));
+	if (bin[0])
+		return start_xenstored(bin) ? EXIT_FAILURE : 0;
+	req = getenv("VPROXY_REQUIRE_XENSTORED");
+	printf("SKIP: no xenstored (see contrib/sim/xenstored-sim.sh find)\n");
+	return req && strcmp(req, "1") == 0 ? EXIT_FAILURE : 77;
+}
+
 #endif
