@@ -260,14 +260,14 @@ struct vproxy_plugin {
 	 * requests in flight, the host calls poll() on every turn instead of
 	 * waiting for the plugin's fd watch: run the completions that are
 	 * ready now, without blocking, each through host->complete() as an fd
-	 * watch callback would, and return how many ran (0: none yet).  From
-	 * the first poll() of a spell the plugin may stop signalling its fd
-	 * (io_uring: IORING_CQ_EVENTFD_DISABLED), saving the fd's wake-up and
-	 * read per completion.  poll_end() ends the spell: the loop is about
-	 * to sleep, so from its return on every completion, including those
-	 * that arrived during the spell and were not run yet, must again
+	 * watch callback would, and return how many ran (0: none yet).  The
+	 * plugin's fd may go on signalling meanwhile (its watch then finds
+	 * what poll() left).  poll_end() ends the spell: the loop is about
+	 * to sleep, so from its return on every completion not run yet must
 	 * wake the plugin's fd watch (or be run inside poll_end(), which may
-	 * call host->complete() as poll() does).  Both are called from the
+	 * call host->complete() as poll() does).  A plugin that quietens its
+	 * fd during a spell must make waking it again race-free: io_uring's
+	 * IORING_CQ_EVENTFD_DISABLED is not (vpio.c).  Both are called from the
 	 * loop, never from inside a host call; poll_end() follows poll()
 	 * once per spell, before close(). */
 	int (*poll)(void *disk);

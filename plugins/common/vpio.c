@@ -60,8 +60,6 @@ struct vpio_engine {
 	unsigned setup_flags; /* the IORING_SETUP_* the kernel took */
 	int fixed_fd;         /* registered as file 0 (IOSQE_FIXED_FILE), or -1 */
 	bool polling;         /* between vpio_poll() and vpio_poll_end() */
-	bool efd_off;         /* the ring's eventfd is off while polling */
-	bool no_efd_toggle;   /* the kernel cannot turn it off: never try */
 	uint64_t finished;    /* operations finished, for vpio_poll() */
 	struct vpio_op *backlog, *backlog_tail; /* no SQE was free */
 
@@ -791,19 +789,13 @@ int vpio_poll(struct vpio_engine *eng)
 
 	if (eng->in_dispatch)
 		return 0;
-	if (!eng->polling) {
-		eng->polling = true;
-		/* The loop looks at the ring itself until vpio_poll_end(): a
-		 * completion need not signal the eventfd (no wake-up, no read
-		 * per completion).  Kernels before 5.8 cannot turn it off;
-		 * polling works all the same, with the signals. */
-		if (eng->uring && !eng->no_efd_toggle) {
-			if (io_uring_cq_eventfd_toggle(&eng->ring, false) == 0)
-				eng->efd_off = true;
-			else
-				eng->no_efd_toggle = true;
-		}
-	}
+	/* The eventfd stays on: turning it off for the spell
+	 * (IORING_CQ_EVENTFD_DISABLED) saved nothing measurable and cannot be
+	 * turned on again without a race: the kernel posts a CQE and then
+	 * reads the flag with no barrier between, so a CQE posted by another
+	 * CPU (io-wq, SQPOLL) while we turn it on and look can signal
+	 * nobody. */
+	eng->polling = true;
 	if (eng->inflight)
 		dispatch(eng);
 	return (int)(eng->finished - before);
@@ -811,17 +803,8 @@ int vpio_poll(struct vpio_engine *eng)
 
 void vpio_poll_end(struct vpio_engine *eng)
 {
-	if (!eng->polling)
-		return;
+	/* Every completion still signals the eventfd: nothing to re-arm. */
 	eng->polling = false;
-	if (!eng->efd_off)
-		return;
-	eng->efd_off = false;
-	io_uring_cq_eventfd_toggle(&eng->ring, true);
-	/* Completions posted while it was off signalled nothing: run them
-	 * now; every later one signals again. */
-	if (io_uring_cq_ready(&eng->ring))
-		dispatch(eng);
 }
 
 void vpio_drain(struct vpio_engine *eng)

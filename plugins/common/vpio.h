@@ -112,12 +112,11 @@ void vpio_submit(struct vpio_engine *eng, struct vpio_op *op);
 void vpio_kick(struct vpio_engine *eng);
 
 /* Completion polling (the plugin ABI's poll() and poll_end()): run the
- * completions that are ready, without blocking, and return how many ran.
- * From the first call until vpio_poll_end() an io_uring engine turns its
- * eventfd off (IORING_CQ_EVENTFD_DISABLED, where the kernel has it), so
- * the caller must keep polling or call vpio_poll_end(), which turns it on
- * again and runs what completed in between.  Loop thread only; never
- * from inside a done() callback. */
+ * completions that are ready, without blocking (for io_uring a look at
+ * the completion ring in shared memory), and return how many ran.  The
+ * eventfd keeps signalling meanwhile (vpio.c says why), so
+ * vpio_poll_end() has nothing to re-arm.  Loop thread only; never from
+ * inside a done() callback. */
 int vpio_poll(struct vpio_engine *eng);
 void vpio_poll_end(struct vpio_engine *eng);
 

@@ -28,6 +28,17 @@
 
 #define BS 4096u
 
+/* Is the running kernel at least want_major.want_minor? */
+static bool kernel_at_least(unsigned want_major, unsigned want_minor)
+{
+	struct utsname u;
+	unsigned major = 0, minor = 0;
+
+	if (uname(&u) < 0 || sscanf(u.release, "%u.%u", &major, &minor) != 2)
+		return false;
+	return major > want_major || (major == want_major && minor >= want_minor);
+}
+
 
 /* One operation through eng, run to completion; its result. */
 static int io(struct event_base *base, struct vpio_engine *eng, enum vpio_kind kind,

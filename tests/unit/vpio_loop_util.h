@@ -1,17 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * For the vpio engine's tests (unit.vpio_kick, unit.vpio_uring): a done()
- * callback that counts, running the plugin host's event base until
- * enough completions arrived, and the kernel's version.  Include once, in the test's own file.
+ * callback that counts and running the plugin host's event base until
+ * enough completions arrived.  Include once, in the test's own file.
  */
 #ifndef VP_TEST_VPIO_LOOP_UTIL_H
 #define VP_TEST_VPIO_LOOP_UTIL_H
 
 #include <event2/event.h>
-#include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <sys/utsname.h>
 #include <time.h>
 
 #include "vpio.h"
@@ -47,15 +44,5 @@ static void run_until(struct event_base *base, unsigned want, unsigned ms)
 	}
 }
 
-/* Is the running kernel at least want_major.want_minor? */
-static bool kernel_at_least(unsigned want_major, unsigned want_minor)
-{
-	struct utsname u;
-	unsigned major = 0, minor = 0;
-
-	if (uname(&u) < 0 || sscanf(u.release, "%u.%u", &major, &minor) != 2)
-		return false;
-	return major > want_major || (major == want_major && minor >= want_minor);
-}
 
 #endif
