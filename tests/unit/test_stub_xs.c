@@ -58,18 +58,30 @@ static void teardown(void)
 	vps_xs_close(&x);
 }
 
+/* Watch dir a and dir b (their node v set to "0" first) and take the
+ * event each watch fires when it is set. */
+static void watch_two(const char *a, const char *b, struct vps_watch **wa,
+                      struct vps_watch **wb)
+{
+	char pa[64], pb[64];
+
+	snprintf(pa, sizeof(pa), "%s/v", a);
+	snprintf(pb, sizeof(pb), "%s/v", b);
+	put(pa, "0");
+	put(pb, "0");
+	ck_assert_int_eq(plat.xs_watch(plat.ctx, a, wa), 0);
+	ck_assert_int_eq(plat.xs_watch(plat.ctx, b, wb), 0);
+	ck_assert(fired(*wa, 2000 * MS));
+	ck_assert(fired(*wb, 2000 * MS));
+}
+
 START_TEST(each_watch_gets_its_own_events)
 {
 	struct vps_watch *wa, *wb;
 	uint64_t t0;
 
-	put("/test/a/v", "0");
-	put("/test/b/v", "0");
-	ck_assert_int_eq(plat.xs_watch(plat.ctx, "/test/a", &wa), 0);
-	ck_assert_int_eq(plat.xs_watch(plat.ctx, "/test/b", &wb), 0);
-	/* Each watch fires once when it is set. */
-	ck_assert(fired(wa, 2000 * MS));
-	ck_assert(fired(wb, 2000 * MS));
+	/* Each watch fires once when it is set, then not again. */
+	watch_two("/test/a", "/test/b", &wa, &wb);
 	ck_assert(!fired(wa, 20 * MS));
 	ck_assert(!fired(wb, 20 * MS));
 
@@ -117,12 +129,7 @@ START_TEST(a_waiter_on_another_thread_gets_its_event)
 	struct waiter wt = {0};
 	pthread_t th;
 
-	put("/test/c/v", "0");
-	put("/test/d/v", "0");
-	ck_assert_int_eq(plat.xs_watch(plat.ctx, "/test/c", &wa), 0);
-	ck_assert_int_eq(plat.xs_watch(plat.ctx, "/test/d", &wb), 0);
-	ck_assert(fired(wa, 2000 * MS));
-	ck_assert(fired(wb, 2000 * MS));
+	watch_two("/test/c", "/test/d", &wa, &wb);
 	wt.w = wb;
 	ck_assert_int_eq(pthread_create(&th, NULL, wait_thread, &wt), 0);
 	usleep(50 * 1000);
@@ -144,12 +151,7 @@ START_TEST(removed_watch_events_are_dropped)
 {
 	struct vps_watch *wa, *wb;
 
-	put("/test/e/v", "0");
-	put("/test/f/v", "0");
-	ck_assert_int_eq(plat.xs_watch(plat.ctx, "/test/e", &wa), 0);
-	ck_assert_int_eq(plat.xs_watch(plat.ctx, "/test/f", &wb), 0);
-	ck_assert(fired(wa, 2000 * MS));
-	ck_assert(fired(wb, 2000 * MS));
+	watch_two("/test/e", "/test/f", &wa, &wb);
 	put("/test/f/v", "1");
 	put("/test/f/v", "2");
 	usleep(50 * 1000); /* queued, not read yet */
