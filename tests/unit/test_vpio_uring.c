@@ -81,23 +81,45 @@ static void round_trip(struct event_base *base, struct vpio_engine *eng, int fd_
 	}
 }
 
+/* What every test runs on: the plugin host's event base and two files
+ * of four blocks. */
+struct rig {
+	struct event_base *base;
+	int fd_a, fd_b;
+};
+
+static void rig_open(struct rig *b)
+{
+	b->base = event_base_new();
+	ck_assert_ptr_nonnull(b->base);
+	b->fd_a = memfd_create("vpio-uring-a", MFD_CLOEXEC);
+	b->fd_b = memfd_create("vpio-uring-b", MFD_CLOEXEC);
+	ck_assert_int_ge(b->fd_a, 0);
+	ck_assert_int_ge(b->fd_b, 0);
+	ck_assert_int_eq(ftruncate(b->fd_a, 4 * BS), 0);
+	ck_assert_int_eq(ftruncate(b->fd_b, 4 * BS), 0);
+	vp_plugin_set_event_base(b->base);
+}
+
+static void rig_close(struct rig *b)
+{
+	vp_plugin_set_event_base(NULL);
+	event_base_free(b->base);
+	close(b->fd_a);
+	close(b->fd_b);
+}
+
 /* Create an engine with what refused plays refused, check its setup
  * flags against want (flags the kernel must have taken) and not (flags
  * it must not have), register a file, and do I/O. */
 static void check_engine(unsigned refused, unsigned want, unsigned not,
                          bool want_registered)
 {
-	struct event_base *base = event_base_new();
+	struct rig b;
 	struct vpio_engine *eng;
 	char err[256];
-	int fd_a = memfd_create("vpio-uring-a", MFD_CLOEXEC);
-	int fd_b = memfd_create("vpio-uring-b", MFD_CLOEXEC);
 
-	ck_assert_int_ge(fd_a, 0);
-	ck_assert_int_ge(fd_b, 0);
-	ck_assert_int_eq(ftruncate(fd_a, 4 * BS), 0);
-	ck_assert_int_eq(ftruncate(fd_b, 4 * BS), 0);
-	vp_plugin_set_event_base(base);
+	rig_open(&b);
 	vpio_set_uring_refused(refused);
 	if (vpio_engine_create(vp_plugin_host(), NULL, VPIO_ENGINE_IO_URING, 0, "test",
 	                       &eng, err, sizeof(err)) < 0) {
@@ -109,18 +131,15 @@ static void check_engine(unsigned refused, unsigned want, unsigned not,
 	ck_assert_str_eq(vpio_engine_name(eng), "io_uring");
 	ck_assert_uint_eq(vpio_engine_setup_flags(eng) & want, want);
 	ck_assert_uint_eq(vpio_engine_setup_flags(eng) & not, 0);
-	ck_assert(vpio_register_fd(eng, fd_a) == want_registered);
+	ck_assert(vpio_register_fd(eng, b.fd_a) == want_registered);
 	/* One file per engine. */
-	ck_assert(!vpio_register_fd(eng, fd_b));
-	round_trip(base, eng, fd_a, fd_b);
+	ck_assert(!vpio_register_fd(eng, b.fd_b));
+	round_trip(b.base, eng, b.fd_a, b.fd_b);
 	vpio_drain(eng);
 	vpio_engine_destroy(eng);
 out:
 	vpio_set_uring_refused(0);
-	vp_plugin_set_event_base(NULL);
-	event_base_free(base);
-	close(fd_a);
-	close(fd_b);
+	rig_close(&b);
 }
 
 START_TEST(best_flags_where_the_kernel_has_them)
@@ -160,27 +179,23 @@ END_TEST
  * same bytes), and a clear refusal where it does not. */
 START_TEST(sqpoll_engine)
 {
-	struct event_base *base = event_base_new();
+	struct rig b;
 	struct vpio_engine *eng;
 	char err[256];
-	int fd_a = memfd_create("vpio-sqpoll-a", MFD_CLOEXEC);
-	int fd_b = memfd_create("vpio-sqpoll-b", MFD_CLOEXEC);
 	int r;
 
-	ck_assert_int_eq(ftruncate(fd_a, 4 * BS), 0);
-	ck_assert_int_eq(ftruncate(fd_b, 4 * BS), 0);
-	vp_plugin_set_event_base(base);
+	rig_open(&b);
 	r = vpio_engine_create(vp_plugin_host(), NULL, VPIO_ENGINE_SQPOLL, 0, "test", &eng,
 	                       err, sizeof(err));
 	if (r == 0) {
 		ck_assert_str_eq(vpio_engine_name(eng), "sqpoll");
 		ck_assert(vpio_engine_setup_flags(eng) & IORING_SETUP_SQPOLL);
 		ck_assert(!(vpio_engine_setup_flags(eng) & IORING_SETUP_COOP_TASKRUN));
-		ck_assert(vpio_register_fd(eng, fd_a));
-		round_trip(base, eng, fd_a, fd_b);
+		ck_assert(vpio_register_fd(eng, b.fd_a));
+		round_trip(b.base, eng, b.fd_a, b.fd_b);
 		/* Past the thread's idle time it sleeps; a submit wakes it. */
 		usleep(80 * 1000);
-		round_trip(base, eng, fd_a, fd_b);
+		round_trip(b.base, eng, b.fd_a, b.fd_b);
 		vpio_drain(eng);
 		vpio_engine_destroy(eng);
 	} else {
@@ -194,10 +209,7 @@ START_TEST(sqpoll_engine)
 	vpio_set_uring_refused(0);
 	ck_assert_int_lt(r, 0);
 	ck_assert_msg(strstr(err, "engine=sqpoll: the kernel refused") != NULL, "%s", err);
-	vp_plugin_set_event_base(NULL);
-	event_base_free(base);
-	close(fd_a);
-	close(fd_b);
+	rig_close(&b);
 }
 END_TEST
 
@@ -205,27 +217,20 @@ END_TEST
  * same bytes. */
 START_TEST(threads_engine_has_none)
 {
-	struct event_base *base = event_base_new();
+	struct rig b;
 	struct vpio_engine *eng;
 	char err[256];
-	int fd_a = memfd_create("vpio-threads-a", MFD_CLOEXEC);
-	int fd_b = memfd_create("vpio-threads-b", MFD_CLOEXEC);
 
-	ck_assert_int_eq(ftruncate(fd_a, 4 * BS), 0);
-	ck_assert_int_eq(ftruncate(fd_b, 4 * BS), 0);
-	vp_plugin_set_event_base(base);
+	rig_open(&b);
 	ck_assert_int_eq(vpio_engine_create(vp_plugin_host(), NULL, VPIO_ENGINE_THREADS, 0,
 	                                    "test", &eng, err, sizeof(err)),
 	                 0);
 	ck_assert_uint_eq(vpio_engine_setup_flags(eng), 0);
-	ck_assert(!vpio_register_fd(eng, fd_a));
-	round_trip(base, eng, fd_a, fd_b);
+	ck_assert(!vpio_register_fd(eng, b.fd_a));
+	round_trip(b.base, eng, b.fd_a, b.fd_b);
 	vpio_drain(eng);
 	vpio_engine_destroy(eng);
-	vp_plugin_set_event_base(NULL);
-	event_base_free(base);
-	close(fd_a);
-	close(fd_b);
+	rig_close(&b);
 }
 END_TEST
 
