@@ -59,7 +59,6 @@ struct vpio_engine {
 	unsigned unsubmitted; /* SQEs prepared and not yet submitted */
 	unsigned setup_flags; /* the IORING_SETUP_* the kernel took */
 	int fixed_fd;         /* registered as file 0 (IOSQE_FIXED_FILE), or -1 */
-	bool polling;         /* between vpio_poll() and vpio_poll_end() */
 	uint64_t finished;    /* operations finished, for vpio_poll() */
 	struct vpio_op *backlog, *backlog_tail; /* no SQE was free */
 
@@ -795,7 +794,6 @@ int vpio_poll(struct vpio_engine *eng)
 	 * reads the flag with no barrier between, so a CQE posted by another
 	 * CPU (io-wq, SQPOLL) while we turn it on and look can signal
 	 * nobody. */
-	eng->polling = true;
 	if (eng->inflight)
 		dispatch(eng);
 	return (int)(eng->finished - before);
@@ -804,7 +802,7 @@ int vpio_poll(struct vpio_engine *eng)
 void vpio_poll_end(struct vpio_engine *eng)
 {
 	/* Every completion still signals the eventfd: nothing to re-arm. */
-	eng->polling = false;
+	(void)eng;
 }
 
 void vpio_drain(struct vpio_engine *eng)
