@@ -94,7 +94,7 @@ struct blk_queue {
 	bool processing;   /* blk_process() is on the stack */
 	bool rerun;        /* process again before leaving */
 	bool throttled;    /* stopped popping: inflight reached the queue size */
-	bool irq_pending;  /* a push wants an interrupt once processing ends */
+	bool irq_pending;  /* a push wants an interrupt, raised in blk_irq_flush() */
 };
 
 /* The virtio-blk function of one vdev (its type's private state): the
@@ -121,9 +121,11 @@ struct vp_blk {
 	bool kick_due;            /* submit() since the last kick() */
 	bool can_poll;            /* the plugin has poll() and poll_end() */
 	bool polling;             /* poll() called since the last poll_end() */
+	bool in_poll;             /* poll() is on the stack */
 	uint64_t timeout_ns;      /* request-timeout; 0: none (no bouncing) */
 	struct event_base *base;
 	struct event *timer;      /* checks for timed-out requests */
+	struct event *irq_ev;     /* made active: blk_irq_flush() after this callback */
 	bool disk_failed;         /* a request timed out: the plugin gets no more */
 };
 
@@ -359,6 +361,42 @@ unsigned vp_blk_disk_release(const struct vproxy_plugin *plugin, void *disk)
 	return 0;
 }
 
+/* One interrupt for every push that wanted one since the last.  A batch of
+ * completions (one callback of the disk's fd, one poll()) gets a single
+ * interrupt at its end: raised per completion, each would wake the guest
+ * for one used entry, and on a shared CPU the guest would run between
+ * every two of them. */
+static void blk_irq_flush(struct vp_blk *blk)
+{
+	bool raise = false;
+
+	for (unsigned q = 0; q < VP_BLK_MAX_QUEUES; q++) {
+		raise |= blk->queues[q].irq_pending;
+		blk->queues[q].irq_pending = false;
+	}
+	if (raise)
+		vp_vdev_raise_irq(blk->vdev, VP_IRQ_VRING);
+}
+
+static void blk_irq_ev_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	blk_irq_flush(arg);
+}
+
+/* A completion outside blk_process() and poll(): the disk's own callback
+ * or a helper thread's, delivered by the loop.  The interrupt goes once
+ * that callback returns (the loop runs an active event in the same turn,
+ * after the callbacks already due).  Without a loop, at once. */
+static void blk_irq_defer(struct vp_blk *blk)
+{
+	if (blk->irq_ev)
+		event_active(blk->irq_ev, EV_TIMEOUT, 0);
+	else
+		blk_irq_flush(blk);
+}
+
 static uint8_t status_from_errno(int err)
 {
 	return err == -EOPNOTSUPP ? VIRTIO_BLK_S_UNSUPP : VIRTIO_BLK_S_IOERR;
@@ -388,10 +426,9 @@ static void blk_end(struct blk_req *req, int st, bool zombie)
 		vp_vq_push(vq, &req->elem,
 		           written > UINT32_MAX ? UINT32_MAX : (uint32_t)written);
 		if (vp_vq_need_notify(vq)) {
-			if (bq->processing)
-				bq->irq_pending = true;
-			else
-				vp_vdev_raise_irq(d, VP_IRQ_VRING);
+			bq->irq_pending = true;
+			if (!bq->processing && !blk->in_poll)
+				blk_irq_defer(blk);
 		}
 	}
 	if (!zombie)
@@ -901,11 +938,17 @@ static void blk_process(struct vp_blk *blk, unsigned q)
 static bool blk_poll(struct vp_vdev *d)
 {
 	struct vp_blk *blk = vp_vdev_priv(d);
+	bool found;
 
 	if (!blk->can_poll || !blk->inflight)
 		return false;
 	blk->polling = true;
-	return blk->plugin->poll(blk->disk) > 0;
+	/* The vdev holds itself across this call: blk outlives the poll. */
+	blk->in_poll = true;
+	found = blk->plugin->poll(blk->disk) > 0;
+	blk->in_poll = false;
+	blk_irq_flush(blk);
+	return found;
 }
 
 static bool blk_awaiting(const struct vp_vdev *d)
@@ -973,6 +1016,8 @@ static void blk_free(struct vp_vdev *d)
 	}
 	if (blk->timer)
 		event_free(blk->timer);
+	if (blk->irq_ev)
+		event_free(blk->irq_ev);
 	free(blk->scratch.iov);
 	free(blk->scratch.ref);
 	free(blk);
@@ -1074,11 +1119,16 @@ struct vp_vdev *vp_blk_create(const struct vp_blk_params *params,
 	blk->can_kick = VPROXY_PLUGIN_HAS(plugin, kick);
 	blk->can_poll = VPROXY_PLUGIN_HAS(plugin, poll) &&
 	                VPROXY_PLUGIN_HAS(plugin, poll_end);
+	blk->base = params->base;
 	if (params->request_timeout_ms && params->base) {
 		blk->timeout_ns = (uint64_t)params->request_timeout_ms * 1000000u;
-		blk->base = params->base;
 		blk->timer = evtimer_new(params->base, blk_timer_cb, blk);
 		if (!blk->timer)
+			goto fail;
+	}
+	if (params->base) {
+		blk->irq_ev = event_new(params->base, -1, 0, blk_irq_ev_cb, blk);
+		if (!blk->irq_ev)
 			goto fail;
 	}
 	blk->disk = disk;
@@ -1104,6 +1154,8 @@ struct vp_vdev *vp_blk_create(const struct vp_blk_params *params,
 fail:
 	if (blk->timer)
 		event_free(blk->timer);
+	if (blk->irq_ev)
+		event_free(blk->irq_ev);
 	free(blk->scratch.iov);
 	free(blk->scratch.ref);
 	free(blk);

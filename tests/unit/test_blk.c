@@ -809,6 +809,65 @@ START_TEST(batch_one_interrupt)
 }
 END_TEST
 
+/* Completions the disk delivers in one callback (its fd's, from the loop)
+ * or one poll() get one interrupt at the end, not one each: without
+ * EVENT_IDX every push wants one, so each would wake the guest for one
+ * used entry. */
+START_TEST(completion_batch_one_interrupt)
+{
+	struct event_base *base = event_base_new();
+	struct vp_vdev *d;
+	struct req r[4];
+
+	g.params.base = base;
+	g.plugin = &fake_plugin_poll;
+	start(); /* no EVENT_IDX */
+	disk->deferred = true;
+	for (unsigned i = 0; i < 4; i++) {
+		r[i] = make_req(0, VIRTIO_BLK_T_IN, i * 8, 512);
+		post(0, r[i].head);
+	}
+	kick(0);
+	ck_assert_uint_eq(disk->npending, 4);
+	/* The disk's callback: four completions, the interrupt after it. */
+	ck_assert_uint_eq(fake_complete_all(), 4);
+	ck_assert_uint_eq(used_idx(0), 4);
+	ck_assert_uint_eq(g.irqs, 0);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert_uint_eq(g.irqs, 1);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert_uint_eq(g.irqs, 1);
+
+	/* Polled: the interrupt goes when poll() returns. */
+	vp_vdev_set_polled(g.d, true);
+	for (unsigned i = 0; i < 3; i++) {
+		r[i] = make_req(0, VIRTIO_BLK_T_IN, i * 8, 512);
+		post(0, r[i].head);
+	}
+	ck_assert(vp_vdev_poll(g.d));
+	ck_assert_uint_eq(disk->npending, 3);
+	ck_assert(vp_vdev_poll(g.d));
+	ck_assert_uint_eq(used_idx(0), 7);
+	ck_assert_uint_eq(g.irqs, 2);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert_uint_eq(g.irqs, 2);
+	vp_vdev_set_polled(g.d, false);
+
+	/* A device destroyed with its interrupt still due raises none. */
+	r[0] = make_req(0, VIRTIO_BLK_T_IN, 0, 512);
+	post(0, r[0].head);
+	kick(0);
+	ck_assert_uint_eq(fake_complete_all(), 1);
+	d = g.d;
+	g.d = NULL;
+	vp_vdev_destroy(d, on_done, &g);
+	ck_assert_uint_eq(g.done_calls, 1);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert_uint_eq(g.irqs, 2);
+	event_base_free(base);
+}
+END_TEST
+
 /* avail_event, after the used ring's entries (EVENT_IDX). */
 static uint16_t avail_event(unsigned q)
 {
@@ -1846,6 +1905,7 @@ int main(void)
 	tcase_add_test(tc, bad_create_params);
 	tcase_add_test(tc, write_then_read);
 	tcase_add_test(tc, batch_one_interrupt);
+	tcase_add_test(tc, completion_batch_one_interrupt);
 	tcase_add_test(tc, polled_mode_leaves_kicks_off);
 	tcase_add_test(tc, polled_mode_without_event_idx);
 	tcase_add_test(tc, deferred_completion);
