@@ -442,8 +442,18 @@ const char *store_file(struct cfg *c)
 {
 	struct stat st;
 
-	if (c->file)
+	if (c->file) {
+		/* raw: a file that is not there yet is laid out, as for the
+		 * bench's own; one that is there is used as it is. */
+		if (strcmp(c->plugin, "raw") == 0 && stat(c->file, &st) < 0) {
+			if (errno != ENOENT)
+				die("cannot use %s: %s", c->file, strerror(errno));
+			msg(c, "laying out %s (%" PRIu64 " MiB)", c->file,
+			    c->size >> 20);
+			fill_file(c->file, c->size);
+		}
 		return c->file;
+	}
 	if (strcmp(c->plugin, "mem") == 0)
 		snprintf(bench_host.store, sizeof(bench_host.store),
 		         "/dev/shm/vproxy-bench-%d.img", (int)getpid());

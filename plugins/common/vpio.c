@@ -528,7 +528,8 @@ static bool uring_issue(struct vpio_engine *eng, struct vpio_op *op)
 		sqe->flags |= IOSQE_FIXED_FILE;
 	io_uring_sqe_set_data(sqe, op);
 	eng->unsubmitted++;
-	if (!eng->in_dispatch && !eng->host_kicks)
+	if (eng->unsubmitted >= VPIO_SUBMIT_CHUNK ||
+	    (!eng->in_dispatch && !eng->host_kicks))
 		uring_flush(eng);
 	return true;
 }
@@ -762,6 +763,11 @@ static void on_efd(int fd, void *arg)
 	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		return;
 	dispatch(arg);
+}
+
+unsigned vpio_engine_unsubmitted(const struct vpio_engine *eng)
+{
+	return eng->uring ? eng->unsubmitted : 0;
 }
 
 unsigned vpio_engine_setup_flags(const struct vpio_engine *eng)

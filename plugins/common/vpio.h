@@ -97,6 +97,9 @@ const char *vpio_engine_name(const struct vpio_engine *eng);
 /* The IORING_SETUP_* flags the kernel accepted for this engine's ring
  * (vpio.c lists those tried, best first); 0 for threads. */
 unsigned vpio_engine_setup_flags(const struct vpio_engine *eng);
+/* io_uring requests queued and not yet handed to the kernel (0 for the
+ * threads engine). */
+unsigned vpio_engine_unsubmitted(const struct vpio_engine *eng);
 /* Register fd, the file most requests go to, with the ring: requests on
  * it skip the kernel's file lookup (IOSQE_FIXED_FILE).  One per engine;
  * fd must stay open until the engine is destroyed.  False (and nothing
@@ -110,6 +113,15 @@ void vpio_submit(struct vpio_engine *eng, struct vpio_op *op);
  * queued since the last one, with one system call.  From the first call
  * on, vpio_submit() on the loop thread only queues until the next. */
 void vpio_kick(struct vpio_engine *eng);
+
+/* Between kicks, io_uring submissions still go to the kernel
+ * VPIO_SUBMIT_CHUNK at a time, not all at the kick: the kernel plugs the
+ * requests of one io_uring_enter, and the disk sees none of them until the
+ * call has prepared the last, which for 32 O_DIRECT reads is tens of
+ * microseconds of idle disk per batch (bench/README.md, "Issue 13, third
+ * round": QD32 0.78x fio whole, 0.90x in eights, for the same CPU per
+ * I/O). */
+#define VPIO_SUBMIT_CHUNK 8u
 
 /* Completion polling (the plugin ABI's poll() and poll_end()): run the
  * completions that are ready, without blocking (for io_uring a look at

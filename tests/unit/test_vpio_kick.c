@@ -3,7 +3,8 @@
  * vpio_kick(), the end of a batch: until a host has called it once, every
  * io_uring submission goes to the kernel at once (a host that never kicks
  * loses nothing); from then on, what vpio_submit() queues reaches the
- * kernel only at the next kick, all of it with one system call.
+ * kernel at the next kick, or VPIO_SUBMIT_CHUNK requests at a time when
+ * a batch is longer.
  *
  * vpio_poll() and vpio_poll_end(), completion polling: vpio_poll() runs
  * an io_uring engine's completions without the loop (a look at its
@@ -86,6 +87,51 @@ out:
 }
 END_TEST
 
+/* Between kicks a long batch still reaches the kernel VPIO_SUBMIT_CHUNK
+ * requests at a time; only the rest waits for the kick. */
+START_TEST(long_batch_goes_in_chunks)
+{
+	enum { N = 2 * VPIO_SUBMIT_CHUNK + 3 };
+	static uint8_t bufs[N][BS];
+	struct event_base *base = event_base_new();
+	struct vpio_op ops[N];
+	struct iovec iov[N];
+	struct vpio_engine *eng;
+	char err[256];
+	int fd = memfd_create("vpio-chunk", MFD_CLOEXEC);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, N * BS), 0);
+	vp_plugin_set_event_base(base);
+	if (vpio_engine_create(vp_plugin_host(), NULL, VPIO_ENGINE_IO_URING, 0, "test",
+	                       &eng, err, sizeof(err)) < 0) {
+		fprintf(stderr, "skipped: %s\n", err);
+		goto out;
+	}
+	vpio_kick(eng); /* a host that ends its batches */
+	for (unsigned i = 0; i < N; i++) {
+		memset(&ops[i], 0, sizeof(ops[i]));
+		iov[i] = (struct iovec){bufs[i], BS};
+		ops[i] = (struct vpio_op){.kind = VPIO_READV, .fd = fd,
+		                          .offset = (uint64_t)i * BS, .len = BS,
+		                          .iov = &iov[i], .iovcnt = 1, .done = op_done};
+		vpio_submit(eng, &ops[i]);
+	}
+	/* Two chunks went in, the last three wait for the kick. */
+	ck_assert_uint_eq(vpio_engine_unsubmitted(eng), N - 2 * VPIO_SUBMIT_CHUNK);
+	vpio_kick(eng);
+	ck_assert_uint_eq(vpio_engine_unsubmitted(eng), 0);
+	run_until(base, N, 5000);
+	ck_assert_uint_eq(done_calls, N);
+	ck_assert_int_eq(last_res, 0);
+	vpio_drain(eng);
+	vpio_engine_destroy(eng);
+out:
+	vp_plugin_set_event_base(NULL);
+	event_base_free(base);
+	close(fd);
+}
+END_TEST
 
 static void read_op(struct vpio_op *op, struct iovec *iov, void *buf, int fd, unsigned i)
 {
@@ -175,6 +221,7 @@ int main(void)
 	int failed;
 
 	tcase_add_test(tc, kick_ends_the_batch);
+	tcase_add_test(tc, long_batch_goes_in_chunks);
 	tcase_add_test(tc, poll_runs_completions_without_the_loop);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
