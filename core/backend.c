@@ -78,6 +78,7 @@ static void fatal(struct vp_backend *dev, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	vp_backend_log(dev, VPROXY_LOG_ERROR, "%s", msg);
+	snprintf(dev->error, sizeof(dev->error), "%.*s", (int)sizeof(dev->error) - 1, msg);
 	vp_xs_printf_at(dev->bus->xs, XBT_NULL, dev->be_path, "error", "%s", msg);
 	vp_backend_set_state(dev, XenbusStateClosing);
 }
@@ -127,6 +128,7 @@ void vp_backend_free(struct vp_backend *dev, bool remove_nodes)
 		}
 	}
 	bus->ndev[dom]--;
+	free(dev->past);
 	free(dev);
 	release_domain_if_idle(bus, dom);
 }
@@ -352,6 +354,17 @@ void vp_backend_connect(struct vp_backend *dev)
 	/* No broken hook: the device logs NEEDS_RESET itself, and the guest
 	 * recovers by resetting it through the ring. */
 	host.opaque = dev;
+	/* The device's counters go to past when it is freed, so the
+	 * backend's statistics count on over the guest's connections. */
+	if (!dev->past) {
+		dev->past = malloc(sizeof(*dev->past));
+		if (dev->past)
+			vp_blk_totals_init(dev->past);
+		else
+			vp_backend_log(dev, VPROXY_LOG_WARN,
+			               "out of memory: this connection's statistics are not kept");
+	}
+	bp.totals = dev->past;
 	dev->vdev = vp_blk_create(&bp, dev->decl->plugin, dev->disk, &dev->info, &host);
 	if (!dev->vdev) {
 		vp_transport_close(dev->t);
@@ -360,6 +373,8 @@ void vp_backend_connect(struct vp_backend *dev)
 		return;
 	}
 	vp_xs_rm_at(bus->xs, dev->be_path, "error"); /* harmless if absent */
+	dev->grant_mode = tp.mode == VP_ADDR_GRANT;
+	dev->error[0] = '\0';
 	vp_backend_set_state(dev, XenbusStateConnected);
 	vp_transport_attach(dev->t, dev->vdev);
 	vp_backend_log(dev, VPROXY_LOG_INFO,

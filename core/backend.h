@@ -17,6 +17,7 @@
 #include "xs_node.h"
 #include "xsbus.h"
 
+struct vp_blk_totals;
 struct vp_plugin_job;
 struct vp_transport;
 struct vp_vdev;
@@ -44,6 +45,9 @@ struct vp_backend {
 	bool opening;        /* the disk is being opened (Initialising) */
 	bool provisioning;   /* inside provision(): it handles the frontend */
 	struct vp_plugin_job *open_job; /* the open in progress, if off the loop */
+	struct vp_blk_totals *past;    /* statistics of earlier connections, or NULL */
+	bool grant_mode;     /* the frontend connected in grant addr-mode */
+	char error[256];     /* the last fatal error, "" since it connected */
 	void *disk;
 	struct vproxy_disk_info info;
 	struct vp_transport *t;

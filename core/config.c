@@ -129,6 +129,39 @@ static int parse_duration_ms(const char *s, unsigned long max_ms, unsigned long 
 	return 0;
 }
 
+/* "HOST:PORT" or "[IPV6]:PORT": *host (malloc'd, brackets removed) and
+ * *port 1..65535.  0, -EINVAL, or -ENOMEM. */
+static int parse_listen(const char *v, char **host, unsigned *port)
+{
+	const char *colon = strrchr(v, ':');
+	const char *h = v;
+	size_t hlen;
+	unsigned long n;
+	char *copy;
+
+	if (!colon || parse_uint(colon + 1, 65535, &n) < 0 || n == 0)
+		return -EINVAL;
+	hlen = (size_t)(colon - v);
+	if (hlen >= 2 && v[0] == '[' && v[hlen - 1] == ']') {
+		h = v + 1;
+		hlen -= 2;
+	} else if (memchr(v, ':', hlen) || memchr(v, '[', hlen) || memchr(v, ']', hlen)) {
+		return -EINVAL; /* an IPv6 address needs its brackets */
+	}
+	if (hlen == 0)
+		return -EINVAL;
+	for (size_t i = 0; i < hlen; i++)
+		if (h[i] == ' ' || h[i] == '\t' || h[i] == '/')
+			return -EINVAL;
+	copy = strndup(h, hlen);
+	if (!copy)
+		return -ENOMEM;
+	free(*host);
+	*host = copy;
+	*port = (unsigned)n;
+	return 0;
+}
+
 static int parse_uint(const char *s, unsigned long max, unsigned long *out)
 {
 	unsigned long v = 0;
@@ -223,6 +256,26 @@ static int global_key(struct parser *p, const char *key, const char *value)
 			return -ENOMEM;
 		if (!run)
 			c->plugin_dir_line = p->line;
+	} else if (strcmp(key, "control-socket") == 0) {
+		if (value[0] == '\0') {
+			fail(p, p->line, key, "must not be empty (a socket path, or none)");
+			return 0;
+		}
+		if (strlen(value) > VP_CONFIG_MAX_SOCKET_PATH) {
+			fail(p, p->line, key, "longer than %d bytes (a unix socket path)",
+			     VP_CONFIG_MAX_SOCKET_PATH);
+			return 0;
+		}
+		if (replace_str(&c->control_socket, value) < 0)
+			return -ENOMEM;
+	} else if (strcmp(key, "metrics-listen") == 0) {
+		if (parse_listen(value, &c->metrics_host, &c->metrics_port) < 0) {
+			fail(p, p->line, key,
+			     "\"%s\" is not allowed (HOST:PORT, e.g. 127.0.0.1:9477 or "
+			     "[::1]:9477; port 1..65535)",
+			     value);
+			return 0;
+		}
 	} else if (strcmp(key, "log-level") == 0) {
 		if (vp_log_parse_level(value, &c->log_level) < 0)
 			fail(p, p->line, key,
@@ -256,7 +309,8 @@ static int global_key(struct parser *p, const char *key, const char *value)
 	} else {
 		fail(p, p->line, key,
 		     "unknown key in [vproxyd] (known: hypervisor, run-dir, plugin-dir, "
-		     "log-level, backend-domid, poll-us, poll-max-us)");
+		     "control-socket, metrics-listen, log-level, backend-domid, poll-us, "
+		     "poll-max-us)");
 	}
 	return 0;
 }
@@ -749,6 +803,8 @@ void vp_config_free(struct vp_config *c)
 	free(c->devices);
 	free(c->path);
 	free(c->run_dir);
+	free(c->control_socket);
+	free(c->metrics_host);
 	free(c->plugin_dir);
 	free(c);
 }

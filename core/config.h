@@ -25,6 +25,7 @@
 #define VP_CONFIG_DEFAULT_POLL_MAX_US 50
 #define VP_CONFIG_SERIAL_MAX 20       /* bytes of virtio-blk GET_ID */
 #define VP_CONFIG_MAX_TIMEOUT_MS 3600000 /* request-timeout: one hour */
+#define VP_CONFIG_MAX_SOCKET_PATH 107    /* sun_path less its NUL */
 
 /* One [device NAME] section. */
 struct vp_config_device {
@@ -54,6 +55,12 @@ struct vp_config {
 	/* [vproxyd] */
 	const char *hypervisor; /* "sim" (default) or "xen"; static string */
 	char *run_dir;       /* run-dir, default "/run/vproxy" */
+	/* control-socket: a path, "none", or NULL (unset) for
+	 * <run-dir>/control.sock */
+	char *control_socket;
+	/* metrics-listen: Prometheus metrics on HTTP; NULL host: off */
+	char *metrics_host;
+	unsigned metrics_port;
 	char *plugin_dir;    /* plugin-dir, default VPROXY_DEFAULT_PLUGIN_DIR */
 	int plugin_dir_line; /* line that set plugin-dir, 0 when defaulted */
 	enum vproxy_log_level log_level; /* log-level, default info */

@@ -22,6 +22,17 @@ void vp_log_set_level(enum vproxy_log_level level)
 	max_level = level;
 }
 
+enum vproxy_log_level vp_log_get_level(void)
+{
+	return max_level;
+}
+
+const char *vp_log_level_name(enum vproxy_log_level level)
+{
+	return (unsigned)level < sizeof(level_names) / sizeof(level_names[0]) ? level_names[level]
+	                                                                      : "?";
+}
+
 int vp_log_parse_level(const char *text, enum vproxy_log_level *out)
 {
 	for (unsigned i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {

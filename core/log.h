@@ -9,6 +9,9 @@
 
 /* Set the most verbose level printed (default INFO). */
 void vp_log_set_level(enum vproxy_log_level level);
+/* The level set now, and a level's name ("error" ... "debug"). */
+enum vproxy_log_level vp_log_get_level(void);
+const char *vp_log_level_name(enum vproxy_log_level level);
 /* Parse "error|warn|info|debug"; returns 0 or -EINVAL. */
 int vp_log_parse_level(const char *text, enum vproxy_log_level *out);
 /* Print one line: "vproxyd[pid]: LEVEL: message". */

@@ -84,6 +84,7 @@ int main(int argc, char **argv)
 	struct vp_config *cfg = NULL;
 	struct vp_devdecl *decls = NULL;
 	struct vp_server_opts opts = {0};
+	char control_path[VP_CONFIG_MAX_SOCKET_PATH + 1];
 	struct vp_server *srv = NULL;
 	enum vproxy_log_level level;
 	char err[512];
@@ -167,6 +168,21 @@ int main(int argc, char **argv)
 		        .request_timeout_ms = d->request_timeout_ms,
 		};
 	}
+	if (!cfg->control_socket) {
+		if (snprintf(control_path, sizeof(control_path), "%s/control.sock",
+		             cfg->run_dir) >= (int)sizeof(control_path)) {
+			fprintf(stderr,
+			        "vproxyd: %s: run-dir is too long for the control socket "
+			        "(%s/control.sock); set control-socket\n",
+			        cfg->path, cfg->run_dir);
+			goto out;
+		}
+		opts.control_path = control_path;
+	} else if (strcmp(cfg->control_socket, "none") != 0) {
+		opts.control_path = cfg->control_socket;
+	}
+	opts.metrics_host = cfg->metrics_host;
+	opts.metrics_port = cfg->metrics_port;
 	opts.hypervisor = cfg->hypervisor;
 	opts.run_dir = cfg->run_dir;
 	opts.backend_domid = cfg->backend_domid;

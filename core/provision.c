@@ -109,6 +109,7 @@ static void disk_opened(void *arg, int rc, const struct vproxy_disk_info *info, 
 		dev->failed = true;
 		vp_backend_log(dev, VPROXY_LOG_ERROR,
 		               "[device %s]: cannot open storage: %s", decl->label, err);
+		snprintf(dev->error, sizeof(dev->error), "cannot open storage: %.200s", err);
 		vp_xs_printf_at(bus->xs, XBT_NULL, dev->be_path, "error", "%s", err);
 		vp_backend_set_state(dev, XenbusStateClosed);
 		return;

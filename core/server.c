@@ -20,9 +20,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "control.h"
 #include "hv.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "plugin_host.h"
 
 struct vp_server {
@@ -30,6 +32,8 @@ struct vp_server {
 	struct vp_loop *loop;
 	struct vp_hv *hv;
 	struct vp_xsbus *bus;
+	struct vp_control *control;
+	struct vp_metrics *metrics;
 	struct event *sig_term, *sig_int;
 	struct event *grace_timer;
 	bool stopping;
@@ -152,6 +156,18 @@ struct vp_server *vp_server_new(const struct vp_server_opts *opts, char *err,
 	}
 	/* A guest that disappears mid-write must not kill us. */
 	signal(SIGPIPE, SIG_IGN);
+	/* Before xenstore: a second daemon stops here, having touched nothing. */
+	if (opts->control_path) {
+		srv->control = vp_control_open(srv->loop, opts->control_path, err, errlen);
+		if (!srv->control)
+			goto fail;
+	}
+	if (opts->metrics_host) {
+		srv->metrics = vp_metrics_open(srv->loop, opts->metrics_host, opts->metrics_port,
+		                               err, errlen);
+		if (!srv->metrics)
+			goto fail;
+	}
 	bp = (struct vp_xsbus_params){
 	        .loop = srv->loop,
 	        .hv = srv->hv,
@@ -166,6 +182,10 @@ struct vp_server *vp_server_new(const struct vp_server_opts *opts, char *err,
 	srv->bus = vp_xsbus_open(&bp, err, errlen);
 	if (!srv->bus)
 		goto fail;
+	if (srv->control)
+		vp_control_set_bus(srv->control, srv->bus);
+	if (srv->metrics)
+		vp_metrics_set_bus(srv->metrics, srv->bus);
 	return srv;
 fail:
 	vp_server_free(srv);
@@ -186,6 +206,8 @@ void vp_server_free(struct vp_server *srv)
 {
 	if (!srv)
 		return;
+	vp_control_close(srv->control);
+	vp_metrics_close(srv->metrics);
 	if (srv->bus)
 		vp_xsbus_close(srv->bus);
 	if (srv->sig_term)

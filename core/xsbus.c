@@ -40,6 +40,7 @@
 #include <vproxy/proto.h>
 
 #include "backend.h"
+#include "blk.h"
 #include "hv.h"
 #include "log.h"
 #include "loop.h"
@@ -255,4 +256,65 @@ void vp_xsbus_close(struct vp_xsbus *bus)
 	if (bus->xs)
 		xs_close(bus->xs);
 	free(bus);
+}
+
+static const char *state_name(const struct vp_backend *dev)
+{
+	static const char *const names[] = {
+	        [XenbusStateUnknown] = "Unknown",         [XenbusStateInitialising] = "Initialising",
+	        [XenbusStateInitWait] = "InitWait",       [XenbusStateInitialised] = "Initialised",
+	        [XenbusStateConnected] = "Connected",     [XenbusStateClosing] = "Closing",
+	        [XenbusStateClosed] = "Closed",           [XenbusStateReconfiguring] = "Reconfiguring",
+	        [XenbusStateReconfigured] = "Reconfigured",
+	};
+
+	if (dev->be_state < 0 || (size_t)dev->be_state >= sizeof(names) / sizeof(names[0]) ||
+	    !names[dev->be_state])
+		return "Unknown";
+	return names[dev->be_state];
+}
+
+void vp_xsbus_foreach_device(struct vp_xsbus *bus, vp_xsbus_device_fn *fn, void *arg)
+{
+	for (size_t i = 0; i < bus->p.ndecls; i++) {
+		const struct vp_devdecl *decl = &bus->p.decls[i];
+		bool seen = false;
+
+		for (struct vp_backend *dev = bus->devices; dev; dev = dev->next) {
+			struct vp_xsbus_device d = {
+			        .decl = decl,
+			        .dom = dev->dom,
+			        .devid = dev->devid,
+			        .state = state_name(dev),
+			        .read_only = decl->read_only ||
+			                     (dev->info.flags & VPROXY_DISK_READONLY),
+			        .error = dev->error[0] ? dev->error : NULL,
+			        .past = dev->past,
+			};
+
+			if (dev->decl != decl)
+				continue;
+			seen = true;
+			if (dev->disk || dev->vdev)
+				d.capacity = dev->info.capacity;
+			if (dev->vdev && !dev->destroying) {
+				d.vdev = dev->vdev;
+				d.addr_mode = dev->grant_mode ? "grant" : "gfn";
+				if (vp_vdev_is_broken(dev->vdev))
+					d.error = vp_vdev_broken_reason(dev->vdev);
+			}
+			fn(arg, &d);
+		}
+		if (!seen) {
+			struct vp_xsbus_device d = {
+			        .decl = decl,
+			        .dom = -1,
+			        .devid = decl->devid,
+			        .state = "no-guest",
+			        .read_only = decl->read_only,
+			};
+
+			fn(arg, &d);
+		}
+	}
 }

@@ -8,8 +8,10 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <vproxy/plugin.h>
 
+struct vp_blk_totals;
 struct vp_hv;
 struct vp_loop;
 struct vp_xsbus;
@@ -55,6 +57,29 @@ void vp_xsbus_begin_shutdown(struct vp_xsbus *bus);
 /* End shutdown now: Closed, nodes removed, disks closed where possible;
  * then done. */
 void vp_xsbus_finish(struct vp_xsbus *bus);
+/* One declared device as the control socket shows it (vproxyctl list and
+ * stats).  Valid during the callback only. */
+struct vp_xsbus_device {
+	const struct vp_devdecl *decl;
+	int dom;               /* the guest's domid; -1 when it is not running */
+	unsigned devid;
+	const char *state;     /* the backend's xenbus state, or "no-guest" */
+	const char *addr_mode; /* "gfn" or "grant" while connected, else NULL */
+	uint64_t capacity;     /* bytes; 0 until the disk is open */
+	bool read_only;        /* by the declaration or by the disk */
+	const char *error;     /* the device's last error, or NULL */
+	const struct vp_vdev *vdev; /* while connected (statistics), else NULL */
+	/* Statistics of the guest's earlier connections to it, or NULL. */
+	const struct vp_blk_totals *past;
+};
+
+typedef void vp_xsbus_device_fn(void *arg, const struct vp_xsbus_device *dev);
+
+/* Call fn for every declared device in declaration order: each device
+ * of a running guest, and once for a declaration whose guest is not
+ * running. */
+void vp_xsbus_foreach_device(struct vp_xsbus *bus, vp_xsbus_device_fn *fn, void *arg);
+
 /* Close xenstore and free. */
 void vp_xsbus_close(struct vp_xsbus *bus);
 

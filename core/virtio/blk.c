@@ -67,6 +67,8 @@ struct blk_req {
 	uint32_t type;            /* VIRTIO_BLK_T_* */
 	uint64_t offset;          /* IN/OUT: bytes */
 	uint64_t len;             /* IN/OUT: bytes */
+	uint64_t stat_bytes;      /* bytes the request covers, for statistics */
+	uint64_t pop_ns;          /* taken from the queue, for its latency */
 	const struct iovec *data; /* IN/OUT: data buffers within elem.iov */
 	unsigned data_cnt;
 	/* DISCARD/WRITE_ZEROES: segments copied out of guest memory, so the
@@ -95,6 +97,7 @@ struct blk_queue {
 	bool rerun;        /* process again before leaving */
 	bool throttled;    /* stopped popping: inflight reached the queue size */
 	bool irq_pending;  /* a push wants an interrupt, raised in blk_irq_flush() */
+	struct vp_blk_queue_stats st;
 };
 
 /* The virtio-blk function of one vdev (its type's private state): the
@@ -126,6 +129,8 @@ struct vp_blk {
 	struct event_base *base;
 	struct event *timer;      /* checks for timed-out requests */
 	struct event *irq_ev;     /* made active: blk_irq_flush() after this callback */
+	struct hist lat;          /* every published request, pop to push */
+	struct vp_blk_totals *totals; /* vp_blk_params.totals */
 	bool disk_failed;         /* a request timed out: the plugin gets no more */
 };
 
@@ -397,6 +402,34 @@ static void blk_irq_defer(struct vp_blk *blk)
 		blk_irq_flush(blk);
 }
 
+static enum vp_blk_op op_of(uint32_t type)
+{
+	switch (type) {
+	case VIRTIO_BLK_T_IN: return VP_BLK_OP_READ;
+	case VIRTIO_BLK_T_OUT: return VP_BLK_OP_WRITE;
+	case VIRTIO_BLK_T_FLUSH: return VP_BLK_OP_FLUSH;
+	case VIRTIO_BLK_T_DISCARD: return VP_BLK_OP_DISCARD;
+	case VIRTIO_BLK_T_WRITE_ZEROES: return VP_BLK_OP_WRITE_ZEROES;
+	default: return VP_BLK_OP_OTHER;
+	}
+}
+
+/* Statistics of a finished request: st its status byte, or negative when
+ * the guest is not told (a broken or reset device). */
+static void blk_count(struct vp_blk *blk, const struct blk_req *req, int st, bool publish)
+{
+	struct vp_blk_queue_stats *qs = &blk->queues[req->q].st;
+	enum vp_blk_op op = op_of(req->type);
+
+	qs->reqs[op]++;
+	if (st == VIRTIO_BLK_S_OK)
+		qs->bytes[op] += req->stat_bytes;
+	else
+		qs->errors++;
+	if (publish)
+		hist_add(&blk->lat, mono_ns() - req->pop_ns);
+}
+
 static uint8_t status_from_errno(int err)
 {
 	return err == -EOPNOTSUPP ? VIRTIO_BLK_S_UNSUPP : VIRTIO_BLK_S_IOERR;
@@ -416,6 +449,7 @@ static void blk_end(struct blk_req *req, int st, bool zombie)
 	bool publish = st >= 0 && req_wanted(req);
 	uint64_t written = req->elem.in_len;
 
+	blk_count(blk, req, st, publish);
 	if (publish)
 		*req->status = (uint8_t)st;
 	/* Unmap before publishing: a frontend may end its grants as soon as
@@ -434,6 +468,7 @@ static void blk_end(struct blk_req *req, int st, bool zombie)
 	if (!zombie)
 		req_put(blk, req);
 	bq->inflight--;
+	bq->st.inflight = bq->inflight;
 	if (bq->throttled && vp_vdev_running(d)) {
 		bq->throttled = false;
 		blk_process(blk, q);
@@ -719,6 +754,7 @@ static int blk_parse_rw(struct blk_req *req, uint64_t sector)
 	}
 	req->offset = sector << SECTOR_SHIFT;
 	req->len = len;
+	req->stat_bytes = len;
 	req->data = data;
 	req->data_cnt = cnt;
 	req->nsubs = 1;
@@ -750,6 +786,7 @@ static int blk_parse_dz(struct blk_req *req)
 		return VIRTIO_BLK_S_IOERR;
 	}
 	nseg = (unsigned)(plen / sizeof(*req->segs));
+	req->stat_bytes = 0;
 	req->segs = malloc(plen);
 	if (!req->segs)
 		return VIRTIO_BLK_S_IOERR;
@@ -774,6 +811,7 @@ static int blk_parse_dz(struct blk_req *req)
 		}
 		if (n)
 			req->segs[kept++] = *s;
+		req->stat_bytes += (uint64_t)n << SECTOR_SHIFT;
 	}
 	req->nsubs = kept;
 	return -1;
@@ -789,6 +827,8 @@ static void blk_start(struct blk_req *req)
 	int st;
 
 	req->nsubs = req->next_sub = 0;
+	req->type = UINT32_MAX; /* until the header is read: "other" */
+	req->stat_bytes = 0;
 	req->status = elem_status_byte(e);
 	if (!req->status) {
 		snprintf(why, sizeof(why),
@@ -879,6 +919,8 @@ static void blk_take(struct vp_blk *blk, unsigned q)
 	req->in_plugin = false;
 	inflight_add(blk, req);
 	blk->queues[q].inflight++;
+	blk->queues[q].st.inflight = blk->queues[q].inflight;
+	req->pop_ns = mono_ns();
 	vp_vdev_req_begin(blk->vdev);
 	blk_start(req);
 }
@@ -1005,6 +1047,8 @@ static void blk_free(struct vp_vdev *d)
 {
 	struct vp_blk *blk = vp_vdev_priv(d);
 
+	if (blk->totals)
+		vp_blk_totals_add(blk->totals, d);
 	while (blk->free_reqs) {
 		struct blk_req *req = blk->free_reqs;
 
@@ -1114,12 +1158,14 @@ struct vp_vdev *vp_blk_create(const struct vp_blk_params *params,
 	blk = calloc(1, sizeof(*blk));
 	if (!blk)
 		return NULL;
+	hist_init(&blk->lat);
 	blk->plugin = plugin;
 	blk->can_cancel = VPROXY_PLUGIN_HAS(plugin, cancel);
 	blk->can_kick = VPROXY_PLUGIN_HAS(plugin, kick);
 	blk->can_poll = VPROXY_PLUGIN_HAS(plugin, poll) &&
 	                VPROXY_PLUGIN_HAS(plugin, poll_end);
 	blk->base = params->base;
+	blk->totals = params->totals;
 	if (params->request_timeout_ms && params->base) {
 		blk->timeout_ns = (uint64_t)params->request_timeout_ms * 1000000u;
 		blk->timer = evtimer_new(params->base, blk_timer_cb, blk);
@@ -1160,4 +1206,76 @@ fail:
 	free(blk->scratch.ref);
 	free(blk);
 	return NULL;
+}
+
+const struct vp_blk_queue_stats *vp_blk_queue_stats(const struct vp_vdev *d, unsigned q)
+{
+	const struct vp_blk *blk = vp_vdev_priv(d);
+
+	return q < vp_vdev_num_queues(d) ? &blk->queues[q].st : NULL;
+}
+
+const struct hist *vp_blk_latency(const struct vp_vdev *d)
+{
+	const struct vp_blk *blk = vp_vdev_priv(d);
+
+	return &blk->lat;
+}
+
+const char *vp_blk_op_name(enum vp_blk_op op)
+{
+	static const char *const names[VP_BLK_NOPS] = {
+	        [VP_BLK_OP_READ] = "read",       [VP_BLK_OP_WRITE] = "write",
+	        [VP_BLK_OP_FLUSH] = "flush",     [VP_BLK_OP_DISCARD] = "discard",
+	        [VP_BLK_OP_WRITE_ZEROES] = "write_zeroes", [VP_BLK_OP_OTHER] = "other",
+	};
+
+	return (unsigned)op < VP_BLK_NOPS ? names[op] : "?";
+}
+
+void vp_blk_totals_init(struct vp_blk_totals *t)
+{
+	memset(t, 0, sizeof(*t));
+	hist_init(&t->lat);
+}
+
+static void queue_stats_add(struct vp_blk_queue_stats *dst, const struct vp_blk_queue_stats *src)
+{
+	for (unsigned op = 0; op < VP_BLK_NOPS; op++) {
+		dst->reqs[op] += src->reqs[op];
+		dst->bytes[op] += src->bytes[op];
+	}
+	dst->errors += src->errors;
+}
+
+void vp_blk_totals_add(struct vp_blk_totals *t, const struct vp_vdev *d)
+{
+	const struct vp_blk *blk = vp_vdev_priv(d);
+
+	for (unsigned q = 0; q < vp_vdev_num_queues(d) && q < VP_BLK_MAX_QUEUES; q++) {
+		queue_stats_add(&t->q[q], &blk->queues[q].st);
+		t->kicks[q] += vp_vdev_queue_kicks(d, q);
+	}
+	t->irqs += vp_vdev_irqs(d);
+	hist_merge(&t->lat, &blk->lat);
+}
+
+void vp_blk_totals_merge(struct vp_blk_totals *t, const struct vp_blk_totals *src)
+{
+	for (unsigned q = 0; q < VP_BLK_MAX_QUEUES; q++) {
+		queue_stats_add(&t->q[q], &src->q[q]);
+		t->kicks[q] += src->kicks[q];
+	}
+	t->irqs += src->irqs;
+	hist_merge(&t->lat, &src->lat);
+}
+
+void vp_blk_totals_of(struct vp_blk_totals *t, const struct vp_blk_totals *past,
+                      const struct vp_vdev *live)
+{
+	vp_blk_totals_init(t);
+	if (past)
+		vp_blk_totals_merge(t, past);
+	if (live)
+		vp_blk_totals_add(t, live);
 }

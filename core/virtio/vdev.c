@@ -56,6 +56,9 @@ struct vp_vdev {
 
 	struct queue_regs *qregs;
 	struct vp_vq *vqs;
+	uint64_t *kicks;   /* QueueNotify writes per queue, for statistics */
+	uint64_t irqs;     /* used-buffer interrupts raised */
+	char broken_why[96]; /* why NEEDS_RESET was set, while it is */
 
 	bool destroying;
 	bool finished;
@@ -103,7 +106,8 @@ struct vp_vdev *vp_vdev_new(const struct vp_vdev_type *type,
 		return NULL;
 	d->qregs = calloc(params->num_queues, sizeof(*d->qregs));
 	d->vqs = calloc(params->num_queues, sizeof(*d->vqs));
-	if (!d->qregs || !d->vqs)
+	d->kicks = calloc(params->num_queues, sizeof(*d->kicks));
+	if (!d->qregs || !d->vqs || !d->kicks)
 		goto fail;
 	d->type = type;
 	d->priv = priv;
@@ -126,6 +130,7 @@ struct vp_vdev *vp_vdev_new(const struct vp_vdev_type *type,
 fail:
 	free(d->qregs);
 	free(d->vqs);
+	free(d->kicks);
 	free(d);
 	errno = ENOMEM;
 	return NULL;
@@ -161,6 +166,21 @@ bool vp_vdev_is_broken(const struct vp_vdev *d)
 	return d->status & VIRTIO_CONFIG_S_NEEDS_RESET;
 }
 
+const char *vp_vdev_broken_reason(const struct vp_vdev *d)
+{
+	return vp_vdev_is_broken(d) ? d->broken_why : NULL;
+}
+
+uint64_t vp_vdev_queue_kicks(const struct vp_vdev *d, unsigned q)
+{
+	return q < d->num_queues ? d->kicks[q] : 0;
+}
+
+uint64_t vp_vdev_irqs(const struct vp_vdev *d)
+{
+	return d->irqs;
+}
+
 bool vp_vdev_running(const struct vp_vdev *d)
 {
 	const uint8_t need = VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK;
@@ -176,6 +196,8 @@ void vp_vdev_raise_irq(struct vp_vdev *d, uint32_t bits)
 	if (d->destroying || d->resetting)
 		return;
 	d->isr |= bits;
+	if (bits & VP_IRQ_VRING)
+		d->irqs++;
 	if (d->host.raise_irq)
 		d->host.raise_irq(d->host.opaque, bits);
 }
@@ -185,6 +207,7 @@ void vp_vdev_set_broken(struct vp_vdev *d, const char *why)
 	if (d->destroying || d->resetting || vp_vdev_is_broken(d))
 		return;
 	d->status |= VIRTIO_CONFIG_S_NEEDS_RESET;
+	snprintf(d->broken_why, sizeof(d->broken_why), "%s", why);
 	vp_vdev_log(d, VPROXY_LOG_WARN, "device needs reset: %s", why);
 	vp_vdev_raise_irq(d, VP_IRQ_CONFIG);
 	if (d->host.broken)
@@ -206,6 +229,7 @@ static void vdev_maybe_finish(struct vp_vdev *d)
 		done(arg);
 	free(d->qregs);
 	free(d->vqs);
+	free(d->kicks);
 	free(d);
 }
 
@@ -470,6 +494,7 @@ static void vdev_write_queue_notify(struct vp_vdev *d, uint32_t q)
 		vp_vdev_log(d, VPROXY_LOG_WARN, "notify for missing queue %u", q);
 		return;
 	}
+	d->kicks[q]++;
 	if (!vp_vdev_running(d) || !d->vqs[q].ready)
 		return;
 	vdev_notify_queue(d, q);

@@ -50,6 +50,12 @@ enum vp_mmio_status vp_vdev_mmio_write(struct vp_vdev *d, uint32_t offset,
 void vp_vdev_set_broken(struct vp_vdev *d, const char *why);
 /* True once the device is in NEEDS_RESET and not yet reset by the guest. */
 bool vp_vdev_is_broken(const struct vp_vdev *d);
+/* Why the device is in NEEDS_RESET, or NULL when it is not. */
+const char *vp_vdev_broken_reason(const struct vp_vdev *d);
+/* The driver's QueueNotify writes to queue q (0 for a queue it lacks),
+ * and the used-buffer interrupts raised, since the device was created. */
+uint64_t vp_vdev_queue_kicks(const struct vp_vdev *d, unsigned q);
+uint64_t vp_vdev_irqs(const struct vp_vdev *d);
 /* Process all available buffers of every ready queue (used by pollers;
  * queue notifications call it per queue); in polled mode first run the
  * completions the type's storage has ready (type->poll).  True if it

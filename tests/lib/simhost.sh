@@ -80,12 +80,13 @@ _sh_stop_pid() {
 
 # sh_start_vproxyd [EXTRA-ARGS...]: write the config from stdin (device
 # sections) and start vproxyd in the foreground of a background job.
+# VPROXY_VPD_GLOBAL: more lines for the [vproxyd] section.
 sh_start_vproxyd() {
 	local cfg=$SH_DIR/vproxyd.ini deadline
 	{
-		printf '[vproxyd]\nhypervisor = sim\nrun-dir = %s\nplugin-dir = %s\nlog-level = %s\npoll-us = %s\n\n' \
+		printf '[vproxyd]\nhypervisor = sim\nrun-dir = %s\nplugin-dir = %s\nlog-level = %s\npoll-us = %s\n%s\n\n' \
 			"$SH_DIR/run" "$VPROXY_BUILD_DIR/plugins" "${VPROXY_LOG_LEVEL:-info}" \
-			"${VPROXY_POLL_US:-0}"
+			"${VPROXY_POLL_US:-0}" "${VPROXY_VPD_GLOBAL:-}"
 		cat
 	} >"$cfg"
 	# VPROXY_VPD_CPUS: run it on these CPUs only (taskset execs it, so

@@ -868,6 +868,83 @@ START_TEST(completion_batch_one_interrupt)
 }
 END_TEST
 
+/* Statistics: requests and bytes by kind, errors, in flight, kicks,
+ * interrupts and latency; and added to the owner's totals when the
+ * device goes, so they count on over connections. */
+START_TEST(statistics)
+{
+	struct vp_blk_totals *tot = malloc(sizeof(*tot));
+	const struct vp_blk_queue_stats *st;
+	struct vp_vdev *d;
+	struct req r;
+
+	ck_assert_ptr_nonnull(tot);
+	vp_blk_totals_init(tot);
+	g.params.totals = tot;
+	start();
+	r = make_req(0, VIRTIO_BLK_T_OUT, 0, 4096);
+	ck_assert_uint_eq(run(0, &r), VIRTIO_BLK_S_OK);
+	r = make_req(0, VIRTIO_BLK_T_IN, 0, 1024);
+	ck_assert_uint_eq(run(0, &r), VIRTIO_BLK_S_OK);
+	r = make_req(0, VIRTIO_BLK_T_IN, 8, 512);
+	ck_assert_uint_eq(run(0, &r), VIRTIO_BLK_S_OK);
+	r = make_req(0, VIRTIO_BLK_T_FLUSH, 0, 0);
+	ck_assert_uint_eq(run(0, &r), VIRTIO_BLK_S_OK);
+	/* Past the end: an error, no bytes. */
+	r = make_req(0, VIRTIO_BLK_T_IN, DISK_SECTORS, 512);
+	ck_assert_uint_eq(run(0, &r), VIRTIO_BLK_S_IOERR);
+	r = make_req(0, VIRTIO_BLK_T_GET_ID, 0, VIRTIO_BLK_ID_BYTES);
+	ck_assert_uint_eq(run(0, &r), VIRTIO_BLK_S_OK);
+	disk->deferred = true;
+	r = make_req(0, VIRTIO_BLK_T_IN, 0, 512);
+	ck_assert_uint_eq(run(0, &r), SENTINEL);
+
+	st = vp_blk_queue_stats(g.d, 0);
+	ck_assert_ptr_nonnull(st);
+	ck_assert_ptr_null(vp_blk_queue_stats(g.d, 1));
+	ck_assert_uint_eq(st->reqs[VP_BLK_OP_WRITE], 1);
+	ck_assert_uint_eq(st->bytes[VP_BLK_OP_WRITE], 4096);
+	ck_assert_uint_eq(st->reqs[VP_BLK_OP_READ], 3);
+	ck_assert_uint_eq(st->bytes[VP_BLK_OP_READ], 1536);
+	ck_assert_uint_eq(st->reqs[VP_BLK_OP_FLUSH], 1);
+	ck_assert_uint_eq(st->reqs[VP_BLK_OP_OTHER], 1);
+	ck_assert_uint_eq(st->errors, 1);
+	ck_assert_uint_eq(st->inflight, 1);
+	ck_assert_uint_eq(vp_blk_latency(g.d)->count, 6);
+	ck_assert_uint_eq(vp_vdev_queue_kicks(g.d, 0), 7);
+	ck_assert_uint_eq(vp_vdev_irqs(g.d), g.irqs);
+	ck_assert_str_eq(vp_blk_op_name(VP_BLK_OP_WRITE_ZEROES), "write_zeroes");
+
+	ck_assert_uint_eq(fake_complete_all(), 1);
+	ck_assert_uint_eq(st->reqs[VP_BLK_OP_READ], 4);
+	ck_assert_uint_eq(st->inflight, 0);
+	/* Nothing reaches the totals until the device is freed. */
+	ck_assert_uint_eq(tot->q[0].reqs[VP_BLK_OP_READ], 0);
+	d = g.d;
+	g.d = NULL;
+	vp_vdev_destroy(d, on_done, &g);
+	ck_assert_uint_eq(g.done_calls, 1);
+	ck_assert_uint_eq(tot->q[0].reqs[VP_BLK_OP_READ], 4);
+	ck_assert_uint_eq(tot->q[0].bytes[VP_BLK_OP_WRITE], 4096);
+	ck_assert_uint_eq(tot->q[0].errors, 1);
+	ck_assert_uint_eq(tot->kicks[0], 7);
+	ck_assert_uint_eq(tot->irqs, g.irqs);
+	ck_assert_uint_eq(tot->lat.count, 7);
+	/* A second device of the same backend adds to them. */
+	create();
+	driver_init(BIT64(VIRTIO_RING_F_EVENT_IDX), 1, QSIZE);
+	disk->deferred = false;
+	r = make_req(0, VIRTIO_BLK_T_IN, 0, 512);
+	ck_assert_uint_eq(run(0, &r), VIRTIO_BLK_S_OK);
+	d = g.d;
+	g.d = NULL;
+	vp_vdev_destroy(d, on_done, &g);
+	ck_assert_uint_eq(tot->q[0].reqs[VP_BLK_OP_READ], 5);
+	ck_assert_uint_eq(tot->lat.count, 8);
+	free(tot);
+}
+END_TEST
+
 /* avail_event, after the used ring's entries (EVENT_IDX). */
 static uint16_t avail_event(unsigned q)
 {
@@ -1906,6 +1983,7 @@ int main(void)
 	tcase_add_test(tc, write_then_read);
 	tcase_add_test(tc, batch_one_interrupt);
 	tcase_add_test(tc, completion_batch_one_interrupt);
+	tcase_add_test(tc, statistics);
 	tcase_add_test(tc, polled_mode_leaves_kicks_off);
 	tcase_add_test(tc, polled_mode_without_event_idx);
 	tcase_add_test(tc, deferred_completion);

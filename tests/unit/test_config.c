@@ -209,6 +209,28 @@ END_TEST
 
 /* ---- errors, one test per kind ---- */
 
+START_TEST(parse_control_and_metrics)
+{
+	struct vp_config *c = parse_ok("[device d]\nguest=1\nid=0\nplugin=mem\n");
+
+	ck_assert_ptr_null(c->control_socket); /* <run-dir>/control.sock */
+	ck_assert_ptr_null(c->metrics_host);   /* off */
+	vp_config_free(c);
+	c = parse_ok("[vproxyd]\ncontrol-socket = /tmp/x.sock\nmetrics-listen = [::1]:9477\n"
+	             "[device d]\nguest=1\nid=0\nplugin=mem\n");
+	ck_assert_str_eq(c->control_socket, "/tmp/x.sock");
+	ck_assert_str_eq(c->metrics_host, "::1");
+	ck_assert_uint_eq(c->metrics_port, 9477);
+	vp_config_free(c);
+	c = parse_ok("[vproxyd]\ncontrol-socket = none\nmetrics-listen = 127.0.0.1:1\n"
+	             "[device d]\nguest=1\nid=0\nplugin=mem\n");
+	ck_assert_str_eq(c->control_socket, "none");
+	ck_assert_str_eq(c->metrics_host, "127.0.0.1");
+	ck_assert_uint_eq(c->metrics_port, 1);
+	vp_config_free(c);
+}
+END_TEST
+
 START_TEST(parse_poll_modes)
 {
 	struct vp_config *c = parse_ok("[vproxyd]\npoll-us = auto\npoll-max-us = 200\n"
@@ -228,7 +250,8 @@ START_TEST(err_unknown_global_key)
 {
 	expect_error("[vproxyd]\nhypervisor = sim\ncolour = blue\n",
 		     "t.ini:3: colour: unknown key in [vproxyd] (known: hypervisor, "
-		     "run-dir, plugin-dir, log-level, backend-domid, poll-us, poll-max-us)");
+		     "run-dir, plugin-dir, control-socket, metrics-listen, log-level, "
+		     "backend-domid, poll-us, poll-max-us)");
 }
 END_TEST
 
@@ -255,6 +278,26 @@ static const struct {
 	{"[vproxyd]\nrun-dir =\n", "t.ini:2: run-dir: must not be empty (a directory)"},
 	{"[vproxyd]\nplugin-dir = ;\n",
 	 "t.ini:2: plugin-dir: must not be empty (a directory)"},
+	{"[vproxyd]\ncontrol-socket =\n",
+	 "t.ini:2: control-socket: must not be empty (a socket path, or none)"},
+	{"[vproxyd]\ncontrol-socket = /run/"
+	 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
+	 "t.ini:2: control-socket: longer than 107 bytes (a unix socket path)"},
+	{"[vproxyd]\nmetrics-listen = 9477\n",
+	 "t.ini:2: metrics-listen: \"9477\" is not allowed (HOST:PORT, e.g. 127.0.0.1:9477 or "
+	 "[::1]:9477; port 1..65535)"},
+	{"[vproxyd]\nmetrics-listen = 127.0.0.1:0\n",
+	 "t.ini:2: metrics-listen: \"127.0.0.1:0\" is not allowed (HOST:PORT, e.g. "
+	 "127.0.0.1:9477 or [::1]:9477; port 1..65535)"},
+	{"[vproxyd]\nmetrics-listen = ::1:9477\n",
+	 "t.ini:2: metrics-listen: \"::1:9477\" is not allowed (HOST:PORT, e.g. "
+	 "127.0.0.1:9477 or [::1]:9477; port 1..65535)"},
+	{"[vproxyd]\nmetrics-listen = :9477\n",
+	 "t.ini:2: metrics-listen: \":9477\" is not allowed (HOST:PORT, e.g. "
+	 "127.0.0.1:9477 or [::1]:9477; port 1..65535)"},
+	{"[vproxyd]\nmetrics-listen = localhost:65536\n",
+	 "t.ini:2: metrics-listen: \"localhost:65536\" is not allowed (HOST:PORT, e.g. "
+	 "127.0.0.1:9477 or [::1]:9477; port 1..65535)"},
 	{"[vproxyd]\nlog-level = loud\n",
 	 "t.ini:2: log-level: \"loud\" is not allowed (error, warn, info or debug)"},
 	{"[vproxyd]\nbackend-domid = 32752\n",
@@ -537,6 +580,7 @@ static Suite *config_suite(void)
 	suite_add_tcase(s, good);
 
 	tcase_add_test(bad, err_unknown_global_key);
+	tcase_add_test(bad, parse_control_and_metrics);
 	tcase_add_test(bad, err_unknown_section);
 	tcase_add_loop_test(bad, err_bad_value, 0,
 			    (int)(sizeof(bad_values) / sizeof(bad_values[0])));
