@@ -128,6 +128,7 @@ void vp_backend_free(struct vp_backend *dev, bool remove_nodes)
 		}
 	}
 	bus->ndev[dom]--;
+	vp_xsbus_decl_released(bus, dev->decl);
 	free(dev->past);
 	free(dev);
 	release_domain_if_idle(bus, dom);
@@ -422,6 +423,14 @@ void vp_backend_frontend_changed(struct vp_backend *dev)
 		               strerror(-rc));
 		return;
 	}
+	if (dev->detaching && st != XenbusStateInitialised && st != XenbusStateConnected) {
+		/* Detached, and the frontend has let go (or never held it). */
+		vp_backend_log(dev, VPROXY_LOG_INFO, "detached (frontend %s)",
+		               state_name((int)st));
+		vp_backend_remove(dev);
+		vp_xsbus_check_shutdown(bus);
+		return;
+	}
 	switch (st) {
 	case XenbusStateInitialising:
 	case XenbusStateInitWait:
@@ -429,7 +438,8 @@ void vp_backend_frontend_changed(struct vp_backend *dev)
 		break;
 	case XenbusStateInitialised:
 	case XenbusStateConnected:
-		if (dev->be_state != XenbusStateInitWait || bus->shutting_down)
+		if (dev->be_state != XenbusStateInitWait || bus->shutting_down ||
+		    dev->detaching)
 			break;
 		/* The hv layer may still be reaching the guest (sim): it calls
 		 * vp_backend_hv_domain_cb() once it knows, and vp_backend_ready_cb()

@@ -44,6 +44,7 @@ struct vp_backend {
 	bool hv_wait;        /* connect once the hv layer has reached the guest */
 	bool opening;        /* the disk is being opened (Initialising) */
 	bool provisioning;   /* inside provision(): it handles the frontend */
+	bool detaching;      /* detached: Closing, removed once the frontend closes */
 	struct vp_plugin_job *open_job; /* the open in progress, if off the loop */
 	struct vp_blk_totals *past;    /* statistics of earlier connections, or NULL */
 	bool grant_mode;     /* the frontend connected in grant addr-mode */

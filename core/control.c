@@ -17,6 +17,7 @@
 #include "control.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -33,6 +34,7 @@
 #include <unistd.h>
 
 #include "blk.h"
+#include "config.h"
 #include "hist.h"
 #include "log.h"
 #include "loop.h"
@@ -48,6 +50,7 @@ struct client {
 struct vp_control {
 	struct event_base *base;
 	struct vp_xsbus *bus;
+	const char *plugin_dir;
 	struct evconnlistener *lev;
 	struct client *clients;
 	unsigned nclients;
@@ -310,13 +313,227 @@ static struct json_object *cmd_log_level(struct vp_control *ctl, struct json_obj
 	return r;
 }
 
+/* ---- attach and detach ---- */
+
+#define ATTACH_MAX_KEY 64
+#define ATTACH_MAX_VALUE 4096
+#define ATTACH_MAX_TEXT 65536
+
+static void config_release(void *owner)
+{
+	vp_config_free(owner);
+}
+
+/* A key of a [device] section: lower-case letters, digits and '-'. */
+static bool key_ok(const char *k)
+{
+	size_t n = strlen(k);
+
+	if (n == 0 || n > ATTACH_MAX_KEY)
+		return false;
+	for (; *k; k++)
+		if (!((*k >= 'a' && *k <= 'z') || (*k >= '0' && *k <= '9') || *k == '-'))
+			return false;
+	return true;
+}
+
+/* A value the INI reader takes back as it is: printable, one line, no
+ * inline comment. */
+static const char *value_problem(const char *v)
+{
+	if (strlen(v) > ATTACH_MAX_VALUE)
+		return "is too long";
+	for (const unsigned char *c = (const unsigned char *)v; *c; c++) {
+		if (*c < 0x20 || *c == 0x7f)
+			return "has a control character";
+		if (*c == ';' || *c == '#')
+			return "has ';' or '#' (a comment in the file)";
+	}
+	return NULL;
+}
+
+/* A value as text: strings as they are, integers and booleans written
+ * out; NULL for anything else. */
+static const char *value_text(struct json_object *v, char *buf, size_t len)
+{
+	switch (json_object_get_type(v)) {
+	case json_type_string: return json_object_get_string(v);
+	case json_type_int:
+		snprintf(buf, len, "%" PRId64, json_object_get_int64(v));
+		return buf;
+	case json_type_boolean: return json_object_get_boolean(v) ? "yes" : "no";
+	default: return NULL;
+	}
+}
+
+/* Drop "attach:N: " from a configuration error: the request has no lines. */
+static const char *strip_where(const char *err)
+{
+	const char *p = strchr(err, ':');
+
+	if (strncmp(err, "attach:", 7) == 0 && p && (p = strchr(p + 1, ':')) &&
+	    p[1] == ' ')
+		return p + 2;
+	return err;
+}
+
+struct find_walk {
+	const char *label;
+	struct json_object *found;
+};
+
+static void find_one(void *arg, const struct vp_xsbus_device *d)
+{
+	struct find_walk *w = arg;
+	struct json_object *devs;
+
+	if (w->found || strcmp(d->decl->label, w->label) != 0)
+		return;
+	devs = json_object_new_array();
+	list_one(devs, d);
+	w->found = json_object_get(json_object_array_get_idx(devs, 0));
+	json_object_put(devs);
+}
+
+/* The request as a [device] section in text, for the configuration's own
+ * parser: the same keys, checks and messages as the file.  NULL and a
+ * reply on a bad request. */
+static char *attach_text(struct json_object *keys, const char *guest, const char *label,
+                         struct json_object **reply)
+{
+	char num[32], idbuf[32], dflt[96];
+	char *text = malloc(ATTACH_MAX_TEXT);
+	size_t used;
+
+	if (!text) {
+		*reply = error_reply("out of memory");
+		return NULL;
+	}
+	if (!label) {
+		struct json_object *id;
+		const char *idt = json_object_object_get_ex(keys, "id", &id)
+		                          ? value_text(id, idbuf, sizeof(idbuf))
+		                          : NULL;
+
+		snprintf(dflt, sizeof(dflt), "%.40s-%.20s", guest, idt ? idt : "0");
+		label = dflt;
+	}
+	used = (size_t)snprintf(text, ATTACH_MAX_TEXT, "[device %s]\nguest = %s\n", label,
+	                        guest);
+	json_object_object_foreach(keys, k, v)
+	{
+		const char *vt = value_text(v, num, sizeof(num));
+		const char *why = vt ? value_problem(vt) : NULL;
+
+		if (!key_ok(k) || strcmp(k, "guest") == 0)
+			*reply = error_reply("attach: key '%.64s' is not allowed", k);
+		else if (!vt)
+			*reply = error_reply(
+			        "attach: %s: a value is a string or a number", k);
+		else if (why)
+			*reply = error_reply("attach: %s: the value %s", k, why);
+		else if (used + strlen(k) + strlen(vt) + 5 >= ATTACH_MAX_TEXT)
+			*reply = error_reply("attach: too many keys");
+		else {
+			used += (size_t)snprintf(text + used, ATTACH_MAX_TEXT - used,
+			                         "%s = %s\n", k, vt);
+			continue;
+		}
+		free(text);
+		return NULL;
+	}
+	return text;
+}
+
+static struct json_object *cmd_attach(struct vp_control *ctl, struct json_object *req)
+{
+	struct json_object *guest, *keys, *label, *r = NULL;
+	struct vp_config *cfg = NULL;
+	struct vp_devdecl decl;
+	struct find_walk w = {0};
+	char err[512], num[32], *text;
+	const char *g, *lbl = NULL;
+	int rc;
+
+	if (!json_object_object_get_ex(req, "guest", &guest) ||
+	    !(json_object_is_type(guest, json_type_string) ||
+	      json_object_is_type(guest, json_type_int)))
+		return error_reply(
+		        "attach: \"guest\" (a domid or a domain name) is needed");
+	g = value_text(guest, num, sizeof(num));
+	if (!*g || value_problem(g) || strchr(g, ' '))
+		return error_reply("attach: \"guest\" is not a domid or a domain name");
+	if (!json_object_object_get_ex(req, "keys", &keys) ||
+	    !json_object_is_type(keys, json_type_object))
+		return error_reply(
+		        "attach: \"keys\", an object of the device's keys (id, "
+		        "plugin, ...), is needed");
+	if (json_object_object_get_ex(req, "label", &label) &&
+	    !json_object_is_type(label, json_type_null)) {
+		if (!json_object_is_type(label, json_type_string))
+			return error_reply("attach: \"label\" must be a string");
+		lbl = json_object_get_string(label);
+		if (!*lbl || value_problem(lbl) || strchr(lbl, ']') || strlen(lbl) > 64)
+			return error_reply("attach: \"label\" is not a valid label");
+	}
+	text = attach_text(keys, g, lbl, &r);
+	if (!text)
+		return r;
+	rc = vp_config_load_string("attach", text, &cfg, err, sizeof(err));
+	free(text);
+	if (rc)
+		return error_reply("attach: %s", strip_where(err));
+	if (cfg->n_devices != 1) {
+		vp_config_free(cfg);
+		return error_reply("attach: one device per request");
+	}
+	if ((ctl->plugin_dir && vp_config_set_plugin_dir(cfg, ctl->plugin_dir)) ||
+	    vp_config_check_plugins(cfg, err, sizeof(err))) {
+		vp_config_free(cfg);
+		return error_reply("attach: %s", strip_where(err));
+	}
+	vp_devdecl_from_config(&decl, &cfg->devices[0]);
+	if (vp_xsbus_attach(ctl->bus, &decl, config_release, cfg, err, sizeof(err)) < 0) {
+		vp_config_free(cfg);
+		return error_reply("attach: %s", err);
+	}
+	w.label = decl.label;
+	vp_xsbus_foreach_device(ctl->bus, find_one, &w);
+	r = ok_reply();
+	json_object_object_add(r, "device", w.found);
+	return r;
+}
+
+static struct json_object *cmd_detach(struct vp_control *ctl, struct json_object *req)
+{
+	struct json_object *dev, *force, *r;
+	bool gone = false, f = false;
+	char err[256];
+
+	if (!json_object_object_get_ex(req, "device", &dev) ||
+	    !json_object_is_type(dev, json_type_string))
+		return error_reply(
+		        "detach: \"device\" (a label, GUEST/ID or DOMID/ID) is needed");
+	if (json_object_object_get_ex(req, "force", &force) &&
+	    !json_object_is_type(force, json_type_null)) {
+		if (!json_object_is_type(force, json_type_boolean))
+			return error_reply("detach: \"force\" must be true or false");
+		f = json_object_get_boolean(force);
+	}
+	if (vp_xsbus_detach(ctl->bus, json_object_get_string(dev), f, &gone, err,
+	                    sizeof(err)) < 0)
+		return error_reply("detach: %s", err);
+	r = ok_reply();
+	json_object_object_add(r, "gone", json_object_new_boolean(gone));
+	return r;
+}
+
 static const struct {
 	const char *name;
 	struct json_object *(*run)(struct vp_control *ctl, struct json_object *req);
 } commands[] = {
-        {"list", cmd_list},
-        {"stats", cmd_stats},
-        {"log-level", cmd_log_level},
+        {"list", cmd_list},     {"stats", cmd_stats},   {"log-level", cmd_log_level},
+        {"attach", cmd_attach}, {"detach", cmd_detach},
 };
 
 static struct json_object *run_request(struct vp_control *ctl, const char *line,
@@ -370,8 +587,10 @@ static struct json_object *run_request(struct vp_control *ctl, const char *line,
 		if (strcmp(name, commands[i].name) == 0)
 			reply = commands[i].run(ctl, req);
 	if (!reply)
-		reply = error_reply("unknown command '%.64s' (list, stats, log-level)",
-		                    name);
+		reply = error_reply(
+		        "unknown command '%.64s' (list, stats, log-level, attach, "
+		        "detach)",
+		        name);
 	json_object_put(req);
 	return reply;
 }
@@ -580,9 +799,11 @@ fail:
 	return NULL;
 }
 
-void vp_control_set_bus(struct vp_control *ctl, struct vp_xsbus *bus)
+void vp_control_set_bus(struct vp_control *ctl, struct vp_xsbus *bus,
+                        const char *plugin_dir)
 {
 	ctl->bus = bus;
+	ctl->plugin_dir = plugin_dir;
 }
 
 void vp_control_close(struct vp_control *ctl)

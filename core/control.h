@@ -25,9 +25,9 @@ struct vp_control;
  * a message in err on failure. */
 struct vp_control *vp_control_open(struct vp_loop *loop, const char *path, char *err,
                                    size_t errlen);
-/* The devices the commands show; until it is set they answer that the
- * daemon is starting. */
-void vp_control_set_bus(struct vp_control *c, struct vp_xsbus *bus);
+/* The devices the commands show and change, and where attach finds
+ * plugins; until set, commands answer that the daemon is starting. */
+void vp_control_set_bus(struct vp_control *c, struct vp_xsbus *bus, const char *plugin_dir);
 /* Stop listening, drop every client, remove the socket file. */
 void vp_control_close(struct vp_control *c);
 

@@ -151,23 +151,8 @@ int main(int argc, char **argv)
 	decls = calloc(cfg->n_devices ? cfg->n_devices : 1, sizeof(*decls));
 	if (!decls)
 		goto out;
-	for (size_t i = 0; i < cfg->n_devices; i++) {
-		const struct vp_config_device *d = &cfg->devices[i];
-
-		decls[i] = (struct vp_devdecl){
-		        .label = d->label,
-		        .guest = d->guest,
-		        .guest_domid = d->guest_domid,
-		        .devid = d->id,
-		        .plugin = d->plugin,
-		        .params = d->params,
-		        .read_only = d->read_only,
-		        .queues = d->queues,
-		        .queue_size = d->queue_size,
-		        .serial = d->serial[0] ? d->serial : NULL,
-		        .request_timeout_ms = d->request_timeout_ms,
-		};
-	}
+	for (size_t i = 0; i < cfg->n_devices; i++)
+		vp_devdecl_from_config(&decls[i], &cfg->devices[i]);
 	if (!cfg->control_socket) {
 		if (snprintf(control_path, sizeof(control_path), "%s/control.sock",
 		             cfg->run_dir) >= (int)sizeof(control_path)) {
@@ -185,6 +170,7 @@ int main(int argc, char **argv)
 	opts.metrics_port = cfg->metrics_port;
 	opts.hypervisor = cfg->hypervisor;
 	opts.run_dir = cfg->run_dir;
+	opts.plugin_dir = cfg->plugin_dir;
 	opts.backend_domid = cfg->backend_domid;
 	opts.gmem_cache_bytes = 64u << 20;
 	opts.shutdown_grace_ms = 2000;

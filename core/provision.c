@@ -190,7 +190,6 @@ static bool decl_matches(const struct vp_devdecl *decl, unsigned dom, const char
 /* Provision the declared devices of every running guest that lacks them. */
 void vp_provision_scan_domains(struct vp_xsbus *bus)
 {
-	const struct vp_xsbus_params *opts = &bus->p;
 	unsigned n = 0;
 	char **doms;
 
@@ -214,10 +213,12 @@ void vp_provision_scan_domains(struct vp_xsbus *bus)
 			continue;
 		snprintf(path, sizeof(path), "/local/domain/%lu/name", dom);
 		name = xs_read(bus->xs, XBT_NULL, path, &len);
-		for (size_t k = 0; k < opts->ndecls; k++) {
-			const struct vp_devdecl *decl = &opts->decls[k];
+		for (struct vp_decl_entry *e = bus->decls; e; e = e->next) {
+			const struct vp_devdecl *decl = &e->decl;
 			struct vp_backend *old;
 
+			if (e->removing)
+				continue;
 			if (!decl_matches(decl, (unsigned)dom, name))
 				continue;
 			old = vp_backend_find(bus, (unsigned)dom, decl->devid);
@@ -235,6 +236,51 @@ void vp_provision_scan_domains(struct vp_xsbus *bus)
 		free(name);
 	}
 	free(doms);
+}
+
+/* The running guest decl is for: its domid, or -1. */
+static int running_dom(struct vp_xsbus *bus, const struct vp_devdecl *decl)
+{
+	unsigned n = 0;
+	char **doms;
+	int found = -1;
+
+	if (decl->guest_domid >= 0)
+		return xs_is_domain_introduced(bus->xs, (unsigned)decl->guest_domid)
+		               ? decl->guest_domid
+		               : -1;
+	doms = xs_directory(bus->xs, XBT_NULL, "/local/domain", &n);
+	for (unsigned i = 0; doms && i < n && found < 0; i++) {
+		char path[VP_XS_PATH_LEN], *end, *name;
+		unsigned long dom;
+		unsigned len;
+
+		errno = 0;
+		dom = strtoul(doms[i], &end, 10);
+		if (errno || *end || dom == 0 || dom > VPROXY_DOMID_MAX || dom == bus->self)
+			continue;
+		snprintf(path, sizeof(path), "/local/domain/%lu/name", dom);
+		name = xs_read(bus->xs, XBT_NULL, path, &len);
+		if (name && strcmp(name, decl->guest) == 0 &&
+		    xs_is_domain_introduced(bus->xs, (unsigned)dom))
+			found = (int)dom;
+		free(name);
+	}
+	free(doms);
+	return found;
+}
+
+int vp_provision_device(struct vp_xsbus *bus, const struct vp_devdecl *decl)
+{
+	int dom = running_dom(bus, decl);
+
+	if (dom < 0)
+		return -1;
+	if (vp_backend_find(bus, (unsigned)dom, decl->devid))
+		return -EEXIST;
+	provision(bus, decl, (unsigned)dom);
+	bus->provisioned[dom / 8] |= (uint8_t)(1u << (dom % 8));
+	return dom;
 }
 
 /* @releaseDomain: remove the devices of every guest that is gone. */

@@ -183,7 +183,7 @@ struct vp_server *vp_server_new(const struct vp_server_opts *opts, char *err,
 	if (!srv->bus)
 		goto fail;
 	if (srv->control)
-		vp_control_set_bus(srv->control, srv->bus);
+		vp_control_set_bus(srv->control, srv->bus, opts->plugin_dir);
 	if (srv->metrics)
 		vp_metrics_set_bus(srv->metrics, srv->bus);
 	return srv;

@@ -24,6 +24,7 @@ struct vp_server_opts {
 	unsigned poll_us;           /* after work, poll this long before sleeping */
 	bool poll_adaptive;         /* ...or as the gaps warrant, at most poll_us */
 	const char *control_path;   /* the control socket; NULL: none */
+	const char *plugin_dir;     /* where vproxyctl attach finds plugins */
 	const char *metrics_host;   /* Prometheus metrics on HTTP; NULL: none */
 	unsigned metrics_port;
 	const struct vp_devdecl *decls;

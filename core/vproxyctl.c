@@ -39,7 +39,14 @@ static void usage(FILE *f)
 	        "  log-level [LEVEL]         show or set the log level (error, warn, "
 	        "info,\n"
 	        "                            debug)\n"
-	        "DEVICE is a device's label or DOMID/ID.\n"
+	        "  attach GUEST KEY=VALUE... a device for a running (or future) guest:\n"
+	        "        [--label L]         the keys of a [device] section (id, "
+	        "plugin,\n"
+	        "        [--wait SECONDS]    ...); waits for its storage to open (10)\n"
+	        "  detach DEVICE|GUEST ID    ask the guest to let go, wait, remove it\n"
+	        "        [--force]           cut it if the guest has not let go in time\n"
+	        "        [--timeout SECONDS] how long to wait (default 10)\n"
+	        "DEVICE is a device's label, GUEST/ID or DOMID/ID.\n"
 	        "options:\n"
 	        "  -s, --socket PATH   the control socket (default $VPROXY_CONTROL, "
 	        "else\n"
@@ -374,6 +381,202 @@ static void print_rates(struct json_object *reply, struct sample *prev, size_t *
 	memcpy(prev, cur, *nprev * sizeof(*prev));
 }
 
+/* The device sel names in a list reply (label, GUEST/ID or DOMID/ID). */
+static struct json_object *find_device(struct json_object *list, const char *sel)
+{
+	struct json_object *devs = member(list, "devices");
+
+	for (size_t i = 0; devs && i < json_object_array_length(devs); i++) {
+		struct json_object *d = json_object_array_get_idx(devs, i);
+		struct json_object *dom = member(d, "domid");
+		char id[64];
+
+		if (strcmp(str(d, "label"), sel) == 0)
+			return d;
+		snprintf(id, sizeof(id), "%s/%" PRIu64, str(d, "guest"), u64(d, "id"));
+		if (strcmp(id, sel) == 0)
+			return d;
+		if (dom && !json_object_is_type(dom, json_type_null)) {
+			snprintf(id, sizeof(id), "%d/%" PRIu64, json_object_get_int(dom),
+			         u64(d, "id"));
+			if (strcmp(id, sel) == 0)
+				return d;
+		}
+	}
+	return NULL;
+}
+
+static double mono_s(void);
+
+static void sleep_s(double s)
+{
+	struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* Ask for the list until done(device or NULL) says stop or timeout_s
+ * passes; the last list (or NULL on a failed call).  *timed_out says
+ * which. */
+static struct json_object *poll_list(int fd, const char *sel, double timeout_s,
+                                     bool (*done)(struct json_object *d), bool *timed_out)
+{
+	struct json_object *req = json_object_new_object();
+	double end = mono_s() + timeout_s;
+	struct json_object *list = NULL;
+
+	json_object_object_add(req, "cmd", json_object_new_string("list"));
+	*timed_out = false;
+	for (;;) {
+		json_object_put(list);
+		list = call(fd, req);
+		if (!list || !reply_ok(list)) {
+			json_object_put(list);
+			list = NULL;
+			break;
+		}
+		if (done(find_device(list, sel)))
+			break;
+		if (mono_s() >= end) {
+			*timed_out = true;
+			break;
+		}
+		sleep_s(0.1);
+	}
+	json_object_put(req);
+	return list;
+}
+
+static bool opened(struct json_object *d)
+{
+	return !d || strcmp(str(d, "state"), "Initialising") != 0;
+}
+
+static bool removed(struct json_object *d)
+{
+	return !d;
+}
+
+static int run_attach(int fd, struct json_object *req, double wait_s, bool json)
+{
+	struct json_object *reply = call(fd, req), *list, *d;
+	const char *label;
+	bool timed_out;
+	int status = 1;
+
+	if (!reply)
+		return 1;
+	if (json)
+		puts(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
+	if (!reply_ok(reply)) {
+		json_object_put(reply);
+		return 1;
+	}
+	label = str(member(reply, "device"), "label");
+	if (!label) {
+		json_object_put(reply);
+		return 0;
+	}
+	/* Storage opens off the loop: wait for its answer. */
+	list = poll_list(fd, label, wait_s, opened, &timed_out);
+	d = list ? find_device(list, label) : NULL;
+	if (!d) {
+		fprintf(stderr, "vproxyctl: %s is gone\n", label);
+	} else if (str(d, "error")) {
+		fprintf(stderr, "vproxyctl: %s: %s\n", label, str(d, "error"));
+	} else if (timed_out) {
+		fprintf(stderr, "vproxyctl: %s: its storage did not open within %.0f s\n",
+		        label, wait_s);
+	} else {
+		status = 0;
+		if (!json) {
+			if (strcmp(str(d, "state"), "no-guest") == 0)
+				printf("%s: attached; guest %s is not running, it gets "
+				       "the "
+				       "device when it starts\n",
+				       label, str(d, "guest"));
+			else
+				printf("%s: attached to guest %s as device %" PRIu64
+				       " (%s)\n",
+				       label, str(d, "guest"), u64(d, "id"),
+				       str(d, "state"));
+		}
+	}
+	json_object_put(list);
+	if (status && d) {
+		/* Leave nothing behind that does not work. */
+		struct json_object *undo = json_object_new_object(), *r;
+
+		json_object_object_add(undo, "cmd", json_object_new_string("detach"));
+		json_object_object_add(undo, "device", json_object_new_string(label));
+		json_object_object_add(undo, "force", json_object_new_boolean(true));
+		r = call(fd, undo);
+		if (r && json_object_get_boolean(member(r, "ok")))
+			fprintf(stderr, "vproxyctl: %s: not attached\n", label);
+		json_object_put(r);
+		json_object_put(undo);
+	}
+	json_object_put(reply);
+	return status;
+}
+
+static int run_detach(int fd, struct json_object *req, const char *sel, bool force,
+                      double timeout_s, bool json)
+{
+	struct json_object *reply = call(fd, req), *list;
+	bool timed_out = false, gone;
+
+	if (!reply)
+		return 1;
+	if (json)
+		puts(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
+	if (!reply_ok(reply)) {
+		json_object_put(reply);
+		return 1;
+	}
+	gone = json_object_get_boolean(member(reply, "gone"));
+	json_object_put(reply);
+	if (!gone) {
+		list = poll_list(fd, sel, timeout_s, removed, &timed_out);
+		if (!list)
+			return 1;
+		json_object_put(list);
+	}
+	if (timed_out && force) {
+		json_object_object_add(req, "force", json_object_new_boolean(true));
+		reply = call(fd, req);
+		if (!reply || !reply_ok(reply)) {
+			json_object_put(reply);
+			return 1;
+		}
+		json_object_put(reply);
+		list = poll_list(fd, sel, timeout_s, removed, &timed_out);
+		if (!list)
+			return 1;
+		json_object_put(list);
+		if (!timed_out && !json)
+			printf("%s: detached (forced: the guest did not let go within "
+			       "%.0f s)\n",
+			       sel, timeout_s);
+	} else if (timed_out) {
+		fprintf(stderr,
+		        "vproxyctl: %s: the guest did not let go within %.0f s; the "
+		        "device "
+		        "stays Closing until it does (detach --force cuts it)\n",
+		        sel, timeout_s);
+		return 1;
+	} else if (!json) {
+		printf("%s: detached\n", sel);
+	}
+	if (timed_out) {
+		fprintf(stderr, "vproxyctl: %s: still there after a forced detach\n",
+		        sel);
+		return 1;
+	}
+	return 0;
+}
+
 static double mono_s(void)
 {
 	struct timespec ts;
@@ -392,8 +595,10 @@ int main(int argc, char **argv)
 	};
 	const char *sock = getenv("VPROXY_CONTROL");
 	bool json = false, watch = false;
-	double interval = 1;
+	double interval = 1, wait_s = 10;
 	uint64_t count = 0;
+	bool force = false;
+	char detach_sel[160] = "";
 	struct json_object *req, *reply;
 	const char *cmd;
 	int c, fd, status = 1;
@@ -475,6 +680,82 @@ int main(int argc, char **argv)
 			fprintf(stderr, "vproxyctl: log-level takes one LEVEL\n");
 			goto usage_err;
 		}
+	} else if (strcmp(cmd, "attach") == 0) {
+		struct json_object *keys = json_object_new_object();
+
+		json_object_object_add(req, "keys", keys);
+		if (optind >= argc) {
+			fprintf(stderr,
+			        "vproxyctl: attach needs GUEST and KEY=VALUE...\n");
+			goto usage_err;
+		}
+		json_object_object_add(req, "guest",
+		                       json_object_new_string(argv[optind++]));
+		for (; optind < argc; optind++) {
+			const char *a = argv[optind], *eq = strchr(a, '=');
+
+			if (strcmp(a, "--label") == 0 && optind + 1 < argc) {
+				json_object_object_add(
+				        req, "label",
+				        json_object_new_string(argv[++optind]));
+			} else if (strcmp(a, "--wait") == 0 && optind + 1 < argc) {
+				char *end;
+
+				wait_s = strtod(argv[++optind], &end);
+				if (*end || !(wait_s >= 0 && wait_s <= 3600)) {
+					fprintf(stderr,
+					        "vproxyctl: --wait: seconds, 0..3600\n");
+					goto usage_err;
+				}
+			} else if (eq && eq != a) {
+				char key[128];
+
+				snprintf(key, sizeof(key), "%.*s", (int)(eq - a), a);
+				json_object_object_add(keys, key,
+				                       json_object_new_string(eq + 1));
+			} else {
+				fprintf(stderr,
+				        "vproxyctl: attach: '%s' is not KEY=VALUE\n", a);
+				goto usage_err;
+			}
+		}
+	} else if (strcmp(cmd, "detach") == 0) {
+		const char *args[2];
+		unsigned nargs = 0;
+
+		for (; optind < argc; optind++) {
+			const char *a = argv[optind];
+
+			if (strcmp(a, "--force") == 0) {
+				force = true;
+			} else if (strcmp(a, "--timeout") == 0 && optind + 1 < argc) {
+				char *end;
+
+				wait_s = strtod(argv[++optind], &end);
+				if (*end || !(wait_s > 0 && wait_s <= 3600)) {
+					fprintf(stderr, "vproxyctl: --timeout: seconds, "
+					                "0..3600\n");
+					goto usage_err;
+				}
+			} else if (a[0] != '-' && nargs < 2) {
+				args[nargs++] = a;
+			} else {
+				fprintf(stderr,
+				        "vproxyctl: detach: '%s' is not expected\n", a);
+				goto usage_err;
+			}
+		}
+		if (nargs == 0) {
+			fprintf(stderr,
+			        "vproxyctl: detach needs DEVICE, or GUEST and ID\n");
+			goto usage_err;
+		}
+		if (nargs == 2)
+			snprintf(detach_sel, sizeof(detach_sel), "%s/%s", args[0],
+			         args[1]);
+		else
+			snprintf(detach_sel, sizeof(detach_sel), "%s", args[0]);
+		json_object_object_add(req, "device", json_object_new_string(detach_sel));
 	} else {
 		/* Unknown here may be known to a newer vproxyd: ask it. */
 		if (optind < argc) {
@@ -486,7 +767,11 @@ int main(int argc, char **argv)
 	fd = connect_to(sock);
 	if (fd < 0)
 		goto out;
-	if (!watch) {
+	if (strcmp(cmd, "attach") == 0) {
+		status = run_attach(fd, req, wait_s, json);
+	} else if (strcmp(cmd, "detach") == 0) {
+		status = run_detach(fd, req, detach_sel, force, wait_s, json);
+	} else if (!watch) {
 		reply = call(fd, req);
 		if (reply) {
 			if (json) {

@@ -41,6 +41,7 @@
 
 #include "backend.h"
 #include "blk.h"
+#include "config.h"
 #include "hv.h"
 #include "log.h"
 #include "loop.h"
@@ -136,6 +137,17 @@ struct vp_xsbus *vp_xsbus_open(const struct vp_xsbus_params *opts, char *err,
 	}
 	bus->p = *opts;
 	bus->hv = opts->hv;
+	for (size_t i = opts->ndecls; i-- > 0;) {
+		struct vp_decl_entry *e = calloc(1, sizeof(*e));
+
+		if (!e) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+		e->decl = opts->decls[i];
+		e->next = bus->decls;
+		bus->decls = e;
+	}
 	bus->xs = xs_open(0);
 	if (!bus->xs) {
 		const char *p = getenv("XENSTORED_PATH");
@@ -255,6 +267,14 @@ void vp_xsbus_close(struct vp_xsbus *bus)
 	vp_hv_set_domain_cb(bus->hv, NULL, NULL);
 	if (bus->xs)
 		xs_close(bus->xs);
+	while (bus->decls) {
+		struct vp_decl_entry *e = bus->decls;
+
+		bus->decls = e->next;
+		if (e->release)
+			e->release(e->owner);
+		free(e);
+	}
 	free(bus);
 }
 
@@ -276,8 +296,8 @@ static const char *state_name(const struct vp_backend *dev)
 
 void vp_xsbus_foreach_device(struct vp_xsbus *bus, vp_xsbus_device_fn *fn, void *arg)
 {
-	for (size_t i = 0; i < bus->p.ndecls; i++) {
-		const struct vp_devdecl *decl = &bus->p.decls[i];
+	for (struct vp_decl_entry *e = bus->decls; e; e = e->next) {
+		const struct vp_devdecl *decl = &e->decl;
 		bool seen = false;
 
 		for (struct vp_backend *dev = bus->devices; dev; dev = dev->next) {
@@ -317,4 +337,164 @@ void vp_xsbus_foreach_device(struct vp_xsbus *bus, vp_xsbus_device_fn *fn, void 
 			fn(arg, &d);
 		}
 	}
+}
+
+void vp_xsbus_decl_released(struct vp_xsbus *bus, const struct vp_devdecl *decl)
+{
+	struct vp_decl_entry **pp;
+
+	for (struct vp_backend *dev = bus->devices; dev; dev = dev->next)
+		if (dev->decl == decl)
+			return;
+	for (pp = &bus->decls; *pp; pp = &(*pp)->next) {
+		struct vp_decl_entry *e = *pp;
+
+		if (&e->decl != decl)
+			continue;
+		if (!e->removing)
+			return;
+		*pp = e->next;
+		vp_info("[device %s] detached", e->decl.label);
+		if (e->release)
+			e->release(e->owner);
+		free(e);
+		return;
+	}
+}
+
+/* Does decl name a guest that other could also mean?  (A name and a domid
+ * cannot be compared here; the backend lookup catches those.) */
+static bool same_guest(const struct vp_devdecl *a, const struct vp_devdecl *b)
+{
+	if (a->guest_domid >= 0 || b->guest_domid >= 0)
+		return a->guest_domid == b->guest_domid;
+	return strcmp(a->guest, b->guest) == 0;
+}
+
+int vp_xsbus_attach(struct vp_xsbus *bus, const struct vp_devdecl *decl,
+                    void (*release)(void *owner), void *owner, char *err, size_t errlen)
+{
+	struct vp_decl_entry *e, **tail;
+	int dom;
+
+	if (bus->shutting_down) {
+		snprintf(err, errlen, "vproxyd is shutting down");
+		return -ESHUTDOWN;
+	}
+	for (e = bus->decls; e; e = e->next) {
+		if (strcmp(e->decl.label, decl->label) == 0) {
+			snprintf(err, errlen, "[device %s] exists already%s", decl->label,
+			         e->removing ? " (still detaching)" : "");
+			return -EEXIST;
+		}
+		if (!e->removing && e->decl.devid == decl->devid && same_guest(&e->decl, decl)) {
+			snprintf(err, errlen, "guest %s has device id %u already ([device %s])",
+			         decl->guest, decl->devid, e->decl.label);
+			return -EEXIST;
+		}
+	}
+	e = calloc(1, sizeof(*e));
+	if (!e) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	e->decl = *decl;
+	for (tail = &bus->decls; *tail; tail = &(*tail)->next)
+		;
+	*tail = e;
+	dom = vp_provision_device(bus, &e->decl);
+	if (dom == -EEXIST) {
+		*tail = NULL;
+		free(e);
+		snprintf(err, errlen, "guest %s has device id %u already", decl->guest,
+		         decl->devid);
+		return -EEXIST;
+	}
+	/* Only now the entry owns what decl borrows. */
+	e->release = release;
+	e->owner = owner;
+	vp_info("[device %s] attached for guest %s%s", decl->label, decl->guest,
+	        dom < 0 ? " (not running: served when it starts)" : "");
+	return 0;
+}
+
+/* Does sel (a label, GUEST/ID as configured, or DOMID/ID) name e? */
+static bool entry_selected(struct vp_xsbus *bus, const struct vp_decl_entry *e, const char *sel)
+{
+	char id[32];
+
+	if (strcmp(sel, e->decl.label) == 0)
+		return true;
+	snprintf(id, sizeof(id), "%.20s/%u", e->decl.guest, e->decl.devid);
+	if (strcmp(sel, id) == 0)
+		return true;
+	for (struct vp_backend *dev = bus->devices; dev; dev = dev->next) {
+		if (dev->decl != &e->decl)
+			continue;
+		snprintf(id, sizeof(id), "%u/%u", dev->dom, dev->devid);
+		if (strcmp(sel, id) == 0)
+			return true;
+	}
+	return false;
+}
+
+int vp_xsbus_detach(struct vp_xsbus *bus, const char *sel, bool force, bool *gone, char *err,
+                    size_t errlen)
+{
+	struct vp_decl_entry *e;
+	struct vp_backend *dev, *next;
+
+	for (e = bus->decls; e; e = e->next)
+		if (entry_selected(bus, e, sel))
+			break;
+	if (!e) {
+		snprintf(err, errlen, "no device '%.64s' (a label or DOMID/ID)", sel);
+		return -ENOENT;
+	}
+	if (e->removing && !force) {
+		*gone = false;
+		return 0; /* detaching already */
+	}
+	e->removing = true;
+	vp_info("[device %s]: detach%s", e->decl.label, force ? " (forced)" : "");
+	for (dev = bus->devices; dev; dev = next) {
+		next = dev->next;
+		if (dev->decl != &e->decl || dev->remove_pending)
+			continue;
+		if (force || !(dev->t || dev->destroying)) {
+			/* Requests in flight still finish before the disk closes. */
+			vp_backend_remove(dev);
+			continue;
+		}
+		/* Connected: ask the frontend to let go; vp_backend_frontend_changed()
+		 * removes the device once it has. */
+		dev->detaching = true;
+		vp_backend_set_state(dev, XenbusStateClosing);
+	}
+	/* No backend (guest not running) or all removed at once. */
+	*gone = true;
+	for (dev = bus->devices; dev && *gone; dev = dev->next)
+		if (dev->decl == &e->decl)
+			*gone = false;
+	if (*gone)
+		vp_xsbus_decl_released(bus, &e->decl);
+	vp_xsbus_check_shutdown(bus);
+	return 0;
+}
+
+void vp_devdecl_from_config(struct vp_devdecl *out, const struct vp_config_device *d)
+{
+	*out = (struct vp_devdecl){
+	        .label = d->label,
+	        .guest = d->guest,
+	        .guest_domid = d->guest_domid,
+	        .devid = d->id,
+	        .plugin = d->plugin,
+	        .params = d->params,
+	        .read_only = d->read_only,
+	        .queues = d->queues,
+	        .queue_size = d->queue_size,
+	        .serial = d->serial[0] ? d->serial : NULL,
+	        .request_timeout_ms = d->request_timeout_ms,
+	};
 }

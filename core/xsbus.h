@@ -32,6 +32,10 @@ struct vp_devdecl {
 	unsigned request_timeout_ms; /* fail requests a plugin holds longer; 0: never */
 };
 
+struct vp_config_device;
+/* The declaration of a parsed [device] section (its strings borrowed). */
+void vp_devdecl_from_config(struct vp_devdecl *out, const struct vp_config_device *d);
+
 /* Called once shutdown is complete (every device closed and removed). */
 typedef void vp_xsbus_done_fn(void *opaque);
 
@@ -74,6 +78,23 @@ struct vp_xsbus_device {
 };
 
 typedef void vp_xsbus_device_fn(void *arg, const struct vp_xsbus_device *dev);
+
+/* Declare one more device at runtime (vproxyctl attach).  decl is copied;
+ * the strings and tables it points to stay the caller's until the bus
+ * calls release(owner) (may be NULL), once the device is detached and
+ * gone or the bus closes.  Its guest's frontend gets it at once if the
+ * guest runs, else when it starts.  0, or -EEXIST (its label, or its
+ * guest and id, are taken), -ESHUTDOWN, -ENOMEM with err; then release
+ * is not called. */
+int vp_xsbus_attach(struct vp_xsbus *bus, const struct vp_devdecl *decl,
+                    void (*release)(void *owner), void *owner, char *err, size_t errlen);
+/* Undeclare the device sel names (its label, GUEST/ID with the guest as
+ * configured, or DOMID/ID of one of its devices).  Graceful: a connected frontend is told Closing and the
+ * device goes once it has closed; force: at once (requests in flight
+ * still finish before the disk closes).  0 and *gone (true when nothing
+ * of it is left), or -ENOENT with err. */
+int vp_xsbus_detach(struct vp_xsbus *bus, const char *sel, bool force, bool *gone, char *err,
+                    size_t errlen);
 
 /* Call fn for every declared device in declaration order: each device
  * of a running guest, and once for a declaration whose guest is not

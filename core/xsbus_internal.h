@@ -18,8 +18,20 @@ struct vp_backend;
 struct vp_loop_fd;
 struct xs_handle;
 
+/* One declared device: the configuration's at start, more attached at
+ * runtime.  A backend's decl points at decl here (the first member), so
+ * an entry lives until its last backend is freed. */
+struct vp_decl_entry {
+	struct vp_devdecl decl;
+	void (*release)(void *owner); /* when the entry goes; may be NULL */
+	void *owner;
+	bool removing; /* detached: no new backends; freed with its last */
+	struct vp_decl_entry *next;
+};
+
 struct vp_xsbus {
 	struct vp_xsbus_params p; /* the owner's, borrowed */
+	struct vp_decl_entry *decls; /* in declaration (then attach) order */
 	struct vp_hv *hv;         /* == p.hv */
 	struct xs_handle *xs;
 	struct vp_loop_fd *xs_fd;
@@ -44,5 +56,8 @@ struct vp_xsbus {
  * device is connected or tearing down and every frontend that was
  * connected has closed.  May free every device. */
 void vp_xsbus_check_shutdown(struct vp_xsbus *bus);
+/* A backend of e was freed: free e too if it is detached and that was its
+ * last backend. */
+void vp_xsbus_decl_released(struct vp_xsbus *bus, const struct vp_devdecl *decl);
 
 #endif
