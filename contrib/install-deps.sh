@@ -24,7 +24,7 @@ set -euo pipefail
 # libelf1, e2fsprogs: building virtio_vproxy.ko (the guest kernel's objtool)
 # and mkfs.ext4 in the real-Xen test's domU.
 readonly required=(build-essential cmake pkg-config libevent-dev libxen-dev
-	libinih-dev libjson-c-dev check procps xenstore-utils liburing-dev fio qemu-system-common
+	libinih-dev libjson-c-dev libsystemd-dev check procps xenstore-utils liburing-dev fio qemu-system-common
 	gnuplot-nox qemu-system-x86 cpio xz-utils clang libclang-rt-dev llvm
 	libelf1 e2fsprogs)
 # The guest kernel of the real-Xen test, pinned (tests/xen/fetch-xen-boot.sh

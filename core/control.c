@@ -51,6 +51,8 @@ struct vp_control {
 	struct event_base *base;
 	struct vp_xsbus *bus;
 	const char *plugin_dir;
+	vp_control_reload_fn *reload;
+	void *reload_arg;
 	struct evconnlistener *lev;
 	struct client *clients;
 	unsigned nclients;
@@ -100,7 +102,7 @@ static struct json_object *error_reply(const char *fmt, ...)
 static struct json_object *error_reply(const char *fmt, ...)
 {
 	struct json_object *r = json_object_new_object();
-	char msg[256];
+	char msg[640];
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -493,7 +495,8 @@ static struct json_object *cmd_attach(struct vp_control *ctl, struct json_object
 		return error_reply("attach: %s", strip_where(err));
 	}
 	vp_devdecl_from_config(&decl, &cfg->devices[0]);
-	if (vp_xsbus_attach(ctl->bus, &decl, config_release, cfg, err, sizeof(err)) < 0) {
+	if (vp_xsbus_attach(ctl->bus, &decl, false, config_release, cfg, err,
+	                    sizeof(err)) < 0) {
 		vp_config_free(cfg);
 		return error_reply("attach: %s", err);
 	}
@@ -501,6 +504,8 @@ static struct json_object *cmd_attach(struct vp_control *ctl, struct json_object
 	vp_xsbus_foreach_device(ctl->bus, find_one, &w);
 	r = ok_reply();
 	json_object_object_add(r, "device", w.found);
+	/* Not written to the file: gone after a restart (docs/CONTROL.md). */
+	json_object_object_add(r, "runtime_only", json_object_new_boolean(true));
 	return r;
 }
 
@@ -528,12 +533,27 @@ static struct json_object *cmd_detach(struct vp_control *ctl, struct json_object
 	return r;
 }
 
+static struct json_object *cmd_reload(struct vp_control *ctl, struct json_object *req)
+{
+	char summary[768], err[512];
+	struct json_object *r;
+
+	(void)req;
+	if (!ctl->reload)
+		return error_reply("reload: not available");
+	if (ctl->reload(ctl->reload_arg, summary, sizeof(summary), err, sizeof(err)) < 0)
+		return error_reply("reload refused, nothing changed: %s", err);
+	r = ok_reply();
+	add_str(r, "summary", summary);
+	return r;
+}
+
 static const struct {
 	const char *name;
 	struct json_object *(*run)(struct vp_control *ctl, struct json_object *req);
 } commands[] = {
         {"list", cmd_list},     {"stats", cmd_stats},   {"log-level", cmd_log_level},
-        {"attach", cmd_attach}, {"detach", cmd_detach},
+        {"attach", cmd_attach}, {"detach", cmd_detach}, {"reload", cmd_reload},
 };
 
 static struct json_object *run_request(struct vp_control *ctl, const char *line,
@@ -589,7 +609,7 @@ static struct json_object *run_request(struct vp_control *ctl, const char *line,
 	if (!reply)
 		reply = error_reply(
 		        "unknown command '%.64s' (list, stats, log-level, attach, "
-		        "detach)",
+		        "detach, reload)",
 		        name);
 	json_object_put(req);
 	return reply;
@@ -804,6 +824,12 @@ void vp_control_set_bus(struct vp_control *ctl, struct vp_xsbus *bus,
 {
 	ctl->bus = bus;
 	ctl->plugin_dir = plugin_dir;
+}
+
+void vp_control_set_reload(struct vp_control *ctl, vp_control_reload_fn *fn, void *arg)
+{
+	ctl->reload = fn;
+	ctl->reload_arg = arg;
 }
 
 void vp_control_close(struct vp_control *ctl)

@@ -28,6 +28,9 @@ struct vp_control *vp_control_open(struct vp_loop *loop, const char *path, char 
 /* The devices the commands show and change, and where attach finds
  * plugins; until set, commands answer that the daemon is starting. */
 void vp_control_set_bus(struct vp_control *c, struct vp_xsbus *bus, const char *plugin_dir);
+/* What "reload" runs: 0 and a summary, or -errno and the error. */
+typedef int vp_control_reload_fn(void *arg, char *summary, size_t slen, char *err, size_t elen);
+void vp_control_set_reload(struct vp_control *c, vp_control_reload_fn *fn, void *arg);
 /* Stop listening, drop every client, remove the socket file. */
 void vp_control_close(struct vp_control *c);
 

@@ -11,6 +11,7 @@
 #include "config.h"
 #include "log.h"
 #include "plugin_host.h"
+#include "reload.h"
 #include "server.h"
 #include "version.h"
 
@@ -85,6 +86,7 @@ int main(int argc, char **argv)
 	struct vp_devdecl *decls = NULL;
 	struct vp_server_opts opts = {0};
 	char control_path[VP_CONFIG_MAX_SOCKET_PATH + 1];
+	struct vp_reload_opts reload;
 	struct vp_server *srv = NULL;
 	enum vproxy_log_level level;
 	char err[512];
@@ -166,6 +168,21 @@ int main(int argc, char **argv)
 	} else if (strcmp(cfg->control_socket, "none") != 0) {
 		opts.control_path = cfg->control_socket;
 	}
+	reload = (struct vp_reload_opts){
+	        .config_path = cfg->path,
+	        .plugin_dir = cfg->plugin_dir,
+	        .log_level_fixed = log_level != NULL,
+	        .hypervisor = cfg->hypervisor,
+	        .run_dir = cfg->run_dir,
+	        .control_socket = cfg->control_socket,
+	        .metrics_host = cfg->metrics_host,
+	        .metrics_port = cfg->metrics_port,
+	        .backend_domid = cfg->backend_domid,
+	        .poll_auto = cfg->poll_auto,
+	        .poll_us = cfg->poll_us,
+	        .poll_max_us = cfg->poll_max_us,
+	};
+	opts.reload = &reload;
 	opts.metrics_host = cfg->metrics_host;
 	opts.metrics_port = cfg->metrics_port;
 	opts.hypervisor = cfg->hypervisor;

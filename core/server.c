@@ -17,6 +17,7 @@
 #include <event2/event.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -25,6 +26,8 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
+#include "notify.h"
+#include "reload.h"
 #include "plugin_host.h"
 
 struct vp_server {
@@ -34,7 +37,8 @@ struct vp_server {
 	struct vp_xsbus *bus;
 	struct vp_control *control;
 	struct vp_metrics *metrics;
-	struct event *sig_term, *sig_int;
+	struct vp_notify *notify;
+	struct event *sig_term, *sig_int, *sig_hup;
 	struct event *grace_timer;
 	bool stopping;
 	bool bus_done;   /* every device closed (its disk maybe still closing) */
@@ -105,10 +109,47 @@ void vp_server_stop(struct vp_server *srv)
 	if (srv->stopping)
 		return;
 	srv->stopping = true;
+	vp_notify_stopping();
 	vp_loop_no_polling(srv->loop);
 	vp_info("shutting down: closing all devices");
 	arm_grace(srv);
 	vp_xsbus_begin_shutdown(srv->bus);
+}
+
+/* vproxyctl reload and SIGHUP. */
+static int server_reload(void *arg, char *summary, size_t slen, char *err, size_t elen)
+{
+	struct vp_server *srv = arg;
+	int rc;
+
+	if (!srv->opts.reload) {
+		snprintf(err, elen, "no configuration file to reload");
+		return -ENOENT;
+	}
+	if (srv->stopping) {
+		snprintf(err, elen, "vproxyd is shutting down");
+		return -ESHUTDOWN;
+	}
+	vp_notify_reloading();
+	rc = vp_reload(srv->bus, srv->opts.reload, summary, slen, err, elen);
+	if (rc) {
+		vp_err("reload refused, nothing changed: %s", err);
+		vp_notify_ready("serving; the last reload was refused: %.200s", err);
+	} else {
+		vp_info("reloaded %s", summary);
+		vp_notify_ready("serving; reloaded %.200s", summary);
+	}
+	return rc;
+}
+
+static void hup_cb(evutil_socket_t sig, short what, void *arg)
+{
+	char summary[768], err[512];
+
+	(void)sig;
+	(void)what;
+	vp_info("received SIGHUP: reloading");
+	server_reload(arg, summary, sizeof(summary), err, sizeof(err));
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -147,13 +188,15 @@ struct vp_server *vp_server_new(const struct vp_server_opts *opts, char *err,
 	}
 	srv->sig_term = evsignal_new(base, SIGTERM, signal_cb, srv);
 	srv->sig_int = evsignal_new(base, SIGINT, signal_cb, srv);
+	srv->sig_hup = evsignal_new(base, SIGHUP, hup_cb, srv);
 	srv->grace_timer = evtimer_new(base, grace_cb, srv);
 	if (vp_loop_set_evtchn(srv->loop, srv->hv) || !srv->sig_term || !srv->sig_int ||
-	    !srv->grace_timer || event_add(srv->sig_term, NULL) ||
-	    event_add(srv->sig_int, NULL)) {
+	    !srv->grace_timer || !srv->sig_hup || event_add(srv->sig_term, NULL) ||
+	    event_add(srv->sig_int, NULL) || event_add(srv->sig_hup, NULL)) {
 		snprintf(err, errlen, "cannot register events");
 		goto fail;
 	}
+	srv->notify = vp_notify_open(srv->loop);
 	/* A guest that disappears mid-write must not kill us. */
 	signal(SIGPIPE, SIG_IGN);
 	/* Before xenstore: a second daemon stops here, having touched nothing. */
@@ -182,8 +225,10 @@ struct vp_server *vp_server_new(const struct vp_server_opts *opts, char *err,
 	srv->bus = vp_xsbus_open(&bp, err, errlen);
 	if (!srv->bus)
 		goto fail;
-	if (srv->control)
+	if (srv->control) {
 		vp_control_set_bus(srv->control, srv->bus, opts->plugin_dir);
+		vp_control_set_reload(srv->control, server_reload, srv);
+	}
 	if (srv->metrics)
 		vp_metrics_set_bus(srv->metrics, srv->bus);
 	return srv;
@@ -194,6 +239,7 @@ fail:
 
 int vp_server_run(struct vp_server *srv)
 {
+	vp_notify_ready("serving %zu declared device(s)", srv->opts.ndecls);
 	return vp_loop_run(srv->loop);
 }
 
@@ -208,12 +254,15 @@ void vp_server_free(struct vp_server *srv)
 		return;
 	vp_control_close(srv->control);
 	vp_metrics_close(srv->metrics);
+	vp_notify_close(srv->notify);
 	if (srv->bus)
 		vp_xsbus_close(srv->bus);
 	if (srv->sig_term)
 		event_free(srv->sig_term);
 	if (srv->sig_int)
 		event_free(srv->sig_int);
+	if (srv->sig_hup)
+		event_free(srv->sig_hup);
 	if (srv->grace_timer)
 		event_free(srv->grace_timer);
 	vp_plugin_set_idle_cb(NULL, NULL);

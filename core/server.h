@@ -14,6 +14,7 @@
 #include "xsbus.h"
 
 struct vp_loop;
+struct vp_reload_opts;
 
 struct vp_server_opts {
 	const char *hypervisor;     /* "sim" or "xen" */
@@ -25,6 +26,8 @@ struct vp_server_opts {
 	bool poll_adaptive;         /* ...or as the gaps warrant, at most poll_us */
 	const char *control_path;   /* the control socket; NULL: none */
 	const char *plugin_dir;     /* where vproxyctl attach finds plugins */
+	/* What vproxyctl reload and SIGHUP read again; NULL: no reload. */
+	const struct vp_reload_opts *reload;
 	const char *metrics_host;   /* Prometheus metrics on HTTP; NULL: none */
 	unsigned metrics_port;
 	const struct vp_devdecl *decls;

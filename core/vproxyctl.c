@@ -46,6 +46,10 @@ static void usage(FILE *f)
 	        "  detach DEVICE|GUEST ID    ask the guest to let go, wait, remove it\n"
 	        "        [--force]           cut it if the guest has not let go in time\n"
 	        "        [--timeout SECONDS] how long to wait (default 10)\n"
+	        "  reload                    read vproxyd's file again, apply its "
+	        "device\n"
+	        "                            changes (a file with an error changes "
+	        "nothing)\n"
 	        "DEVICE is a device's label, GUEST/ID or DOMID/ID.\n"
 	        "options:\n"
 	        "  -s, --socket PATH   the control socket (default $VPROXY_CONTROL, "
@@ -501,6 +505,9 @@ static int run_attach(int fd, struct json_object *req, double wait_s, bool json)
 				       " (%s)\n",
 				       label, str(d, "guest"), u64(d, "id"),
 				       str(d, "state"));
+			printf("%s: runtime only: add it to vproxyd's file to keep it "
+			       "over a restart\n",
+			       label);
 		}
 	}
 	json_object_put(list);
@@ -621,9 +628,9 @@ int main(int argc, char **argv)
 	cmd = argv[optind++];
 	req = json_object_new_object();
 	json_object_object_add(req, "cmd", json_object_new_string(cmd));
-	if (strcmp(cmd, "list") == 0) {
+	if (strcmp(cmd, "list") == 0 || strcmp(cmd, "reload") == 0) {
 		if (optind < argc) {
-			fprintf(stderr, "vproxyctl: list takes no arguments\n");
+			fprintf(stderr, "vproxyctl: %s takes no arguments\n", cmd);
 			goto usage_err;
 		}
 	} else if (strcmp(cmd, "stats") == 0) {
@@ -786,6 +793,8 @@ int main(int argc, char **argv)
 					print_stats(reply);
 				else if (strcmp(cmd, "log-level") == 0)
 					printf("%s\n", str(reply, "level"));
+				else if (strcmp(cmd, "reload") == 0)
+					printf("%s\n", str(reply, "summary"));
 				else
 					puts(json_object_to_json_string_ext(
 					        reply, JSON_C_TO_STRING_PRETTY));

@@ -145,6 +145,7 @@ struct vp_xsbus *vp_xsbus_open(const struct vp_xsbus_params *opts, char *err,
 			goto fail;
 		}
 		e->decl = opts->decls[i];
+		e->from_file = true;
 		e->next = bus->decls;
 		bus->decls = e;
 	}
@@ -271,6 +272,11 @@ void vp_xsbus_close(struct vp_xsbus *bus)
 		struct vp_decl_entry *e = bus->decls;
 
 		bus->decls = e->next;
+		if (e->successor) {
+			if (e->successor->release)
+				e->successor->release(e->successor->owner);
+			free(e->successor);
+		}
 		if (e->release)
 			e->release(e->owner);
 		free(e);
@@ -355,6 +361,21 @@ void vp_xsbus_decl_released(struct vp_xsbus *bus, const struct vp_devdecl *decl)
 			return;
 		*pp = e->next;
 		vp_info("[device %s] detached", e->decl.label);
+		if (e->successor) {
+			/* Reloaded with other keys: the new one takes its place. */
+			struct vp_decl_entry *n = e->successor;
+			int dom;
+
+			n->next = *pp;
+			*pp = n;
+			dom = bus->shutting_down ? -1 : vp_provision_device(bus, &n->decl);
+			if (dom == -EEXIST)
+				vp_err("[device %s]: guest %s has device id %u already", n->decl.label,
+				       n->decl.guest, n->decl.devid);
+			else
+				vp_info("[device %s] attached again with its new keys%s",
+				        n->decl.label, dom < 0 ? " (guest not running)" : "");
+		}
 		if (e->release)
 			e->release(e->owner);
 		free(e);
@@ -371,7 +392,7 @@ static bool same_guest(const struct vp_devdecl *a, const struct vp_devdecl *b)
 	return strcmp(a->guest, b->guest) == 0;
 }
 
-int vp_xsbus_attach(struct vp_xsbus *bus, const struct vp_devdecl *decl,
+int vp_xsbus_attach(struct vp_xsbus *bus, const struct vp_devdecl *decl, bool from_file,
                     void (*release)(void *owner), void *owner, char *err, size_t errlen)
 {
 	struct vp_decl_entry *e, **tail;
@@ -399,6 +420,7 @@ int vp_xsbus_attach(struct vp_xsbus *bus, const struct vp_devdecl *decl,
 		return -ENOMEM;
 	}
 	e->decl = *decl;
+	e->from_file = from_file;
 	for (tail = &bus->decls; *tail; tail = &(*tail)->next)
 		;
 	*tail = e;
@@ -438,11 +460,12 @@ static bool entry_selected(struct vp_xsbus *bus, const struct vp_decl_entry *e, 
 	return false;
 }
 
+static void detach_entry(struct vp_xsbus *bus, struct vp_decl_entry *e, bool force, bool *gone);
+
 int vp_xsbus_detach(struct vp_xsbus *bus, const char *sel, bool force, bool *gone, char *err,
                     size_t errlen)
 {
 	struct vp_decl_entry *e;
-	struct vp_backend *dev, *next;
 
 	for (e = bus->decls; e; e = e->next)
 		if (entry_selected(bus, e, sel))
@@ -451,9 +474,17 @@ int vp_xsbus_detach(struct vp_xsbus *bus, const char *sel, bool force, bool *gon
 		snprintf(err, errlen, "no device '%.64s' (a label or DOMID/ID)", sel);
 		return -ENOENT;
 	}
+	detach_entry(bus, e, force, gone);
+	return 0;
+}
+
+static void detach_entry(struct vp_xsbus *bus, struct vp_decl_entry *e, bool force, bool *gone)
+{
+	struct vp_backend *dev, *next;
+
 	if (e->removing && !force) {
 		*gone = false;
-		return 0; /* detaching already */
+		return; /* detaching already */
 	}
 	e->removing = true;
 	vp_info("[device %s]: detach%s", e->decl.label, force ? " (forced)" : "");
@@ -479,6 +510,40 @@ int vp_xsbus_detach(struct vp_xsbus *bus, const char *sel, bool force, bool *gon
 	if (*gone)
 		vp_xsbus_decl_released(bus, &e->decl);
 	vp_xsbus_check_shutdown(bus);
+}
+
+void vp_xsbus_foreach_decl(struct vp_xsbus *bus, vp_xsbus_decl_fn *fn, void *arg)
+{
+	for (struct vp_decl_entry *e = bus->decls; e; e = e->next)
+		fn(arg, &e->decl, e->from_file, e->removing);
+}
+
+int vp_xsbus_replace(struct vp_xsbus *bus, const struct vp_devdecl *decl,
+                     void (*release)(void *owner), void *owner, char *err, size_t errlen)
+{
+	struct vp_decl_entry *e, *n;
+	bool gone;
+
+	for (e = bus->decls; e; e = e->next)
+		if (!e->removing && strcmp(e->decl.label, decl->label) == 0)
+			break;
+	if (!e) {
+		snprintf(err, errlen, "no device [device %s] to replace", decl->label);
+		return -ENOENT;
+	}
+	n = calloc(1, sizeof(*n));
+	if (!n) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	n->decl = *decl;
+	n->from_file = true;
+	n->release = release;
+	n->owner = owner;
+	e->successor = n;
+	vp_info("[device %s]: its keys changed: detaching it to attach it again",
+	        decl->label);
+	detach_entry(bus, e, false, &gone);
 	return 0;
 }
 

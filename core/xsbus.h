@@ -79,15 +79,26 @@ struct vp_xsbus_device {
 
 typedef void vp_xsbus_device_fn(void *arg, const struct vp_xsbus_device *dev);
 
-/* Declare one more device at runtime (vproxyctl attach).  decl is copied;
+/* Declare one more device at runtime (vproxyctl attach, or a reload when
+ * from_file: the file declares it).  decl is copied;
  * the strings and tables it points to stay the caller's until the bus
  * calls release(owner) (may be NULL), once the device is detached and
  * gone or the bus closes.  Its guest's frontend gets it at once if the
  * guest runs, else when it starts.  0, or -EEXIST (its label, or its
  * guest and id, are taken), -ESHUTDOWN, -ENOMEM with err; then release
  * is not called. */
-int vp_xsbus_attach(struct vp_xsbus *bus, const struct vp_devdecl *decl,
+int vp_xsbus_attach(struct vp_xsbus *bus, const struct vp_devdecl *decl, bool from_file,
                     void (*release)(void *owner), void *owner, char *err, size_t errlen);
+/* Every declaration: whether the file made it (reload manages those) and
+ * whether it is being detached. */
+typedef void vp_xsbus_decl_fn(void *arg, const struct vp_devdecl *decl, bool from_file,
+                              bool removing);
+void vp_xsbus_foreach_decl(struct vp_xsbus *bus, vp_xsbus_decl_fn *fn, void *arg);
+/* Reload: the file's [device LABEL] has other keys now.  The device is
+ * detached gracefully and decl (copied, borrowed as for attach) takes its
+ * place once it is gone.  0, or -ENOENT/-ENOMEM with err. */
+int vp_xsbus_replace(struct vp_xsbus *bus, const struct vp_devdecl *decl,
+                     void (*release)(void *owner), void *owner, char *err, size_t errlen);
 /* Undeclare the device sel names (its label, GUEST/ID with the guest as
  * configured, or DOMID/ID of one of its devices).  Graceful: a connected frontend is told Closing and the
  * device goes once it has closed; force: at once (requests in flight

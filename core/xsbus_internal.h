@@ -26,6 +26,9 @@ struct vp_decl_entry {
 	void (*release)(void *owner); /* when the entry goes; may be NULL */
 	void *owner;
 	bool removing; /* detached: no new backends; freed with its last */
+	bool from_file; /* declared by the configuration file (reload's to manage) */
+	/* Reload changed it: takes its place once it is gone. */
+	struct vp_decl_entry *successor;
 	struct vp_decl_entry *next;
 };
 

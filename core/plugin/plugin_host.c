@@ -962,6 +962,21 @@ nomem:
 	return -ENOMEM;
 }
 
+bool vp_params_equal(const struct vproxy_params *a, const struct vproxy_params *b)
+{
+	size_t na = a ? a->n : 0, nb = b ? b->n : 0;
+
+	if (na != nb)
+		return false;
+	for (size_t i = 0; i < na; i++) {
+		const char *v = vp_params_get(b, a->v[i].key);
+
+		if (!v || strcmp(v, a->v[i].value) != 0)
+			return false;
+	}
+	return true;
+}
+
 const char *vp_params_get(const struct vproxy_params *p, const char *key)
 {
 	const struct param *slot;

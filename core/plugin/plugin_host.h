@@ -8,6 +8,7 @@
 #ifndef VP_PLUGIN_HOST_H
 #define VP_PLUGIN_HOST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <vproxy/plugin.h>
 
@@ -97,6 +98,8 @@ int vp_params_set(struct vproxy_params *p, const char *key, const char *value,
 		  int line);
 /* Value of key, or NULL. */
 const char *vp_params_get(const struct vproxy_params *p, const char *key);
+/* The same keys with the same values (lines and order aside)? */
+bool vp_params_equal(const struct vproxy_params *a, const struct vproxy_params *b);
 /* Check every key against plugin->param_keys. Returns 0, or -EINVAL with
  * *bad_key and *bad_line set to the first key the plugin does not take. */
 int vp_params_check(const struct vproxy_params *p, const struct vproxy_plugin *plugin,
