@@ -63,30 +63,32 @@ struct vp_notify *vp_notify_open(struct vp_loop *loop)
 	return n;
 }
 
-void vp_notify_ready(const char *fmt, ...)
+/* Send head followed by the formatted status line. */
+static void send_status(const char *head, const char *fmt, va_list ap)
 {
 	char line[320];
-	int len;
+	int len = snprintf(line, sizeof(line), "%sSTATUS=", head);
+
+	vsnprintf(line + len, sizeof(line) - (size_t)len, fmt, ap);
+	send_state(line);
+}
+
+void vp_notify_ready(const char *fmt, ...)
+{
 	va_list ap;
 
-	len = snprintf(line, sizeof(line), "READY=1\nSTATUS=");
 	va_start(ap, fmt);
-	vsnprintf(line + len, sizeof(line) - (size_t)len, fmt, ap);
+	send_status("READY=1\n", fmt, ap);
 	va_end(ap);
-	send_state(line);
 }
 
 void vp_notify_status(const char *fmt, ...)
 {
-	char line[320];
-	int len;
 	va_list ap;
 
-	len = snprintf(line, sizeof(line), "STATUS=");
 	va_start(ap, fmt);
-	vsnprintf(line + len, sizeof(line) - (size_t)len, fmt, ap);
+	send_status("", fmt, ap);
 	va_end(ap);
-	send_state(line);
 }
 
 void vp_notify_reloading(void)

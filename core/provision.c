@@ -180,6 +180,20 @@ static void provision(struct vp_xsbus *bus, const struct vp_devdecl *decl, unsig
 		dev->open_job = job;
 }
 
+/* A /local/domain entry as a guest's domid: 0 for anything that is not
+ * one (not a strict decimal, out of range, or ourselves). */
+static unsigned long guest_domid(const struct vp_xsbus *bus, const char *entry)
+{
+	unsigned long dom;
+	char *end;
+
+	errno = 0;
+	dom = strtoul(entry, &end, 10);
+	if (errno || *end || dom == 0 || dom > VPROXY_DOMID_MAX || dom == bus->self)
+		return 0;
+	return dom;
+}
+
 static bool decl_matches(const struct vp_devdecl *decl, unsigned dom, const char *name)
 {
 	if (decl->guest_domid >= 0)
@@ -199,13 +213,12 @@ void vp_provision_scan_domains(struct vp_xsbus *bus)
 	if (!doms)
 		return;
 	for (unsigned i = 0; i < n; i++) {
-		char path[VP_XS_PATH_LEN], *end, *name;
+		char path[VP_XS_PATH_LEN], *name;
 		unsigned long dom;
 		unsigned len;
 
-		errno = 0;
-		dom = strtoul(doms[i], &end, 10);
-		if (errno || *end || dom == 0 || dom > VPROXY_DOMID_MAX || dom == bus->self)
+		dom = guest_domid(bus, doms[i]);
+		if (!dom)
 			continue;
 		if (bus->ndev[dom] || (bus->provisioned[dom / 8] & (1u << (dom % 8))))
 			continue; /* provisioned when it was introduced */
@@ -251,13 +264,12 @@ static int running_dom(struct vp_xsbus *bus, const struct vp_devdecl *decl)
 		               : -1;
 	doms = xs_directory(bus->xs, XBT_NULL, "/local/domain", &n);
 	for (unsigned i = 0; doms && i < n && found < 0; i++) {
-		char path[VP_XS_PATH_LEN], *end, *name;
+		char path[VP_XS_PATH_LEN], *name;
 		unsigned long dom;
 		unsigned len;
 
-		errno = 0;
-		dom = strtoul(doms[i], &end, 10);
-		if (errno || *end || dom == 0 || dom > VPROXY_DOMID_MAX || dom == bus->self)
+		dom = guest_domid(bus, doms[i]);
+		if (!dom)
 			continue;
 		snprintf(path, sizeof(path), "/local/domain/%lu/name", dom);
 		name = xs_read(bus->xs, XBT_NULL, path, &len);

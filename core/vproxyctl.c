@@ -412,6 +412,21 @@ static struct json_object *find_device(struct json_object *list, const char *sel
 
 static double mono_s(void);
 
+/* SECONDS of an option: min..3600.  0, or -1 after saying what is wrong. */
+static int parse_seconds(const char *opt, const char *text, double min, double *out)
+{
+	char *end;
+	double v = strtod(text, &end);
+
+	if (end == text || *end || !(v >= min && v <= 3600)) {
+		fprintf(stderr, "vproxyctl: %s: '%s' is not seconds (%g..3600)\n", opt,
+		        text, min);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
 static void sleep_s(double s)
 {
 	struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
@@ -640,20 +655,10 @@ int main(int argc, char **argv)
 			if (strcmp(a, "--watch") == 0 || strcmp(a, "-w") == 0) {
 				watch = true;
 				if (optind + 1 < argc && argv[optind + 1][0] != '-' &&
-				    strchr("0123456789.", argv[optind + 1][0])) {
-					char *end;
-
-					interval = strtod(argv[++optind], &end);
-					if (*end ||
-					    !(interval >= 0.1 && interval <= 3600)) {
-						fprintf(stderr,
-						        "vproxyctl: --watch: '%s' is not "
-						        "seconds "
-						        "(0.1..3600)\n",
-						        argv[optind]);
-						goto usage_err;
-					}
-				}
+				    strchr("0123456789.", argv[optind + 1][0]) &&
+				    parse_seconds("--watch", argv[++optind], 0.1,
+				                  &interval) < 0)
+					goto usage_err;
 			} else if (strcmp(a, "--count") == 0 || strcmp(a, "-c") == 0) {
 				if (optind + 1 >= argc ||
 				    vp_parse_count(argv[++optind], UINT32_MAX, &count) <
@@ -706,14 +711,9 @@ int main(int argc, char **argv)
 				        req, "label",
 				        json_object_new_string(argv[++optind]));
 			} else if (strcmp(a, "--wait") == 0 && optind + 1 < argc) {
-				char *end;
-
-				wait_s = strtod(argv[++optind], &end);
-				if (*end || !(wait_s >= 0 && wait_s <= 3600)) {
-					fprintf(stderr,
-					        "vproxyctl: --wait: seconds, 0..3600\n");
+				if (parse_seconds("--wait", argv[++optind], 0, &wait_s) <
+				    0)
 					goto usage_err;
-				}
 			} else if (eq && eq != a) {
 				char key[128];
 
@@ -736,14 +736,9 @@ int main(int argc, char **argv)
 			if (strcmp(a, "--force") == 0) {
 				force = true;
 			} else if (strcmp(a, "--timeout") == 0 && optind + 1 < argc) {
-				char *end;
-
-				wait_s = strtod(argv[++optind], &end);
-				if (*end || !(wait_s > 0 && wait_s <= 3600)) {
-					fprintf(stderr, "vproxyctl: --timeout: seconds, "
-					                "0..3600\n");
+				if (parse_seconds("--timeout", argv[++optind], 0.1,
+				                  &wait_s) < 0)
 					goto usage_err;
-				}
 			} else if (a[0] != '-' && nargs < 2) {
 				args[nargs++] = a;
 			} else {

@@ -136,11 +136,5 @@ sh_guest_wait 12 90 || fail "the other guest: $(tail -3 "$SH_DIR/guest-12.log")"
 grep -qE "^guest 12: .* verify OK" "$SH_DIR/guest-12.log" || fail "the other guest did not verify"
 echo "other guest: $(grep -E '^guest 12: ' "$SH_DIR/guest-12.log")"
 
-sh_vproxyd_alive || fail "vproxyd died"
-st=0
-sh_stop_vproxyd || st=$?
-((st == 0)) || fail "vproxyd exited with $st"
-if grep -E "ERROR|AddressSanitizer|runtime error" "$SH_DIR/vproxyd.log"; then
-	fail "vproxyd logged errors"
-fi
+sh_finish_vproxyd
 echo "PASS: hot-plug"

@@ -141,11 +141,5 @@ grep -q "metrics-listen 127.0.0.1:$PORT: cannot listen" "$SH_DIR/second.log" ||
 	fail "second vproxyd: $(cat "$SH_DIR/second.log")"
 
 sh_destroy_dom 11
-sh_vproxyd_alive || fail "vproxyd died"
-st=0
-sh_stop_vproxyd || st=$?
-((st == 0)) || fail "vproxyd exited with $st"
-if grep -E "ERROR|AddressSanitizer|runtime error" "$SH_DIR/vproxyd.log"; then
-	fail "vproxyd logged errors"
-fi
+sh_finish_vproxyd
 echo "PASS: metrics"

@@ -94,11 +94,5 @@ echo "guest of the unchanged device: $(grep -E '^guest 12: ' "$SH_DIR/guest-12.l
 
 sh_destroy_dom 11
 sh_destroy_dom 12
-sh_vproxyd_alive || fail "vproxyd died"
-st=0
-sh_stop_vproxyd || st=$?
-((st == 0)) || fail "vproxyd exited with $st"
-if grep -E "ERROR|AddressSanitizer|runtime error" "$SH_DIR/vproxyd.log"; then
-	fail "vproxyd logged errors"
-fi
+sh_finish_vproxyd
 echo "PASS: reload"

@@ -128,6 +128,18 @@ sh_stop_vproxyd() {
 	return "$st"
 }
 
+# sh_finish_vproxyd: vproxyd still alive, stopped with SIGTERM, exit 0,
+# and no error or sanitizer report in its log; else the test fails.
+sh_finish_vproxyd() {
+	local st=0
+	sh_vproxyd_alive || sh_die "vproxyd died"
+	sh_stop_vproxyd || st=$?
+	((st == 0)) || sh_die "vproxyd exited with $st"
+	if grep -E "ERROR|AddressSanitizer|runtime error" "$SH_DIR/vproxyd.log"; then
+		sh_die "vproxyd logged errors"
+	fi
+}
+
 # sh_vproxyd_cpu_ticks: user+system clock ticks vproxyd has used so far.
 sh_vproxyd_cpu_ticks() {
 	# Fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends

@@ -31,108 +31,6 @@
 #define BS 4096u
 
 
-START_TEST(kick_ends_the_batch)
-{
-	static uint8_t bufs[NOPS][BS];
-	struct event_base *base = event_base_new();
-	struct vpio_op ops[NOPS];
-	struct iovec iov[NOPS];
-	struct vpio_engine *eng;
-	char err[256];
-	int fd = memfd_create("vpio-kick", MFD_CLOEXEC);
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(ftruncate(fd, NOPS * BS), 0);
-	vp_plugin_set_event_base(base);
-	if (vpio_engine_create(vp_plugin_host(), NULL, VPIO_ENGINE_IO_URING, 0, "test",
-	                       &eng, err, sizeof(err)) < 0) {
-		/* No io_uring here (a kernel or sandbox without it): the
-		 * thread engine has no batching to test. */
-		fprintf(stderr, "skipped: %s\n", err);
-		goto out;
-	}
-	for (unsigned i = 0; i < NOPS; i++) {
-		memset(&ops[i], 0, sizeof(ops[i]));
-		iov[i] = (struct iovec){bufs[i], BS};
-		ops[i].kind = VPIO_READV;
-		ops[i].fd = fd;
-		ops[i].offset = (uint64_t)i * BS;
-		ops[i].len = BS;
-		ops[i].iov = &iov[i];
-		ops[i].iovcnt = 1;
-		ops[i].done = op_done;
-	}
-	/* Before any kick: submitted at once. */
-	vpio_submit(eng, &ops[0]);
-	run_until(base, 1, 5000);
-	ck_assert_uint_eq(done_calls, 1);
-	ck_assert_int_eq(last_res, 0);
-	/* The host kicks (nothing queued yet), so it will kick again. */
-	vpio_kick(eng);
-	for (unsigned i = 1; i < NOPS; i++)
-		vpio_submit(eng, &ops[i]);
-	/* Held back: the kernel has not seen them, so nothing completes. */
-	run_until(base, 2, 100);
-	ck_assert_uint_eq(done_calls, 1);
-	vpio_kick(eng);
-	run_until(base, NOPS, 5000);
-	ck_assert_uint_eq(done_calls, NOPS);
-	ck_assert_int_eq(last_res, 0);
-	vpio_drain(eng);
-	vpio_engine_destroy(eng);
-out:
-	vp_plugin_set_event_base(NULL);
-	event_base_free(base);
-	close(fd);
-}
-END_TEST
-
-/* Between kicks a long batch still reaches the kernel VPIO_SUBMIT_CHUNK
- * requests at a time; only the rest waits for the kick. */
-START_TEST(long_batch_goes_in_chunks)
-{
-	enum { N = 2 * VPIO_SUBMIT_CHUNK + 3 };
-	static uint8_t bufs[N][BS];
-	struct event_base *base = event_base_new();
-	struct vpio_op ops[N];
-	struct iovec iov[N];
-	struct vpio_engine *eng;
-	char err[256];
-	int fd = memfd_create("vpio-chunk", MFD_CLOEXEC);
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(ftruncate(fd, N * BS), 0);
-	vp_plugin_set_event_base(base);
-	if (vpio_engine_create(vp_plugin_host(), NULL, VPIO_ENGINE_IO_URING, 0, "test",
-	                       &eng, err, sizeof(err)) < 0) {
-		fprintf(stderr, "skipped: %s\n", err);
-		goto out;
-	}
-	vpio_kick(eng); /* a host that ends its batches */
-	for (unsigned i = 0; i < N; i++) {
-		memset(&ops[i], 0, sizeof(ops[i]));
-		iov[i] = (struct iovec){bufs[i], BS};
-		ops[i] = (struct vpio_op){.kind = VPIO_READV, .fd = fd,
-		                          .offset = (uint64_t)i * BS, .len = BS,
-		                          .iov = &iov[i], .iovcnt = 1, .done = op_done};
-		vpio_submit(eng, &ops[i]);
-	}
-	/* Two chunks went in, the last three wait for the kick. */
-	ck_assert_uint_eq(vpio_engine_unsubmitted(eng), N - 2 * VPIO_SUBMIT_CHUNK);
-	vpio_kick(eng);
-	ck_assert_uint_eq(vpio_engine_unsubmitted(eng), 0);
-	run_until(base, N, 5000);
-	ck_assert_uint_eq(done_calls, N);
-	ck_assert_int_eq(last_res, 0);
-	vpio_drain(eng);
-	vpio_engine_destroy(eng);
-out:
-	vp_plugin_set_event_base(NULL);
-	event_base_free(base);
-	close(fd);
-}
-END_TEST
-
 static void read_op(struct vpio_op *op, struct iovec *iov, void *buf, int fd, unsigned i)
 {
 	memset(op, 0, sizeof(*op));
@@ -146,70 +44,160 @@ static void read_op(struct vpio_op *op, struct iovec *iov, void *buf, int fd, un
 	op->done = op_done;
 }
 
+/* An io_uring engine on the plugin host's event base, and a memfd of
+ * nblocks blocks to read. */
+struct fixture {
+	struct event_base *base;
+	struct vpio_engine *eng;
+	int fd;
+};
+
+/* False (and the test skipped) where io_uring is missing: the thread
+ * engine has no batching or polling to test. */
+static bool fixture_open(struct fixture *f, unsigned nblocks)
+{
+	char err[256];
+
+	f->base = event_base_new();
+	f->fd = memfd_create("vpio-kick", MFD_CLOEXEC);
+	ck_assert_ptr_nonnull(f->base);
+	ck_assert_int_ge(f->fd, 0);
+	ck_assert_int_eq(ftruncate(f->fd, (off_t)nblocks * BS), 0);
+	vp_plugin_set_event_base(f->base);
+	if (vpio_engine_create(vp_plugin_host(), NULL, VPIO_ENGINE_IO_URING, 0, "test",
+	                       &f->eng, err, sizeof(err)) < 0) {
+		fprintf(stderr, "skipped: %s\n", err);
+		f->eng = NULL;
+		return false;
+	}
+	return true;
+}
+
+static void fixture_close(struct fixture *f)
+{
+	if (f->eng)
+		vpio_engine_destroy(f->eng);
+	vp_plugin_set_event_base(NULL);
+	event_base_free(f->base);
+	close(f->fd);
+}
+
+START_TEST(kick_ends_the_batch)
+{
+	static uint8_t bufs[NOPS][BS];
+	struct vpio_op ops[NOPS];
+	struct iovec iov[NOPS];
+	struct fixture f;
+
+	if (!fixture_open(&f, NOPS))
+		goto out;
+	for (unsigned i = 0; i < NOPS; i++)
+		read_op(&ops[i], &iov[i], bufs[i], f.fd, i);
+	/* Before any kick: submitted at once. */
+	vpio_submit(f.eng, &ops[0]);
+	run_until(f.base, 1, 5000);
+	ck_assert_uint_eq(done_calls, 1);
+	ck_assert_int_eq(last_res, 0);
+	/* The host kicks (nothing queued yet), so it will kick again. */
+	vpio_kick(f.eng);
+	for (unsigned i = 1; i < NOPS; i++)
+		vpio_submit(f.eng, &ops[i]);
+	/* Held back: the kernel has not seen them, so nothing completes. */
+	ck_assert_uint_eq(vpio_engine_unsubmitted(f.eng), NOPS - 1);
+	run_until(f.base, 2, 100);
+	ck_assert_uint_eq(done_calls, 1);
+	vpio_kick(f.eng);
+	run_until(f.base, NOPS, 5000);
+	ck_assert_uint_eq(done_calls, NOPS);
+	ck_assert_int_eq(last_res, 0);
+	vpio_drain(f.eng);
+out:
+	fixture_close(&f);
+}
+END_TEST
+
+/* Between kicks a long batch still reaches the kernel VPIO_SUBMIT_CHUNK
+ * requests at a time; only the rest waits for the kick. */
+START_TEST(long_batch_goes_in_chunks)
+{
+	enum { N = 2 * VPIO_SUBMIT_CHUNK + 3 };
+	static uint8_t bufs[N][BS];
+	struct vpio_op ops[N];
+	struct iovec iov[N];
+	struct fixture f;
+
+	if (!fixture_open(&f, N))
+		goto out;
+	vpio_kick(f.eng); /* a host that ends its batches */
+	for (unsigned i = 0; i < N; i++) {
+		read_op(&ops[i], &iov[i], bufs[i], f.fd, i);
+		vpio_submit(f.eng, &ops[i]);
+	}
+	/* Two chunks went in, the last three wait for the kick. */
+	ck_assert_uint_eq(vpio_engine_unsubmitted(f.eng), N - 2 * VPIO_SUBMIT_CHUNK);
+	vpio_kick(f.eng);
+	ck_assert_uint_eq(vpio_engine_unsubmitted(f.eng), 0);
+	run_until(f.base, N, 5000);
+	ck_assert_uint_eq(done_calls, N);
+	ck_assert_int_eq(last_res, 0);
+	vpio_drain(f.eng);
+out:
+	fixture_close(&f);
+}
+END_TEST
+
 START_TEST(poll_runs_completions_without_the_loop)
 {
 	static uint8_t bufs[4][BS];
-	struct event_base *base = event_base_new();
 	struct vpio_op ops[4];
 	struct iovec iov[4];
-	struct vpio_engine *eng;
-	char err[256];
-	int fd = memfd_create("vpio-poll", MFD_CLOEXEC);
+	struct fixture f;
 	uint64_t end;
 	int got = 0;
 
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(ftruncate(fd, 4 * BS), 0);
-	vp_plugin_set_event_base(base);
 	done_calls = 0;
-	if (vpio_engine_create(vp_plugin_host(), NULL, VPIO_ENGINE_IO_URING, 0, "test",
-	                       &eng, err, sizeof(err)) < 0) {
-		fprintf(stderr, "skipped: %s\n", err);
+	if (!fixture_open(&f, 4))
 		goto out;
-	}
 	for (unsigned i = 0; i < 4; i++)
-		read_op(&ops[i], &iov[i], bufs[i], fd, i);
+		read_op(&ops[i], &iov[i], bufs[i], f.fd, i);
 	/* Nothing in flight: nothing to run. */
-	ck_assert_int_eq(vpio_poll(eng), 0);
-	vpio_kick(eng);
-	vpio_submit(eng, &ops[0]);
-	vpio_kick(eng);
+	ck_assert_int_eq(vpio_poll(f.eng), 0);
+	vpio_kick(f.eng);
+	vpio_submit(f.eng, &ops[0]);
+	vpio_kick(f.eng);
 	/* The loop's fd watch never runs here: polling alone reaps it. */
 	end = now_ms() + 5000;
 	while (!got && now_ms() < end)
-		got = vpio_poll(eng);
+		got = vpio_poll(f.eng);
 	ck_assert_int_eq(got, 1);
 	ck_assert_uint_eq(done_calls, 1);
 	ck_assert_int_eq(last_res, 0);
-	ck_assert_int_eq(vpio_poll(eng), 0);
+	ck_assert_int_eq(vpio_poll(f.eng), 0);
 	/* The eventfd it signalled on the way finds nothing left to run. */
-	run_until(base, 2, 50);
+	run_until(f.base, 2, 50);
 	ck_assert_uint_eq(done_calls, 1);
 
 	/* Completed while polled but not polled again: after
 	 * vpio_poll_end() the eventfd still brings it. */
-	vpio_submit(eng, &ops[1]);
-	vpio_kick(eng);
-	vpio_poll_end(eng);
-	run_until(base, 2, 5000);
+	vpio_submit(f.eng, &ops[1]);
+	vpio_kick(f.eng);
+	vpio_poll_end(f.eng);
+	run_until(f.base, 2, 5000);
 	ck_assert_uint_eq(done_calls, 2);
 	/* After the spell the eventfd wakes the loop again. */
-	vpio_submit(eng, &ops[2]);
-	vpio_kick(eng);
-	run_until(base, 3, 5000);
+	vpio_submit(f.eng, &ops[2]);
+	vpio_kick(f.eng);
+	run_until(f.base, 3, 5000);
 	ck_assert_uint_eq(done_calls, 3);
 	/* A second spell, ended by vpio_drain() on a close path. */
-	ck_assert_int_eq(vpio_poll(eng), 0);
-	vpio_submit(eng, &ops[3]);
-	vpio_kick(eng);
-	vpio_drain(eng);
+	ck_assert_int_eq(vpio_poll(f.eng), 0);
+	vpio_submit(f.eng, &ops[3]);
+	vpio_kick(f.eng);
+	vpio_drain(f.eng);
 	ck_assert_uint_eq(done_calls, 4);
 	ck_assert_int_eq(last_res, 0);
-	vpio_engine_destroy(eng);
 out:
-	vp_plugin_set_event_base(NULL);
-	event_base_free(base);
-	close(fd);
+	fixture_close(&f);
 }
 END_TEST
 

@@ -10,8 +10,8 @@
 # mappings.  Round 1's guest is the userspace stub (vproxy-guest); round
 # 2's is the kernel (virtio_vproxy.ko, domU-kmod-init.sh), which also gets
 # a blkback disk (xl block-attach, phy: on a loop device of a file like the
-# raw plugin's) to compare with, and is destroyed with a filesystem
-# mounted.  Facts go to the serial console as "XENTEST: ..." lines, the
+# raw plugin's) to compare with, gets a disk attached and detached with
+# vproxyctl (hot-plug), and is destroyed with a filesystem mounted.  Facts go to the serial console as "XENTEST: ..." lines, the
 # domU's console and vproxyd's log prefixed; the host asserts on them.
 # Ends with poweroff, which ends QEMU.
 /bin/busybox --install -s /bin
@@ -118,6 +118,24 @@ for round in 1 2; do
 		xl block-attach vpguest "format=raw,vdev=xvda,access=rw,backendtype=phy,script=/etc/xen/scripts/vp-block,target=/dev/loop0" ||
 			fail "xl block-attach"
 		say "round $round: blkback disk attached to dom $dom"
+	fi
+	if [ $round = 2 ]; then
+		# Hot-plug through the control socket: the guest kernel's
+		# frontend driver probes the new device, then lets it go.
+		wait_for $guest_secs grep -q "XENTEST-GUEST: hotplug wait" $log ||
+			fail "domain $dom did not reach the hot-plug step"
+		vproxyctl attach vpguest id=2 plugin=mem size=16M --label hot >/tmp/attach.txt 2>&1 ||
+			fail "vproxyctl attach: $(cat /tmp/attach.txt)"
+		say "round $round: $(head -n 1 /tmp/attach.txt)"
+		wait_for 120 grep -q "XENTEST-GUEST: hotplug /dev" $log ||
+			fail "domain $dom did not see the attached disk"
+		vproxyctl detach hot --timeout 60 >/tmp/detach.txt 2>&1 ||
+			fail "vproxyctl detach: $(cat /tmp/detach.txt)"
+		wait_for 60 grep -q "XENTEST-GUEST: hot-unplug OK" $log ||
+			fail "domain $dom kept the detached disk"
+		! xenstore-read /local/domain/0/backend/vproxy/$dom/2/state >/dev/null 2>&1 ||
+			fail "backend node of the detached disk remains"
+		say "round $round: $(cat /tmp/detach.txt); hot-plug done"
 	fi
 	wait_for $guest_secs grep -q "XENTEST-GUEST: idle" $log || fail "domain $dom did not finish"
 	! grep -q "XENTEST-GUEST: FAIL" $log || fail "domain $dom: $(grep 'XENTEST-GUEST: FAIL' $log)"

@@ -14,7 +14,9 @@
 #      the same on /dev/xvda, a blkback disk dom0 attached (xl block-attach,
 #      phy: on a loop device of a file like the raw disk's): Linux's own Xen
 #      block backend as the peer.
-#   4. the mem disk mounted and written to, then idle until dom0 destroys
+#   4. hot-plug: vproxy-2 appears (dom0's vproxyctl attach), is written
+#      and read back, and goes (vproxyctl detach).
+#   5. the mem disk mounted and written to, then idle until dom0 destroys
 #      the domain with the filesystem mounted.
 # Lines for the host start with XENTEST-GUEST: or XENTEST-FIO:.  Every wait
 # is bounded; a failure prints XENTEST-GUEST: FAIL and the domain idles.
@@ -192,7 +194,21 @@ fio_pair vproxy-grant $(dev_of 1)
 say "stats grant: $(cat $stats)"
 say "fio done"
 
-# --- 4. destroyed with a mounted filesystem ---
+# --- 4. hot-plug: dom0 attaches vproxy-2 with vproxyctl, then detaches it ---
+say "hotplug wait"
+wait_for 120 has_disk 2 || fail "vproxy-2 did not appear (vproxyctl attach)"
+d=$(dev_of 2)
+sz=$(cat /sys/block/$d/size)
+dd if=/dev/urandom of=/tmp/hp bs=64k count=16 2>/dev/null
+dd if=/tmp/hp of=/dev/$d bs=64k conv=fsync 2>/dev/null || fail "write /dev/$d (hot-plugged)"
+echo 3 >/proc/sys/vm/drop_caches
+dd if=/dev/$d of=/tmp/hp2 bs=64k count=16 2>/dev/null || fail "read /dev/$d (hot-plugged)"
+cmp /tmp/hp /tmp/hp2 >/dev/null || fail "/dev/$d read back differs (hot-plugged)"
+say "hotplug /dev/$d $sz sectors OK"
+wait_for 120 no_disk 2 || fail "vproxy-2 still has a disk after vproxyctl detach"
+say "hot-unplug OK"
+
+# --- 5. destroyed with a mounted filesystem ---
 d=$(dev_of 0)
 mount -t ext4 /dev/$d /mnt/0 || fail "mount /dev/$d (final)"
 (cd /mnt/0 && sha256sum -c /tmp/0.sum >/dev/null) || fail "/dev/$d: checksums differ (final)"

@@ -93,7 +93,7 @@ kver=$(sed -n 's/^kernel //p' "$boot/VERSIONS")
 kdir=$boot/headers/usr/src/linux-headers-$kver
 fio=$(command -v fio) || die "fio is not installed (contrib/install-deps.sh installs it)"
 mke2fs=$(command -v mke2fs || echo /sbin/mke2fs)
-for f in "$build/core/vproxyd" "$build/proxy-stub/vproxy-guest" "$build/plugins/mem.so" \
+for f in "$build/core/vproxyd" "$build/core/vproxyctl" "$build/proxy-stub/vproxy-guest" "$build/plugins/mem.so" \
 	"$build/tests/xen/xen-gfncheck" \
 	"$boot/xen" "$boot/vmlinux" "$boot/busybox" "$utils$xenbin/xl" \
 	"$utils$xenbin/xenstored" "$kdir/Makefile" "$boot/kmods/domU.order" "$mke2fs"; do
@@ -143,6 +143,7 @@ for t in xl xenstored xen-init-dom0 xenconsoled lsevtchn xen-mfndump; do
 	add_bin "$d" "$utils$xenbin/$t" "$xenbin/$t"
 done
 add_bin "$d" "$build/core/vproxyd" /bin/vproxyd
+add_bin "$d" "$build/core/vproxyctl" /bin/vproxyctl
 add_bin "$d" "$build/tests/xen/xen-gfncheck" /bin/xen-gfncheck
 mkdir -p -- "$d/lib/vproxy/plugins"
 for p in "$build"/plugins/*.so; do

@@ -175,7 +175,7 @@ modes=grant facts=()
 [[ $gfn != 1 ]] || modes="grant gfn" facts=("fs vproxy-0 .* gfn OK")
 for fact in "fs vproxy-0 .* remount OK" "fs vproxy-1 .* remount OK" "fs vproxy-0 .* rebind OK" \
 	"fs vproxy-0 .* reload OK" "fs vproxy-1 .* reload OK" "${facts[@]}" "fio done" \
-	"mem disk mounted"; do
+	"hotplug /dev/vd[a-z]+ 32768 sectors OK" "hot-unplug OK" "mem disk mounted"; do
 	grep -qE "^\[domU $dom\] XENTEST-GUEST: $fact" "$log" || die "domain $dom: no \"$fact\""
 done
 for mode in $modes; do
@@ -187,6 +187,9 @@ done
 printf 'xen_e2e: dom %s: ext4 on both vproxy disks survived remount, rebind and module reload (%s mode)\n' \
 	"$dom" "${modes/ / and }"
 [[ $gfn == 1 ]] || printf 'xen_e2e: gfn mode of the kernel module not run (VPROXY_XEN_KMOD_GFN=0)\n'
+grep -qE "^XENTEST: round 2: .*detached; hot-plug done" "$log" ||
+	die "dom0 did not finish the hot-plug round"
+printf 'xen_e2e: dom %s: vproxyctl attach gave the running guest a disk (probed, written, read back); detach took it away\n' "$dom"
 # The fio table: IOPS per disk and workload, and vproxy/blkback.
 fio_lines=$(sed -n "s/^\[domU $dom\] XENTEST-FIO: //p" "$log")
 ! grep -q unparsed <<<"$fio_lines" || die "fio output not understood: $fio_lines"
