@@ -48,6 +48,7 @@ struct vp_backend {
 	struct vp_plugin_job *open_job; /* the open in progress, if off the loop */
 	struct vp_blk_totals *past;    /* statistics of earlier connections, or NULL */
 	bool grant_mode;     /* the frontend connected in grant addr-mode */
+	char dom_name[64];   /* the guest domain's name ("" if unknown) */
 	char error[256];     /* the last fatal error, "" since it connected */
 	void *disk;
 	struct vproxy_disk_info info;

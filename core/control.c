@@ -138,6 +138,7 @@ static void add_identity(struct json_object *o, const struct vp_xsbus_device *d)
 {
 	add_str(o, "label", d->decl->label);
 	add_str(o, "guest", d->decl->guest);
+	add_str(o, "name", d->dom_name);
 	json_object_object_add(o, "domid",
 	                       d->dom >= 0 ? json_object_new_int(d->dom) : NULL);
 	json_object_object_add(o, "id", json_object_new_int((int)d->devid));

@@ -66,8 +66,9 @@ static void put_escaped(struct evbuffer *b, const char *v)
 static void put_labels(struct evbuffer *b, const struct vp_xsbus_device *d,
                        const char *extra)
 {
+	/* The domain's name when known, else the guest as configured. */
 	evbuffer_add(b, "{guest=\"", 8);
-	put_escaped(b, d->decl->guest);
+	put_escaped(b, d->dom_name ? d->dom_name : d->decl->guest);
 	if (d->dom >= 0)
 		evbuffer_add_printf(b, "\",domid=\"%d", d->dom);
 	else

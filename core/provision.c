@@ -154,6 +154,17 @@ static void provision(struct vp_xsbus *bus, const struct vp_devdecl *decl, unsig
 	snprintf(dev->fe_path, sizeof(dev->fe_path), "/local/domain/%u/device/%s/%u", dom,
 	         VPROXY_XS_TYPE, decl->devid);
 	snprintf(dev->token, sizeof(dev->token), "fe/%u/%u", dom, decl->devid);
+	{
+		/* The domain's name, for vproxyctl and the metrics' labels. */
+		char path[VP_XS_PATH_LEN], *name;
+		unsigned len;
+
+		snprintf(path, sizeof(path), "/local/domain/%u/name", dom);
+		name = xs_read(bus->xs, XBT_NULL, path, &len);
+		if (name)
+			snprintf(dev->dom_name, sizeof(dev->dom_name), "%s", name);
+		free(name);
+	}
 
 	dev->next = bus->devices;
 	bus->devices = dev;

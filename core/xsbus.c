@@ -316,6 +316,7 @@ void vp_xsbus_foreach_device(struct vp_xsbus *bus, vp_xsbus_device_fn *fn, void 
 			                     (dev->info.flags & VPROXY_DISK_READONLY),
 			        .error = dev->error[0] ? dev->error : NULL,
 			        .past = dev->past,
+			        .dom_name = dev->dom_name[0] ? dev->dom_name : NULL,
 			};
 
 			if (dev->decl != decl)

@@ -66,6 +66,7 @@ void vp_xsbus_finish(struct vp_xsbus *bus);
 struct vp_xsbus_device {
 	const struct vp_devdecl *decl;
 	int dom;               /* the guest's domid; -1 when it is not running */
+	const char *dom_name;  /* its domain name, or NULL when not known */
 	unsigned devid;
 	const char *state;     /* the backend's xenbus state, or "no-guest" */
 	const char *addr_mode; /* "gfn" or "grant" while connected, else NULL */

@@ -58,6 +58,8 @@ out=$("$CTL" --json list)
 [[ $(json_get "$out" '[d["size"] for d in r["devices"]]') == "[16777216, 8388608, 4194304, 0]" ]] ||
 	fail "list sizes: $out"
 [[ $(json_get "$out" 'r["devices"][2]["read_only"]') == True ]] || fail "read-only: $out"
+[[ $(json_get "$out" '[d["name"] for d in r["devices"]]') == "['guest11', 'guest11', 'guest12', None]" ]] ||
+	fail "domain names: $out"
 
 # --watch refreshes while the guest runs.
 "$CTL" stats g11-d0 --watch 0.2 --count 3 >"$SH_DIR/watch.txt"

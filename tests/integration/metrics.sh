@@ -86,6 +86,9 @@ r2=$(metric "$SH_DIR/m2.txt" vproxy_device_requests_total 'label="g11-d0"' 'op="
 [[ $(metric "$SH_DIR/m1.txt" vproxy_device_connected 'label="g11-d1"' 'domid="11"' 'guest="guest11"' 'plugin="mem"' 'device="1"') == 1 ]] ||
 	fail "g11-d1 not connected with its labels"
 [[ $(metric "$SH_DIR/m1.txt" vproxy_guests) == 1 ]] || fail "vproxy_guests"
+# Configured by domid, labelled with the domain's name.
+[[ $(metric "$SH_DIR/m1.txt" vproxy_device_connected 'label="g11-d0"' 'guest="guest11"') == 1 ]] ||
+	fail "g11-d0 not labelled with its domain's name"
 
 st=0
 sh_guest_wait 11 60 || st=$?
