@@ -21,6 +21,16 @@
 #include "xs_node.h"
 #include "xsbus_internal.h"
 
+/* Domain dom's name from xenstore (malloc'd), or NULL. */
+static char *dom_name(struct vp_xsbus *bus, unsigned long dom)
+{
+	char path[VP_XS_PATH_LEN];
+	unsigned len;
+
+	snprintf(path, sizeof(path), "/local/domain/%lu/name", dom);
+	return xs_read(bus->xs, XBT_NULL, path, &len);
+}
+
 /* Write both nodes of a new device in one transaction. */
 static bool write_nodes(struct vp_backend *dev)
 {
@@ -156,11 +166,8 @@ static void provision(struct vp_xsbus *bus, const struct vp_devdecl *decl, unsig
 	snprintf(dev->token, sizeof(dev->token), "fe/%u/%u", dom, decl->devid);
 	{
 		/* The domain's name, for vproxyctl and the metrics' labels. */
-		char path[VP_XS_PATH_LEN], *name;
-		unsigned len;
+		char *name = dom_name(bus, dom);
 
-		snprintf(path, sizeof(path), "/local/domain/%u/name", dom);
-		name = xs_read(bus->xs, XBT_NULL, path, &len);
 		if (name)
 			snprintf(dev->dom_name, sizeof(dev->dom_name), "%s", name);
 		free(name);
@@ -224,19 +231,16 @@ void vp_provision_scan_domains(struct vp_xsbus *bus)
 	if (!doms)
 		return;
 	for (unsigned i = 0; i < n; i++) {
-		char path[VP_XS_PATH_LEN], *name;
-		unsigned long dom;
-		unsigned len;
+		unsigned long dom = guest_domid(bus, doms[i]);
+		char *name;
 
-		dom = guest_domid(bus, doms[i]);
 		if (!dom)
 			continue;
 		if (bus->ndev[dom] || (bus->provisioned[dom / 8] & (1u << (dom % 8))))
 			continue; /* provisioned when it was introduced */
 		if (!xs_is_domain_introduced(bus->xs, (unsigned)dom))
 			continue;
-		snprintf(path, sizeof(path), "/local/domain/%lu/name", dom);
-		name = xs_read(bus->xs, XBT_NULL, path, &len);
+		name = dom_name(bus, dom);
 		for (struct vp_decl_entry *e = bus->decls; e; e = e->next) {
 			const struct vp_devdecl *decl = &e->decl;
 			struct vp_backend *old;
@@ -275,15 +279,12 @@ static int running_dom(struct vp_xsbus *bus, const struct vp_devdecl *decl)
 		               : -1;
 	doms = xs_directory(bus->xs, XBT_NULL, "/local/domain", &n);
 	for (unsigned i = 0; doms && i < n && found < 0; i++) {
-		char path[VP_XS_PATH_LEN], *name;
-		unsigned long dom;
-		unsigned len;
+		unsigned long dom = guest_domid(bus, doms[i]);
+		char *name;
 
-		dom = guest_domid(bus, doms[i]);
 		if (!dom)
 			continue;
-		snprintf(path, sizeof(path), "/local/domain/%lu/name", dom);
-		name = xs_read(bus->xs, XBT_NULL, path, &len);
+		name = dom_name(bus, dom);
 		if (name && strcmp(name, decl->guest) == 0 &&
 		    xs_is_domain_introduced(bus->xs, (unsigned)dom))
 			found = (int)dom;

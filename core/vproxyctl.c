@@ -477,21 +477,32 @@ static bool removed(struct json_object *d)
 	return !d;
 }
 
+/* call(), the reply printed with --json, and NULL (the error said) unless
+ * vproxyd answered ok. */
+static struct json_object *call_ok(int fd, struct json_object *req, bool json)
+{
+	struct json_object *reply = call(fd, req);
+
+	if (!reply)
+		return NULL;
+	if (json)
+		puts(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
+	if (!reply_ok(reply)) {
+		json_object_put(reply);
+		return NULL;
+	}
+	return reply;
+}
+
 static int run_attach(int fd, struct json_object *req, double wait_s, bool json)
 {
-	struct json_object *reply = call(fd, req), *list, *d;
+	struct json_object *reply = call_ok(fd, req, json), *list, *d;
 	const char *label;
 	bool timed_out;
 	int status = 1;
 
 	if (!reply)
 		return 1;
-	if (json)
-		puts(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
-	if (!reply_ok(reply)) {
-		json_object_put(reply);
-		return 1;
-	}
 	label = str(member(reply, "device"), "label");
 	if (!label) {
 		json_object_put(reply);
@@ -546,17 +557,11 @@ static int run_attach(int fd, struct json_object *req, double wait_s, bool json)
 static int run_detach(int fd, struct json_object *req, const char *sel, bool force,
                       double timeout_s, bool json)
 {
-	struct json_object *reply = call(fd, req), *list;
+	struct json_object *reply = call_ok(fd, req, json), *list;
 	bool timed_out = false, gone;
 
 	if (!reply)
 		return 1;
-	if (json)
-		puts(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
-	if (!reply_ok(reply)) {
-		json_object_put(reply);
-		return 1;
-	}
 	gone = json_object_get_boolean(member(reply, "gone"));
 	json_object_put(reply);
 	if (!gone) {
