@@ -358,7 +358,7 @@ void vp_xsbus_decl_released(struct vp_xsbus *bus, const struct vp_devdecl *decl)
 
 		if (&e->decl != decl)
 			continue;
-		if (!e->removing)
+		if (!e->removing || e->held)
 			return;
 		*pp = e->next;
 		vp_info("[device %s] detached", e->decl.label);
@@ -488,6 +488,7 @@ static void detach_entry(struct vp_xsbus *bus, struct vp_decl_entry *e, bool for
 		return; /* detaching already */
 	}
 	e->removing = true;
+	e->held = true; /* its backends may go below: not it, yet */
 	vp_info("[device %s]: detach%s", e->decl.label, force ? " (forced)" : "");
 	for (dev = bus->devices; dev; dev = next) {
 		next = dev->next;
@@ -503,6 +504,7 @@ static void detach_entry(struct vp_xsbus *bus, struct vp_decl_entry *e, bool for
 		dev->detaching = true;
 		vp_backend_set_state(dev, XenbusStateClosing);
 	}
+	e->held = false;
 	/* No backend (guest not running) or all removed at once. */
 	*gone = true;
 	for (dev = bus->devices; dev && *gone; dev = dev->next)

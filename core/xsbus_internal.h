@@ -27,6 +27,7 @@ struct vp_decl_entry {
 	void *owner;
 	bool removing; /* detached: no new backends; freed with its last */
 	bool from_file; /* declared by the configuration file (reload's to manage) */
+	bool held;      /* detach_entry() is on the stack: not freed under it */
 	/* Reload changed it: takes its place once it is gone. */
 	struct vp_decl_entry *successor;
 	struct vp_decl_entry *next;
