@@ -39,7 +39,6 @@
 struct vp_metrics {
 	struct evhttp *http;
 	struct vp_xsbus *bus;
-	struct vp_blk_totals *t; /* scratch: one device's sums */
 };
 
 /* Prometheus buckets of the latency histogram, in seconds. */
@@ -61,13 +60,36 @@ static void put_escaped(struct evbuffer *b, const char *v)
 	}
 }
 
-/* {guest="...",domid="...",device="...",label="...",plugin="..." and extra
- * (",op=\"read\"" or ",le=\"...\"") } */
-static void put_labels(struct evbuffer *b, const struct vp_xsbus_device *d,
-                       const char *extra)
+/* One device's numbers for a scrape, taken in one walk: every metric is
+ * then written from these, grouped by metric as the format wants. */
+struct dev_sum {
+	char *labels; /* guest="...",domid="...",device="...",label="...",plugin="..." */
+	uint64_t reqs[VP_BLK_NOPS], bytes[VP_BLK_NOPS];
+	uint64_t errors, kicks, irqs, inflight, capacity;
+	uint64_t le[NLE]; /* counts per bucket, not yet cumulative */
+	uint64_t count, sum_ns;
+	bool connected;
+};
+
+struct scrape {
+	struct dev_sum *v;
+	size_t n, cap;
+	bool oom;
+	unsigned guests;
+	uint8_t dom_seen[(VPROXY_DOMID_MAX + 8) / 8]; /* to count guests once */
+};
+
+/* The label set of d, rendered once. */
+static char *render_labels(const struct vp_xsbus_device *d)
 {
+	struct evbuffer *b = evbuffer_new();
+	size_t len;
+	char *out;
+
+	if (!b)
+		return NULL;
 	/* The domain's name when known, else the guest as configured. */
-	evbuffer_add(b, "{guest=\"", 8);
+	evbuffer_add(b, "guest=\"", 7);
 	put_escaped(b, d->dom_name ? d->dom_name : d->decl->guest);
 	if (d->dom >= 0)
 		evbuffer_add_printf(b, "\",domid=\"%d", d->dom);
@@ -77,58 +99,21 @@ static void put_labels(struct evbuffer *b, const struct vp_xsbus_device *d,
 	put_escaped(b, d->decl->label);
 	evbuffer_add(b, "\",plugin=\"", 10);
 	put_escaped(b, d->decl->plugin ? d->decl->plugin->name : "");
-	evbuffer_add_printf(b, "\"%s}", extra ? extra : "");
+	evbuffer_add(b, "\"", 1);
+	len = evbuffer_get_length(b);
+	out = malloc(len + 1);
+	if (out) {
+		evbuffer_remove(b, out, len);
+		out[len] = '\0';
+	}
+	evbuffer_free(b);
+	return out;
 }
 
-struct scrape {
-	struct vp_metrics *m;
-	struct evbuffer *b;
-	unsigned pass; /* which metric this walk writes */
-	unsigned devices, connected, guests;
-	uint8_t dom_seen[(VPROXY_DOMID_MAX + 8) / 8]; /* to count guests once */
-};
-
-enum {
-	M_REQUESTS,
-	M_BYTES,
-	M_ERRORS,
-	M_INFLIGHT,
-	M_KICKS,
-	M_IRQS,
-	M_CONNECTED,
-	M_SIZE,
-	M_LATENCY,
-	M_COUNT
-};
-
-static const struct {
-	const char *name, *type, *help;
-} metric[M_COUNT] = {
-        [M_REQUESTS] = {"vproxy_device_requests_total", "counter",
-                        "Requests finished, by kind (op)."},
-        [M_BYTES] = {"vproxy_device_bytes_total", "counter",
-                     "Bytes of requests that succeeded, by kind (op)."},
-        [M_ERRORS] = {"vproxy_device_errors_total", "counter",
-                      "Requests answered with a status other than OK."},
-        [M_INFLIGHT] = {"vproxy_device_inflight", "gauge",
-                        "Requests taken from the rings and not answered yet."},
-        [M_KICKS] = {"vproxy_device_kicks_total", "counter",
-                     "The guest's queue notifications."},
-        [M_IRQS] = {"vproxy_device_interrupts_total", "counter",
-                    "Used-buffer interrupts raised to the guest."},
-        [M_CONNECTED] = {"vproxy_device_connected", "gauge",
-                         "1 while the guest's frontend is connected."},
-        [M_SIZE] = {"vproxy_device_size_bytes", "gauge",
-                    "The disk's size; 0 until it is open."},
-        [M_LATENCY] = {"vproxy_device_latency_seconds", "histogram",
-                       "From taking a request off the ring to publishing its answer."},
-};
-
-static void put_latency(struct evbuffer *b, const struct vp_xsbus_device *d,
-                        const struct hist *h)
+/* Each HDR bucket goes to the first Prometheus bucket its upper edge fits. */
+static void add_hist(struct dev_sum *ds, const struct hist *h)
 {
-	uint64_t cum[NLE] = {0};
-	char extra[48];
+	unsigned k = 0;
 
 	for (unsigned i = 0; i < HIST_BUCKETS; i++) {
 		double top_s;
@@ -136,99 +121,160 @@ static void put_latency(struct evbuffer *b, const struct vp_xsbus_device *d,
 		if (!h->b[i])
 			continue;
 		top_s = (double)hist_bucket_max(i) / 1e9;
-		for (unsigned k = 0; k < NLE; k++) {
-			if (top_s <= le_s[k]) {
-				cum[k] += h->b[i];
-				break;
-			}
-		}
+		while (k < NLE && top_s > le_s[k])
+			k++; /* buckets rise with i, so k only moves on */
+		if (k < NLE)
+			ds->le[k] += h->b[i];
 	}
-	for (unsigned k = 0; k < NLE; k++) {
-		if (k)
-			cum[k] += cum[k - 1];
-		snprintf(extra, sizeof(extra), ",le=\"%g\"", le_s[k]);
-		evbuffer_add(b, "vproxy_device_latency_seconds_bucket", 36);
-		put_labels(b, d, extra);
-		evbuffer_add_printf(b, " %" PRIu64 "\n", cum[k]);
-	}
-	evbuffer_add(b, "vproxy_device_latency_seconds_bucket", 36);
-	put_labels(b, d, ",le=\"+Inf\"");
-	evbuffer_add_printf(b, " %" PRIu64 "\n", h->count);
-	evbuffer_add(b, "vproxy_device_latency_seconds_sum", 33);
-	put_labels(b, d, NULL);
-	evbuffer_add_printf(b, " %.9f\n", (double)h->sum_ns / 1e9);
-	evbuffer_add(b, "vproxy_device_latency_seconds_count", 35);
-	put_labels(b, d, NULL);
-	evbuffer_add_printf(b, " %" PRIu64 "\n", h->count);
+	ds->count += h->count;
+	ds->sum_ns += h->sum_ns;
 }
 
-static void put_value(struct evbuffer *b, unsigned which, const struct vp_xsbus_device *d,
-                      const char *extra, uint64_t v)
+static void add_queue(struct dev_sum *ds, const struct vp_blk_queue_stats *q)
 {
-	evbuffer_add(b, metric[which].name, strlen(metric[which].name));
-	put_labels(b, d, extra);
-	evbuffer_add_printf(b, " %" PRIu64 "\n", v);
+	for (unsigned op = 0; op < VP_BLK_NOPS; op++) {
+		ds->reqs[op] += q->reqs[op];
+		ds->bytes[op] += q->bytes[op];
+	}
+	ds->errors += q->errors;
 }
 
 static void device_cb(void *arg, const struct vp_xsbus_device *d)
 {
 	struct scrape *s = arg;
-	const struct vp_blk_totals *t = s->m->t;
 	unsigned nq =
 	        d->decl->queues < VP_BLK_MAX_QUEUES ? d->decl->queues : VP_BLK_MAX_QUEUES;
-	uint64_t sum = 0;
-	char extra[32];
+	struct dev_sum *ds;
 
-	if (s->pass == M_REQUESTS) {
-		/* The first pass counts for the process metrics. */
-		s->devices++;
-		s->connected += d->vdev != NULL;
-		if (d->dom >= 0 && (unsigned)d->dom <= VPROXY_DOMID_MAX &&
-		    !(s->dom_seen[d->dom / 8] & (1u << (d->dom % 8)))) {
-			s->dom_seen[d->dom / 8] |= (uint8_t)(1u << (d->dom % 8));
-			s->guests++;
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 64;
+		struct dev_sum *nv = realloc(s->v, cap * sizeof(*nv));
+
+		if (!nv) {
+			s->oom = true;
+			return;
 		}
+		s->v = nv;
+		s->cap = cap;
 	}
-	if (s->pass == M_CONNECTED) {
-		put_value(s->b, M_CONNECTED, d, NULL, d->vdev != NULL);
+	ds = &s->v[s->n];
+	memset(ds, 0, sizeof(*ds));
+	ds->labels = render_labels(d);
+	if (!ds->labels) {
+		s->oom = true;
 		return;
 	}
-	if (s->pass == M_SIZE) {
-		put_value(s->b, M_SIZE, d, NULL, d->capacity);
-		return;
+	s->n++;
+	ds->capacity = d->capacity;
+	ds->connected = d->vdev != NULL;
+	if (d->past) {
+		for (unsigned q = 0; q < nq; q++) {
+			add_queue(ds, &d->past->q[q]);
+			ds->kicks += d->past->kicks[q];
+		}
+		ds->irqs += d->past->irqs;
+		add_hist(ds, &d->past->lat);
 	}
-	if (s->pass == M_INFLIGHT) {
-		for (unsigned q = 0; d->vdev && q < nq; q++)
-			sum += vp_blk_queue_stats(d->vdev, q)->inflight;
-		put_value(s->b, M_INFLIGHT, d, NULL, sum);
-		return;
+	if (d->vdev) {
+		for (unsigned q = 0; q < nq; q++) {
+			const struct vp_blk_queue_stats *st =
+			        vp_blk_queue_stats(d->vdev, q);
+
+			add_queue(ds, st);
+			ds->inflight += st->inflight;
+			ds->kicks += vp_vdev_queue_kicks(d->vdev, q);
+		}
+		ds->irqs += vp_vdev_irqs(d->vdev);
+		add_hist(ds, vp_blk_latency(d->vdev));
 	}
-	vp_blk_totals_of(s->m->t, d->past, d->vdev);
-	switch (s->pass) {
-	case M_REQUESTS:
-	case M_BYTES:
+	if (d->dom >= 0 && (unsigned)d->dom <= VPROXY_DOMID_MAX &&
+	    !(s->dom_seen[d->dom / 8] & (1u << (d->dom % 8)))) {
+		s->dom_seen[d->dom / 8] |= (uint8_t)(1u << (d->dom % 8));
+		s->guests++;
+	}
+}
+
+static void put_family(struct evbuffer *b, const char *name, const char *type,
+                       const char *help)
+{
+	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* name{labels extra} value */
+static void put_sample(struct evbuffer *b, const char *name, const struct dev_sum *ds,
+                       const char *extra, uint64_t v)
+{
+	evbuffer_add_printf(b, "%s{%s%s} %" PRIu64 "\n", name, ds->labels,
+	                    extra ? extra : "", v);
+}
+
+static void put_devices(struct evbuffer *b, const struct scrape *s)
+{
+	char extra[48];
+
+	put_family(b, "vproxy_device_requests_total", "counter",
+	           "Requests finished, by kind (op).");
+	for (size_t i = 0; i < s->n; i++)
 		for (unsigned op = 0; op < VP_BLK_NOPS; op++) {
-			sum = 0;
-			for (unsigned q = 0; q < nq; q++)
-				sum += s->pass == M_REQUESTS ? t->q[q].reqs[op]
-				                             : t->q[q].bytes[op];
 			snprintf(extra, sizeof(extra), ",op=\"%s\"",
 			         vp_blk_op_name((enum vp_blk_op)op));
-			put_value(s->b, s->pass, d, extra, sum);
+			put_sample(b, "vproxy_device_requests_total", &s->v[i], extra,
+			           s->v[i].reqs[op]);
 		}
-		break;
-	case M_ERRORS:
-		for (unsigned q = 0; q < nq; q++)
-			sum += t->q[q].errors;
-		put_value(s->b, M_ERRORS, d, NULL, sum);
-		break;
-	case M_KICKS:
-		for (unsigned q = 0; q < nq; q++)
-			sum += t->kicks[q];
-		put_value(s->b, M_KICKS, d, NULL, sum);
-		break;
-	case M_IRQS: put_value(s->b, M_IRQS, d, NULL, t->irqs); break;
-	case M_LATENCY: put_latency(s->b, d, &t->lat); break;
+	put_family(b, "vproxy_device_bytes_total", "counter",
+	           "Bytes of requests that succeeded, by kind (op).");
+	for (size_t i = 0; i < s->n; i++)
+		for (unsigned op = 0; op < VP_BLK_NOPS; op++) {
+			snprintf(extra, sizeof(extra), ",op=\"%s\"",
+			         vp_blk_op_name((enum vp_blk_op)op));
+			put_sample(b, "vproxy_device_bytes_total", &s->v[i], extra,
+			           s->v[i].bytes[op]);
+		}
+	put_family(b, "vproxy_device_errors_total", "counter",
+	           "Requests answered with a status other than OK.");
+	for (size_t i = 0; i < s->n; i++)
+		put_sample(b, "vproxy_device_errors_total", &s->v[i], NULL,
+		           s->v[i].errors);
+	put_family(b, "vproxy_device_inflight", "gauge",
+	           "Requests taken from the rings and not answered yet.");
+	for (size_t i = 0; i < s->n; i++)
+		put_sample(b, "vproxy_device_inflight", &s->v[i], NULL, s->v[i].inflight);
+	put_family(b, "vproxy_device_kicks_total", "counter",
+	           "The guest's queue notifications.");
+	for (size_t i = 0; i < s->n; i++)
+		put_sample(b, "vproxy_device_kicks_total", &s->v[i], NULL, s->v[i].kicks);
+	put_family(b, "vproxy_device_interrupts_total", "counter",
+	           "Used-buffer interrupts raised to the guest.");
+	for (size_t i = 0; i < s->n; i++)
+		put_sample(b, "vproxy_device_interrupts_total", &s->v[i], NULL,
+		           s->v[i].irqs);
+	put_family(b, "vproxy_device_connected", "gauge",
+	           "1 while the guest's frontend is connected.");
+	for (size_t i = 0; i < s->n; i++)
+		put_sample(b, "vproxy_device_connected", &s->v[i], NULL,
+		           s->v[i].connected);
+	put_family(b, "vproxy_device_size_bytes", "gauge",
+	           "The disk's size; 0 until it is open.");
+	for (size_t i = 0; i < s->n; i++)
+		put_sample(b, "vproxy_device_size_bytes", &s->v[i], NULL,
+		           s->v[i].capacity);
+	put_family(b, "vproxy_device_latency_seconds", "histogram",
+	           "From taking a request off the ring to publishing its answer.");
+	for (size_t i = 0; i < s->n; i++) {
+		const struct dev_sum *ds = &s->v[i];
+		uint64_t cum = 0;
+
+		for (unsigned k = 0; k < NLE; k++) {
+			cum += ds->le[k];
+			snprintf(extra, sizeof(extra), ",le=\"%g\"", le_s[k]);
+			put_sample(b, "vproxy_device_latency_seconds_bucket", ds, extra,
+			           cum);
+		}
+		put_sample(b, "vproxy_device_latency_seconds_bucket", ds, ",le=\"+Inf\"",
+		           ds->count);
+		evbuffer_add_printf(b, "vproxy_device_latency_seconds_sum{%s} %.9f\n",
+		                    ds->labels, (double)ds->sum_ns / 1e9);
+		put_sample(b, "vproxy_device_latency_seconds_count", ds, NULL, ds->count);
 	}
 }
 
@@ -269,6 +315,7 @@ static bool proc_stat(double *cpu_s, double *start_s)
 
 static void put_process(struct evbuffer *b, const struct scrape *s)
 {
+	unsigned connected = 0;
 	double cpu_s, start_s;
 	unsigned long pages_total, pages_rss;
 	unsigned fds = 0;
@@ -311,6 +358,8 @@ static void put_process(struct evbuffer *b, const struct scrape *s)
 		                    "process_open_fds %u\n",
 		                    fds ? fds - 1 : 0); /* less the directory's own */
 	}
+	for (size_t i = 0; i < s->n; i++)
+		connected += s->v[i].connected;
 	evbuffer_add_printf(
 	        b,
 	        "# HELP vproxy_guests Running guests that have declared devices.\n"
@@ -322,7 +371,7 @@ static void put_process(struct evbuffer *b, const struct scrape *s)
 	        "# HELP vproxy_devices_connected Devices with a connected frontend.\n"
 	        "# TYPE vproxy_devices_connected gauge\n"
 	        "vproxy_devices_connected %u\n",
-	        s->guests, s->devices, s->connected);
+	        s->guests, (unsigned)s->n, connected);
 }
 
 static void on_request(struct evhttp_request *req, void *arg)
@@ -330,7 +379,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 	struct vp_metrics *m = arg;
 	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-	struct scrape s = {.m = m};
+	struct scrape s = {0};
 	struct evbuffer *b;
 
 	if (!path || strcmp(path, "/metrics") != 0) {
@@ -346,17 +395,20 @@ static void on_request(struct evhttp_request *req, void *arg)
 		evhttp_send_error(req, HTTP_INTERNAL, "out of memory");
 		return;
 	}
-	s.b = b;
-	for (unsigned w = 0; m->bus && w < M_COUNT; w++) {
-		evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n", metric[w].name,
-		                    metric[w].help, metric[w].name, metric[w].type);
-		s.pass = w;
+	if (m->bus)
 		vp_xsbus_foreach_device(m->bus, device_cb, &s);
+	if (s.oom) {
+		evhttp_send_error(req, HTTP_INTERNAL, "out of memory");
+	} else {
+		put_devices(b, &s);
+		put_process(b, &s);
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+		                  "text/plain; version=0.0.4; charset=utf-8");
+		evhttp_send_reply(req, HTTP_OK, "OK", b);
 	}
-	put_process(b, &s);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-	                  "text/plain; version=0.0.4; charset=utf-8");
-	evhttp_send_reply(req, HTTP_OK, "OK", b);
+	for (size_t i = 0; i < s.n; i++)
+		free(s.v[i].labels);
+	free(s.v);
 	evbuffer_free(b);
 }
 
@@ -365,8 +417,7 @@ struct vp_metrics *vp_metrics_open(struct vp_loop *loop, const char *host, unsig
 {
 	struct vp_metrics *m = calloc(1, sizeof(*m));
 
-	if (!m || !(m->t = malloc(sizeof(*m->t))) ||
-	    !(m->http = evhttp_new(vp_loop_base(loop)))) {
+	if (!m || !(m->http = evhttp_new(vp_loop_base(loop)))) {
 		snprintf(err, errlen, "metrics: out of memory");
 		goto fail;
 	}
@@ -400,6 +451,5 @@ void vp_metrics_close(struct vp_metrics *m)
 		return;
 	if (m->http)
 		evhttp_free(m->http);
-	free(m->t);
 	free(m);
 }
