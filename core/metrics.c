@@ -23,6 +23,7 @@
 #include <event2/http.h>
 #include <inttypes.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,7 +69,7 @@ struct dev_sum {
 	uint64_t errors, kicks, irqs, inflight, capacity;
 	uint64_t le[NLE]; /* counts per bucket, not yet cumulative */
 	uint64_t count, sum_ns;
-	bool connected;
+	uint64_t connected; /* 0 or 1 */
 };
 
 struct scrape {
@@ -208,56 +209,55 @@ static void put_sample(struct evbuffer *b, const char *name, const struct dev_su
 	                    extra ? extra : "", v);
 }
 
+/* The families with one value per device (by op: one per kind). */
+static const struct {
+	const char *name, *type, *help;
+	bool by_op;
+	size_t off; /* a uint64_t in struct dev_sum, or its array by op */
+} families[] = {
+        {"vproxy_device_requests_total", "counter", "Requests finished, by kind (op).",
+         true, offsetof(struct dev_sum, reqs)},
+        {"vproxy_device_bytes_total", "counter",
+         "Bytes of requests that succeeded, by kind (op).", true,
+         offsetof(struct dev_sum, bytes)},
+        {"vproxy_device_errors_total", "counter",
+         "Requests answered with a status other than OK.", false,
+         offsetof(struct dev_sum, errors)},
+        {"vproxy_device_inflight", "gauge",
+         "Requests taken from the rings and not answered yet.", false,
+         offsetof(struct dev_sum, inflight)},
+        {"vproxy_device_kicks_total", "counter", "The guest's queue notifications.",
+         false, offsetof(struct dev_sum, kicks)},
+        {"vproxy_device_interrupts_total", "counter",
+         "Used-buffer interrupts raised to the guest.", false,
+         offsetof(struct dev_sum, irqs)},
+        {"vproxy_device_connected", "gauge", "1 while the guest's frontend is connected.",
+         false, offsetof(struct dev_sum, connected)},
+        {"vproxy_device_size_bytes", "gauge", "The disk's size; 0 until it is open.",
+         false, offsetof(struct dev_sum, capacity)},
+};
+
 static void put_devices(struct evbuffer *b, const struct scrape *s)
 {
 	char extra[48];
 
-	put_family(b, "vproxy_device_requests_total", "counter",
-	           "Requests finished, by kind (op).");
-	for (size_t i = 0; i < s->n; i++)
-		for (unsigned op = 0; op < VP_BLK_NOPS; op++) {
-			snprintf(extra, sizeof(extra), ",op=\"%s\"",
-			         vp_blk_op_name((enum vp_blk_op)op));
-			put_sample(b, "vproxy_device_requests_total", &s->v[i], extra,
-			           s->v[i].reqs[op]);
+	for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++) {
+		put_family(b, families[f].name, families[f].type, families[f].help);
+		for (size_t i = 0; i < s->n; i++) {
+			const uint64_t *v = (const uint64_t *)((const char *)&s->v[i] +
+			                                       families[f].off);
+
+			if (!families[f].by_op) {
+				put_sample(b, families[f].name, &s->v[i], NULL, *v);
+				continue;
+			}
+			for (unsigned op = 0; op < VP_BLK_NOPS; op++) {
+				snprintf(extra, sizeof(extra), ",op=\"%s\"",
+				         vp_blk_op_name((enum vp_blk_op)op));
+				put_sample(b, families[f].name, &s->v[i], extra, v[op]);
+			}
 		}
-	put_family(b, "vproxy_device_bytes_total", "counter",
-	           "Bytes of requests that succeeded, by kind (op).");
-	for (size_t i = 0; i < s->n; i++)
-		for (unsigned op = 0; op < VP_BLK_NOPS; op++) {
-			snprintf(extra, sizeof(extra), ",op=\"%s\"",
-			         vp_blk_op_name((enum vp_blk_op)op));
-			put_sample(b, "vproxy_device_bytes_total", &s->v[i], extra,
-			           s->v[i].bytes[op]);
-		}
-	put_family(b, "vproxy_device_errors_total", "counter",
-	           "Requests answered with a status other than OK.");
-	for (size_t i = 0; i < s->n; i++)
-		put_sample(b, "vproxy_device_errors_total", &s->v[i], NULL,
-		           s->v[i].errors);
-	put_family(b, "vproxy_device_inflight", "gauge",
-	           "Requests taken from the rings and not answered yet.");
-	for (size_t i = 0; i < s->n; i++)
-		put_sample(b, "vproxy_device_inflight", &s->v[i], NULL, s->v[i].inflight);
-	put_family(b, "vproxy_device_kicks_total", "counter",
-	           "The guest's queue notifications.");
-	for (size_t i = 0; i < s->n; i++)
-		put_sample(b, "vproxy_device_kicks_total", &s->v[i], NULL, s->v[i].kicks);
-	put_family(b, "vproxy_device_interrupts_total", "counter",
-	           "Used-buffer interrupts raised to the guest.");
-	for (size_t i = 0; i < s->n; i++)
-		put_sample(b, "vproxy_device_interrupts_total", &s->v[i], NULL,
-		           s->v[i].irqs);
-	put_family(b, "vproxy_device_connected", "gauge",
-	           "1 while the guest's frontend is connected.");
-	for (size_t i = 0; i < s->n; i++)
-		put_sample(b, "vproxy_device_connected", &s->v[i], NULL,
-		           s->v[i].connected);
-	put_family(b, "vproxy_device_size_bytes", "gauge",
-	           "The disk's size; 0 until it is open.");
-	for (size_t i = 0; i < s->n; i++)
-		put_sample(b, "vproxy_device_size_bytes", &s->v[i], NULL,
-		           s->v[i].capacity);
+	}
 	put_family(b, "vproxy_device_latency_seconds", "histogram",
 	           "From taking a request off the ring to publishing its answer.");
 	for (size_t i = 0; i < s->n; i++) {
