@@ -393,6 +393,21 @@ static bool same_guest(const struct vp_devdecl *a, const struct vp_devdecl *b)
 	return strcmp(a->guest, b->guest) == 0;
 }
 
+/* A new entry for a copy of decl, owning nothing yet; NULL with err. */
+static struct vp_decl_entry *entry_new(const struct vp_devdecl *decl, bool from_file,
+                                       char *err, size_t errlen)
+{
+	struct vp_decl_entry *e = calloc(1, sizeof(*e));
+
+	if (!e) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	e->decl = *decl;
+	e->from_file = from_file;
+	return e;
+}
+
 int vp_xsbus_attach(struct vp_xsbus *bus, const struct vp_devdecl *decl, bool from_file,
                     void (*release)(void *owner), void *owner, char *err, size_t errlen)
 {
@@ -415,13 +430,9 @@ int vp_xsbus_attach(struct vp_xsbus *bus, const struct vp_devdecl *decl, bool fr
 			return -EEXIST;
 		}
 	}
-	e = calloc(1, sizeof(*e));
-	if (!e) {
-		snprintf(err, errlen, "out of memory");
+	e = entry_new(decl, from_file, err, errlen);
+	if (!e)
 		return -ENOMEM;
-	}
-	e->decl = *decl;
-	e->from_file = from_file;
 	for (tail = &bus->decls; *tail; tail = &(*tail)->next)
 		;
 	*tail = e;
@@ -534,13 +545,9 @@ int vp_xsbus_replace(struct vp_xsbus *bus, const struct vp_devdecl *decl,
 		snprintf(err, errlen, "no device [device %s] to replace", decl->label);
 		return -ENOENT;
 	}
-	n = calloc(1, sizeof(*n));
-	if (!n) {
-		snprintf(err, errlen, "out of memory");
+	n = entry_new(decl, true, err, errlen);
+	if (!n)
 		return -ENOMEM;
-	}
-	n->decl = *decl;
-	n->from_file = true;
 	n->release = release;
 	n->owner = owner;
 	e->successor = n;

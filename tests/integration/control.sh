@@ -23,11 +23,6 @@ devices() {
 }
 sh_start_vproxyd < <(devices)
 
-fail() {
-	echo "FAIL: $*"
-	exit 1
-}
-
 # The socket is private to root (0600).
 [[ $(stat -c %a "$SOCK") == 600 ]] || fail "control socket mode $(stat -c %a "$SOCK")"
 

@@ -8,11 +8,6 @@ set -euo pipefail
 # shellcheck source=../lib/simhost.sh
 source "$(dirname "$0")/../lib/simhost.sh"
 
-fail() {
-	echo "FAIL: $*"
-	exit 1
-}
-
 sh_start_host
 # A free loopback port (a race with another program is possible and would
 # show as "cannot listen").

@@ -9,11 +9,6 @@ set -euo pipefail
 # shellcheck source=../lib/simhost.sh
 source "$(dirname "$0")/../lib/simhost.sh"
 
-fail() {
-	echo "FAIL: $*"
-	exit 1
-}
-
 sh_start_host
 NSOCK=$SH_DIR/notify.sock
 MSGS=$SH_DIR/notify.log

@@ -8,11 +8,6 @@ set -euo pipefail
 # shellcheck source=../lib/simhost.sh
 source "$(dirname "$0")/../lib/simhost.sh"
 
-fail() {
-	echo "FAIL: $*"
-	exit 1
-}
-
 CTL=$VPROXY_BUILD_DIR/core/vproxyctl
 sh_start_host
 export VPROXY_CONTROL=$SH_DIR/run/control.sock

@@ -32,6 +32,12 @@ sh_die() {
 	exit 1
 }
 
+# fail MESSAGE: the test failed (cleanup runs at exit).
+fail() {
+	echo "FAIL: $*"
+	exit 1
+}
+
 # sh_start_host: xenstored plus a work directory; SKIP (77) without xenstored.
 sh_start_host() {
 	[[ -n ${VPROXY_BUILD_DIR:-} ]] || sh_die "VPROXY_BUILD_DIR is not set"
