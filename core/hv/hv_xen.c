@@ -100,7 +100,8 @@ static int xen_evtchn_notify(struct vp_hv *hv, int port)
  * number of ports, instead of a poll(), a read and a write per port and a
  * last poll(): under Xen PV every system call is a trip through the
  * hypervisor.  The batch is unmasked at once, before any of its ports is
- * served, as the loop would unmask each before serving it.
+ * served, as the loop would unmask each before serving it.  A wake-up for
+ * one port is then one read() and one write().
  */
 static int xen_evtchn_pending(struct vp_hv *hv)
 {
@@ -109,6 +110,13 @@ static int xen_evtchn_pending(struct vp_hv *hv)
 
 	if (x->next < x->npend)
 		return (int)x->pend[x->next++];
+	/* A read that did not fill the batch took every pending port: no
+	 * second read to learn that (EAGAIN).  A port that fires from now on
+	 * makes the fd readable again, and the loop's wait sees it. */
+	if (x->npend && x->npend < PENDING_BATCH) {
+		x->npend = x->next = 0;
+		return -1;
+	}
 	x->npend = x->next = 0;
 	n = read(x->evtchn_fd, x->pend, sizeof(x->pend));
 	if (n < 0 && errno != EAGAIN && errno != EINTR)

@@ -1014,8 +1014,18 @@ static void blk_queue_notify(struct vp_vdev *d, unsigned q)
 {
 	struct vp_blk *blk = vp_vdev_priv(d);
 
-	if (q < VP_BLK_MAX_QUEUES)
-		blk_process(blk, q);
+	if (q >= VP_BLK_MAX_QUEUES)
+		return;
+	blk_process(blk, q);
+	/* What the submissions finished already (io_uring runs a read of
+	 * cached pages inside the submit; a quick disk) completes in this
+	 * turn, under the guest's one interrupt, instead of waking the loop
+	 * for the disk's fd again: on Xen PV each wake-up of a process is
+	 * hypercalls and a TLB flush.  Polled mode polls anyway. */
+	if (!vp_vdev_polled(d) && blk->can_poll && blk->inflight) {
+		blk_poll(d);
+		blk_poll_end(d);
+	}
 }
 
 static bool blk_queue_busy(struct vp_vdev *d, unsigned q)

@@ -100,6 +100,8 @@ unsigned vpio_engine_setup_flags(const struct vpio_engine *eng);
 /* io_uring requests queued and not yet handed to the kernel (0 for the
  * threads engine). */
 unsigned vpio_engine_unsubmitted(const struct vpio_engine *eng);
+/* Times the loop woke for the engine's eventfd (its watch ran). */
+uint64_t vpio_engine_wakeups(const struct vpio_engine *eng);
 /* Register fd, the file most requests go to, with the ring: requests on
  * it skip the kernel's file lookup (IOSQE_FIXED_FILE).  One per engine;
  * fd must stay open until the engine is destroyed.  False (and nothing

@@ -104,7 +104,39 @@ wait_for 30 grep -q serving /var/log/vproxyd.log || fail "vproxyd did not start"
 base_maps=$(maps_of $vpd)
 say "vproxyd pid $vpd serving, $base_maps Xen mappings"
 
-for round in 1 2; do
+# Set by tests/xen/mkimages.sh: bench=1 for the fio comparison alone
+# (bench/xen-bench.sh), profile=SECONDS to profile each disk at QD 1.
+bench=0 profile=
+# shellcheck source=/dev/null
+. /etc/xentest.conf
+rounds="1 2"
+[ $bench != 1 ] || rounds=2
+
+# perf_window LABEL [PID]: when the guest says "profile begin LABEL",
+# count PID's system calls by number (perf's own would swamp a system-wide
+# count) and sample where dom0's CPU goes while the guest runs fio at QD 1
+# on that disk.
+perf_window() {
+	wait_for 900 grep -q "XENTEST-GUEST: profile begin $1" $log || return 0
+	mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
+	if [ -n "$2" ]; then
+		perf record -e raw_syscalls:sys_enter -p $2 -o /tmp/sys.data -- sleep 5 \
+			>/tmp/perf.err 2>&1 || say "perf record: $(tail -n 3 /tmp/perf.err)"
+		say "perf $1: system calls of pid $2 in 5 s by number:"
+		perf script -i /tmp/sys.data -F comm,trace 2>/tmp/perf.err |
+			sed -n 's/^ *\([^ ]*\) .*NR \([0-9]*\) .*/\1 \2/p' | sort | uniq -c | sort -rn |
+			head -n 25 | sed "s/^/[perf $1] /"
+	fi
+	perf record -e cpu-clock -a -g -F 499 -o /tmp/cpu.data -- sleep 6 \
+		>/tmp/perf.err 2>&1 || say "perf record: $(tail -n 3 /tmp/perf.err)"
+	say "perf $1: where dom0's CPU went in 6 s:"
+	perf report -i /tmp/cpu.data --no-children --sort comm,dso,sym --stdio \
+		>/tmp/report.txt 2>/tmp/perf.err || say "perf report: $(tail -n 3 /tmp/perf.err)"
+	grep -v '^#' /tmp/report.txt | grep '%' | head -n 60 | sed "s/^/[perf $1] /"
+	rm -f /tmp/sys.data /tmp/cpu.data /tmp/report.txt
+}
+
+for round in $rounds; do
 	cfg=/etc/xen/vpguest.cfg guest_secs=300
 	[ $round = 1 ] || cfg=/etc/xen/vpguest-kmod.cfg guest_secs=900
 	xl create -q $cfg || fail "xl create (round $round)"
@@ -119,7 +151,11 @@ for round in 1 2; do
 			fail "xl block-attach"
 		say "round $round: blkback disk attached to dom $dom"
 	fi
-	if [ $round = 2 ]; then
+	if [ $round = 2 ] && [ -n "$profile" ]; then
+		perf_window vproxy-grant $vpd
+		perf_window blkback
+	fi
+	if [ $round = 2 ] && [ $bench != 1 ]; then
 		# Hot-plug through the control socket: the guest kernel's
 		# frontend driver probes the new device, then lets it go.
 		wait_for $guest_secs grep -q "XENTEST-GUEST: hotplug wait" $log ||
@@ -137,6 +173,7 @@ for round in 1 2; do
 			fail "backend node of the detached disk remains"
 		say "round $round: $(cat /tmp/detach.txt); hot-plug done"
 	fi
+	[ $bench != 1 ] || guest_secs=3000
 	wait_for $guest_secs grep -q "XENTEST-GUEST: idle" $log || fail "domain $dom did not finish"
 	! grep -q "XENTEST-GUEST: FAIL" $log || fail "domain $dom: $(grep 'XENTEST-GUEST: FAIL' $log)"
 	be=/local/domain/0/backend/vproxy/$dom

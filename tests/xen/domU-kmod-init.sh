@@ -120,33 +120,108 @@ fio_one() {
 	i1=$(irqs_of $3)
 	k1=0
 	[ $4 = - ] || k1=$(stat_of $4 kicks)
-	echo "$out" | awk -F';' -v l=$1 -v rw=$5 -v qd=$6 \
+	echo "$out" | awk -F';' -v l=$1 -v rw=$5 -v qd=$6 -v r=${r:-1} \
 		-v irqs=$((i1 - i0)) -v kicks=$((k1 - k0)) '
 		NF > 80 {
 			if (rw == "randread") { iops = $8; lat = $40; n = $6 / 4 }
 			else { iops = $49; lat = $81; n = $47 / 4 }
-			printf "XENTEST-FIO: %s %s qd%d iops %d lat_us %d irqs_per_io %.2f kicks_per_io %.2f\n",
-				l, rw, qd, iops, lat, irqs / (n ? n : 1), kicks / (n ? n : 1)
+			printf "XENTEST-FIO: %s %s qd%d iops %d lat_us %d irqs_per_io %.2f kicks_per_io %.2f round %d\n",
+				l, rw, qd, iops, lat, irqs / (n ? n : 1), kicks / (n ? n : 1), r
 			found = 1
 		}
 		END { if (!found) print "XENTEST-FIO: " l " " rw " qd" qd " unparsed" }'
 }
-# fio_pair LABEL VDEV: each workload on vproxy's VDEV, then at once on the
-# blkback disk, so that both see the same load on a shared machine.
+# fio_pair LABEL VDEV ROUNDS: each workload on vproxy's VDEV and at once on
+# the blkback disk, so that both see the same load on a shared machine;
+# ROUNDS times, the pair's order swapped every round (whichever runs second
+# finds the other's pages and caches warm).  The host takes the medians.
 fio_pair() {
-	for rw in randread randwrite; do
-		for qd in 1 32; do
-			fio_one $1 $2 vproxy-1 $stats $rw $qd
-			fio_one blkback xvda blkif - $rw $qd
+	r=1
+	while [ $r -le $3 ]; do
+		for rw in randread randwrite; do
+			for qd in 1 32; do
+				if [ $((r % 2)) = 1 ]; then
+					fio_one $1 $2 vproxy-1 $stats $rw $qd
+					fio_one blkback xvda blkif - $rw $qd
+				else
+					fio_one blkback xvda blkif - $rw $qd
+					fio_one $1 $2 vproxy-1 $stats $rw $qd
+				fi
+			done
 		done
+		r=$((r + 1))
 	done
 }
+# fio_solo LABEL VDEV ROUNDS: the same workloads on vproxy's VDEV alone.
+fio_solo() {
+	r=1
+	while [ $r -le $3 ]; do
+		for rw in randread randwrite; do
+			for qd in 1 32; do
+				fio_one $1 $2 vproxy-1 $stats $rw $qd
+			done
+		done
+		r=$((r + 1))
+	done
+}
+# profile_one LABEL DEV IRQNAME STATS: a long randread at QD 1 that dom0 profiles
+# (vptest_profile=1); dom0 starts when it sees the begin line.
+profile_one() {
+	say "profile begin $1"
+	sleep 2
+	keep=$fio_secs
+	fio_secs=$profile_secs
+	if [ -x /bin/perf ]; then
+		# dom0 takes the first 11 s; the guest's own CPU after that.
+		(sleep 12
+		perf record -e cpu-clock -a -g -F 499 -o /tmp/cpu.data -- sleep 4 >/tmp/perf.err 2>&1 ||
+			say "perf record: $(tail -n 3 /tmp/perf.err)"
+		say "perf $1: where the guest's CPU went in 4 s:"
+		perf report -i /tmp/cpu.data --no-children --sort comm,dso,sym --stdio 2>/dev/null |
+			grep -v '^#' | grep '%' | head -n 50 | sed "s/^/[guest-perf $1] /") &
+		pp=$!
+	fi
+	fio_one profile-$1 $2 $3 $4 randread 1
+	[ -z "$pp" ] || wait $pp
+	pp=
+	fio_secs=$keep
+	say "profile end $1"
+	sleep 2
+}
+# Kernel command line knobs, from dom0 (tests/xen/mkimages.sh).
+arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^$1=//p" | head -n 1; }
+fio_secs=$(arg vptest_fio_secs)
 fio_secs=${fio_secs:-8}
+rounds=$(arg vptest_fio_rounds)
+rounds=${rounds:-1}
+bench=$(arg vptest_bench)
+profile_secs=$(arg vptest_profile)
 
 for m in $(cat /lib/modules/domU.order); do
 	insmod /lib/modules/$m.ko || fail "insmod $m"
 done
 say "up"
+
+stats=/sys/bus/xen/devices/vproxy-1/stats
+# vptest_bench=1: the fio comparison only (bench/xen-bench.sh).
+if [ "$bench" = 1 ]; then
+	load
+	wait_for 120 test -b /dev/xvda || fail "no blkback disk /dev/xvda"
+	if [ -n "$profile_secs" ]; then
+		profile_one vproxy-grant $(dev_of 1) vproxy-1 $stats
+		profile_one blkback xvda blkif -
+	fi
+	fio_pair vproxy-grant $(dev_of 1) $rounds
+	say "stats grant: $(cat $stats)"
+	if grep -qw vptest_gfn=1 /proc/cmdline; then
+		unload
+		load addr_mode=gfn
+		fio_solo vproxy-gfn $(dev_of 1) $rounds
+		say "stats gfn: $(cat $stats)"
+	fi
+	say "fio done"
+	idle
+fi
 
 # --- 1. grant mode: filesystems, unbind/bind, module reload ---
 # vproxy-0 is the mem plugin's disk, vproxy-1 the raw plugin's.
@@ -165,7 +240,6 @@ load
 for id in 0 1; do
 	check $id reload
 done
-stats=/sys/bus/xen/devices/vproxy-1/stats
 say "stats grant: $(cat $stats)"
 
 # --- 2. gfn mode (when dom0 asks for it: vptest_gfn=1) ---
@@ -175,11 +249,7 @@ if grep -qw vptest_gfn=1 /proc/cmdline; then
 	check 0 gfn
 	mode=$(stat_of $stats mode)
 	[ "$mode" = gfn ] || fail "vproxy-1 in mode $mode, not gfn"
-	for rw in randread randwrite; do
-		for qd in 1 32; do
-			fio_one vproxy-gfn $(dev_of 1) vproxy-1 $stats $rw $qd
-		done
-	done
+	fio_solo vproxy-gfn $(dev_of 1) $rounds
 	say "stats gfn: $(cat $stats)"
 else
 	say "gfn mode skipped"
@@ -190,7 +260,7 @@ unload
 load
 wait_for 120 test -b /dev/xvda || fail "no blkback disk /dev/xvda"
 say "blkback disk xvda: $(cat /sys/block/xvda/size) sectors"
-fio_pair vproxy-grant $(dev_of 1)
+fio_pair vproxy-grant $(dev_of 1) $rounds
 say "stats grant: $(cat $stats)"
 say "fio done"
 

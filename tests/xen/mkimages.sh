@@ -20,8 +20,11 @@
 # module's domU also runs in gfn mode), VPROXY_XEN_RAW_ON (file, the
 # default: the raw plugin serves disk1.img itself; loop: it serves
 # /dev/loop1 over disk1.img with direct = on, as blkback serves
-# /dev/loop0), VPROXY_XEN_POLL_US (vproxyd's poll-us, default unset).  Writes OUT_DIR/dom0.cpio, OUT_DIR/domU.cpio,
-# OUT_DIR/domU-kmod.cpio and OUT_DIR/kmod/ (the module's build).
+# /dev/loop0), VPROXY_XEN_POLL_US (vproxyd's poll-us, default unset),
+# VPROXY_XEN_FIO_ROUNDS, VPROXY_XEN_FIO_SECS, VPROXY_XEN_BENCH and
+# VPROXY_XEN_PROFILE (the fio comparison; xen_e2e.sh says what each does).
+# Writes OUT_DIR/dom0.cpio, OUT_DIR/domU.cpio, OUT_DIR/domU-kmod.cpio and
+# OUT_DIR/kmod/ (the module's build).
 set -euo pipefail
 
 out=${1:?usage: mkimages.sh OUT_DIR}
@@ -132,6 +135,9 @@ done <"$boot/kmods/domU.order"
 add_bin "$k" "$mke2fs" /sbin/mke2fs
 [[ ! -f /etc/mke2fs.conf ]] || add_file "$k" /etc/mke2fs.conf
 add_bin "$k" "$fio" /bin/fio
+# VPROXY_XEN_PROFILE: perf samples the guest's CPU as well.
+[[ -z ${VPROXY_XEN_PROFILE:-} ]] || ! command -v perf >/dev/null ||
+	add_bin "$k" "$(command -v perf)" /bin/perf
 add_file "$k" "$here/domU-kmod-init.sh" /init
 chmod 755 -- "$k/init"
 cpio_of "$k" "$out/domU-kmod.cpio"
@@ -213,6 +219,23 @@ on_crash = "destroy"
 CFG
 gfn_arg=
 [[ ${VPROXY_XEN_KMOD_GFN:-1} != 1 ]] || gfn_arg=" vptest_gfn=1"
+# The fio comparison: rounds, seconds per workload, bench-only, profiling.
+rounds=${VPROXY_XEN_FIO_ROUNDS:-3} secs=${VPROXY_XEN_FIO_SECS:-5}
+bench=${VPROXY_XEN_BENCH:-0} profile=${VPROXY_XEN_PROFILE:-}
+[[ $rounds =~ ^[1-9][0-9]?$ ]] || die "VPROXY_XEN_FIO_ROUNDS must be 1 to 99"
+[[ $secs =~ ^[1-9][0-9]{0,2}$ ]] || die "VPROXY_XEN_FIO_SECS must be 1 to 999"
+[[ $bench == 0 || $bench == 1 ]] || die "VPROXY_XEN_BENCH must be 0 or 1"
+[[ -z $profile || $profile =~ ^[1-9][0-9]{0,2}$ ]] || die "VPROXY_XEN_PROFILE must be seconds"
+[[ -z $profile || $bench == 1 ]] || die "VPROXY_XEN_PROFILE needs VPROXY_XEN_BENCH=1"
+[[ -z $profile || $profile -ge 20 ]] || die "VPROXY_XEN_PROFILE: the profile takes 18 s; give it 20 or more"
+gfn_arg="$gfn_arg vptest_fio_rounds=$rounds vptest_fio_secs=$secs"
+[[ $bench != 1 ]] || gfn_arg="$gfn_arg vptest_bench=1"
+[[ -z $profile ]] || gfn_arg="$gfn_arg vptest_profile=$profile"
+printf 'bench=%s profile=%s\n' "$bench" "$profile" >"$d/etc/xentest.conf"
+if [[ -n $profile ]]; then
+	perf=$(command -v perf) || die "VPROXY_XEN_PROFILE needs perf on this machine"
+	add_bin "$d" "$perf" /bin/perf
+fi
 cat >"$d/etc/xen/vpguest-kmod.cfg" <<CFG
 name = "vpguest"
 type = "pv"

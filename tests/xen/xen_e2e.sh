@@ -22,8 +22,21 @@
 #                         /var/cache/vproxy/xen-boot)
 #   VPROXY_XEN_UTILS_DIR  unpacked xen-utils-4.17 (default
 #                         /var/cache/vproxy/xen-utils, from install-deps.sh)
-#   VPROXY_XEN_TIMEOUT    seconds the VM may run (default 1200; it needs
-#                         about 330 on an idle 2-core machine)
+#   VPROXY_XEN_TIMEOUT    seconds the VM may run (default 1200 + 200 per
+#                         fio round; it needs about 330 on an idle 2-core
+#                         machine)
+#   VPROXY_XEN_FIO_ROUNDS every fio workload this many times, vproxy and
+#                         blkback back to back, the order swapped each
+#                         round; medians are printed (default 3)
+#   VPROXY_XEN_FIO_SECS   seconds per fio workload (default 5)
+#   VPROXY_XEN_BENCH=1    the kernel module's fio comparison alone: no
+#                         userspace-stub round, file systems or hot-plug
+#                         (bench/xen-bench.sh sets it)
+#   VPROXY_XEN_PROFILE=S  with VPROXY_XEN_BENCH=1: first S seconds (20 or
+#                         more) of fio at QD 1 on each disk, during which
+#                         dom0 counts vproxyd's system calls and samples
+#                         its CPU, then the guest samples its own (this
+#                         machine's perf is copied into both)
 #   VPROXY_XEN_KMOD_GFN=0 skip the kernel module's gfn-mode round (run by
 #                         default, beside grant mode)
 #   VPROXY_XEN_RAW_ON=loop  vproxy's raw disk on /dev/loop1 (direct = on)
@@ -38,7 +51,9 @@ source "$here/../lib/cleanup.sh"
 
 build=${VPROXY_BUILD_DIR:?VPROXY_BUILD_DIR is not set}
 utils=${VPROXY_XEN_UTILS_DIR:-/var/cache/vproxy/xen-utils}
-vm_timeout=${VPROXY_XEN_TIMEOUT:-1200}
+rounds=${VPROXY_XEN_FIO_ROUNDS:-3}
+bench=${VPROXY_XEN_BENCH:-0}
+vm_timeout=${VPROXY_XEN_TIMEOUT:-$((1200 + 200 * rounds))}
 
 skip() {
 	printf 'SKIP: %s\n' "$*"
@@ -62,6 +77,57 @@ boot=$(bash "$here/fetch-xen-boot.sh") ||
 command -v fio >/dev/null || skip "fio is not installed (contrib/install-deps.sh installs it)"
 command -v make >/dev/null && command -v gcc-12 >/dev/null ||
 	skip "make and gcc-12 are needed to build virtio_vproxy.ko (contrib/install-deps.sh)"
+
+# fio_table: the guest's XENTEST-FIO lines (label rw qdN iops I lat_us L
+# irqs_per_io Q kicks_per_io K round R) as a table of medians over the
+# rounds; the ratio is the median of each round's vproxy/blkback (the two
+# ran back to back), gfn's the ratio of the medians.
+fio_table() {
+	awk -v rounds="$rounds" '
+	function median(list,    a, n, i, j, t) {
+		n = split(list, a, " ")
+		for (i = 2; i <= n; i++)
+			for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+		return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+	}
+	function add(l, k, field, v) { vals[l, k, field] = vals[l, k, field] " " v }
+	function cell(l, k) {
+		if (!((l, k, "iops") in vals)) return "-"
+		return sprintf("%d (%d; %.2f/%.2f)", median(vals[l, k, "iops"]), median(vals[l, k, "lat"]),
+			median(vals[l, k, "irq"]), median(vals[l, k, "kick"]))
+	}
+	{
+		k = $2 " " $3; r = $13
+		add($1, k, "iops", $5); add($1, k, "lat", $7); add($1, k, "irq", $9); add($1, k, "kick", $11)
+		iops[$1, k, r] = $5
+		if ($1 == "vproxy-gfn") gfn = 1
+		if (!(k in seen)) { seen[k] = 1; order[n++] = k }
+	}
+	END {
+		print "xen_e2e: fio 4 KiB on /dev/vdb (vproxy, raw plugin) and /dev/xvda (blkback, loop device)"
+		print "xen_e2e: medians of " rounds " rounds: IOPS (mean latency us; interrupts/kicks per I/O);"
+		print "xen_e2e: ratio vproxy/blkback IOPS, the median of the rounds [each round]"
+		printf "xen_e2e: %-15s %-26s", "workload", "vproxy grant"
+		if (gfn) printf " %-26s", "vproxy gfn"
+		printf " %-22s %s\n", "blkback", "ratio"
+		for (i = 0; i < n; i++) {
+			k = order[i]; each = ""
+			for (r = 1; r <= rounds; r++) {
+				b = iops["blkback", k, r]
+				ratio[r] = b ? iops["vproxy-grant", k, r] / b : 0
+				each = each sprintf("%s%.2f", r > 1 ? " " : "", ratio[r])
+				rl = rl " " ratio[r]
+			}
+			printf "xen_e2e: %-15s %-26s", k, cell("vproxy-grant", k)
+			if (gfn) printf " %-26s", cell("vproxy-gfn", k)
+			b = median(vals["blkback", k, "iops"])
+			printf " %-22s grant %.2fx [%s]", cell("blkback", k), median(rl), each
+			if (gfn) printf " gfn %.2fx", b ? median(vals["vproxy-gfn", k, "iops"]) / b : 0
+			printf "\n"
+			rl = ""
+		}
+	}'
+}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/vproxy-xen.XXXXXX")
 qemu_pid=
@@ -95,10 +161,14 @@ printf 'xen_e2e: images built (second disk on the %s plugin); booting Xen\n' "$r
 start=$SECONDS
 # TCG, not /dev/kvm: the KVM here cannot run Xen at a usable speed.  Xen
 # needs smap=0 under TCG or dom0 dies at its first trap.
-qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 1536 -smp 2 \
+# Profiling carries perf and its libraries into both images (dom0's holds
+# the guest's): dom0 needs room to unpack them.
+vm_mb=1536 dom0_mb=768
+[[ -z ${VPROXY_XEN_PROFILE:-} ]] || vm_mb=2048 dom0_mb=1280
+qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m $vm_mb -smp 2 \
 	-nodefaults -display none -serial "file:$work/serial.raw" -no-reboot \
 	-kernel "$boot/xen" \
-	-append "console=com1 com1=115200,8n1 dom0_mem=768M,max:768M dom0_max_vcpus=1 smap=0 bootscrub=0 noreboot" \
+	-append "console=com1 com1=115200,8n1 dom0_mem=${dom0_mb}M,max:${dom0_mb}M dom0_max_vcpus=1 smap=0 bootscrub=0 noreboot" \
 	-initrd "$boot/vmlinux console=hvc0 quiet,$work/img/dom0.cpio" \
 	</dev/null >"$work/qemu.log" 2>&1 &
 qemu_pid=$!
@@ -131,6 +201,26 @@ grep -q 'XENTEST: done' "$log" || die "dom0 did not reach the end of its script"
 # Sanitizer reports from vproxyd or the guest (when built with them).
 ! grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$log" ||
 	die "sanitizer report in the VM"
+
+gfn=${VPROXY_XEN_KMOD_GFN:-1}
+# VPROXY_XEN_BENCH=1 (bench/xen-bench.sh): the fio comparison alone.
+if [[ $bench == 1 ]]; then
+	dom=$(sed -n 's/^XENTEST: round 2: domU vpguest is domain \([0-9]*\)$/\1/p' "$log")
+	[[ -n $dom ]] || die "no kernel-module domU in the log"
+	! grep -qF "[domU $dom] XENTEST-GUEST: FAIL" "$log" ||
+		die "domain $dom: $(grep -F "[domU $dom] XENTEST-GUEST: FAIL" "$log")"
+	grep -qF "[domU $dom] XENTEST-GUEST: fio done" "$log" || die "domain $dom: no \"fio done\""
+	sed -n 's/^\(\[perf .*\]\) /\1 /p; s/^XENTEST: \(perf .*\)/\1/p' "$log"
+	sed -n "s/^\[domU $dom\] \(\[guest-perf .*\)/\1/p; s/^\[domU $dom\] XENTEST-GUEST: \(perf .*\)/\1/p" "$log"
+	sed -n "s/^\[domU $dom\] XENTEST-FIO: \(profile-.*\)/\1/p" "$log"
+	fio_lines=$(sed -n "s/^\[domU $dom\] XENTEST-FIO: //p" "$log" | grep -v '^profile-' || true)
+	want=$((8 * rounds))
+	[[ $gfn != 1 ]] || want=$((12 * rounds))
+	[[ $(wc -l <<<"$fio_lines") == "$want" ]] || die "expected $want fio results, got: $fio_lines"
+	fio_table <<<"$fio_lines"
+	grep -F "[domU $dom] XENTEST-GUEST: stats" "$log" | sed "s/^.*XENTEST-GUEST: /xen_e2e: /"
+	exit 0
+fi
 
 doms=$(sed -n 's/^XENTEST: round [0-9]*: domU vpguest is domain \([0-9]*\)$/\1/p' "$log")
 [[ $(wc -w <<<"$doms") == 2 ]] || die "expected two domUs, saw: $doms"
@@ -170,7 +260,6 @@ dom=$kmod_dom
 p="[domU $dom] "
 ! grep -qF "${p}XENTEST-GUEST: FAIL" "$log" ||
 	die "domain $dom: $(grep -F "${p}XENTEST-GUEST: FAIL" "$log")"
-gfn=${VPROXY_XEN_KMOD_GFN:-1}
 modes=grant facts=()
 [[ $gfn != 1 ]] || modes="grant gfn" facts=("fs vproxy-0 .* gfn OK")
 for fact in "fs vproxy-0 .* remount OK" "fs vproxy-1 .* remount OK" "fs vproxy-0 .* rebind OK" \
@@ -191,33 +280,12 @@ grep -qE "^XENTEST: round 2: .*detached; hot-plug done" "$log" ||
 	die "dom0 did not finish the hot-plug round"
 printf 'xen_e2e: dom %s: vproxyctl attach gave the running guest a disk (probed, written, read back); detach took it away\n' "$dom"
 # The fio table: IOPS per disk and workload, and vproxy/blkback.
-fio_lines=$(sed -n "s/^\[domU $dom\] XENTEST-FIO: //p" "$log")
+fio_lines=$(sed -n "s/^\[domU $dom\] XENTEST-FIO: //p" "$log" | grep -v '^profile-' || true)
 ! grep -q unparsed <<<"$fio_lines" || die "fio output not understood: $fio_lines"
-want=8
-[[ $gfn != 1 ]] || want=12
+want=$((8 * rounds))
+[[ $gfn != 1 ]] || want=$((12 * rounds))
 [[ $(wc -l <<<"$fio_lines") == "$want" ]] || die "expected $want fio results, got: $fio_lines"
-awk '{ key = $2 " " $3; iops[$1, key] = $5; lat[$1, key] = $7; irq[$1, key] = $9; kick[$1, key] = $11
-	if ($1 == "vproxy-gfn") gfn = 1
-	if (!(key in seen)) { seen[key] = 1; order[n++] = key } }
-	function cell(l, k) {
-		return sprintf("%d (%d; %.2f/%.2f)", iops[l, k], lat[l, k], irq[l, k], kick[l, k])
-	}
-	END {
-		print "xen_e2e: fio 4 KiB on /dev/vdb (vproxy, raw plugin) and /dev/xvda (blkback, loop device)"
-		print "xen_e2e: IOPS (mean latency us; interrupts/kicks per I/O), ratio vproxy/blkback IOPS"
-		printf "xen_e2e: %-15s %-26s", "workload", "vproxy grant"
-		if (gfn) printf " %-26s", "vproxy gfn"
-		printf " %-22s %s\n", "blkback", "ratio"
-		for (i = 0; i < n; i++) {
-			k = order[i]; b = iops["blkback", k]; if (!b) b = 1
-			printf "xen_e2e: %-15s %-26s", k, cell("vproxy-grant", k)
-			if (gfn) printf " %-26s", cell("vproxy-gfn", k)
-			printf " %-22s grant %.2fx", sprintf("%d (%d; %.2f)", iops["blkback", k], lat["blkback", k], irq["blkback", k]),
-				iops["vproxy-grant", k] / b
-			if (gfn) printf " gfn %.2fx", iops["vproxy-gfn", k] / b
-			printf "\n"
-		}
-	}' <<<"$fio_lines"
+fio_table <<<"$fio_lines"
 grep -F "${p}XENTEST-GUEST: stats" "$log" | sed "s/^.*XENTEST-GUEST: /xen_e2e: /"
 
 for dom in $doms; do
