@@ -267,17 +267,13 @@ static void serve(struct vp_transport *t, const struct vproxy_mmio_req *req,
 	rsp->value = req->op == VPROXY_OP_READ ? value : 0;
 }
 
-void vp_transport_kick(struct vp_transport *t)
+/* Serve what the ring holds (the caller makes it one batch of accesses
+ * for the device). */
+static void serve_ring(struct vp_transport *t)
 {
 	unsigned served = 0;
 	int more, notify;
 
-	if (t->broken || !t->vdev)
-		return;
-	/* A kick while the loop spins: from now until the spell ends the
-	 * queues are polled, and draining them leaves the guest's kicks off. */
-	if (!t->poller.queued && vp_loop_poller_add(t->loop, &t->poller))
-		vp_vdev_set_polled(t->vdev, true);
 	for (;;) {
 		/* One aligned load, as docs/PROTOCOL.md requires of both sides. */
 		RING_IDX rp = __atomic_load_n(&t->ring.sring->req_prod, __ATOMIC_RELAXED);
@@ -321,6 +317,23 @@ void vp_transport_kick(struct vp_transport *t)
 		if (!more)
 			return;
 	}
+}
+
+void vp_transport_kick(struct vp_transport *t)
+{
+	struct vp_vdev *vdev = t->vdev;
+
+	if (t->broken || !vdev)
+		return;
+	/* A kick while the loop spins: from now until the spell ends the
+	 * queues are polled, and draining them leaves the guest's kicks off. */
+	if (!t->poller.queued && vp_loop_poller_add(t->loop, &t->poller))
+		vp_vdev_set_polled(vdev, true);
+	vp_vdev_batch_begin(vdev);
+	serve_ring(t);
+	/* A device detached meanwhile may be gone already. */
+	if (t->vdev == vdev)
+		vp_vdev_batch_end(vdev);
 }
 
 void vp_transport_close(struct vp_transport *t)

@@ -125,6 +125,7 @@ struct vp_blk {
 	bool can_poll;            /* the plugin has poll() and poll_end() */
 	bool polling;             /* poll() called since the last poll_end() */
 	bool in_poll;             /* poll() is on the stack */
+	bool hold_irq;            /* a notify pass: one interrupt at its end */
 	uint64_t timeout_ns;      /* request-timeout; 0: none (no bouncing) */
 	struct event_base *base;
 	struct event *timer;      /* checks for timed-out requests */
@@ -461,7 +462,7 @@ static void blk_end(struct blk_req *req, int st, bool zombie)
 		           written > UINT32_MAX ? UINT32_MAX : (uint32_t)written);
 		if (vp_vq_need_notify(vq)) {
 			bq->irq_pending = true;
-			if (!bq->processing && !blk->in_poll)
+			if (!bq->processing && !blk->in_poll && !blk->hold_irq)
 				blk_irq_defer(blk);
 		}
 	}
@@ -968,7 +969,7 @@ static void blk_process(struct vp_blk *blk, unsigned q)
 	} while (bq->rerun);
 	bq->processing = false;
 	blk_kick(blk);
-	if (bq->irq_pending) {
+	if (bq->irq_pending && !blk->hold_irq) {
 		bq->irq_pending = false;
 		vp_vdev_raise_irq(d, VP_IRQ_VRING);
 	}
@@ -1016,6 +1017,7 @@ static void blk_queue_notify(struct vp_vdev *d, unsigned q)
 
 	if (q >= VP_BLK_MAX_QUEUES)
 		return;
+	blk->hold_irq = true;
 	blk_process(blk, q);
 	/* What the submissions finished already (io_uring runs a read of
 	 * cached pages inside the submit; a quick disk) completes in this
@@ -1026,6 +1028,10 @@ static void blk_queue_notify(struct vp_vdev *d, unsigned q)
 		blk_poll(d);
 		blk_poll_end(d);
 	}
+	blk->hold_irq = false;
+	/* One interrupt for the pass: what completed inline and what the
+	 * look found. */
+	blk_irq_flush(blk);
 }
 
 static bool blk_queue_busy(struct vp_vdev *d, unsigned q)

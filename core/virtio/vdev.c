@@ -66,6 +66,8 @@ struct vp_vdev {
 	 * gone, Status keeps reading non-zero until the last one finished. */
 	bool resetting;
 	bool polled;       /* see vp_vdev_set_polled */
+	bool batching;     /* see vp_vdev_batch_begin */
+	uint64_t notify_pending; /* queues notified in the batch, not served yet */
 	uint64_t started;  /* vp_vdev_req_begin calls */
 	unsigned inflight; /* requests in a plugin, see vp_vdev_req_begin */
 	unsigned busy;     /* calls into the type on the stack */
@@ -239,6 +241,33 @@ static void vdev_notify_queue(struct vp_vdev *d, unsigned q)
 	d->type->queue_notify(d, q);
 	d->busy--;
 	vdev_maybe_finish(d);
+}
+
+/* Serve the queues whose notifications a batch merged. */
+static void vdev_flush_notifies(struct vp_vdev *d)
+{
+	d->busy++;
+	while (d->notify_pending) {
+		unsigned q = (unsigned)__builtin_ctzll(d->notify_pending);
+
+		d->notify_pending &= d->notify_pending - 1;
+		if (!d->destroying && vp_vdev_running(d) && d->vqs[q].ready)
+			vdev_notify_queue(d, q);
+	}
+	d->busy--;
+	vdev_maybe_finish(d);
+}
+
+void vp_vdev_batch_begin(struct vp_vdev *d)
+{
+	d->batching = true;
+}
+
+void vp_vdev_batch_end(struct vp_vdev *d)
+{
+	d->batching = false;
+	if (d->notify_pending)
+		vdev_flush_notifies(d);
 }
 
 bool vp_vdev_poll(struct vp_vdev *d)
@@ -497,6 +526,10 @@ static void vdev_write_queue_notify(struct vp_vdev *d, uint32_t q)
 	d->kicks[q]++;
 	if (!vp_vdev_running(d) || !d->vqs[q].ready)
 		return;
+	if (d->batching) {
+		d->notify_pending |= 1ull << q;
+		return;
+	}
 	vdev_notify_queue(d, q);
 }
 
@@ -575,6 +608,9 @@ enum vp_mmio_status vp_vdev_mmio_read(struct vp_vdev *d, uint32_t offset, unsign
 	*value = 0;
 	if (d->destroying)
 		return VP_MMIO_BAD_ACCESS;
+	/* Every access sees the notifications written before it served. */
+	if (d->notify_pending)
+		vdev_flush_notifies(d);
 	if (offset >= MMIO_WINDOW)
 		return bad_access(d, "read", offset, size);
 	if (offset >= VIRTIO_MMIO_CONFIG)
@@ -640,6 +676,8 @@ enum vp_mmio_status vp_vdev_mmio_write(struct vp_vdev *d, uint32_t offset, unsig
 
 	if (d->destroying)
 		return VP_MMIO_BAD_ACCESS;
+	if (d->notify_pending && offset != VIRTIO_MMIO_QUEUE_NOTIFY)
+		vdev_flush_notifies(d);
 	if (offset >= MMIO_WINDOW)
 		return bad_access(d, "write", offset, size);
 	if (offset >= VIRTIO_MMIO_CONFIG)

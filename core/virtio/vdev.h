@@ -61,6 +61,14 @@ uint64_t vp_vdev_irqs(const struct vp_vdev *d);
  * completions the type's storage has ready (type->poll).  True if it
  * found work: a request taken or a completion run. */
 bool vp_vdev_poll(struct vp_vdev *d);
+/* A batch of register accesses (the transport's messages of one
+ * wake-up): the QueueNotify writes in it are merged, each notified queue
+ * served once, before the next access of any other kind and at
+ * vp_vdev_batch_end().  A guest that kicked twice before the server woke
+ * then costs one pass over the queue, one submission to the storage and
+ * one interrupt, not two of each; nothing else changes order. */
+void vp_vdev_batch_begin(struct vp_vdev *d);
+void vp_vdev_batch_end(struct vp_vdev *d);
 /* Polled mode, while the server spins on this device (poll-us): draining
  * a queue leaves the driver's notifications off, so a busy guest need not
  * kick.  Turning it off asks for notifications again and serves whatever

@@ -540,6 +540,53 @@ START_TEST(notify_dispatch)
 }
 END_TEST
 
+/* A batch (the transport's messages of one wake-up) merges its
+ * QueueNotify writes: each queue served once, at the batch's end or before
+ * any other access, so nothing else sees them late. */
+START_TEST(notify_batch_merges)
+{
+	uint32_t status;
+
+	negotiate(version_1);
+	setup_queue(0, 8, 0x2000);
+	setup_queue(1, 2, 0x4000);
+	driver_ok();
+	t.notifies[0] = t.notifies[1] = 0;
+	vp_vdev_batch_begin(t.d);
+	wr(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+	wr(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+	wr(VIRTIO_MMIO_QUEUE_NOTIFY, 1);
+	wr(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+	ck_assert_uint_eq(t.notifies[0], 0);
+	ck_assert_uint_eq(t.notifies[1], 0);
+	/* Counted as the driver's kicks all the same. */
+	ck_assert_uint_eq(vp_vdev_queue_kicks(t.d, 0), 3);
+	vp_vdev_batch_end(t.d);
+	ck_assert_uint_eq(t.notifies[0], 1);
+	ck_assert_uint_eq(t.notifies[1], 1);
+	vp_vdev_batch_end(t.d); /* nothing left */
+	ck_assert_uint_eq(t.notifies[0], 1);
+
+	/* Another access serves what came before it: a read... */
+	vp_vdev_batch_begin(t.d);
+	wr(VIRTIO_MMIO_QUEUE_NOTIFY, 1);
+	ck_assert_uint_eq(rd(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_DRIVER_OK,
+	                  VIRTIO_CONFIG_S_DRIVER_OK);
+	ck_assert_uint_eq(t.notifies[1], 2);
+	/* ... or a write: the queue is served before the device stops. */
+	status = (uint32_t)rd(VIRTIO_MMIO_STATUS);
+	wr(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+	ck_assert_uint_eq(t.notifies[0], 1);
+	wr(VIRTIO_MMIO_STATUS, status | VIRTIO_CONFIG_S_FAILED);
+	ck_assert_uint_eq(t.notifies[0], 2);
+	wr(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+	vp_vdev_batch_end(t.d);
+	ck_assert_uint_eq(t.notifies[0], 2);
+	/* Outside a batch a notification is served at once, as before. */
+	ck_assert(!vp_vdev_running(t.d));
+}
+END_TEST
+
 START_TEST(interrupt_status)
 {
 	vp_vdev_raise_irq(t.d, VP_IRQ_VRING);
@@ -720,6 +767,7 @@ int main(void)
 	tcase_add_test(tc, queue_ready_unmappable);
 	tcase_add_test(tc, queue_ready_before_features_ok);
 	tcase_add_test(tc, notify_dispatch);
+	tcase_add_test(tc, notify_batch_merges);
 	tcase_add_test(tc, interrupt_status);
 	tcase_add_test(tc, reset_clears_everything);
 	tcase_add_test(tc, needs_reset);

@@ -127,7 +127,7 @@ perf_window() {
 			sed -n 's/^ *\([^ ]*\) .*NR \([0-9]*\) .*/\1 \2/p' | sort | uniq -c | sort -rn |
 			head -n 25 | sed "s/^/[perf $1] /"
 	fi
-	perf record -e cpu-clock -a -g -F 499 -o /tmp/cpu.data -- sleep 6 \
+	perf record -e cpu-clock -a -F 999 -o /tmp/cpu.data -- sleep 6 \
 		>/tmp/perf.err 2>&1 || say "perf record: $(tail -n 3 /tmp/perf.err)"
 	say "perf $1: where dom0's CPU went in 6 s:"
 	perf report -i /tmp/cpu.data --no-children --sort comm,dso,sym --stdio \

@@ -164,8 +164,9 @@ fio_solo() {
 		r=$((r + 1))
 	done
 }
-# profile_one LABEL DEV IRQNAME STATS: a long randread at QD 1 that dom0 profiles
-# (vptest_profile=1); dom0 starts when it sees the begin line.
+# profile_one LABEL DEV IRQNAME STATS: a long randread (vptest_profile
+# seconds at QD vptest_profile_qd, default 1) that dom0 profiles, then the
+# guest; dom0 starts when it sees the begin line.
 profile_one() {
 	say "profile begin $1"
 	sleep 2
@@ -174,14 +175,14 @@ profile_one() {
 	if [ -x /bin/perf ]; then
 		# dom0 takes the first 11 s; the guest's own CPU after that.
 		(sleep 12
-		perf record -e cpu-clock -a -g -F 499 -o /tmp/cpu.data -- sleep 4 >/tmp/perf.err 2>&1 ||
+		perf record -e cpu-clock -a -F 999 -o /tmp/cpu.data -- sleep 4 >/tmp/perf.err 2>&1 ||
 			say "perf record: $(tail -n 3 /tmp/perf.err)"
 		say "perf $1: where the guest's CPU went in 4 s:"
 		perf report -i /tmp/cpu.data --no-children --sort comm,dso,sym --stdio 2>/dev/null |
 			grep -v '^#' | grep '%' | head -n 50 | sed "s/^/[guest-perf $1] /") &
 		pp=$!
 	fi
-	fio_one profile-$1 $2 $3 $4 randread 1
+	fio_one profile-$1 $2 $3 $4 randread $profile_qd
 	[ -z "$pp" ] || wait $pp
 	pp=
 	fio_secs=$keep
@@ -196,6 +197,8 @@ rounds=$(arg vptest_fio_rounds)
 rounds=${rounds:-1}
 bench=$(arg vptest_bench)
 profile_secs=$(arg vptest_profile)
+profile_qd=$(arg vptest_profile_qd)
+profile_qd=${profile_qd:-1}
 
 for m in $(cat /lib/modules/domU.order); do
 	insmod /lib/modules/$m.ko || fail "insmod $m"

@@ -21,8 +21,9 @@
 # default: the raw plugin serves disk1.img itself; loop: it serves
 # /dev/loop1 over disk1.img with direct = on, as blkback serves
 # /dev/loop0), VPROXY_XEN_POLL_US (vproxyd's poll-us, default unset),
-# VPROXY_XEN_FIO_ROUNDS, VPROXY_XEN_FIO_SECS, VPROXY_XEN_BENCH and
-# VPROXY_XEN_PROFILE (the fio comparison; xen_e2e.sh says what each does).
+# VPROXY_XEN_FIO_ROUNDS, VPROXY_XEN_FIO_SECS, VPROXY_XEN_BENCH,
+# VPROXY_XEN_PROFILE and VPROXY_XEN_PROFILE_QD (the fio comparison;
+# xen_e2e.sh says what each does).
 # Writes OUT_DIR/dom0.cpio, OUT_DIR/domU.cpio, OUT_DIR/domU-kmod.cpio and
 # OUT_DIR/kmod/ (the module's build).
 set -euo pipefail
@@ -230,7 +231,8 @@ bench=${VPROXY_XEN_BENCH:-0} profile=${VPROXY_XEN_PROFILE:-}
 [[ -z $profile || $profile -ge 20 ]] || die "VPROXY_XEN_PROFILE: the profile takes 18 s; give it 20 or more"
 gfn_arg="$gfn_arg vptest_fio_rounds=$rounds vptest_fio_secs=$secs"
 [[ $bench != 1 ]] || gfn_arg="$gfn_arg vptest_bench=1"
-[[ -z $profile ]] || gfn_arg="$gfn_arg vptest_profile=$profile"
+[[ -z $profile ]] || gfn_arg="$gfn_arg vptest_profile=$profile vptest_profile_qd=${VPROXY_XEN_PROFILE_QD:-1}"
+[[ ${VPROXY_XEN_PROFILE_QD:-1} =~ ^[1-9][0-9]{0,2}$ ]] || die "VPROXY_XEN_PROFILE_QD must be 1 to 999"
 printf 'bench=%s profile=%s\n' "$bench" "$profile" >"$d/etc/xentest.conf"
 if [[ -n $profile ]]; then
 	perf=$(command -v perf) || die "VPROXY_XEN_PROFILE needs perf on this machine"

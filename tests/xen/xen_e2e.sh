@@ -37,6 +37,7 @@
 #                         dom0 counts vproxyd's system calls and samples
 #                         its CPU, then the guest samples its own (this
 #                         machine's perf is copied into both)
+#   VPROXY_XEN_PROFILE_QD the queue depth of that run (default 1)
 #   VPROXY_XEN_KMOD_GFN=0 skip the kernel module's gfn-mode round (run by
 #                         default, beside grant mode)
 #   VPROXY_XEN_RAW_ON=loop  vproxy's raw disk on /dev/loop1 (direct = on)
