@@ -9,11 +9,15 @@
 #      and bound again; the module removed and loaded again; checked again.
 #   2. gfn mode (module reloaded with addr_mode=gfn), when the kernel
 #      command line has vptest_gfn=1: checked again, then fio 4 KiB
-#      randread/randwrite at QD 1 and 32 on the raw disk.
-#   3. grant mode again: the same fio, each workload followed at once by
-#      the same on /dev/xvda, a blkback disk dom0 attached (xl block-attach,
-#      phy: on a loop device of a file like the raw disk's): Linux's own Xen
-#      block backend as the peer.
+#      randread/randwrite at QD 1 and 32 on the raw disk, vptest_fio_rounds
+#      times (vptest_fio_secs each).
+#   3. grant mode again: the same fio, each workload next to the same on
+#      /dev/xvda, a blkback disk dom0 attached (xl block-attach, phy: on a
+#      loop device of a file like the raw disk's): Linux's own Xen block
+#      backend as the peer.
+# With vptest_bench=1 (bench/xen-bench.sh) only 3 (and 2's fio, after it),
+# and with vptest_profile=SECONDS a long run on each disk first, which dom0
+# and then this guest profile with perf.
 #   4. hot-plug: vproxy-2 appears (dom0's vproxyctl attach), is written
 #      and read back, and goes (vproxyctl detach).
 #   5. the mem disk mounted and written to, then idle until dom0 destroys
@@ -131,34 +135,21 @@ fio_one() {
 		}
 		END { if (!found) print "XENTEST-FIO: " l " " rw " qd" qd " unparsed" }'
 }
-# fio_pair LABEL VDEV ROUNDS: each workload on vproxy's VDEV and at once on
-# the blkback disk, so that both see the same load on a shared machine;
-# ROUNDS times, the pair's order swapped every round (whichever runs second
-# finds the other's pages and caches warm).  The host takes the medians.
-fio_pair() {
+# fio_rounds LABEL VDEV ROUNDS [pair]: each workload on vproxy's VDEV,
+# ROUNDS times.  With pair, each is followed or preceded at once by the same
+# on the blkback disk, so that both see the same load on a shared machine,
+# the order swapped every round (whichever runs second finds the other's
+# pages and caches warm).  The host takes the medians.
+fio_rounds() {
 	r=1
 	while [ $r -le $3 ]; do
 		for rw in randread randwrite; do
 			for qd in 1 32; do
-				if [ $((r % 2)) = 1 ]; then
-					fio_one $1 $2 vproxy-1 $stats $rw $qd
+				[ "$4" != pair ] || [ $((r % 2)) = 1 ] ||
 					fio_one blkback xvda blkif - $rw $qd
-				else
-					fio_one blkback xvda blkif - $rw $qd
-					fio_one $1 $2 vproxy-1 $stats $rw $qd
-				fi
-			done
-		done
-		r=$((r + 1))
-	done
-}
-# fio_solo LABEL VDEV ROUNDS: the same workloads on vproxy's VDEV alone.
-fio_solo() {
-	r=1
-	while [ $r -le $3 ]; do
-		for rw in randread randwrite; do
-			for qd in 1 32; do
 				fio_one $1 $2 vproxy-1 $stats $rw $qd
+				[ "$4" != pair ] || [ $((r % 2)) = 0 ] ||
+					fio_one blkback xvda blkif - $rw $qd
 			done
 		done
 		r=$((r + 1))
@@ -214,12 +205,12 @@ if [ "$bench" = 1 ]; then
 		profile_one vproxy-grant $(dev_of 1) vproxy-1 $stats
 		profile_one blkback xvda blkif -
 	fi
-	fio_pair vproxy-grant $(dev_of 1) $rounds
+	fio_rounds vproxy-grant $(dev_of 1) $rounds pair
 	say "stats grant: $(cat $stats)"
 	if grep -qw vptest_gfn=1 /proc/cmdline; then
 		unload
 		load addr_mode=gfn
-		fio_solo vproxy-gfn $(dev_of 1) $rounds
+		fio_rounds vproxy-gfn $(dev_of 1) $rounds
 		say "stats gfn: $(cat $stats)"
 	fi
 	say "fio done"
@@ -252,7 +243,7 @@ if grep -qw vptest_gfn=1 /proc/cmdline; then
 	check 0 gfn
 	mode=$(stat_of $stats mode)
 	[ "$mode" = gfn ] || fail "vproxy-1 in mode $mode, not gfn"
-	fio_solo vproxy-gfn $(dev_of 1) $rounds
+	fio_rounds vproxy-gfn $(dev_of 1) $rounds
 	say "stats gfn: $(cat $stats)"
 else
 	say "gfn mode skipped"
@@ -263,7 +254,7 @@ unload
 load
 wait_for 120 test -b /dev/xvda || fail "no blkback disk /dev/xvda"
 say "blkback disk xvda: $(cat /sys/block/xvda/size) sectors"
-fio_pair vproxy-grant $(dev_of 1) $rounds
+fio_rounds vproxy-grant $(dev_of 1) $rounds pair
 say "stats grant: $(cat $stats)"
 say "fio done"
 
