@@ -105,7 +105,8 @@ base_maps=$(maps_of $vpd)
 say "vproxyd pid $vpd serving, $base_maps Xen mappings"
 
 # Set by tests/xen/mkimages.sh: bench=1 for the fio comparison alone
-# (bench/xen-bench.sh), profile=SECONDS to profile each disk at QD 1.
+# (bench/xen-bench.sh), profile=SECONDS to profile a long fio run on each
+# disk first.
 bench=0 profile=
 # shellcheck source=/dev/null
 . /etc/xentest.conf
@@ -114,8 +115,8 @@ rounds="1 2"
 
 # perf_window LABEL [PID]: when the guest says "profile begin LABEL",
 # count PID's system calls by number (perf's own would swamp a system-wide
-# count) and sample where dom0's CPU goes while the guest runs fio at QD 1
-# on that disk.
+# count) and sample where dom0's CPU goes while the guest runs fio on that
+# disk.
 perf_window() {
 	wait_for 900 grep -q "XENTEST-GUEST: profile begin $1" $log || return 0
 	mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null

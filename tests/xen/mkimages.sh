@@ -218,8 +218,8 @@ vcpus = 1
 on_poweroff = "destroy"
 on_crash = "destroy"
 CFG
-gfn_arg=
-[[ ${VPROXY_XEN_KMOD_GFN:-1} != 1 ]] || gfn_arg=" vptest_gfn=1"
+kmod_args=
+[[ ${VPROXY_XEN_KMOD_GFN:-1} != 1 ]] || kmod_args=" vptest_gfn=1"
 # The fio comparison: rounds, seconds per workload, bench-only, profiling.
 rounds=${VPROXY_XEN_FIO_ROUNDS:-3} secs=${VPROXY_XEN_FIO_SECS:-5}
 bench=${VPROXY_XEN_BENCH:-0} profile=${VPROXY_XEN_PROFILE:-}
@@ -229,9 +229,9 @@ bench=${VPROXY_XEN_BENCH:-0} profile=${VPROXY_XEN_PROFILE:-}
 [[ -z $profile || $profile =~ ^[1-9][0-9]{0,2}$ ]] || die "VPROXY_XEN_PROFILE must be seconds"
 [[ -z $profile || $bench == 1 ]] || die "VPROXY_XEN_PROFILE needs VPROXY_XEN_BENCH=1"
 [[ -z $profile || $profile -ge 20 ]] || die "VPROXY_XEN_PROFILE: the profile takes 18 s; give it 20 or more"
-gfn_arg="$gfn_arg vptest_fio_rounds=$rounds vptest_fio_secs=$secs"
-[[ $bench != 1 ]] || gfn_arg="$gfn_arg vptest_bench=1"
-[[ -z $profile ]] || gfn_arg="$gfn_arg vptest_profile=$profile vptest_profile_qd=${VPROXY_XEN_PROFILE_QD:-1}"
+kmod_args="$kmod_args vptest_fio_rounds=$rounds vptest_fio_secs=$secs"
+[[ $bench != 1 ]] || kmod_args="$kmod_args vptest_bench=1"
+[[ -z $profile ]] || kmod_args="$kmod_args vptest_profile=$profile vptest_profile_qd=${VPROXY_XEN_PROFILE_QD:-1}"
 [[ ${VPROXY_XEN_PROFILE_QD:-1} =~ ^[1-9][0-9]{0,2}$ ]] || die "VPROXY_XEN_PROFILE_QD must be 1 to 999"
 printf 'bench=%s profile=%s\n' "$bench" "$profile" >"$d/etc/xentest.conf"
 if [[ -n $profile ]]; then
@@ -243,7 +243,7 @@ name = "vpguest"
 type = "pv"
 kernel = "/boot/vmlinux"
 ramdisk = "/boot/domU-kmod.cpio"
-extra = "console=hvc0 quiet$gfn_arg"
+extra = "console=hvc0 quiet$kmod_args"
 memory = 448
 vcpus = 1
 on_poweroff = "destroy"
