@@ -510,14 +510,172 @@ void vp_gmem_unmap(struct vp_gmem *gm, struct vp_gmem_ref *ref)
 		m->refs--;
 		break;
 	case MAPPING_TEMP_GFN:
-		gm->hv->ops->unmap_gfns(gm->hv, m->addr, m->pages);
-		free(m);
-		break;
 	case MAPPING_TEMP_GRANT:
-		gm->hv->ops->unmap_grants(gm->hv, m->addr, m->pages);
+		/* A chain's buffers share one mapping: the last unmaps it. */
+		if (--m->refs)
+			break;
+		if (m->kind == MAPPING_TEMP_GFN)
+			gm->hv->ops->unmap_gfns(gm->hv, m->addr, m->pages);
+		else
+			gm->hv->ops->unmap_grants(gm->hv, m->addr, m->pages);
 		free(m);
 		break;
 	}
+}
+
+/* Pages of a chain mapped in one hypervisor call; more maps per buffer. */
+#define CHAIN_MAX_PAGES 64u
+
+/* The first and last page (frame or grant ref) of a buffer, if its
+ * address is one this accessor takes (vp_gmem_map's checks). */
+static bool seg_pages(const struct vp_gmem *gm, const struct vp_gmem_seg *seg,
+                      uint64_t *first, uint64_t *last)
+{
+	uint64_t end;
+
+	if (seg->len == 0 || seg->len - 1 > UINT64_MAX - seg->gaddr) {
+		errno = EINVAL;
+		return false;
+	}
+	if (seg->len > VP_GMEM_MAX_MAP_LEN) {
+		errno = E2BIG;
+		return false;
+	}
+	end = seg->gaddr + (seg->len - 1);
+	if (gm->kind == GMEM_GFN) {
+		if ((seg->gaddr | end) & GRANT_FLAG) {
+			errno = EINVAL;
+			return false;
+		}
+		*first = seg->gaddr >> VP_PAGE_SHIFT;
+		*last = end >> VP_PAGE_SHIFT;
+		return true;
+	}
+	*first = (seg->gaddr & ~GRANT_FLAG) >> VP_PAGE_SHIFT;
+	*last = (end & ~GRANT_FLAG) >> VP_PAGE_SHIFT;
+	if (!(seg->gaddr & GRANT_FLAG) || *last > UINT32_MAX) {
+		errno = EINVAL;
+		return false;
+	}
+	return true;
+}
+
+/* Map the pages of every buffer in segs whose access is write, back to
+ * back, in one hypervisor call; each such buffer's ref shares the
+ * mapping.  False (errno set, *bad its first buffer) when refused. */
+static bool chain_map_group(struct vp_gmem *gm, const struct vp_gmem_seg *segs, unsigned n,
+                            bool write, unsigned pages, struct iovec *iov,
+                            struct vp_gmem_ref *ref, unsigned *bad)
+{
+	uint64_t frames[CHAIN_MAX_PAGES];
+	uint32_t grefs[CHAIN_MAX_PAGES];
+	struct gmem_mapping *m;
+	unsigned at = 0, firstseg = n;
+	uint64_t first, last;
+	uint8_t *base;
+
+	for (unsigned i = 0; i < n; i++) {
+		if (segs[i].write != write)
+			continue;
+		if (firstseg == n)
+			firstseg = i;
+		seg_pages(gm, &segs[i], &first, &last);
+		for (uint64_t p = first; p <= last; p++, at++) {
+			frames[at] = p;
+			grefs[at] = (uint32_t)p;
+		}
+	}
+	m = malloc(sizeof(*m));
+	if (!m) {
+		*bad = firstseg;
+		errno = ENOMEM;
+		return false;
+	}
+	gm->stats.hv_maps++;
+	base = gm->kind == GMEM_GFN
+	               ? gm->hv->ops->map_gfns(gm->hv, gm->dom, frames, pages, write)
+	               : gm->hv->ops->map_grants(gm->hv, gm->dom, grefs, pages, write);
+	if (!base) {
+		int saved = errno ? errno : EFAULT;
+
+		free(m);
+		*bad = firstseg;
+		errno = saved;
+		return false;
+	}
+	m->kind = gm->kind == GMEM_GFN ? MAPPING_TEMP_GFN : MAPPING_TEMP_GRANT;
+	m->addr = base;
+	m->pages = pages;
+	m->refs = 0;
+	at = 0;
+	for (unsigned i = 0; i < n; i++) {
+		if (segs[i].write != write)
+			continue;
+		seg_pages(gm, &segs[i], &first, &last);
+		iov[i].iov_base = base + ((size_t)at << VP_PAGE_SHIFT) +
+		                  (segs[i].gaddr & PAGE_MASK);
+		iov[i].iov_len = segs[i].len;
+		m->refs++;
+		ref[i].cookie = m;
+		ref[i].n = pages;
+		ref[i].held = true;
+		gm->stats.maps++;
+		gm->stats.held++;
+		at += (unsigned)(last - first + 1);
+	}
+	return true;
+}
+
+int vp_gmem_map_chain(struct vp_gmem *gm, const struct vp_gmem_seg *segs, unsigned n,
+                      struct iovec *iov, struct vp_gmem_ref *ref, unsigned *bad)
+{
+	unsigned pages[2] = {0, 0};
+	uint64_t first, last;
+	int saved;
+
+	for (unsigned i = 0; i < n; i++)
+		ref[i] = (struct vp_gmem_ref){0};
+	/* Batched only where every buffer would cost a map call. */
+	if (gm->kind == GMEM_FLAT || gm->max_pages || n < 2)
+		goto one_by_one;
+	for (unsigned i = 0; i < n; i++) {
+		if (!seg_pages(gm, &segs[i], &first, &last)) {
+			*bad = i;
+			return -1;
+		}
+		if (last - first + 1 > CHAIN_MAX_PAGES)
+			goto one_by_one;
+		pages[segs[i].write] += (unsigned)(last - first + 1);
+		if (pages[segs[i].write] > CHAIN_MAX_PAGES)
+			goto one_by_one;
+	}
+	errno = 0;
+	if (pages[0] && !chain_map_group(gm, segs, n, false, pages[0], iov, ref, bad))
+		return -1;
+	if (pages[1] && !chain_map_group(gm, segs, n, true, pages[1], iov, ref, bad)) {
+		saved = errno;
+		for (unsigned i = 0; i < n; i++)
+			vp_gmem_unmap(gm, &ref[i]);
+		errno = saved;
+		return -1;
+	}
+	return 0;
+
+one_by_one:
+	for (unsigned i = 0; i < n; i++) {
+		iov[i].iov_base = vp_gmem_map(gm, segs[i].gaddr, segs[i].len, segs[i].write,
+		                              &ref[i]);
+		iov[i].iov_len = segs[i].len;
+		if (!iov[i].iov_base) {
+			saved = errno;
+			for (unsigned j = 0; j < i; j++)
+				vp_gmem_unmap(gm, &ref[j]);
+			*bad = i;
+			errno = saved;
+			return -1;
+		}
+	}
+	return 0;
 }
 
 int vp_gmem_set_grant_cache(struct vp_gmem *gm, size_t max_pages)

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 struct vp_hv;
 struct vp_gmem;
@@ -49,8 +50,26 @@ void vp_gmem_free(struct vp_gmem *gm);
  * len must be > 0. */
 void *vp_gmem_map(struct vp_gmem *gm, uint64_t gaddr, size_t len, bool write,
 		  struct vp_gmem_ref *ref);
-/* Release a mapping from vp_gmem_map(). */
+/* Release a mapping from vp_gmem_map() or vp_gmem_map_chain(). */
 void vp_gmem_unmap(struct vp_gmem *gm, struct vp_gmem_ref *ref);
+
+/* One buffer of a descriptor chain, for vp_gmem_map_chain(). */
+struct vp_gmem_seg {
+	uint64_t gaddr;
+	uint32_t len;
+	bool write;
+};
+/* Map the n buffers of one chain: iov[i] and ref[i] as n calls of
+ * vp_gmem_map() would give them (the same checks; each ref released with
+ * vp_gmem_unmap()).  Where this accessor maps per call (gfn mode without a
+ * cache, grant mode without persistent grants) the pages of all read-only
+ * buffers go to the hypervisor in one call and those of all writable ones
+ * in another, instead of one call per buffer: a block request's header,
+ * data and status byte cost two map calls, not three.  0; or -1 with errno
+ * set and *bad the buffer that failed (for a refused batch, its first),
+ * nothing held. */
+int vp_gmem_map_chain(struct vp_gmem *gm, const struct vp_gmem_seg *segs, unsigned n,
+                      struct iovec *iov, struct vp_gmem_ref *ref, unsigned *bad);
 
 /* How guest addresses are interpreted (a flat gmem reports VP_ADDR_GFN). */
 enum vp_addr_mode vp_gmem_mode(const struct vp_gmem *gm);

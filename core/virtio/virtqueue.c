@@ -140,15 +140,48 @@ void vp_vq_elem_release(struct vp_gmem *gm, struct vp_vq_elem *elem)
 	elem->in_len = 0;
 }
 
+/* Buffers of a chain waiting to be mapped together (vp_gmem_map_chain):
+ * elem entries [first, first + n), with the descriptors they came from
+ * for error messages. */
+#define CHAIN_BATCH 16u
+struct chain_batch {
+	unsigned first, n;
+	struct vp_gmem_seg segs[CHAIN_BATCH];
+	uint16_t desc[CHAIN_BATCH];
+	bool indirect[CHAIN_BATCH];
+};
+
+/* Map the buffers waiting in b into elem. */
+static int chain_flush(struct vp_vq *vq, struct vp_vq_elem *elem, struct chain_batch *b)
+{
+	unsigned bad = 0;
+
+	if (!b->n)
+		return 0;
+	if (vp_gmem_map_chain(vq->gm, b->segs, b->n, &elem->iov[b->first],
+	                      &elem->ref[b->first], &bad) < 0) {
+		vq_set_err(vq, "%s %u: cannot map %#llx+%u (%s)",
+		           b->indirect[bad] ? "indirect descriptor" : "descriptor",
+		           b->desc[bad], (unsigned long long)b->segs[bad].gaddr,
+		           b->segs[bad].len, strerror(errno));
+		b->n = 0;
+		return -EFAULT;
+	}
+	b->first += b->n;
+	b->n = 0;
+	return 0;
+}
+
 /* Append the buffer of descriptor d (index i, in an indirect table if
- * indirect) to elem.  *total counts buffers across the whole chain. */
-static int elem_add(struct vp_vq *vq, struct vp_vq_elem *elem, const struct vring_desc *d,
-                    unsigned i, bool indirect, unsigned *total)
+ * indirect) to elem; it is mapped with the others of its batch.  *total
+ * counts buffers across the whole chain. */
+static int elem_add(struct vp_vq *vq, struct vp_vq_elem *elem, struct chain_batch *b,
+                    const struct vring_desc *d, unsigned i, bool indirect, unsigned *total)
 {
 	const char *where = indirect ? "indirect descriptor" : "descriptor";
 	bool write = d->flags & VRING_DESC_F_WRITE;
 	unsigned n = elem->out_num + elem->in_num;
-	void *p;
+	int r;
 
 	if (d->len == 0) {
 		vq_set_err(vq, "%s %u has length 0", where, i);
@@ -168,13 +201,15 @@ static int elem_add(struct vp_vq *vq, struct vp_vq_elem *elem, const struct vrin
 		           elem->max);
 		return -ENOBUFS;
 	}
-	p = vp_gmem_map(vq->gm, d->addr, d->len, write, &elem->ref[n]);
-	if (!p) {
-		vq_set_err(vq, "%s %u: cannot map %#llx+%u (%s)", where, i,
-		           (unsigned long long)d->addr, d->len, strerror(errno));
-		return -EFAULT;
-	}
-	elem->iov[n].iov_base = p;
+	if (b->n == CHAIN_BATCH && (r = chain_flush(vq, elem, b)) < 0)
+		return r;
+	b->segs[b->n] = (struct vp_gmem_seg){.gaddr = d->addr, .len = d->len, .write = write};
+	b->desc[b->n] = (uint16_t)i;
+	b->indirect[b->n] = indirect;
+	b->n++;
+	/* Nothing to release until its batch is mapped. */
+	elem->ref[n] = (struct vp_gmem_ref){0};
+	elem->iov[n].iov_base = NULL;
 	elem->iov[n].iov_len = d->len;
 	if (write) {
 		elem->in_num++;
@@ -193,9 +228,11 @@ int vp_vq_pop(struct vp_vq *vq, struct vp_vq_elem *elem)
 	unsigned table_len, i, visits = 0, total = 0;
 	uint16_t avail_idx, pending, head;
 	bool indirect = false;
+	struct chain_batch batch;
 	struct vring_desc d;
 	int ret;
 
+	batch.first = batch.n = 0;
 	elem->out_num = elem->in_num = 0;
 	elem->out_len = elem->in_len = 0;
 	if (!vq->ready)
@@ -269,7 +306,7 @@ int vp_vq_pop(struct vp_vq *vq, struct vp_vq_elem *elem)
 			i = 0;
 			continue;
 		}
-		ret = elem_add(vq, elem, &d, i, indirect, &total);
+		ret = elem_add(vq, elem, &batch, &d, i, indirect, &total);
 		if (ret)
 			goto fail;
 		if (!(d.flags & VRING_DESC_F_NEXT))
@@ -283,6 +320,9 @@ int vp_vq_pop(struct vp_vq *vq, struct vp_vq_elem *elem)
 		}
 		i = d.next;
 	}
+	ret = chain_flush(vq, elem, &batch);
+	if (ret)
+		goto fail;
 	vp_gmem_unmap(vq->gm, &table_ref);
 	vq->last_avail++;
 	return 1;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fake_ram.h"
 #include "gmem.h"
 #include "hv.h"
 
@@ -23,11 +24,13 @@ struct live_map {
 	void *addr;
 	unsigned n;
 	int grant;
+	bool scattered; /* pages not in a row: a fake_ram_map() of its own */
 };
 
 struct fake_hv {
 	struct vp_hv hv;
 	uint8_t *ram;
+	struct fake_ram mem; /* ram is mem.base */
 	unsigned gfn_maps, gfn_unmaps, grant_maps, grant_unmaps;
 	unsigned last_n;
 	uint64_t last_first; /* first gfn / gref of the last map call */
@@ -38,11 +41,27 @@ struct fake_hv {
 
 static struct fake_hv fake;
 
-static void *live_add(void *addr, unsigned n, int grant)
+static void *live_add(void *addr, unsigned n, int grant, bool scattered)
 {
 	ck_assert_uint_lt(fake.nlive, MAX_LIVE);
-	fake.live[fake.nlive++] = (struct live_map){addr, n, grant};
+	fake.live[fake.nlive++] = (struct live_map){addr, n, grant, scattered};
 	return addr;
+}
+
+/* Pages in a row map into the RAM itself (tests compare pointers with
+ * it); others, as a chain's buffers do, to a fresh address. */
+static void *map_pages(const uint64_t *pages, unsigned n, int writable, int grant)
+{
+	bool in_row = true;
+	void *p;
+
+	for (unsigned i = 1; i < n; i++)
+		in_row &= pages[i] == pages[0] + i;
+	if (in_row)
+		return live_add(fake.ram + pages[0] * PAGE, n, grant, false);
+	p = fake_ram_map(&fake.mem, pages, n, writable);
+	ck_assert_ptr_nonnull(p);
+	return live_add(p, n, grant, true);
 }
 
 static void live_del(void *addr, unsigned n, int grant)
@@ -57,6 +76,14 @@ static void live_del(void *addr, unsigned n, int grant)
 	ck_abort_msg("unmap of %p/%u that is not mapped", addr, n);
 }
 
+static void live_del_unmap(void *addr, unsigned n, int grant)
+{
+	for (unsigned i = 0; i < fake.nlive; i++)
+		if (fake.live[i].addr == addr && fake.live[i].scattered)
+			fake_ram_unmap(addr, n);
+	live_del(addr, n, grant);
+}
+
 static void *fake_map_gfns(struct vp_hv *hv, uint16_t dom, const uint64_t *gfns,
                            unsigned n, int writable)
 {
@@ -67,48 +94,54 @@ static void *fake_map_gfns(struct vp_hv *hv, uint16_t dom, const uint64_t *gfns,
 	fake.last_first = gfns[0];
 	fake.last_writable = writable;
 	for (unsigned i = 0; i < n; i++) {
-		ck_assert_uint_eq(gfns[i], gfns[0] + i);
 		if (gfns[i] >= RAM_PAGES) {
 			errno = EFAULT;
 			return NULL;
 		}
 	}
-	return live_add(fake.ram + gfns[0] * PAGE, n, 0);
+	return map_pages(gfns, n, writable, 0);
 }
 
 static int fake_unmap_gfns(struct vp_hv *hv, void *addr, unsigned n)
 {
 	(void)hv;
 	fake.gfn_unmaps++;
-	live_del(addr, n, 0);
+	live_del_unmap(addr, n, 0);
 	return 0;
 }
 
 static void *fake_map_grants(struct vp_hv *hv, uint16_t dom, const uint32_t *refs,
                              unsigned n, int writable)
 {
+	uint64_t *pages = calloc(n, sizeof(*pages));
+	void *p;
+
 	(void)hv;
+	ck_assert_ptr_nonnull(pages);
 	ck_assert_uint_eq(dom, 7);
 	fake.grant_maps++;
 	fake.last_n = n;
 	fake.last_first = refs[0];
 	fake.last_writable = writable;
 	for (unsigned i = 0; i < n; i++) {
-		ck_assert_uint_eq(refs[i], refs[0] + i);
 		if (refs[i] < GREF_BASE || refs[i] - GREF_BASE >= RAM_PAGES ||
 		    (writable && refs[i] == GREF_RO)) {
+			free(pages);
 			errno = EPERM;
 			return NULL;
 		}
+		pages[i] = refs[i] - GREF_BASE;
 	}
-	return live_add(fake.ram + (size_t)(refs[0] - GREF_BASE) * PAGE, n, 1);
+	p = map_pages(pages, n, writable, 1);
+	free(pages);
+	return p;
 }
 
 static int fake_unmap_grants(struct vp_hv *hv, void *addr, unsigned n)
 {
 	(void)hv;
 	fake.grant_unmaps++;
-	live_del(addr, n, 1);
+	live_del_unmap(addr, n, 1);
 	return 0;
 }
 
@@ -124,15 +157,15 @@ static void setup(void)
 {
 	memset(&fake, 0, sizeof(fake));
 	fake.hv.ops = &fake_ops;
-	fake.ram = malloc((size_t)RAM_PAGES * PAGE);
-	ck_assert_ptr_nonnull(fake.ram);
+	ck_assert(fake_ram_init(&fake.mem, RAM_PAGES));
+	fake.ram = fake.mem.base;
 	for (size_t i = 0; i < (size_t)RAM_PAGES * PAGE; i++)
 		fake.ram[i] = (uint8_t)(i * 7 + (i >> 12));
 }
 
 static void teardown(void)
 {
-	free(fake.ram);
+	fake_ram_free(&fake.mem);
 }
 
 static uint64_t gfn_addr(unsigned chunk, unsigned offset)
@@ -532,6 +565,117 @@ START_TEST(free_releases_cache)
 }
 END_TEST
 
+/* A chain's buffers in per-call modes: one hypervisor call for the
+ * read-only ones and one for the writable ones, wherever their pages lie;
+ * each buffer reads and writes its own guest bytes; the shared mapping
+ * goes with the last release; a refused or bad buffer leaves nothing held.
+ * With a cache, one buffer at a time as vp_gmem_map() does. */
+START_TEST(chain_maps_in_two_calls)
+{
+	struct vp_gmem *gm = vp_gmem_new(&fake.hv, 7, VP_ADDR_GFN, 0);
+	struct vp_gmem *gr = vp_gmem_new(&fake.hv, 7, VP_ADDR_GRANT, 0);
+	struct vp_gmem *cached = vp_gmem_new(&fake.hv, 7, VP_ADDR_GFN, 4 * CHUNK);
+	/* A block read: header (page 9), data across pages 3-4, status byte
+	 * in the header's page. */
+	struct vp_gmem_seg segs[3] = {
+	        {.gaddr = 9 * PAGE + 0x100, .len = 16, .write = false},
+	        {.gaddr = 3 * PAGE + 0x800, .len = PAGE, .write = true},
+	        {.gaddr = 9 * PAGE + 0x110, .len = 1, .write = true},
+	};
+	struct vp_gmem_ref ref[3];
+	struct iovec iov[3];
+	struct vp_gmem_stats st;
+	unsigned bad = 99;
+
+	ck_assert_int_eq(vp_gmem_map_chain(gm, segs, 3, iov, ref, &bad), 0);
+	ck_assert_uint_eq(fake.gfn_maps, 2);
+	ck_assert_uint_eq(fake.nlive, 2);
+	for (unsigned i = 0; i < 3; i++) {
+		ck_assert_uint_eq(iov[i].iov_len, segs[i].len);
+		ck_assert_int_eq(memcmp(iov[i].iov_base, fake.ram + segs[i].gaddr, segs[i].len), 0);
+	}
+	((uint8_t *)iov[1].iov_base)[PAGE - 1] = 0xc3;
+	*(uint8_t *)iov[2].iov_base = 0x5e;
+	ck_assert_uint_eq(fake.ram[4 * PAGE + 0x7ff], 0xc3);
+	ck_assert_uint_eq(fake.ram[9 * PAGE + 0x110], 0x5e);
+	vp_gmem_get_stats(gm, &st);
+	ck_assert_uint_eq(st.maps, 3);
+	ck_assert_uint_eq(st.hv_maps, 2);
+	ck_assert_uint_eq(st.held, 3);
+	/* The writable mapping stays until both of its buffers are released. */
+	vp_gmem_unmap(gm, &ref[1]);
+	ck_assert_uint_eq(fake.gfn_unmaps, 0);
+	vp_gmem_unmap(gm, &ref[0]);
+	ck_assert_uint_eq(fake.gfn_unmaps, 1);
+	vp_gmem_unmap(gm, &ref[2]);
+	ck_assert_uint_eq(fake.gfn_unmaps, 2);
+	ck_assert_uint_eq(fake.nlive, 0);
+	vp_gmem_get_stats(gm, &st);
+	ck_assert_uint_eq(st.held, 0);
+
+	/* The writable call refused (a page past RAM): the read-only mapping
+	 * made before it goes too, nothing held. */
+	segs[1].gaddr = (uint64_t)RAM_PAGES * PAGE;
+	errno = 0;
+	ck_assert_int_eq(vp_gmem_map_chain(gm, segs, 3, iov, ref, &bad), -1);
+	ck_assert_int_eq(errno, EFAULT);
+	ck_assert_uint_eq(bad, 1);
+	ck_assert_uint_eq(fake.nlive, 0);
+	vp_gmem_get_stats(gm, &st);
+	ck_assert_uint_eq(st.held, 0);
+	/* A bad address is refused before any call: a grant address in gfn
+	 * mode, a length past the largest mapping. */
+	segs[1].gaddr = 3 * PAGE;
+	segs[2].gaddr = 1ull << 63;
+	ck_assert_int_eq(vp_gmem_map_chain(gm, segs, 3, iov, ref, &bad), -1);
+	ck_assert_int_eq(errno, EINVAL);
+	ck_assert_uint_eq(bad, 2);
+	segs[2].gaddr = 9 * PAGE + 0x110;
+	segs[0].len = VP_GMEM_MAX_MAP_LEN + 1;
+	ck_assert_int_eq(vp_gmem_map_chain(gm, segs, 3, iov, ref, &bad), -1);
+	ck_assert_int_eq(errno, E2BIG);
+	ck_assert_uint_eq(bad, 0);
+	segs[0].len = 16;
+	/* Two calls for the first chain, two for the refused one, none for
+	 * the bad ones. */
+	ck_assert_uint_eq(fake.gfn_maps, 4);
+
+	/* Grant mode: refs, and a read-only grant refused for writing. */
+	{
+		struct vp_gmem_seg g[3] = {
+		        {.gaddr = 1ull << 63 | (uint64_t)(GREF_BASE + 9) << 12, .len = 16},
+		        {.gaddr = 1ull << 63 | (uint64_t)(GREF_BASE + 2) << 12 | 0x10,
+		         .len = 2 * PAGE, .write = true},
+		        {.gaddr = 1ull << 63 | (uint64_t)(GREF_BASE + 9) << 12 | 0x10,
+		         .len = 1, .write = true},
+		};
+
+		ck_assert_int_eq(vp_gmem_map_chain(gr, g, 3, iov, ref, &bad), 0);
+		ck_assert_uint_eq(fake.grant_maps, 2);
+		ck_assert_int_eq(memcmp(iov[1].iov_base, fake.ram + 2 * PAGE + 0x10, 2 * PAGE), 0);
+		ck_assert_int_eq(memcmp(iov[2].iov_base, fake.ram + 9 * PAGE + 0x10, 1), 0);
+		for (unsigned i = 0; i < 3; i++)
+			vp_gmem_unmap(gr, &ref[i]);
+		ck_assert_uint_eq(fake.grant_unmaps, 2);
+		g[2].gaddr = 1ull << 63 | (uint64_t)GREF_RO << 12;
+		ck_assert_int_eq(vp_gmem_map_chain(gr, g, 3, iov, ref, &bad), -1);
+		ck_assert_int_eq(errno, EPERM);
+		ck_assert_uint_eq(bad, 1);
+		ck_assert_uint_eq(fake.nlive, 0);
+	}
+
+	/* With a cache nothing changes: a chunk per buffer's chunk. */
+	ck_assert_int_eq(vp_gmem_map_chain(cached, segs, 3, iov, ref, &bad), 0);
+	ck_assert_int_eq(memcmp(iov[1].iov_base, fake.ram + segs[1].gaddr, PAGE), 0);
+	for (unsigned i = 0; i < 3; i++)
+		vp_gmem_unmap(cached, &ref[i]);
+	vp_gmem_free(cached);
+	vp_gmem_free(gr);
+	vp_gmem_free(gm);
+	ck_assert_uint_eq(fake.nlive, 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("gmem");
@@ -551,6 +695,7 @@ int main(void)
 	tcase_add_test(tc, grant_mapping);
 	tcase_add_test(tc, grant_persistent_cache);
 	tcase_add_test(tc, free_releases_cache);
+	tcase_add_test(tc, chain_maps_in_two_calls);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

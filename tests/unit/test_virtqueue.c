@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fake_ram.h"
 #include "gmem.h"
 #include "hv.h"
 #include "virtqueue.h"
@@ -36,6 +37,13 @@ struct guest {
 	struct iovec iov[VP_VQ_MAX_SIZE];
 	struct vp_gmem_ref ref[VP_VQ_MAX_SIZE];
 	int live_maps; /* MEM_HV: hypervisor mappings outstanding */
+	struct fake_ram ram; /* mem is ram.base */
+	/* MEM_HV mappings of pages not in a row, and their pages. */
+	struct {
+		uint8_t *addr;
+		unsigned n;
+		uint64_t pages[64];
+	} scat[16];
 };
 
 static struct guest g;
@@ -43,22 +51,50 @@ static struct guest g;
 static void *hv_map_gfns(struct vp_hv *hv, uint16_t dom, const uint64_t *gfns, unsigned n,
                          int writable)
 {
+	bool in_row = true;
+	void *p;
+
 	(void)hv;
 	(void)dom;
-	(void)writable;
-	if ((gfns[0] + n) * VP_PAGE_SIZE > g.size) {
-		errno = EFAULT;
-		return NULL;
+	for (unsigned i = 0; i < n; i++) {
+		if ((gfns[i] + 1) * VP_PAGE_SIZE > g.size) {
+			errno = EFAULT;
+			return NULL;
+		}
+		in_row &= gfns[i] == gfns[0] + i;
+	}
+	/* A chain's buffers come in one call wherever their pages lie. */
+	if (in_row) {
+		p = g.mem + gfns[0] * VP_PAGE_SIZE;
+	} else {
+		unsigned k = 0;
+
+		ck_assert_uint_le(n, 64);
+		while (k < 16 && g.scat[k].addr)
+			k++;
+		ck_assert_uint_lt(k, 16);
+		p = fake_ram_map(&g.ram, gfns, n, writable);
+		ck_assert_ptr_nonnull(p);
+		g.scat[k].addr = p;
+		g.scat[k].n = n;
+		memcpy(g.scat[k].pages, gfns, n * sizeof(*gfns));
 	}
 	g.live_maps++;
-	return g.mem + gfns[0] * VP_PAGE_SIZE;
+	return p;
 }
 
 static int hv_unmap_gfns(struct vp_hv *hv, void *addr, unsigned n)
 {
+	uint8_t *p = addr;
+
 	(void)hv;
-	(void)addr;
-	(void)n;
+	for (unsigned k = 0; k < 16; k++) {
+		if (g.scat[k].addr == p) {
+			ck_assert_uint_eq(g.scat[k].n, n);
+			fake_ram_unmap(addr, n);
+			g.scat[k].addr = NULL;
+		}
+	}
 	g.live_maps--;
 	return 0;
 }
@@ -76,8 +112,8 @@ static void guest_init_at(unsigned num, unsigned flags, enum mem_kind kind, size
 {
 	memset(&g, 0, sizeof(g));
 	g.size = size;
-	g.mem = calloc(1, size);
-	ck_assert_ptr_nonnull(g.mem);
+	ck_assert(fake_ram_init(&g.ram, (size + VP_PAGE_SIZE - 1) / VP_PAGE_SIZE));
+	g.mem = g.ram.base;
 	g.num = num;
 	g.desc = (struct vring_desc *)(g.mem + desc);
 	g.avail = (struct vring_avail *)(g.mem + avail);
@@ -101,7 +137,7 @@ static void guest_fini(void)
 	vp_vq_teardown(&g.vq);
 	if (g.gm)
 		vp_gmem_free(g.gm);
-	free(g.mem);
+	fake_ram_free(&g.ram);
 	g.mem = NULL;
 	g.gm = NULL;
 }
@@ -160,7 +196,17 @@ static void finish(uint32_t written)
 /* A guest address of the buffer behind iov[i]. */
 static uint64_t iov_gaddr(unsigned i)
 {
-	return (uint64_t)((uint8_t *)g.iov[i].iov_base - g.mem);
+	uint8_t *p = g.iov[i].iov_base;
+
+	for (unsigned k = 0; k < 16; k++) {
+		size_t off = (size_t)(p - g.scat[k].addr);
+
+		if (g.scat[k].addr && p >= g.scat[k].addr &&
+		    off < (size_t)g.scat[k].n * VP_PAGE_SIZE)
+			return g.scat[k].pages[off / VP_PAGE_SIZE] * VP_PAGE_SIZE +
+			       off % VP_PAGE_SIZE;
+	}
+	return (uint64_t)(p - g.mem);
 }
 
 START_TEST(setup_validation)
@@ -218,6 +264,41 @@ START_TEST(simple_chain)
 	ck_assert_uint_eq(le16toh(g.used->idx), 1);
 	ck_assert_uint_eq(le32toh(g.used->ring[0].id), 0);
 	ck_assert_uint_eq(le32toh(g.used->ring[0].len), 513);
+	guest_fini();
+}
+END_TEST
+
+/* Mapping per call: a block request's header, data and status byte (the
+ * status in the header's page, the data elsewhere) come in two hypervisor
+ * mappings, read-only and writable, and each buffer is its own guest
+ * bytes; both go when the element is released. */
+START_TEST(chain_mapped_in_two_calls)
+{
+	struct vp_gmem_stats before, after;
+
+	guest_init(8, 0, MEM_HV);
+	g.mem[DATA_ADDR + 0x2000] = 0x11;
+	g.mem[DATA_ADDR + 0x5fff] = 0x22;
+	set_desc(0, DATA_ADDR + 0x2000, 16, VRING_DESC_F_NEXT, 1);
+	set_desc(1, DATA_ADDR + 0x5000, 4096, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 2);
+	set_desc(2, DATA_ADDR + 0x2010, 1, VRING_DESC_F_WRITE, 0);
+	post(0);
+	vp_gmem_get_stats(g.gm, &before);
+	ck_assert_int_eq(pop(), 1);
+	vp_gmem_get_stats(g.gm, &after);
+	ck_assert_uint_eq(after.hv_maps - before.hv_maps, 2);
+	ck_assert_int_eq(g.live_maps, 3 + 2);
+	ck_assert_uint_eq(iov_gaddr(0), DATA_ADDR + 0x2000);
+	ck_assert_uint_eq(iov_gaddr(1), DATA_ADDR + 0x5000);
+	ck_assert_uint_eq(iov_gaddr(2), DATA_ADDR + 0x2010);
+	ck_assert_uint_eq(*(uint8_t *)g.iov[0].iov_base, 0x11);
+	ck_assert_uint_eq(((uint8_t *)g.iov[1].iov_base)[0xfff], 0x22);
+	((uint8_t *)g.iov[1].iov_base)[0] = 0x33;
+	*(uint8_t *)g.iov[2].iov_base = 0x44;
+	ck_assert_uint_eq(g.mem[DATA_ADDR + 0x5000], 0x33);
+	ck_assert_uint_eq(g.mem[DATA_ADDR + 0x2010], 0x44);
+	finish(4097);
+	ck_assert_int_eq(g.live_maps, 3);
 	guest_fini();
 }
 END_TEST
@@ -773,6 +854,7 @@ int main(void)
 	int failed;
 
 	tcase_add_test(tc, setup_validation);
+	tcase_add_test(tc, chain_mapped_in_two_calls);
 	tcase_add_test(tc, simple_chain);
 	tcase_add_test(tc, chains_in_order);
 	tcase_add_test(tc, index_wraparound);
