@@ -11,7 +11,9 @@
  * same LRU cache as gfn mode, keyed by grant range instead of chunk: on
  * real Xen a grant map and unmap cost two hypercalls, an mmap and a TLB
  * flush per descriptor, and measured under QEMU that is most of a
- * request's cost (docs in contrib/xen/README.md).
+ * request's cost (docs in contrib/xen/README.md).  Where every buffer is
+ * mapped per call, vp_gmem_map_chain() maps a descriptor chain's buffers
+ * in two calls (read-only, writable), not one each.
  *
  * Every reference that must be released points at a struct gmem_mapping;
  * its kind says how to release it.
