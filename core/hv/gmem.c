@@ -652,15 +652,9 @@ int vp_gmem_map_chain(struct vp_gmem *gm, const struct vp_gmem_seg *segs, unsign
 			goto one_by_one;
 	}
 	errno = 0;
-	if (pages[0] && !chain_map_group(gm, segs, n, false, pages[0], iov, ref, bad))
-		return -1;
-	if (pages[1] && !chain_map_group(gm, segs, n, true, pages[1], iov, ref, bad)) {
-		saved = errno;
-		for (unsigned i = 0; i < n; i++)
-			vp_gmem_unmap(gm, &ref[i]);
-		errno = saved;
-		return -1;
-	}
+	if ((pages[0] && !chain_map_group(gm, segs, n, false, pages[0], iov, ref, bad)) ||
+	    (pages[1] && !chain_map_group(gm, segs, n, true, pages[1], iov, ref, bad)))
+		goto fail;
 	return 0;
 
 one_by_one:
@@ -669,15 +663,19 @@ one_by_one:
 		                              &ref[i]);
 		iov[i].iov_len = segs[i].len;
 		if (!iov[i].iov_base) {
-			saved = errno;
-			for (unsigned j = 0; j < i; j++)
-				vp_gmem_unmap(gm, &ref[j]);
 			*bad = i;
-			errno = saved;
-			return -1;
+			goto fail;
 		}
 	}
 	return 0;
+
+fail:
+	/* Refs not mapped yet are zero: releasing them is nothing. */
+	saved = errno;
+	for (unsigned i = 0; i < n; i++)
+		vp_gmem_unmap(gm, &ref[i]);
+	errno = saved;
+	return -1;
 }
 
 int vp_gmem_set_grant_cache(struct vp_gmem *gm, size_t max_pages)
