@@ -525,7 +525,8 @@ void vp_gmem_unmap(struct vp_gmem *gm, struct vp_gmem_ref *ref)
 	}
 }
 
-/* Pages of a chain mapped in one hypervisor call; more maps per buffer. */
+/* At most this many pages per hypervisor call; a chain with more is mapped
+ * one buffer at a time. */
 #define CHAIN_MAX_PAGES 64u
 
 /* The first and last page (frame or grant ref) of a buffer, if its
