@@ -130,6 +130,19 @@ fio_table() {
 	}'
 }
 
+# fio_report: domain $dom's fio results in $log (the profile runs aside),
+# all of them there and understood, as the table; then its device stats.
+fio_report() {
+	local lines want
+	lines=$(sed -n "s/^\[domU $dom\] XENTEST-FIO: //p" "$log" | grep -v '^profile-' || true)
+	! grep -q unparsed <<<"$lines" || die "fio output not understood: $lines"
+	want=$((8 * rounds))
+	[[ $gfn != 1 ]] || want=$((12 * rounds))
+	[[ $(wc -l <<<"$lines") == "$want" ]] || die "expected $want fio results, got: $lines"
+	fio_table <<<"$lines"
+	grep -F "[domU $dom] XENTEST-GUEST: stats" "$log" | sed "s/^.*XENTEST-GUEST: /xen_e2e: /"
+}
+
 work=$(mktemp -d "${TMPDIR:-/tmp}/vproxy-xen.XXXXXX")
 qemu_pid=
 stop_vm() {
@@ -214,12 +227,7 @@ if [[ $bench == 1 ]]; then
 	sed -n 's/^\(\[perf .*\]\) /\1 /p; s/^XENTEST: \(perf .*\)/\1/p' "$log"
 	sed -n "s/^\[domU $dom\] \(\[guest-perf .*\)/\1/p; s/^\[domU $dom\] XENTEST-GUEST: \(perf .*\)/\1/p" "$log"
 	sed -n "s/^\[domU $dom\] XENTEST-FIO: \(profile-.*\)/\1/p" "$log"
-	fio_lines=$(sed -n "s/^\[domU $dom\] XENTEST-FIO: //p" "$log" | grep -v '^profile-' || true)
-	want=$((8 * rounds))
-	[[ $gfn != 1 ]] || want=$((12 * rounds))
-	[[ $(wc -l <<<"$fio_lines") == "$want" ]] || die "expected $want fio results, got: $fio_lines"
-	fio_table <<<"$fio_lines"
-	grep -F "[domU $dom] XENTEST-GUEST: stats" "$log" | sed "s/^.*XENTEST-GUEST: /xen_e2e: /"
+	fio_report
 	exit 0
 fi
 
@@ -281,13 +289,7 @@ grep -qE "^XENTEST: round 2: .*detached; hot-plug done" "$log" ||
 	die "dom0 did not finish the hot-plug round"
 printf 'xen_e2e: dom %s: vproxyctl attach gave the running guest a disk (probed, written, read back); detach took it away\n' "$dom"
 # The fio table: IOPS per disk and workload, and vproxy/blkback.
-fio_lines=$(sed -n "s/^\[domU $dom\] XENTEST-FIO: //p" "$log" | grep -v '^profile-' || true)
-! grep -q unparsed <<<"$fio_lines" || die "fio output not understood: $fio_lines"
-want=$((8 * rounds))
-[[ $gfn != 1 ]] || want=$((12 * rounds))
-[[ $(wc -l <<<"$fio_lines") == "$want" ]] || die "expected $want fio results, got: $fio_lines"
-fio_table <<<"$fio_lines"
-grep -F "${p}XENTEST-GUEST: stats" "$log" | sed "s/^.*XENTEST-GUEST: /xen_e2e: /"
+fio_report
 
 for dom in $doms; do
 	line=$(grep -E "^XENTEST: round [0-9]+: dom $dom destroyed: " "$log") ||
